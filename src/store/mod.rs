@@ -1,0 +1,124 @@
+//! The storage seam. Two real backends — Redis (`redis`) and an embedded,
+//! file-backed one (`embedded`, on redb) — implement the same [`Store`]
+//! primitives; typed repositories (sessions, flows, tokens, admin records)
+//! are built on top and never branch on the backend.
+//!
+//! Two families of data:
+//! - **ephemeral values** (flows, sessions, leases): opaque bytes under a
+//!   `(namespace, id)` key, always with a TTL; `put_new` is `SET NX PX`,
+//!   `take` is an atomic `GETDEL`, so a one-time value is consumed once.
+//! - **durable records** (tokens, OAuth apps, runtimes): opaque bytes in a
+//!   collection `(kind, group)` under an id, each with a version that every
+//!   write bumps, so updates can be compare-and-swap.
+
+pub mod embedded;
+pub mod redis;
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or failed; callers answer 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A compare-and-swap precondition did not hold.
+    #[error("version conflict")]
+    Conflict,
+    /// Bytes in the store are not what this version of gitbroker wrote.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Key of an ephemeral value. `namespace` is a fixed name chosen by the
+/// caller (`"flow"`, `"session"`, …); `id` is arbitrary text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EphemeralKey {
+    pub namespace: &'static str,
+    pub id: String,
+}
+
+impl EphemeralKey {
+    pub fn new(namespace: &'static str, id: impl Into<String>) -> Self {
+        Self {
+            namespace,
+            id: id.into(),
+        }
+    }
+}
+
+/// A collection of durable records: all records of one `kind` (a fixed name
+/// such as `"user_token"`) in one `group` (for example a runtime id). Deleting
+/// a collection deletes every record in it; listing is per collection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Collection {
+    pub kind: &'static str,
+    pub group: String,
+}
+
+impl Collection {
+    pub fn new(kind: &'static str, group: impl Into<String>) -> Self {
+        Self {
+            kind,
+            group: group.into(),
+        }
+    }
+}
+
+/// Precondition of a durable write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The record must not exist.
+    Absent,
+    /// The record must exist with exactly this version.
+    Version(u64),
+    /// No precondition.
+    Any,
+}
+
+/// A durable record and its version (1 for the first write, +1 per write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub version: u64,
+    pub value: Vec<u8>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `value` only if `key` holds nothing live. `true` when stored.
+    async fn put_new(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Stores `value`, replacing what was there, with a fresh TTL.
+    async fn put(&self, key: &EphemeralKey, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Atomically reads and deletes: of many concurrent callers, one gets the value.
+    async fn take(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes; `true` when something live was there.
+    async fn remove(&self, key: &EphemeralKey) -> Result<bool, StoreError>;
+    /// Deletes only if the value equals `value` (lease release). `true` when deleted.
+    async fn remove_if_eq(&self, key: &EphemeralKey, value: &[u8]) -> Result<bool, StoreError>;
+
+    async fn record_get(&self, coll: &Collection, id: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Writes a record if `expect` holds (else `StoreError::Conflict`); returns the new version.
+    async fn record_put(
+        &self,
+        coll: &Collection,
+        id: &str,
+        value: &[u8],
+        expect: Expect,
+    ) -> Result<u64, StoreError>;
+    /// Deletes a record if `expect` holds (else `Conflict`); `false` when it did not exist
+    /// (with `Expect::Any`).
+    async fn record_delete(&self, coll: &Collection, id: &str, expect: Expect) -> Result<bool, StoreError>;
+    /// Every record of the collection, in id order.
+    async fn record_list(&self, coll: &Collection) -> Result<Vec<(String, Versioned)>, StoreError>;
+    /// Deletes every record of the collection.
+    async fn collection_delete(&self, coll: &Collection) -> Result<(), StoreError>;
+
+    /// Answers when the backend is reachable (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
