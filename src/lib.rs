@@ -1,5 +1,19 @@
-//! gitbroker: a Git token broker for GitOps runtimes.
+//! gitbroker: a Git token broker for GitOps runtimes. Users sign in with
+//! OIDC and assign a Git user token to each runtime (OAuth2 or a personal
+//! access token); runtimes fetch their users' tokens with their own
+//! credential. `router` builds the whole HTTP application in-process.
 
+//TMP pub mod app;
+pub mod auth;
 pub mod clock;
+pub mod config;
+pub mod crypto;
 pub mod mock;
+pub mod oauth;
+pub mod providers;
+pub mod registry;
 pub mod store;
+pub mod tokens;
+pub mod web;
+
+pub use web::{AppState, router};

@@ -1,0 +1,100 @@
+//! Assembles the broker from validated settings: opens the store, builds
+//! the keyring, the provider HTTP client and the domain services, and loads
+//! the file's OAuth apps and runtimes into the store.
+
+use crate::auth::SessionStore;
+use crate::auth::login::Logins;
+use crate::auth::oidc::Oidc;
+use crate::clock::Clock;
+use crate::config::{Settings, StoreSettings};
+use crate::crypto::Keyring;
+use crate::oauth::Flows;
+use crate::providers;
+use crate::registry::Registry;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::RedisStore;
+use crate::store::{Store, StoreError};
+use crate::tokens::TokenRepo;
+use crate::web::{AppState, Services};
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("encryption: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+    #[error("loading OAuth apps and runtimes: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+/// Opens the configured store backend.
+pub async fn open_store(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+    match &settings.store {
+        StoreSettings::Embedded { path } => {
+            let store = EmbeddedStore::open(path, clock)?;
+            store.spawn_sweeper(std::time::Duration::from_secs(60));
+            Ok(Arc::new(store))
+        }
+        StoreSettings::Redis { url, key_prefix } => {
+            Ok(Arc::new(RedisStore::connect(url.expose_secret(), key_prefix).await?))
+        }
+    }
+}
+
+/// Builds the application state on `store` and loads the file's objects.
+pub async fn build(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    let keyring = Arc::new(Keyring::new(&settings.active_key, &settings.keys)?);
+    let http = providers::http_client(settings.provider_connect_timeout, settings.provider_timeout)
+        .map_err(|e| StartError::Http(e.to_string()))?;
+    let registry = Arc::new(Registry::new(store.clone(), keyring.clone(), &settings));
+    registry.load_from_config(&settings).await?;
+    let tokens = Arc::new(TokenRepo::new(store.clone(), keyring.clone()));
+    let sessions = Arc::new(SessionStore::new(
+        store.clone(),
+        clock.clone(),
+        settings.session_idle,
+        settings.session_absolute,
+    ));
+    let oidc_redirect = settings
+        .public_url
+        .join("/auth/callback")
+        .map_err(|e| StartError::Http(e.to_string()))?;
+    let Settings {
+        public_url,
+        secure_cookies,
+        oidc,
+        flow_ttl,
+        admin_group,
+        admin_api_token_sha256,
+        ..
+    } = settings;
+    let oidc = Arc::new(Oidc::new(oidc, oidc_redirect, http.clone()));
+    let logins = Logins::new(store.clone(), oidc, sessions.clone(), flow_ttl, secure_cookies);
+    let flows = Flows::new(
+        store.clone(),
+        registry.clone(),
+        tokens.clone(),
+        http,
+        clock.clone(),
+        public_url.clone(),
+        flow_ttl,
+        secure_cookies,
+    );
+    Ok(AppState(Arc::new(Services {
+        store,
+        clock,
+        registry,
+        tokens,
+        sessions,
+        logins,
+        flows,
+        secure_cookies,
+        admin_group,
+        admin_api_token_sha256,
+        public_url,
+    })))
+}

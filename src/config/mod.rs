@@ -1,0 +1,596 @@
+//! Configuration: a TOML file, overridden by `GITBROKER_…` environment
+//! variables (`__` separates nesting levels), with secrets given inline, in a
+//! file or in an environment variable. Unknown keys are errors. [`Settings`]
+//! is the validated form the rest of the broker uses; every validation error
+//! names the key at fault.
+
+mod raw;
+mod secret;
+
+pub use raw::RawConfig;
+pub use secret::SecretSource;
+
+use crate::providers::ProviderKind;
+use base64::Engine;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// A configuration problem, always naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Where durable and ephemeral state lives.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Embedded { path: PathBuf },
+    Redis { url: SecretString, key_prefix: String },
+}
+
+/// One AEAD key of the keyring.
+pub struct KeySettings {
+    pub id: String,
+    pub key: SecretBox<[u8; 32]>,
+}
+
+impl std::fmt::Debug for KeySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySettings")
+            .field("id", &self.id)
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+pub struct OidcSettings {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    pub groups_claim: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub id: String,
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthAppSettings {
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_url: Option<Url>,
+    pub api_url: Option<Url>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    pub token_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub id: String,
+    pub account: String,
+    pub git_host: String,
+    pub oauth_app: Option<String>,
+    /// SHA-256 of the runtime credential.
+    pub credential_sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Serve the mock provider and mock identity provider in-process here.
+    pub mock_provider_listen: SocketAddr,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Settings {
+    pub public_url: Url,
+    pub listen: SocketAddr,
+    pub secure_cookies: bool,
+    pub allow_insecure_http: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub store: StoreSettings,
+    pub active_key: String,
+    pub keys: Vec<KeySettings>,
+    pub oidc: OidcSettings,
+    pub session_idle: Duration,
+    pub session_absolute: Duration,
+    pub flow_ttl: Duration,
+    pub provider_connect_timeout: Duration,
+    pub provider_timeout: Duration,
+    pub admin_group: Option<String>,
+    pub admin_api_token_sha256: Option<[u8; 32]>,
+    pub accounts: Vec<AccountSettings>,
+    pub oauth_apps: Vec<OAuthAppSettings>,
+    pub runtimes: Vec<RuntimeSettings>,
+    pub demo: Option<DemoSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl Settings {
+    /// Reads `path`, applies `GITBROKER_…` overrides from the process
+    /// environment, resolves secrets and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Parse(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("GITBROKER_").split("__"));
+        Self::from_figment(figment, path.parent())
+    }
+
+    /// Parses TOML text (no environment); for tests.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)), None)
+    }
+
+    fn from_figment(figment: Figment, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            // figment names the key path; keep every error it found
+            let all: Vec<String> = e.into_iter().map(|e| describe_figment_error(&e)).collect();
+            ConfigError::Parse(all.join("; "))
+        })?;
+        validate(raw, base_dir)
+    }
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let path = e.path.join(".");
+    let mut kind = e.kind.to_string();
+    // figment's text for a wrong variant lists Rust-ish names; keep it short
+    if kind.len() > 300 {
+        kind.truncate(300);
+    }
+    if path.is_empty() {
+        format!("configuration: {kind}")
+    } else {
+        format!("{path}: {kind}")
+    }
+}
+
+fn parse_url(key: &str, value: &str, allow_http: bool) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| invalid(key, format!("not an absolute URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(invalid(
+                key,
+                "must be an https URL (plain http is allowed only with allow_insecure_http = true, for local tests)",
+            ));
+        }
+        other => return Err(invalid(key, format!("unsupported URL scheme `{other}`"))),
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(key, "URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(key, "URL must not contain credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(key, "URL must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+/// Ids appear in URLs and store keys: keep them to a safe alphabet.
+fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{id}` is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+        ))
+    }
+}
+
+/// Validates an object id (OAuth app, runtime, account) for the admin API too.
+pub fn validate_id(key: &str, id: &str) -> Result<(), ConfigError> {
+    check_id(key, id)
+}
+
+/// Validates an OAuth app's base URL for the admin API too.
+pub fn validate_provider_url(key: &str, value: &str, allow_http: bool) -> Result<Url, ConfigError> {
+    parse_url(key, value, allow_http)
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn parse_sha256_hex(key: &str, value: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = hex::decode(value.trim()).map_err(|_| invalid(key, "not a hex string"))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid(key, "must be 64 hex characters (a SHA-256 digest)"))
+}
+
+fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigError> {
+    let allow_http = raw.allow_insecure_http;
+    let public_url = parse_url("public_url", &raw.public_url, allow_http)?;
+    if public_url.path() != "/" {
+        return Err(invalid(
+            "public_url",
+            "must be the origin only (no path), e.g. https://gitbroker.example.com",
+        ));
+    }
+    let listen: SocketAddr = raw
+        .listen
+        .parse()
+        .map_err(|_| invalid("listen", format!("`{}` is not an address:port", raw.listen)))?;
+    if raw.secure_cookies && public_url.scheme() != "https" {
+        return Err(invalid(
+            "secure_cookies",
+            "is true but public_url is plain http: browsers would drop the cookies; set secure_cookies = false for local plain-http use only",
+        ));
+    }
+    let log_format = match raw.log.format.as_str() {
+        "json" => LogFormat::Json,
+        "pretty" => LogFormat::Pretty,
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("`{other}` is not one of: json, pretty"),
+            ));
+        }
+    };
+
+    let store = match raw.store.backend.as_str() {
+        "embedded" => {
+            let path = raw.store.path.clone().ok_or_else(|| {
+                invalid("store.path", "is required when store.backend = \"embedded\"")
+            })?;
+            let path = match base_dir {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path,
+            };
+            StoreSettings::Embedded { path }
+        }
+        "redis" => {
+            let url = raw
+                .store
+                .redis_url
+                .as_ref()
+                .ok_or_else(|| invalid("store.redis_url", "is required when store.backend = \"redis\""))?
+                .resolve("store.redis_url", base_dir)?;
+            let parsed = Url::parse(url.expose_secret())
+                .map_err(|_| invalid("store.redis_url", "is not a URL"))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(invalid("store.redis_url", "must start with redis:// or rediss://"));
+            }
+            StoreSettings::Redis {
+                url,
+                key_prefix: raw.store.key_prefix.clone(),
+            }
+        }
+        other => {
+            return Err(invalid(
+                "store.backend",
+                format!("`{other}` is not one of: embedded, redis"),
+            ));
+        }
+    };
+
+    // Encryption keys: mandatory, 32 bytes each, active one present.
+    let mut keys = Vec::new();
+    let mut key_ids = BTreeSet::new();
+    for (i, k) in raw.encryption.keys.iter().enumerate() {
+        let key_name = format!("encryption.keys[{i}]");
+        check_id(&format!("{key_name}.id"), &k.id)?;
+        if !key_ids.insert(k.id.clone()) {
+            return Err(invalid(format!("{key_name}.id"), format!("duplicate key id `{}`", k.id)));
+        }
+        let secret = k.key.resolve(&format!("{key_name}.key"), base_dir)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret.expose_secret().trim())
+            .map_err(|_| invalid(format!("{key_name}.key"), "is not base64"))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            invalid(
+                format!("{key_name}.key"),
+                "must decode to exactly 32 bytes (generate one with `gitbroker generate-key`)",
+            )
+        })?;
+        keys.push(KeySettings {
+            id: k.id.clone(),
+            key: SecretBox::new(Box::new(arr)),
+        });
+    }
+    if keys.is_empty() {
+        return Err(invalid(
+            "encryption.keys",
+            "at least one encryption key is required: tokens are encrypted at rest (generate one with `gitbroker generate-key`)",
+        ));
+    }
+    let active_key = match &raw.encryption.active_key {
+        Some(id) if key_ids.contains(id) => id.clone(),
+        Some(id) => {
+            return Err(invalid(
+                "encryption.active_key",
+                format!("`{id}` is not the id of any entry of encryption.keys"),
+            ));
+        }
+        None if keys.len() == 1 => keys[0].id.clone(),
+        None => {
+            return Err(invalid(
+                "encryption.active_key",
+                "is required when several keys are configured",
+            ));
+        }
+    };
+
+    let oidc = {
+        let o = &raw.oidc;
+        let issuer = parse_url("oidc.issuer", &o.issuer, allow_http)?;
+        if o.client_id.trim().is_empty() {
+            return Err(invalid("oidc.client_id", "must not be empty"));
+        }
+        let client_secret = o.client_secret.resolve("oidc.client_secret", base_dir)?;
+        let mut scopes = o.scopes.clone();
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+        if o.groups_claim.trim().is_empty() {
+            return Err(invalid("oidc.groups_claim", "must not be empty"));
+        }
+        OidcSettings {
+            issuer,
+            client_id: o.client_id.clone(),
+            client_secret,
+            scopes,
+            groups_claim: o.groups_claim.clone(),
+        }
+    };
+
+    if raw.session.idle_timeout_secs == 0 {
+        return Err(invalid("session.idle_timeout_secs", "must be greater than 0"));
+    }
+    if raw.session.absolute_timeout_secs < raw.session.idle_timeout_secs {
+        return Err(invalid(
+            "session.absolute_timeout_secs",
+            "must be at least session.idle_timeout_secs",
+        ));
+    }
+    if !(60..=3600).contains(&raw.flow_ttl_secs) {
+        return Err(invalid("flow_ttl_secs", "must be between 60 and 3600 seconds"));
+    }
+    if raw.provider.timeout_secs == 0 || raw.provider.connect_timeout_secs == 0 {
+        return Err(invalid(
+            "provider.timeout_secs",
+            "provider timeouts must be greater than 0",
+        ));
+    }
+
+    let admin_api_token_sha256 = match &raw.admin.api_token {
+        Some(src) => {
+            let token = src.resolve("admin.api_token", base_dir)?;
+            if token.expose_secret().len() < 32 {
+                return Err(invalid(
+                    "admin.api_token",
+                    "must be at least 32 characters (generate one with `gitbroker generate-key`)",
+                ));
+            }
+            Some(sha256(token.expose_secret().as_bytes()))
+        }
+        None => None,
+    };
+
+    let mut accounts = Vec::new();
+    let mut account_ids = BTreeSet::new();
+    for (i, a) in raw.accounts.iter().enumerate() {
+        check_id(&format!("accounts[{i}].id"), &a.id)?;
+        if !account_ids.insert(a.id.clone()) {
+            return Err(invalid(format!("accounts[{i}].id"), format!("duplicate account `{}`", a.id)));
+        }
+        if a.groups.is_empty() {
+            return Err(invalid(
+                format!("accounts[{i}].groups"),
+                "must name at least one identity-provider group",
+            ));
+        }
+        accounts.push(AccountSettings {
+            id: a.id.clone(),
+            name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+            groups: a.groups.clone(),
+        });
+    }
+
+    let mut oauth_apps = Vec::new();
+    let mut app_ids = BTreeMap::new();
+    for (i, a) in raw.oauth_apps.iter().enumerate() {
+        let key = format!("oauth_apps[{i}]");
+        check_id(&format!("{key}.id"), &a.id)?;
+        if app_ids.insert(a.id.clone(), a.provider).is_some() {
+            return Err(invalid(format!("{key}.id"), format!("duplicate OAuth app `{}`", a.id)));
+        }
+        let base_url = a
+            .base_url
+            .as_deref()
+            .map(|u| parse_url(&format!("{key}.base_url"), u, allow_http))
+            .transpose()?;
+        let api_url = a
+            .api_url
+            .as_deref()
+            .map(|u| parse_url(&format!("{key}.api_url"), u, allow_http))
+            .transpose()?;
+        if a.client_id.trim().is_empty() {
+            return Err(invalid(format!("{key}.client_id"), "must not be empty"));
+        }
+        let client_secret = a
+            .client_secret
+            .resolve(&format!("{key}.client_secret"), base_dir)?;
+        if a.scopes.is_empty() {
+            return Err(invalid(format!("{key}.scopes"), "must list the scopes to request"));
+        }
+        let token_lifetime = match a.token_lifetime_secs {
+            Some(0) => {
+                return Err(invalid(
+                    format!("{key}.token_lifetime_secs"),
+                    "must be greater than 0 (omit it for no admin-set expiry)",
+                ));
+            }
+            Some(s) => Some(Duration::from_secs(s)),
+            None => None,
+        };
+        let app = OAuthAppSettings {
+            id: a.id.clone(),
+            name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+            provider: a.provider,
+            base_url,
+            api_url,
+            client_id: a.client_id.clone(),
+            client_secret,
+            scopes: a.scopes.clone(),
+            token_lifetime,
+        };
+        crate::providers::validate_app(&app).map_err(|(field, msg)| invalid(format!("{key}.{field}"), msg))?;
+        oauth_apps.push(app);
+    }
+
+    let mut runtimes = Vec::new();
+    let mut runtime_ids = BTreeSet::new();
+    let mut credential_hashes = BTreeSet::new();
+    for (i, r) in raw.runtimes.iter().enumerate() {
+        let key = format!("runtimes[{i}]");
+        check_id(&format!("{key}.id"), &r.id)?;
+        if !runtime_ids.insert(r.id.clone()) {
+            return Err(invalid(format!("{key}.id"), format!("duplicate runtime `{}`", r.id)));
+        }
+        if !account_ids.contains(&r.account) {
+            return Err(invalid(
+                format!("{key}.account"),
+                format!("`{}` is not the id of any entry of accounts", r.account),
+            ));
+        }
+        if let Some(app) = &r.oauth_app
+            && !app_ids.contains_key(app)
+        {
+            return Err(invalid(
+                format!("{key}.oauth_app"),
+                format!("`{app}` is not the id of any entry of oauth_apps"),
+            ));
+        }
+        if r.git_host.trim().is_empty() || r.git_host.contains('/') {
+            return Err(invalid(
+                format!("{key}.git_host"),
+                "must be a host name such as github.com (no scheme, no path)",
+            ));
+        }
+        let credential_sha256 = match (&r.credential, &r.credential_sha256) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.credential"),
+                    "give either credential or credential_sha256, not both",
+                ));
+            }
+            (Some(src), None) => {
+                let c = src.resolve(&format!("{key}.credential"), base_dir)?;
+                if c.expose_secret().len() < 32 {
+                    return Err(invalid(
+                        format!("{key}.credential"),
+                        "must be at least 32 characters",
+                    ));
+                }
+                sha256(c.expose_secret().as_bytes())
+            }
+            (None, Some(h)) => parse_sha256_hex(&format!("{key}.credential_sha256"), h)?,
+            (None, None) => {
+                return Err(invalid(
+                    format!("{key}.credential_sha256"),
+                    "each runtime needs its runtime credential: credential_sha256 (preferred) or credential",
+                ));
+            }
+        };
+        if !credential_hashes.insert(credential_sha256) {
+            return Err(invalid(
+                format!("{key}.credential"),
+                "two runtimes share one credential; each runtime needs its own",
+            ));
+        }
+        runtimes.push(RuntimeSettings {
+            id: r.id.clone(),
+            account: r.account.clone(),
+            git_host: r.git_host.trim().to_ascii_lowercase(),
+            oauth_app: r.oauth_app.clone(),
+            credential_sha256,
+        });
+    }
+
+    let demo = match &raw.demo {
+        Some(d) => Some(DemoSettings {
+            mock_provider_listen: d.mock_provider_listen.parse().map_err(|_| {
+                invalid(
+                    "demo.mock_provider_listen",
+                    format!("`{}` is not an address:port", d.mock_provider_listen),
+                )
+            })?,
+        }),
+        None => None,
+    };
+
+    Ok(Settings {
+        public_url,
+        listen,
+        secure_cookies: raw.secure_cookies,
+        allow_insecure_http: allow_http,
+        log_format,
+        log_level: raw.log.level.clone(),
+        store,
+        active_key,
+        keys,
+        oidc,
+        session_idle: Duration::from_secs(raw.session.idle_timeout_secs),
+        session_absolute: Duration::from_secs(raw.session.absolute_timeout_secs),
+        flow_ttl: Duration::from_secs(raw.flow_ttl_secs),
+        provider_connect_timeout: Duration::from_secs(raw.provider.connect_timeout_secs),
+        provider_timeout: Duration::from_secs(raw.provider.timeout_secs),
+        admin_group: raw.admin.group.clone(),
+        admin_api_token_sha256,
+        accounts,
+        oauth_apps,
+        runtimes,
+        demo,
+    })
+}
+
+#[cfg(test)]
+mod tests;

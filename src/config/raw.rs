@@ -1,0 +1,209 @@
+//! The configuration file as written, before validation.
+
+use super::SecretSource;
+use crate::providers::ProviderKind;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub public_url: String,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "yes")]
+    pub secure_cookies: bool,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    #[serde(default = "default_flow_ttl")]
+    pub flow_ttl_secs: u64,
+    #[serde(default)]
+    pub log: RawLog,
+    pub store: RawStore,
+    pub encryption: RawEncryption,
+    pub oidc: RawOidc,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub provider: RawProvider,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub accounts: Vec<RawAccount>,
+    #[serde(default)]
+    pub oauth_apps: Vec<RawOAuthApp>,
+    #[serde(default)]
+    pub runtimes: Vec<RawRuntime>,
+    pub demo: Option<RawDemo>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_flow_ttl() -> u64 {
+    600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub backend: String,
+    pub path: Option<PathBuf>,
+    pub redis_url: Option<SecretSource>,
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+}
+fn default_prefix() -> String {
+    "gitbroker".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncryption {
+    pub active_key: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: String,
+    pub key: SecretSource,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "default_absolute")]
+    pub absolute_timeout_secs: u64,
+}
+fn default_idle() -> u64 {
+    8 * 3600
+}
+fn default_absolute() -> u64 {
+    24 * 3600
+}
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: default_idle(),
+            absolute_timeout_secs: default_absolute(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_timeout() -> u64 {
+    15
+}
+impl Default for RawProvider {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: default_connect_timeout(),
+            timeout_secs: default_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub group: Option<String>,
+    pub api_token: Option<SecretSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub id: String,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuthApp {
+    pub id: String,
+    pub name: Option<String>,
+    pub provider: ProviderKind,
+    pub base_url: Option<String>,
+    pub api_url: Option<String>,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub scopes: Vec<String>,
+    pub token_lifetime_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub id: String,
+    pub account: String,
+    pub git_host: String,
+    pub oauth_app: Option<String>,
+    pub credential: Option<SecretSource>,
+    pub credential_sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub mock_provider_listen: String,
+}

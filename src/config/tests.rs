@@ -1,0 +1,139 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use super::*;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+fn base() -> String {
+    format!(
+        r#"
+public_url = "https://broker.example.com"
+[store]
+backend = "embedded"
+path = "/tmp/x.redb"
+[encryption]
+keys = [{{ id = "k1", key = "{KEY}" }}]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "gitbroker"
+client_secret = "s3cret"
+[[accounts]]
+id = "acme"
+groups = ["acme-devs"]
+[[oauth_apps]]
+id = "gh"
+provider = "github"
+client_id = "cid"
+client_secret = "csecret"
+scopes = ["repo"]
+[[runtimes]]
+id = "rt1"
+account = "acme"
+git_host = "github.com"
+oauth_app = "gh"
+credential = "0123456789abcdef0123456789abcdef-rt1"
+"#
+    )
+}
+
+fn err(text: &str) -> String {
+    Settings::from_toml_str(text).expect_err("should fail").to_string()
+}
+
+#[test]
+fn valid_configuration_loads() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(s.runtimes[0].oauth_app.as_deref(), Some("gh"));
+    assert_eq!(s.active_key, "k1");
+    assert!(s.secure_cookies);
+    assert_eq!(s.oidc.groups_claim, "groups");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err(&base().replace("[store]", "[store]\nbakend = \"x\""));
+    assert!(e.contains("bakend"), "{e}");
+    let e = err(&format!("colour = 1\n{}", base()));
+    assert!(e.contains("colour"), "{e}");
+}
+
+#[test]
+fn missing_encryption_key_refused() {
+    let e = err(&base().replace(&format!("keys = [{{ id = \"k1\", key = \"{KEY}\" }}]"), ""));
+    assert!(e.starts_with("encryption.keys:"), "{e}");
+}
+
+#[test]
+fn short_encryption_key_refused() {
+    let e = err(&base().replace(KEY, "c2hvcnQ="));
+    assert!(e.contains("encryption.keys[0].key") && e.contains("32 bytes"), "{e}");
+}
+
+#[test]
+fn http_provider_url_needs_opt_in() {
+    let text = base().replace("provider = \"github\"", "provider = \"github\"\nbase_url = \"http://127.0.0.1:9\"");
+    let e = err(&text);
+    assert!(e.starts_with("oauth_apps[0].base_url:"), "{e}");
+    assert!(Settings::from_toml_str(&format!("allow_insecure_http = true\n{text}")).is_ok());
+}
+
+#[test]
+fn runtime_with_unknown_app_or_account() {
+    let e = err(&base().replace("oauth_app = \"gh\"", "oauth_app = \"nope\""));
+    assert!(e.starts_with("runtimes[0].oauth_app:") && e.contains("nope"), "{e}");
+    let e = err(&base().replace("account = \"acme\"", "account = \"nope\""));
+    assert!(e.starts_with("runtimes[0].account:"), "{e}");
+}
+
+#[test]
+fn scopes_below_the_documents_refused() {
+    let e = err(&base().replace("scopes = [\"repo\"]", "scopes = [\"public_repo\"]"));
+    assert!(e.starts_with("oauth_apps[0].scopes:") && e.contains("missing: repo"), "{e}");
+}
+
+#[test]
+fn unknown_provider_kind_named() {
+    let e = err(&base().replace("provider = \"github\"", "provider = \"gitee\""));
+    assert!(e.contains("oauth_apps") && e.contains("gitee"), "{e}");
+}
+
+#[test]
+fn secure_cookies_need_https() {
+    let text = format!("allow_insecure_http = true\n{}", base().replace("https://broker.example.com", "http://localhost:8080"));
+    let e = err(&text);
+    assert!(e.starts_with("secure_cookies:"), "{e}");
+    assert!(Settings::from_toml_str(&format!("secure_cookies = false\n{text}")).is_ok());
+}
+
+#[test]
+fn secret_from_missing_env_var_named() {
+    let e = err(&base().replace("client_secret = \"s3cret\"", "client_secret = { env = \"GITBROKER_TEST_SURELY_UNSET\" }"));
+    assert!(e.starts_with("oidc.client_secret:") && e.contains("GITBROKER_TEST_SURELY_UNSET"), "{e}");
+}
+
+#[test]
+fn secret_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "from-file\n").unwrap();
+    let text = base().replace(
+        "client_secret = \"s3cret\"",
+        &format!("client_secret = {{ file = \"{}\" }}", path.display()),
+    );
+    let s = Settings::from_toml_str(&text).unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&s.oidc.client_secret), "from-file");
+}
+
+#[test]
+fn duplicate_ids_refused() {
+    let e = err(&format!("{}\n[[runtimes]]\nid = \"rt1\"\naccount = \"acme\"\ngit_host = \"github.com\"\ncredential_sha256 = \"{}\"\n", base(), "ab".repeat(32)));
+    assert!(e.starts_with("runtimes[1].id:") && e.contains("duplicate"), "{e}");
+}
+
+#[test]
+fn debug_hides_secrets() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    let d = format!("{s:?}");
+    for secret in ["s3cret", "csecret", KEY] {
+        assert!(!d.contains(secret), "{secret} leaked in Debug");
+    }
+}

@@ -1,0 +1,224 @@
+//! GitHub and GitHub Enterprise Server: OAuth endpoints under the web host,
+//! the REST API at api.github.com or `HOST/api/v3`, comma-separated scopes,
+//! token-endpoint errors sent with HTTP 200, scopes read from `X-OAuth-Scopes`.
+
+use super::{Endpoints, GitProvider, Identity, ProviderError, ProviderKind};
+use async_trait::async_trait;
+use oauth2::HttpResponse;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+pub struct GitHub;
+
+const API_VERSION: &str = "2022-11-28";
+
+fn join(base: &Url, path: &str) -> Result<Url, String> {
+    let mut s = base.as_str().trim_end_matches('/').to_owned();
+    s.push_str(path);
+    Url::parse(&s).map_err(|e| format!("cannot build endpoint URL: {e}"))
+}
+
+#[async_trait]
+impl GitProvider for GitHub {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Github
+    }
+
+    fn display_name(&self) -> &'static str {
+        "GitHub"
+    }
+
+    fn endpoints(&self, base_url: Option<&Url>, api_url: Option<&Url>) -> Result<Endpoints, String> {
+        let github_com = Url::parse("https://github.com").map_err(|e| e.to_string())?;
+        let web = base_url.unwrap_or(&github_com);
+        if web.path() != "/" {
+            return Err("must be the GitHub host only, e.g. https://github.example.com".into());
+        }
+        let api = match api_url {
+            Some(api) => api.clone(),
+            None if web.host_str() == Some("github.com") => {
+                Url::parse("https://api.github.com").map_err(|e| e.to_string())?
+            }
+            // GitHub Enterprise Server serves its REST API under /api/v3
+            None => join(web, "/api/v3")?,
+        };
+        Ok(Endpoints {
+            authorize: join(web, "/login/oauth/authorize")?,
+            token: join(web, "/login/oauth/access_token")?,
+            api,
+        })
+    }
+
+    fn parse_scopes(&self, raw: &str) -> Vec<String> {
+        raw.split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn implied_by(&self, scope: &str) -> &'static [&'static str] {
+        match scope {
+            "repo" => &[
+                "repo:status",
+                "repo_deployment",
+                "public_repo",
+                "repo:invite",
+                "security_events",
+            ],
+            "admin:repo_hook" => &["write:repo_hook", "read:repo_hook"],
+            "write:repo_hook" => &["read:repo_hook"],
+            "admin:org" => &["write:org", "read:org"],
+            "write:org" => &["read:org"],
+            "admin:public_key" => &["write:public_key", "read:public_key"],
+            "write:public_key" => &["read:public_key"],
+            "user" => &["read:user", "user:email", "user:follow"],
+            "write:packages" => &["read:packages"],
+            _ => &[],
+        }
+    }
+
+    fn user_token_scopes(&self) -> &'static [&'static str] {
+        &["repo"]
+    }
+
+    /// GitHub answers token-endpoint errors with HTTP 200 and an `error`
+    /// field; turn those into the 400 that RFC 6749 §5.2 specifies so the
+    /// `oauth2` crate reports them as errors rather than parse failures.
+    fn normalize_token_response(&self, mut response: HttpResponse) -> HttpResponse {
+        if response.status() == http::StatusCode::OK {
+            let is_error = serde_json::from_slice::<serde_json::Value>(response.body())
+                .ok()
+                .and_then(|v| v.get("error").cloned())
+                .is_some_and(|e| e.is_string());
+            if is_error {
+                *response.status_mut() = http::StatusCode::BAD_REQUEST;
+            }
+        }
+        response
+    }
+
+    async fn identify(
+        &self,
+        http: &reqwest::Client,
+        endpoints: &Endpoints,
+        token: &SecretString,
+    ) -> Result<Identity, ProviderError> {
+        let url = join(&endpoints.api, "/user").map_err(ProviderError::Protocol)?;
+        let resp = http
+            .get(url)
+            .bearer_auth(token.expose_secret())
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_transport(&e))?;
+        let status = resp.status();
+        let rate_limited = resp
+            .headers()
+            .get("x-ratelimit-remaining")
+            .is_some_and(|v| v.as_bytes() == b"0");
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ProviderError::InvalidToken);
+        }
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || (status == reqwest::StatusCode::FORBIDDEN && rate_limited)
+        {
+            return Err(ProviderError::Unavailable("rate limited".into()));
+        }
+        if status.is_server_error() {
+            return Err(ProviderError::Unavailable(format!("HTTP {}", status.as_u16())));
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Protocol(format!(
+                "GET /user answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let scopes = resp
+            .headers()
+            .get("x-oauth-scopes")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| self.parse_scopes(v));
+        #[derive(serde::Deserialize)]
+        struct User {
+            login: String,
+        }
+        let user: User = resp
+            .json()
+            .await
+            .map_err(|_| ProviderError::Protocol("GET /user returned no login".into()))?;
+        Ok(Identity {
+            login: user.login,
+            scopes,
+        })
+    }
+
+    async fn revoke(
+        &self,
+        http: &reqwest::Client,
+        endpoints: &Endpoints,
+        client_id: &str,
+        client_secret: &SecretString,
+        token: &SecretString,
+    ) -> Result<(), ProviderError> {
+        let url = join(&endpoints.api, &format!("/applications/{client_id}/token"))
+            .map_err(ProviderError::Protocol)?;
+        let resp = http
+            .delete(url)
+            .basic_auth(client_id, Some(client_secret.expose_secret()))
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .json(&serde_json::json!({ "access_token": token.expose_secret() }))
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_transport(&e))?;
+        match resp.status().as_u16() {
+            // 404/422: the token is already invalid — the goal is reached
+            204 | 200 | 404 | 422 => Ok(()),
+            s if s >= 500 || s == 429 => Err(ProviderError::Unavailable(format!("HTTP {s}"))),
+            s => Err(ProviderError::Protocol(format!("revocation answered HTTP {s}"))),
+        }
+    }
+
+    fn git_username(&self, identity_login: &str) -> String {
+        // GitHub accepts any non-empty username with a token; the login
+        // makes the runtime's Git logs readable.
+        identity_login.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn endpoints_for_github_com_and_ghes() {
+        let e = GitHub.endpoints(None, None).unwrap();
+        assert_eq!(e.authorize.as_str(), "https://github.com/login/oauth/authorize");
+        assert_eq!(e.token.as_str(), "https://github.com/login/oauth/access_token");
+        assert_eq!(e.api.as_str(), "https://api.github.com/");
+        let ghes = Url::parse("https://git.example.com").unwrap();
+        let e = GitHub.endpoints(Some(&ghes), None).unwrap();
+        assert_eq!(e.api.as_str(), "https://git.example.com/api/v3");
+        assert!(GitHub.endpoints(Some(&Url::parse("https://x.com/sub").unwrap()), None).is_err());
+    }
+
+    #[test]
+    fn comma_separated_scopes() {
+        assert_eq!(GitHub.parse_scopes("repo,gist"), vec!["repo", "gist"]);
+        assert_eq!(GitHub.parse_scopes("repo, admin:repo_hook"), vec!["repo", "admin:repo_hook"]);
+        assert!(GitHub.parse_scopes("").is_empty());
+    }
+
+    #[test]
+    fn error_with_200_becomes_400() {
+        let body = br#"{"error":"bad_verification_code","error_description":"x"}"#.to_vec();
+        let resp = http::Response::builder().status(200).body(body).unwrap();
+        assert_eq!(GitHub.normalize_token_response(resp).status(), 400);
+        let ok = br#"{"access_token":"gho_x","token_type":"bearer","scope":"repo"}"#.to_vec();
+        let resp = http::Response::builder().status(200).body(ok).unwrap();
+        assert_eq!(GitHub.normalize_token_response(resp).status(), 200);
+    }
+}

@@ -1,0 +1,188 @@
+//! What gitbroker knows about each Git provider. One module per provider
+//! holds all of its knowledge (endpoints, scope names and implications,
+//! response quirks, identity, revocation, Git username); the rest of the
+//! broker talks to providers only through [`GitProvider`].
+
+mod github;
+
+use crate::config::OAuthAppSettings;
+use async_trait::async_trait;
+use oauth2::HttpResponse;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use url::Url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// github.com (`base_url` omitted) or GitHub Enterprise Server (`base_url` set).
+    Github,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+        }
+    }
+}
+
+/// The URLs of one OAuth app at its provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub authorize: Url,
+    pub token: Url,
+    pub api: Url,
+}
+
+/// Who a token belongs to, as the provider says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub login: String,
+    /// Scopes the provider reports for the token, when it reports them.
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider says the token is not valid (revoked, expired, unknown).
+    #[error("the provider rejected the token")]
+    InvalidToken,
+    /// Temporary: network, timeout, 5xx, rate limit. Never a verdict on the token.
+    #[error("the provider could not be reached or is failing: {0}")]
+    Unavailable(String),
+    /// The provider answered something we do not understand.
+    #[error("unexpected answer from the provider: {0}")]
+    Protocol(String),
+}
+
+impl ProviderError {
+    /// Classifies a transport error of the provider HTTP client.
+    pub fn from_transport(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Self::Unavailable("timed out".into())
+        } else if e.is_connect() {
+            Self::Unavailable("connection failed".into())
+        } else {
+            Self::Unavailable("request failed".into())
+        }
+    }
+}
+
+#[async_trait]
+pub trait GitProvider: Send + Sync + 'static {
+    fn kind(&self) -> ProviderKind;
+    /// Human name, as in "Authorize Access to GitHub".
+    fn display_name(&self) -> &'static str;
+    fn endpoints(&self, base_url: Option<&Url>, api_url: Option<&Url>) -> Result<Endpoints, String>;
+    /// Splits a scope string as this provider writes it.
+    fn parse_scopes(&self, raw: &str) -> Vec<String>;
+    /// Scopes that `scope` covers (not including itself).
+    fn implied_by(&self, scope: &str) -> &'static [&'static str];
+    /// The scopes the product documents require of a Git user token.
+    fn user_token_scopes(&self) -> &'static [&'static str];
+    /// Rewrites a token-endpoint response so that `oauth2` parses it right
+    /// (for example GitHub's errors sent with HTTP 200).
+    fn normalize_token_response(&self, response: HttpResponse) -> HttpResponse {
+        response
+    }
+    /// Reads the token's owner and, where the provider reports them, its scopes.
+    async fn identify(
+        &self,
+        http: &reqwest::Client,
+        endpoints: &Endpoints,
+        token: &SecretString,
+    ) -> Result<Identity, ProviderError>;
+    /// Revokes an OAuth token at the provider. `Ok` also when it was already invalid.
+    async fn revoke(
+        &self,
+        http: &reqwest::Client,
+        endpoints: &Endpoints,
+        client_id: &str,
+        client_secret: &SecretString,
+        token: &SecretString,
+    ) -> Result<(), ProviderError>;
+    /// The username a runtime should use with this token for Git over HTTPS.
+    fn git_username(&self, identity_login: &str) -> String;
+}
+
+pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
+    match kind {
+        ProviderKind::Github => &github::GitHub,
+    }
+}
+
+/// The required scopes that `granted` does not cover, through the
+/// provider's implication table.
+pub fn missing_scopes(
+    provider: &dyn GitProvider,
+    granted: &[String],
+    required: &[String],
+) -> Vec<String> {
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    for g in granted {
+        covered.insert(g.as_str());
+        covered.extend(provider.implied_by(g));
+    }
+    required
+        .iter()
+        .filter(|r| !covered.contains(r.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Checks an OAuth app's provider-specific settings; `Err((field, message))`.
+pub fn validate_app(app: &OAuthAppSettings) -> Result<(), (&'static str, String)> {
+    let p = provider(app.provider);
+    p.endpoints(app.base_url.as_ref(), app.api_url.as_ref())
+        .map_err(|m| ("base_url", m))?;
+    let required: Vec<String> = p.user_token_scopes().iter().map(|s| (*s).to_owned()).collect();
+    let missing = missing_scopes(p, &app.scopes, &required);
+    if !missing.is_empty() {
+        return Err((
+            "scopes",
+            format!(
+                "must cover the Git user token scopes of {} ({}); missing: {}",
+                p.display_name(),
+                required.join(", "),
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The provider HTTP client: no redirects (SSRF), connect and total timeouts.
+pub fn http_client(
+    connect_timeout: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .user_agent(concat!("gitbroker/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn implication_covers_narrower_scopes() {
+        let gh = provider(ProviderKind::Github);
+        assert!(missing_scopes(gh, &s(&["repo"]), &s(&["public_repo", "repo:status"])).is_empty());
+        assert_eq!(missing_scopes(gh, &s(&["public_repo"]), &s(&["repo"])), s(&["repo"]));
+        assert!(missing_scopes(gh, &s(&["admin:repo_hook"]), &s(&["read:repo_hook"])).is_empty());
+        assert_eq!(
+            missing_scopes(gh, &s(&["repo"]), &s(&["repo", "admin:repo_hook"])),
+            s(&["admin:repo_hook"])
+        );
+    }
+}

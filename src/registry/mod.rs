@@ -1,0 +1,521 @@
+//! Accounts, OAuth apps and runtimes. Accounts come from the configuration
+//! file; OAuth apps and runtimes come from the file (loaded at start) and
+//! from the admin API, and persist in the store. Client secrets are sealed
+//! at rest and never leave through the API; runtime credentials are kept
+//! only as SHA-256 digests and compared in constant time.
+
+use crate::config::{self, AccountSettings, OAuthAppSettings, RuntimeSettings, Settings};
+use crate::crypto::{self, Keyring, Sealed};
+use crate::providers::{self, Endpoints, ProviderKind};
+use crate::store::{Collection, Expect, Store, StoreError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{0}")]
+    InUse(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored secret does not open: {0}")]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl From<config::ConfigError> for RegistryError {
+    fn from(e: config::ConfigError) -> Self {
+        match e {
+            config::ConfigError::Invalid { key, message } => Self::Invalid { key, message },
+            config::ConfigError::Parse(m) => Self::Invalid {
+                key: "body".into(),
+                message: m,
+            },
+        }
+    }
+}
+
+/// Where an object was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    File,
+    Api,
+}
+
+#[derive(Clone)]
+pub struct OAuthApp {
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_url: Option<Url>,
+    pub api_url: Option<Url>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    pub token_lifetime_secs: Option<u64>,
+    pub origin: Origin,
+}
+
+impl std::fmt::Debug for OAuthApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthApp")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OAuthApp {
+    pub fn endpoints(&self) -> Result<Endpoints, String> {
+        providers::provider(self.provider).endpoints(self.base_url.as_ref(), self.api_url.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Runtime {
+    pub id: String,
+    pub account: String,
+    pub git_host: String,
+    pub oauth_app: Option<String>,
+    /// Hex SHA-256 of the runtime credential.
+    pub credential_sha256: String,
+    pub origin: Origin,
+}
+
+/// What the admin API accepts to create or replace an OAuth app.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthAppInput {
+    pub id: String,
+    pub name: Option<String>,
+    pub provider: ProviderKind,
+    pub base_url: Option<String>,
+    pub api_url: Option<String>,
+    pub client_id: String,
+    /// Required on create; on update, omitted keeps the current secret.
+    pub client_secret: Option<SecretString>,
+    pub scopes: Vec<String>,
+    pub token_lifetime_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeInput {
+    pub id: String,
+    pub account: String,
+    pub git_host: String,
+    pub oauth_app: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredApp {
+    id: String,
+    name: String,
+    provider: ProviderKind,
+    base_url: Option<Url>,
+    api_url: Option<Url>,
+    client_id: String,
+    client_secret: Sealed,
+    scopes: Vec<String>,
+    token_lifetime_secs: Option<u64>,
+    origin: Origin,
+}
+
+const APPS: &str = "oauth_app";
+const RUNTIMES: &str = "runtime";
+const CREDENTIALS: &str = "runtime_credential";
+
+fn all(kind: &'static str) -> Collection {
+    Collection::new(kind, "all")
+}
+
+fn corrupt(e: serde_json::Error) -> RegistryError {
+    RegistryError::Store(StoreError::Corrupt(e.to_string()))
+}
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    accounts: Vec<AccountSettings>,
+    allow_http: bool,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, settings: &Settings) -> Self {
+        Self {
+            store,
+            keyring,
+            accounts: settings.accounts.clone(),
+            allow_http: settings.allow_insecure_http,
+        }
+    }
+
+    /// Writes the file's OAuth apps and runtimes into the store (the file
+    /// wins for ids it names); objects created through the API stay.
+    pub async fn load_from_config(&self, settings: &Settings) -> Result<(), RegistryError> {
+        for app in &settings.oauth_apps {
+            self.write_app(&app_from_settings(app), Expect::Any).await?;
+        }
+        for rt in &settings.runtimes {
+            self.write_runtime(&runtime_from_settings(rt), Expect::Any).await?;
+        }
+        Ok(())
+    }
+
+    pub fn accounts(&self) -> &[AccountSettings] {
+        &self.accounts
+    }
+
+    pub fn account(&self, id: &str) -> Option<&AccountSettings> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
+    /// The accounts whose groups intersect `groups`.
+    pub fn accounts_for_groups(&self, groups: &[String]) -> Vec<&AccountSettings> {
+        self.accounts
+            .iter()
+            .filter(|a| a.groups.iter().any(|g| groups.contains(g)))
+            .collect()
+    }
+
+    // --- OAuth apps ---
+
+    fn app_aad(id: &str) -> Vec<u8> {
+        crypto::associated_data("oauth_app_secret", &[id])
+    }
+
+    async fn write_app(&self, app: &OAuthApp, expect: Expect) -> Result<(), RegistryError> {
+        let stored = StoredApp {
+            id: app.id.clone(),
+            name: app.name.clone(),
+            provider: app.provider,
+            base_url: app.base_url.clone(),
+            api_url: app.api_url.clone(),
+            client_id: app.client_id.clone(),
+            client_secret: self
+                .keyring
+                .seal(&Self::app_aad(&app.id), app.client_secret.expose_secret().as_bytes())?,
+            scopes: app.scopes.clone(),
+            token_lifetime_secs: app.token_lifetime_secs,
+            origin: app.origin,
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
+        self.store
+            .record_put(&all(APPS), &app.id, &bytes, expect)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => RegistryError::AlreadyExists(format!("OAuth app `{}`", app.id)),
+                e => e.into(),
+            })?;
+        Ok(())
+    }
+
+    fn decode_app(&self, bytes: &[u8]) -> Result<OAuthApp, RegistryError> {
+        let s: StoredApp = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let secret = self.keyring.open(&Self::app_aad(&s.id), &s.client_secret)?;
+        let secret = String::from_utf8(secret)
+            .map_err(|_| RegistryError::Store(StoreError::Corrupt("client secret".into())))?;
+        Ok(OAuthApp {
+            id: s.id,
+            name: s.name,
+            provider: s.provider,
+            base_url: s.base_url,
+            api_url: s.api_url,
+            client_id: s.client_id,
+            client_secret: SecretString::from(secret),
+            scopes: s.scopes,
+            token_lifetime_secs: s.token_lifetime_secs,
+            origin: s.origin,
+        })
+    }
+
+    pub async fn app(&self, id: &str) -> Result<Option<OAuthApp>, RegistryError> {
+        match self.store.record_get(&all(APPS), id).await? {
+            Some(v) => Ok(Some(self.decode_app(&v.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn apps(&self) -> Result<Vec<OAuthApp>, RegistryError> {
+        self.store
+            .record_list(&all(APPS))
+            .await?
+            .into_iter()
+            .map(|(_, v)| self.decode_app(&v.value))
+            .collect()
+    }
+
+    fn app_from_input(&self, input: OAuthAppInput, secret: SecretString) -> Result<OAuthApp, RegistryError> {
+        config::validate_id("id", &input.id)?;
+        let base_url = input
+            .base_url
+            .as_deref()
+            .map(|u| config::validate_provider_url("base_url", u, self.allow_http))
+            .transpose()?;
+        let api_url = input
+            .api_url
+            .as_deref()
+            .map(|u| config::validate_provider_url("api_url", u, self.allow_http))
+            .transpose()?;
+        if input.client_id.trim().is_empty() {
+            return Err(invalid("client_id", "must not be empty"));
+        }
+        if secret.expose_secret().is_empty() {
+            return Err(invalid("client_secret", "must not be empty"));
+        }
+        if input.token_lifetime_secs == Some(0) {
+            return Err(invalid("token_lifetime_secs", "must be greater than 0"));
+        }
+        let settings = OAuthAppSettings {
+            id: input.id.clone(),
+            name: input.name.clone().unwrap_or_else(|| input.id.clone()),
+            provider: input.provider,
+            base_url,
+            api_url,
+            client_id: input.client_id,
+            client_secret: secret,
+            scopes: input.scopes,
+            token_lifetime: input.token_lifetime_secs.map(std::time::Duration::from_secs),
+        };
+        providers::validate_app(&settings).map_err(|(field, m)| invalid(field, m))?;
+        let mut app = app_from_settings(&settings);
+        app.origin = Origin::Api;
+        Ok(app)
+    }
+
+    pub async fn create_app(&self, mut input: OAuthAppInput) -> Result<OAuthApp, RegistryError> {
+        let secret = input
+            .client_secret
+            .take()
+            .ok_or_else(|| invalid("client_secret", "is required"))?;
+        let app = self.app_from_input(input, secret)?;
+        self.write_app(&app, Expect::Absent).await?;
+        Ok(app)
+    }
+
+    pub async fn update_app(&self, id: &str, mut input: OAuthAppInput) -> Result<OAuthApp, RegistryError> {
+        if input.id != id {
+            return Err(invalid("id", "must equal the id in the path"));
+        }
+        let current = self
+            .store
+            .record_get(&all(APPS), id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("OAuth app `{id}`")))?;
+        let secret = match input.client_secret.take() {
+            Some(s) => s,
+            None => self.decode_app(&current.value)?.client_secret,
+        };
+        let app = self.app_from_input(input, secret)?;
+        self.write_app(&app, Expect::Version(current.version))
+            .await
+            .map_err(|e| match e {
+                RegistryError::AlreadyExists(_) => {
+                    RegistryError::InUse(format!("OAuth app `{id}` changed meanwhile; retry"))
+                }
+                e => e,
+            })?;
+        Ok(app)
+    }
+
+    pub async fn delete_app(&self, id: &str) -> Result<(), RegistryError> {
+        let users: Vec<String> = self
+            .runtimes()
+            .await?
+            .into_iter()
+            .filter(|r| r.oauth_app.as_deref() == Some(id))
+            .map(|r| r.id)
+            .collect();
+        if !users.is_empty() {
+            return Err(RegistryError::InUse(format!(
+                "OAuth app `{id}` is used by runtimes: {}",
+                users.join(", ")
+            )));
+        }
+        if !self.store.record_delete(&all(APPS), id, Expect::Any).await? {
+            return Err(RegistryError::NotFound(format!("OAuth app `{id}`")));
+        }
+        Ok(())
+    }
+
+    // --- runtimes ---
+
+    async fn write_runtime(&self, rt: &Runtime, expect: Expect) -> Result<(), RegistryError> {
+        let previous = self.runtime(&rt.id).await?;
+        let bytes = serde_json::to_vec(rt).map_err(corrupt)?;
+        self.store
+            .record_put(&all(RUNTIMES), &rt.id, &bytes, expect)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => RegistryError::AlreadyExists(format!("runtime `{}`", rt.id)),
+                e => e.into(),
+            })?;
+        if let Some(prev) = previous
+            && prev.credential_sha256 != rt.credential_sha256
+        {
+            self.store
+                .record_delete(&all(CREDENTIALS), &prev.credential_sha256, Expect::Any)
+                .await?;
+        }
+        self.store
+            .record_put(&all(CREDENTIALS), &rt.credential_sha256, rt.id.as_bytes(), Expect::Any)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn runtime(&self, id: &str) -> Result<Option<Runtime>, RegistryError> {
+        match self.store.record_get(&all(RUNTIMES), id).await? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v.value).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn runtimes(&self) -> Result<Vec<Runtime>, RegistryError> {
+        self.store
+            .record_list(&all(RUNTIMES))
+            .await?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v.value).map_err(corrupt))
+            .collect()
+    }
+
+    async fn check_runtime_input(&self, input: &RuntimeInput) -> Result<(), RegistryError> {
+        config::validate_id("id", &input.id)?;
+        if self.account(&input.account).is_none() {
+            return Err(invalid("account", format!("`{}` is not a configured account", input.account)));
+        }
+        if input.git_host.trim().is_empty() || input.git_host.contains(['/', ' ']) {
+            return Err(invalid("git_host", "must be a host name such as github.com"));
+        }
+        if let Some(app) = &input.oauth_app
+            && self.app(app).await?.is_none()
+        {
+            return Err(invalid("oauth_app", format!("`{app}` is not a configured OAuth app")));
+        }
+        Ok(())
+    }
+
+    /// Creates a runtime and returns its credential, which is shown only now.
+    pub async fn create_runtime(&self, input: RuntimeInput) -> Result<(Runtime, SecretString), RegistryError> {
+        self.check_runtime_input(&input).await?;
+        let credential = format!("gbrt_{}", crypto::random_string(32));
+        let rt = Runtime {
+            id: input.id,
+            account: input.account,
+            git_host: input.git_host.trim().to_ascii_lowercase(),
+            oauth_app: input.oauth_app,
+            credential_sha256: crypto::sha256_hex(credential.as_bytes()),
+            origin: Origin::Api,
+        };
+        self.write_runtime(&rt, Expect::Absent).await?;
+        Ok((rt, SecretString::from(credential)))
+    }
+
+    pub async fn update_runtime(&self, id: &str, input: RuntimeInput) -> Result<Runtime, RegistryError> {
+        if input.id != id {
+            return Err(invalid("id", "must equal the id in the path"));
+        }
+        self.check_runtime_input(&input).await?;
+        let current = self
+            .store
+            .record_get(&all(RUNTIMES), id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
+        let prev: Runtime = serde_json::from_slice(&current.value).map_err(corrupt)?;
+        let rt = Runtime {
+            id: input.id,
+            account: input.account,
+            git_host: input.git_host.trim().to_ascii_lowercase(),
+            oauth_app: input.oauth_app,
+            credential_sha256: prev.credential_sha256,
+            origin: prev.origin,
+        };
+        self.write_runtime(&rt, Expect::Version(current.version))
+            .await
+            .map_err(|e| match e {
+                RegistryError::AlreadyExists(_) => {
+                    RegistryError::InUse(format!("runtime `{id}` changed meanwhile; retry"))
+                }
+                e => e,
+            })?;
+        Ok(rt)
+    }
+
+    /// Deletes a runtime, its credential and every user token stored for it.
+    pub async fn delete_runtime(&self, id: &str) -> Result<(), RegistryError> {
+        let rt = self
+            .runtime(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
+        self.store
+            .collection_delete(&crate::tokens::runtime_collection(id))
+            .await?;
+        self.store
+            .record_delete(&all(CREDENTIALS), &rt.credential_sha256, Expect::Any)
+            .await?;
+        self.store.record_delete(&all(RUNTIMES), id, Expect::Any).await?;
+        Ok(())
+    }
+
+    /// The runtime a credential belongs to, if any.
+    pub async fn runtime_for_credential(&self, credential: &str) -> Result<Option<Runtime>, RegistryError> {
+        let digest = crypto::sha256_hex(credential.as_bytes());
+        let Some(rec) = self.store.record_get(&all(CREDENTIALS), &digest).await? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&rec.value).into_owned();
+        let Some(rt) = self.runtime(&id).await? else {
+            return Ok(None);
+        };
+        // The index is only a lookup: the runtime's own digest decides, in constant time.
+        if crypto::ct_eq(rt.credential_sha256.as_bytes(), digest.as_bytes()) {
+            Ok(Some(rt))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn app_from_settings(a: &OAuthAppSettings) -> OAuthApp {
+    OAuthApp {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        provider: a.provider,
+        base_url: a.base_url.clone(),
+        api_url: a.api_url.clone(),
+        client_id: a.client_id.clone(),
+        client_secret: a.client_secret.clone(),
+        scopes: a.scopes.clone(),
+        token_lifetime_secs: a.token_lifetime.map(|d| d.as_secs()),
+        origin: Origin::File,
+    }
+}
+
+fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
+    Runtime {
+        id: r.id.clone(),
+        account: r.account.clone(),
+        git_host: r.git_host.clone(),
+        oauth_app: r.oauth_app.clone(),
+        credential_sha256: hex::encode(r.credential_sha256),
+        origin: Origin::File,
+    }
+}

@@ -1,0 +1,202 @@
+//! The admin API: OAuth apps and runtimes. Callers are an admin-group
+//! session (with `X-CSRF-Token` on changes) or the admin API token from the
+//! configuration. Client secrets are write-only; a runtime's credential is
+//! shown once, when the runtime is created.
+
+use super::error::ApiError;
+use super::runtime_api::bearer;
+use super::security::{csrf_ok, session_cookie_name};
+use super::AppState;
+use crate::crypto;
+use crate::registry::{OAuthApp, OAuthAppInput, Runtime, RuntimeInput};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use axum_extra::extract::cookie::CookieJar;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth-apps", get(list_apps).post(create_app))
+        .route("/oauth-apps/{id}", get(get_app).put(update_app).delete(delete_app))
+        .route("/runtimes", get(list_runtimes).post(create_runtime))
+        .route("/runtimes/{id}", get(get_runtime).put(update_runtime).delete(delete_runtime))
+}
+
+/// Proof that the caller is an admin.
+pub struct Admin {
+    pub who: String,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(token) = bearer(&parts.headers) {
+            let ok = state
+                .admin_api_token_sha256
+                .is_some_and(|h| crypto::ct_eq(&crate::config::sha256(token.as_bytes()), &h));
+            return if ok {
+                Ok(Admin { who: "admin-api-token".into() })
+            } else {
+                Err(ApiError::unauthorized("the admin API token is not valid"))
+            };
+        }
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(cookie) = jar.get(session_cookie_name(state.secure_cookies)) else {
+            return Err(ApiError::unauthorized("sign in as an admin or send the admin API token as a bearer token"));
+        };
+        let session = state
+            .sessions
+            .load(cookie.value())
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the session has expired; sign in again"))?;
+        let is_admin = state
+            .admin_group
+            .as_ref()
+            .is_some_and(|g| session.user.groups.contains(g));
+        if !is_admin {
+            return Err(ApiError::forbidden("you are not in the admin group"));
+        }
+        if parts.method != Method::GET {
+            let given = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !csrf_ok(&session.csrf, given) {
+                return Err(ApiError::forbidden("changes through a session need the X-CSRF-Token header"));
+            }
+        }
+        Ok(Admin { who: session.user.sub })
+    }
+}
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload
+        .map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
+}
+
+fn app_view(state: &AppState, app: &OAuthApp) -> Value {
+    let callback = state
+        .flows
+        .redirect_uri(&app.id)
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    json!({
+        "id": app.id,
+        "name": app.name,
+        "provider": app.provider.as_str(),
+        "base_url": app.base_url,
+        "api_url": app.api_url,
+        "client_id": app.client_id,
+        "client_secret_set": !app.client_secret.expose_secret().is_empty(),
+        "scopes": app.scopes,
+        "token_lifetime_secs": app.token_lifetime_secs,
+        "callback_url": callback,
+        "origin": app.origin,
+    })
+}
+
+fn runtime_view(rt: &Runtime) -> Value {
+    json!({
+        "id": rt.id,
+        "account": rt.account,
+        "git_host": rt.git_host,
+        "oauth_app": rt.oauth_app,
+        "origin": rt.origin,
+    })
+}
+
+async fn list_apps(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    let apps = state.registry.apps().await?;
+    Ok(Json(json!({ "oauth_apps": apps.iter().map(|a| app_view(&state, a)).collect::<Vec<_>>() })))
+}
+
+async fn get_app(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let app = state
+        .registry
+        .app(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("OAuth app `{id}` does not exist")))?;
+    Ok(Json(app_view(&state, &app)))
+}
+
+async fn create_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    payload: Result<Json<OAuthAppInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let app = state.registry.create_app(body(payload)?).await?;
+    tracing::info!(admin = %admin.who, app = %app.id, "OAuth app created");
+    Ok((StatusCode::CREATED, Json(app_view(&state, &app))).into_response())
+}
+
+async fn update_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    payload: Result<Json<OAuthAppInput>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let app = state.registry.update_app(&id, body(payload)?).await?;
+    tracing::info!(admin = %admin.who, app = %app.id, "OAuth app updated");
+    Ok(Json(app_view(&state, &app)))
+}
+
+async fn delete_app(State(state): State<AppState>, admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.registry.delete_app(&id).await?;
+    tracing::info!(admin = %admin.who, app = %id, "OAuth app deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_runtimes(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    let rts = state.registry.runtimes().await?;
+    Ok(Json(json!({ "runtimes": rts.iter().map(runtime_view).collect::<Vec<_>>() })))
+}
+
+async fn get_runtime(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let rt = state
+        .registry
+        .runtime(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("runtime `{id}` does not exist")))?;
+    Ok(Json(runtime_view(&rt)))
+}
+
+async fn create_runtime(
+    State(state): State<AppState>,
+    admin: Admin,
+    payload: Result<Json<RuntimeInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let (rt, credential) = state.registry.create_runtime(body(payload)?).await?;
+    tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime created");
+    let mut view = runtime_view(&rt);
+    view["credential"] = Value::String(credential.expose_secret().to_owned());
+    let mut resp = (StatusCode::CREATED, Json(view)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+async fn update_runtime(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    payload: Result<Json<RuntimeInput>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let rt = state.registry.update_runtime(&id, body(payload)?).await?;
+    tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime updated");
+    Ok(Json(runtime_view(&rt)))
+}
+
+async fn delete_runtime(State(state): State<AppState>, admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.registry.delete_runtime(&id).await?;
+    tracing::info!(admin = %admin.who, runtime = %id, "runtime and its user tokens deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,255 @@
+//! Errors at the HTTP edge: problem+json (RFC 9457) for the APIs, an HTML
+//! page for the browser. 5xx bodies are generic; the cause is logged once,
+//! inside the request's span.
+
+use crate::auth::login::LoginError;
+use crate::oauth::FlowError;
+use crate::registry::RegistryError;
+use crate::store::StoreError;
+use crate::tokens::TokenError;
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status_code: u16,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind: format!("urn:gitbroker:problem:{kind}"),
+            title: title.to_owned(),
+            status_code: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "service unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "a backing service is unavailable; try again shortly",
+        )
+    }
+
+    fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "internal error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(&self)).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::unavailable(&e),
+            _ => Self::internal(&e),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Store(s) => s.into(),
+            TokenError::Crypto(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(what) => Self::not_found(format!("{what} does not exist")),
+            RegistryError::AlreadyExists(what) => {
+                Self::new(StatusCode::CONFLICT, "conflict", "Conflict", format!("{what} already exists"))
+            }
+            RegistryError::InUse(m) => Self::new(StatusCode::CONFLICT, "conflict", "Conflict", m),
+            RegistryError::Invalid { key, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Invalid input", format!("{key}: {message}"))
+            }
+            RegistryError::Store(s) => s.into(),
+            RegistryError::Crypto(_) => Self::internal(&e),
+        }
+    }
+}
+
+/// An error shown to a person in the browser.
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub title: String,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub is_error: bool,
+    pub link: Option<(&'a str, &'a str)>,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, title: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            title: title.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "service unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "gitbroker cannot reach a service it depends on. Nothing was changed; try again in a moment.",
+        )
+    }
+
+    fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "An internal error occurred. Nothing was changed.",
+        )
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = MessagePage {
+            title: &self.title,
+            message: &self.message,
+            is_error: true,
+            link: Some(("/tokens", "Back to Git Personal Access Tokens")),
+        };
+        let body = page.render().unwrap_or_else(|_| "error".into());
+        let mut resp = (self.status, Html(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::unavailable(&e),
+            _ => Self::internal(&e),
+        }
+    }
+}
+
+impl From<TokenError> for PageError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Store(s) => s.into(),
+            TokenError::Crypto(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<RegistryError> for PageError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Store(s) => s.into(),
+            RegistryError::NotFound(w) => Self::new(StatusCode::NOT_FOUND, "Not found", format!("{w} does not exist")),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<FlowError> for PageError {
+    fn from(e: FlowError) -> Self {
+        let msg = e.to_string();
+        match e {
+            FlowError::MissingState | FlowError::UnknownState | FlowError::WrongApp | FlowError::WrongIssuer => {
+                Self::new(StatusCode::BAD_REQUEST, "Authorization failed", msg)
+            }
+            FlowError::Forbidden => Self::new(StatusCode::FORBIDDEN, "Authorization refused", msg),
+            FlowError::RuntimeNotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "Runtime not found",
+                "That runtime does not exist or is not in one of your accounts.",
+            ),
+            FlowError::NoOAuthApp(_) => Self::new(StatusCode::BAD_REQUEST, "No OAuth app", msg),
+            FlowError::Outcome { .. } => Self::new(StatusCode::BAD_REQUEST, "Authorization failed", msg),
+            FlowError::Store(s) => s.into(),
+            FlowError::Registry(r) => r.into(),
+            FlowError::Token(t) => t.into(),
+            FlowError::AppConfig(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<LoginError> for PageError {
+    fn from(e: LoginError) -> Self {
+        let msg = e.to_string();
+        match e {
+            LoginError::UnknownState => Self::new(StatusCode::BAD_REQUEST, "Sign-in failed", msg),
+            LoginError::Forbidden => Self::new(StatusCode::FORBIDDEN, "Sign-in refused", msg),
+            LoginError::Denied(_) => Self::new(StatusCode::FORBIDDEN, "Sign-in refused", msg),
+            LoginError::Oidc(crate::auth::oidc::OidcError::Unavailable(_)) => Self::unavailable(&e),
+            LoginError::Oidc(crate::auth::oidc::OidcError::Rejected(_)) => {
+                tracing::warn!(error = %e, "sign-in rejected");
+                Self::new(StatusCode::FORBIDDEN, "Sign-in refused", "The identity provider's answer did not pass verification; sign in again.")
+            }
+            LoginError::Oidc(_) => Self::internal(&e),
+            LoginError::Store(s) => s.into(),
+        }
+    }
+}

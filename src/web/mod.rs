@@ -1,0 +1,90 @@
+//! The HTTP edge: thin axum handlers over the domain services, the pages,
+//! the runtime and admin APIs, health checks, security headers and request
+//! logging that never prints a query string.
+
+mod admin_api;
+mod error;
+mod pages;
+mod runtime_api;
+mod security;
+
+pub use error::{ApiError, PageError};
+pub use security::safe_return_path;
+
+use crate::auth::SessionStore;
+use crate::auth::login::Logins;
+use crate::clock::Clock;
+use crate::oauth::Flows;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::tokens::TokenRepo;
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Services>);
+
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub registry: Arc<Registry>,
+    pub tokens: Arc<TokenRepo>,
+    pub sessions: Arc<SessionStore>,
+    pub logins: Logins,
+    pub flows: Flows,
+    pub secure_cookies: bool,
+    pub admin_group: Option<String>,
+    pub admin_api_token_sha256: Option<[u8; 32]>,
+    pub public_url: url::Url,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login))
+        .route("/auth/callback", get(pages::login_callback))
+        .route("/logout", post(pages::logout))
+        .route("/signed-out", get(pages::signed_out))
+        .route("/tokens", get(pages::tokens_page))
+        .route("/tokens/{runtime}/authorize", post(pages::authorize))
+        .route("/tokens/{runtime}/delete", post(pages::delete_token))
+        .route("/oauth/callback/{app}", get(pages::oauth_callback))
+        .route("/assets/style.css", get(pages::stylesheet))
+        .route(
+            "/api/v1/runtimes/{runtime}/users/{user}/token",
+            get(runtime_api::user_token),
+        )
+        .nest("/api/v1/admin", admin_api::router())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(security::headers))
+        .layer(
+            TraceLayer::new_for_http()
+                // path only: query strings carry codes and states
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await.map_err(ApiError::from)?;
+    Ok("ready\n")
+}

@@ -1,0 +1,85 @@
+//! The runtime API: a runtime, authenticated by its own credential, reads
+//! the Git user token of one of its users. Never the refresh token; never
+//! another runtime's tokens (those answer 404, as if absent).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::providers;
+use crate::tokens::TokenSource;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+
+/// The bearer credential of the `Authorization` header, if well formed.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512).then_some(token.trim())
+}
+
+pub async fn user_token(
+    State(state): State<AppState>,
+    Path((runtime, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let credential = bearer(&headers).ok_or_else(|| ApiError::unauthorized("send the runtime credential as `Authorization: Bearer <credential>`"))?;
+    let caller = state
+        .registry
+        .runtime_for_credential(credential)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the runtime credential is not valid"))?;
+    let absent = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no-user-token",
+            "No Git user token",
+            format!("user `{user}` has no Git user token for runtime `{runtime}`; the user must authorize access on the Git Personal Access Token page"),
+        )
+    };
+    if caller.id != runtime {
+        tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's token");
+        return Err(absent());
+    }
+    let Some((token, _)) = state.tokens.get(&runtime, &user).await? else {
+        return Err(absent());
+    };
+    let now = state.clock.now();
+    if token.is_expired(now) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user-token-expired",
+            "Git user token expired",
+            format!("the Git user token of `{user}` for runtime `{runtime}` has expired; the user must authorize access again"),
+        ));
+    }
+    if let TokenSource::OAuth { app } = &token.source
+        && let Some(app) = state.registry.app(app).await?
+    {
+        {
+            let missing = providers::missing_scopes(providers::provider(app.provider), &token.scopes, &app.scopes);
+            if !missing.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "user-token-reauthorize",
+                    "Git user token needs re-authorization",
+                    format!("the OAuth app now requires scopes the token lacks ({}); the user must authorize access again", missing.join(", ")),
+                ));
+            }
+        }
+    }
+    tracing::info!(runtime = %runtime, user = %user, "user token served");
+    let body = serde_json::json!({
+        "token": token.access_token.expose_secret(),
+        "username": token.git_username,
+        "provider": token.provider.as_str(),
+        "scopes": token.scopes,
+        "expires_at": token.expires_at,
+    });
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
