@@ -102,7 +102,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes only if the value equals `value` (lease release). `true` when deleted.
     async fn remove_if_eq(&self, key: &EphemeralKey, value: &[u8]) -> Result<bool, StoreError>;
 
-    async fn record_get(&self, coll: &Collection, id: &str) -> Result<Option<Versioned>, StoreError>;
+    async fn record_get(
+        &self,
+        coll: &Collection,
+        id: &str,
+    ) -> Result<Option<Versioned>, StoreError>;
     /// Writes a record if `expect` holds (else `StoreError::Conflict`); returns the new version.
     async fn record_put(
         &self,
@@ -113,7 +117,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
     /// Deletes a record if `expect` holds (else `Conflict`); `false` when it did not exist
     /// (with `Expect::Any`).
-    async fn record_delete(&self, coll: &Collection, id: &str, expect: Expect) -> Result<bool, StoreError>;
+    async fn record_delete(
+        &self,
+        coll: &Collection,
+        id: &str,
+        expect: Expect,
+    ) -> Result<bool, StoreError>;
     /// Every record of the collection, in id order.
     async fn record_list(&self, coll: &Collection) -> Result<Vec<(String, Versioned)>, StoreError>;
     /// Deletes every record of the collection.

@@ -1,1 +1,556 @@
-//! placeholder
+//! The Redis backend of [`Store`]: ephemeral values are plain keys with a TTL,
+//! durable records live in one hash per collection, and every compare-and-swap
+//! is a Lua script so it is atomic on the server (and on a single cluster slot).
+
+use super::{Collection, EphemeralKey, Expect, Store, StoreError, Versioned};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, Value};
+use std::future::Future;
+use std::time::Duration;
+
+/// Default time allowed to open a TCP (and TLS) connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time allowed for one command's reply.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Compare-and-delete for lease release: only the holder's value is removed.
+const REMOVE_IF_EQ: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Versions are 8-byte big-endian strings; incrementing them byte-wise keeps
+/// the whole u64 range exact (Lua numbers are doubles).
+const LUA_INCR: &str = r"
+local function incr(v)
+  local b = {string.byte(v, 1, 8)}
+  local i = 8
+  while i >= 1 do
+    if b[i] < 255 then
+      b[i] = b[i] + 1
+      return string.char(unpack(b))
+    end
+    b[i] = 0
+    i = i - 1
+  end
+  return nil
+end
+";
+
+/// KEYS[1] = collection hash, ARGV = id, mode, expected version (8 bytes), payload.
+/// Replies `{1, new_version}`, `{0, ''}` on a failed precondition, `{-1, ''}` when
+/// the stored value is too short to hold a version.
+const RECORD_PUT_BODY: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local mode = ARGV[2]
+local nextv
+if cur then
+  if string.len(cur) < 8 then return {-1, ''} end
+  if mode == 'absent' then return {0, ''} end
+  local v = string.sub(cur, 1, 8)
+  if mode == 'version' and v ~= ARGV[3] then return {0, ''} end
+  nextv = incr(v)
+  if not nextv then return {-1, ''} end
+else
+  if mode == 'version' then return {0, ''} end
+  nextv = '\0\0\0\0\0\0\0\1'
+end
+redis.call('HSET', KEYS[1], ARGV[1], nextv .. ARGV[4])
+return {1, nextv}
+";
+
+/// KEYS[1] = collection hash, ARGV = id, mode, expected version (8 bytes).
+/// Replies 1 deleted, 0 nothing there, -1 failed precondition, -2 corrupt value.
+const RECORD_DELETE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local mode = ARGV[2]
+if not cur then
+  if mode == 'version' then return -1 end
+  return 0
+end
+if mode == 'absent' then return -1 end
+if mode == 'version' then
+  if string.len(cur) < 8 then return -2 end
+  if string.sub(cur, 1, 8) ~= ARGV[3] then return -1 end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+";
+
+/// A [`Store`] on Redis (standalone, `redis://` or `rediss://`).
+///
+/// Clones share one multiplexed connection, which reconnects by itself after
+/// the server comes back; while it is gone every call fails with
+/// [`StoreError::Unavailable`] within about the configured timeouts.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    /// Upper bound for a whole call, reconnect attempts included.
+    deadline: Duration,
+    remove_if_eq: Script,
+    record_put: Script,
+    record_delete: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    // The connection manager holds the connection info, password included;
+    // only the prefix is safe and useful to show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects with the default timeouts (2 s to connect, 2 s per reply).
+    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_with_timeouts(
+            url,
+            key_prefix,
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_RESPONSE_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Connects and waits for the first connection, so a wrong URL or an
+    /// unreachable server fails at startup instead of at the first request.
+    pub async fn connect_with_timeouts(
+        url: &str,
+        key_prefix: &str,
+        connect: Duration,
+        response: Duration,
+    ) -> Result<Self, StoreError> {
+        // A brace in the prefix would become the cluster hash tag of every key.
+        if key_prefix.contains(['{', '}']) {
+            return Err(StoreError::Unavailable(
+                "redis: key prefix must not contain '{' or '}'".into(),
+            ));
+        }
+        let client = redis::Client::open(url).map_err(|e| {
+            // The parse error may quote the URL; only its kind is reported.
+            StoreError::Unavailable(format!("redis: invalid URL ({})", e.category()))
+        })?;
+        if matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            ensure_rustls_provider();
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(response))
+            // Few, short retries: a caller waiting on a dead server should get its
+            // 503 within seconds; the manager tries again on the next call anyway.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(250));
+        let deadline = connect
+            .saturating_mul(2)
+            .saturating_add(response)
+            .saturating_add(Duration::from_millis(250));
+        let conn =
+            with_deadline(deadline, ConnectionManager::new_with_config(client, config)).await?;
+        Ok(Self {
+            conn,
+            prefix: key_prefix.to_owned(),
+            deadline,
+            remove_if_eq: Script::new(REMOVE_IF_EQ),
+            record_put: Script::new(&format!("{LUA_INCR}{RECORD_PUT_BODY}")),
+            record_delete: Script::new(RECORD_DELETE),
+        })
+    }
+
+    fn ephemeral_key(&self, key: &EphemeralKey) -> String {
+        format!("{}:e:{}:{}", self.prefix, key.namespace, key.id)
+    }
+
+    fn collection_key(&self, coll: &Collection) -> String {
+        collection_key(&self.prefix, coll)
+    }
+
+    async fn run<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        with_deadline(self.deadline, fut).await
+    }
+}
+
+/// `{prefix}:r:{kind:group}`: the braces make `kind:group` the Redis Cluster hash
+/// tag. Redis takes the tag up to the first `}`, so `{`, `}` (and `%`, to keep the
+/// encoding reversible) are percent-encoded in both parts, and `:` in the kind,
+/// so that the first `:` inside the tag always ends the kind.
+fn collection_key(prefix: &str, coll: &Collection) -> String {
+    format!(
+        "{prefix}:r:{{{}:{}}}",
+        encode_component(coll.kind, true),
+        encode_component(&coll.group, false)
+    )
+}
+
+fn encode_component(s: &str, colon: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' if colon => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A stored record is an 8-byte big-endian version, then the payload (the
+/// scripts build it server-side).
+fn unframe(mut stored: Vec<u8>) -> Result<Versioned, StoreError> {
+    let version = version_of(stored.get(..8))?;
+    stored.drain(..8);
+    Ok(Versioned {
+        version,
+        value: stored,
+    })
+}
+
+fn version_of(bytes: Option<&[u8]>) -> Result<u64, StoreError> {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("redis: record shorter than its 8-byte version".into()))
+}
+
+/// Redis takes whole milliseconds and refuses 0; round up so a TTL is never shorter
+/// than asked.
+fn ttl_millis(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// (mode, expected version bytes) as the scripts take them.
+fn expect_args(expect: Expect) -> (&'static str, [u8; 8]) {
+    match expect {
+        Expect::Absent => ("absent", [0; 8]),
+        Expect::Version(v) => ("version", v.to_be_bytes()),
+        Expect::Any => ("any", [0; 8]),
+    }
+}
+
+async fn with_deadline<T>(
+    deadline: Duration,
+    fut: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
+    }
+}
+
+/// Only the error's kind is reported: its text may include the address, and the
+/// URL it came from may carry a password.
+fn unavailable(e: RedisError) -> StoreError {
+    let what = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connection_refusal() {
+        "connection refused".to_owned()
+    } else if e.is_connection_dropped() {
+        "connection dropped".to_owned()
+    } else if let Some(code) = e.code() {
+        format!("{} ({code})", e.category())
+    } else {
+        e.category().to_owned()
+    };
+    StoreError::Unavailable(format!("redis: {what}"))
+}
+
+/// rustls needs a process-wide crypto provider when more than one is compiled in
+/// (as happens when other dependencies enable both ring and aws-lc-rs); without
+/// one, building a TLS config panics. Installing one is harmless if it is unused,
+/// and a provider someone installed first is kept.
+fn ensure_rustls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only means another thread installed one in between.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn put_new(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.ephemeral_key(key))
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
+    async fn put(&self, key: &EphemeralKey, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(
+            redis::cmd("SET")
+                .arg(self.ephemeral_key(key))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_millis(ttl))
+                .exec_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(
+            redis::cmd("GET")
+                .arg(self.ephemeral_key(key))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn take(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(
+            redis::cmd("GETDEL")
+                .arg(self.ephemeral_key(key))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn remove(&self, key: &EphemeralKey) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .run(
+                redis::cmd("DEL")
+                    .arg(self.ephemeral_key(key))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn remove_if_eq(&self, key: &EphemeralKey, value: &[u8]) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .run(
+                self.remove_if_eq
+                    .key(self.ephemeral_key(key))
+                    .arg(value)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn record_get(
+        &self,
+        coll: &Collection,
+        id: &str,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let mut conn = self.conn.clone();
+        let stored: Option<Vec<u8>> = self
+            .run(
+                redis::cmd("HGET")
+                    .arg(self.collection_key(coll))
+                    .arg(id)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        stored.map(unframe).transpose()
+    }
+
+    async fn record_put(
+        &self,
+        coll: &Collection,
+        id: &str,
+        value: &[u8],
+        expect: Expect,
+    ) -> Result<u64, StoreError> {
+        let (mode, expected) = expect_args(expect);
+        let mut conn = self.conn.clone();
+        let (status, version): (i64, Vec<u8>) = self
+            .run(
+                self.record_put
+                    .key(self.collection_key(coll))
+                    .arg(id)
+                    .arg(mode)
+                    .arg(&expected[..])
+                    .arg(value)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        match status {
+            1 => version_of(Some(&version)),
+            0 => Err(StoreError::Conflict),
+            _ => Err(StoreError::Corrupt(format!(
+                "redis: record {id:?} has no valid version"
+            ))),
+        }
+    }
+
+    async fn record_delete(
+        &self,
+        coll: &Collection,
+        id: &str,
+        expect: Expect,
+    ) -> Result<bool, StoreError> {
+        let (mode, expected) = expect_args(expect);
+        let mut conn = self.conn.clone();
+        let status: i64 = self
+            .run(
+                self.record_delete
+                    .key(self.collection_key(coll))
+                    .arg(id)
+                    .arg(mode)
+                    .arg(&expected[..])
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        match status {
+            1 => Ok(true),
+            0 => Ok(false),
+            -1 => Err(StoreError::Conflict),
+            _ => Err(StoreError::Corrupt(format!(
+                "redis: record {id:?} has no valid version"
+            ))),
+        }
+    }
+
+    async fn record_list(&self, coll: &Collection) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(Vec<u8>, Vec<u8>)> = self
+            .run(
+                redis::cmd("HGETALL")
+                    .arg(self.collection_key(coll))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut out = all
+            .into_iter()
+            .map(|(id, stored)| {
+                let id = String::from_utf8(id)
+                    .map_err(|_| StoreError::Corrupt("redis: record id is not UTF-8".into()))?;
+                Ok((id, unframe(stored)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn collection_delete(&self, coll: &Collection) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(
+            redis::cmd("DEL")
+                .arg(self.collection_key(coll))
+                .exec_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.run(redis::cmd("PING").exec_async(&mut conn)).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn frame(version: u64, value: &[u8]) -> Vec<u8> {
+        let mut out = version.to_be_bytes().to_vec();
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn collection_key_is_a_hash_tag_per_collection() {
+        let key = collection_key("gb", &Collection::new("user_token", "rt-1"));
+        assert_eq!(key, "gb:r:{user_token:rt-1}");
+    }
+
+    #[test]
+    fn braces_and_percent_in_group_are_encoded() {
+        let key = collection_key("gb", &Collection::new("k", "a{b}c%:d"));
+        assert_eq!(key, "gb:r:{k:a%7Bb%7Dc%25:d}");
+        // The hash tag (first '{' to the next '}') is the whole kind:group.
+        let open = key.find('{').unwrap();
+        let close = key[open..].find('}').unwrap() + open;
+        assert_eq!(close, key.len() - 1);
+    }
+
+    #[test]
+    fn encoding_is_injective_across_kind_and_group() {
+        let a = collection_key("p", &Collection::new("a:b", "c"));
+        let b = collection_key("p", &Collection::new("a", "b:c"));
+        assert_ne!(a, b);
+        let c = collection_key("p", &Collection::new("k", "%7B"));
+        let d = collection_key("p", &Collection::new("k", "{"));
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn framing_round_trips() {
+        let stored = frame(258, b"payload");
+        assert_eq!(&stored[..8], &[0, 0, 0, 0, 0, 0, 1, 2]);
+        let v = unframe(stored).unwrap();
+        assert_eq!(v.version, 258);
+        assert_eq!(v.value, b"payload");
+        assert_eq!(unframe(frame(7, b"")).unwrap().value, b"");
+    }
+
+    #[test]
+    fn short_values_are_corrupt() {
+        assert!(matches!(
+            unframe(vec![1, 2, 3]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(unframe(Vec::new()), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_whole_milliseconds() {
+        assert_eq!(ttl_millis(Duration::ZERO), 1);
+        assert_eq!(ttl_millis(Duration::from_micros(1)), 1);
+        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_millis(Duration::from_millis(300)), 300);
+    }
+
+    #[tokio::test]
+    async fn invalid_url_error_does_not_echo_the_url() {
+        let err = RedisStore::connect("redis://:s3cret@[bad", "p")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable(_)));
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn braces_in_prefix_are_refused() {
+        let err = RedisStore::connect("redis://127.0.0.1:1", "a{b}")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("prefix"), "{err}");
+    }
+}
