@@ -3,7 +3,7 @@
 //! access token); runtimes fetch their users' tokens with their own
 //! credential. `router` builds the whole HTTP application in-process.
 
-//TMP pub mod app;
+pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
