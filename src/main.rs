@@ -1,1 +1,197 @@
-fn main() {}
+//! The `gitbroker` binary: parses the command line, loads configuration,
+//! and serves. Everything else lives in the library.
+
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use gitbroker::clock::SystemClock;
+use gitbroker::config::{LogFormat, Settings};
+use gitbroker::mock::{MockConfig, MockIdpClient, MockOAuthApp, MockProvider};
+use secrecy::ExposeSecret;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
+    Settings::load(path).map_err(|e| {
+        eprintln!("gitbroker: invalid configuration in {}: {e}", path.display());
+        ExitCode::from(1)
+    })
+}
+
+/// Registers the configuration's OAuth apps and OIDC client with the mock,
+/// so that the demo's client ids, secrets and callbacks agree on both sides.
+fn mock_config_for(settings: &Settings) -> MockConfig {
+    let mut config = MockConfig::demo();
+    for app in &settings.oauth_apps {
+        let callback = settings
+            .public_url
+            .join(&format!("/oauth/callback/{}", app.id))
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        config.oauth_apps.push(MockOAuthApp {
+            name: app.name.clone(),
+            client_id: app.client_id.clone(),
+            client_secret: app.client_secret.expose_secret().to_owned(),
+            callback_url: callback,
+        });
+    }
+    config.idp_clients.push(MockIdpClient {
+        client_id: settings.oidc.client_id.clone(),
+        client_secret: settings.oidc.client_secret.expose_secret().to_owned(),
+        redirect_uris: settings
+            .public_url
+            .join("/auth/callback")
+            .map(|u| vec![u.to_string()])
+            .unwrap_or_default(),
+    });
+    config
+}
+
+async fn serve(path: &std::path::Path) -> ExitCode {
+    let settings = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    init_logging(settings.log_format, &settings.log_level);
+    let mut _mock = None;
+    if let Some(demo) = &settings.demo {
+        match MockProvider::start(mock_config_for(&settings), demo.mock_provider_listen).await {
+            Ok(running) => {
+                tracing::info!(url = %running.base_url, "demo: mock Git provider and identity provider running");
+                _mock = Some(running);
+            }
+            Err(e) => {
+                eprintln!("gitbroker: cannot start the demo mock provider on {}: {e}", demo.mock_provider_listen);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let clock = Arc::new(SystemClock);
+    let store = match gitbroker::app::open_store(&settings, clock.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gitbroker: cannot open the store: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listen = settings.listen;
+    let public_url = settings.public_url.clone();
+    let state = match gitbroker::app::build(settings, store, clock).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gitbroker: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("gitbroker: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(%listen, %public_url, "gitbroker serving");
+    let app = gitbroker::router(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    {
+        eprintln!("gitbroker: server error: {e}");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::Path>) -> ExitCode {
+    init_logging(LogFormat::Pretty, "info");
+    let mock_config = match config {
+        Some(path) => match load(path) {
+            Ok(settings) => mock_config_for(&settings),
+            Err(code) => return code,
+        },
+        None => MockConfig::demo(),
+    };
+    match MockProvider::start(mock_config, listen).await {
+        Ok(running) => {
+            println!("mock provider listening on {}", running.base_url);
+            shutdown_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gitbroker: cannot start the mock provider on {listen}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config).await,
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(s) => {
+                println!(
+                    "configuration OK: {} accounts, {} OAuth apps, {} runtimes, store: {}",
+                    s.accounts.len(),
+                    s.oauth_apps.len(),
+                    s.runtimes.len(),
+                    match s.store {
+                        gitbroker::config::StoreSettings::Embedded { .. } => "embedded",
+                        gitbroker::config::StoreSettings::Redis { .. } => "redis",
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::MockProvider { listen, config } => mock_provider(listen, config.as_deref()).await,
+        Command::GenerateKey => {
+            println!("{}", gitbroker::crypto::generate_key());
+            ExitCode::SUCCESS
+        }
+        Command::HashCredential => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+                eprintln!("gitbroker: give the credential on standard input");
+                return ExitCode::from(1);
+            }
+            println!("{}", gitbroker::crypto::sha256_hex(line.trim().as_bytes()));
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -154,3 +154,6 @@ fn spawn_ready(port: u16, extra: &[String], dir: &std::path::Path) -> Result<Chi
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+mod harness;
+pub use harness::*;

@@ -1,0 +1,435 @@
+//! A whole gitbroker on a loopback port, with the mock provider and mock
+//! identity provider on another, on either store backend; and a small
+//! browser-like client that follows our own forms.
+
+use super::RedisServer;
+use gitbroker::clock::SystemClock;
+use gitbroker::config::Settings;
+use gitbroker::mock::{MockConfig, MockIdpClient, MockOAuthApp, MockProvider, RunningMock};
+use std::sync::Arc;
+
+pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef0123456789";
+pub const OIDC_SECRET: &str = "oidc-client-secret-for-tests";
+pub const APP_SECRET: &str = "github-app-client-secret-for-tests";
+
+/// Credentials of the runtimes the harness configures.
+pub fn credential(runtime: &str) -> String {
+    format!("test-credential-of-{runtime}-0123456789abcdef")
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
+
+pub struct Harness {
+    pub url: String,
+    pub mock: RunningMock,
+    pub state: gitbroker::AppState,
+    pub store: Arc<dyn gitbroker::store::Store>,
+    pub redis: Option<RedisServer>,
+    _dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub struct Options {
+    pub provider_timeout_secs: u64,
+    pub token_lifetime_secs: Option<u64>,
+    pub expiring_tokens: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            provider_timeout_secs: 3,
+            token_lifetime_secs: None,
+            expiring_tokens: false,
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Harness {
+        Self::start_with(backend, Options::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, opts: Options) -> Harness {
+        let mut mock_config = MockConfig::demo();
+        mock_config.expiring_tokens = opts.expiring_tokens;
+        let mock = MockProvider::start(mock_config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("mock provider starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let dir = tempfile::tempdir().unwrap();
+        let redis = match backend {
+            Backend::Redis => Some(RedisServer::start()),
+            Backend::Embedded => None,
+        };
+        let store_toml = match &redis {
+            Some(r) => format!("backend = \"redis\"\nredis_url = \"{}\"", r.url()),
+            None => format!(
+                "backend = \"embedded\"\npath = \"{}\"",
+                dir.path().join("store.redb").display()
+            ),
+        };
+        let lifetime = opts
+            .token_lifetime_secs
+            .map(|s| format!("token_lifetime_secs = {s}"))
+            .unwrap_or_default();
+        let mock_url = mock.base_url.trim_end_matches('/').to_owned();
+        let toml = format!(
+            r#"
+public_url = "{url}"
+secure_cookies = false
+allow_insecure_http = true
+[log]
+format = "pretty"
+[provider]
+timeout_secs = {timeout}
+connect_timeout_secs = 2
+[store]
+{store_toml}
+[encryption]
+keys = [{{ id = "k1", key = "{KEY}" }}]
+[oidc]
+issuer = "{mock_url}/idp"
+client_id = "gitbroker-tests"
+client_secret = "{OIDC_SECRET}"
+[admin]
+group = "gitbroker-admins"
+api_token = "{ADMIN_TOKEN}"
+[[accounts]]
+id = "acme"
+name = "Acme"
+groups = ["acme-devs"]
+[[accounts]]
+id = "globex"
+name = "Globex"
+groups = ["globex-devs"]
+[[oauth_apps]]
+id = "github-app"
+name = "gitbroker tests"
+provider = "github"
+base_url = "{mock_url}"
+client_id = "test-client-id"
+client_secret = "{APP_SECRET}"
+scopes = ["repo"]
+{lifetime}
+[[runtimes]]
+id = "acme-prod"
+account = "acme"
+git_host = "github.com"
+oauth_app = "github-app"
+credential = "{c1}"
+[[runtimes]]
+id = "acme-staging"
+account = "acme"
+git_host = "github.com"
+oauth_app = "github-app"
+credential = "{c2}"
+[[runtimes]]
+id = "globex-prod"
+account = "globex"
+git_host = "github.com"
+oauth_app = "github-app"
+credential = "{c3}"
+"#,
+            timeout = opts.provider_timeout_secs,
+            c1 = credential("acme-prod"),
+            c2 = credential("acme-staging"),
+            c3 = credential("globex-prod"),
+        );
+        let settings = Settings::from_toml_str(&toml).expect("test configuration is valid");
+        mock.provider.add_oauth_app(MockOAuthApp {
+            name: "gitbroker tests".into(),
+            client_id: "test-client-id".into(),
+            client_secret: APP_SECRET.into(),
+            callback_url: format!("{url}/oauth/callback/github-app"),
+        });
+        mock.provider.add_idp_client(MockIdpClient {
+            client_id: "gitbroker-tests".into(),
+            client_secret: OIDC_SECRET.into(),
+            redirect_uris: vec![format!("{url}/auth/callback")],
+        });
+        let clock = Arc::new(SystemClock);
+        let store = gitbroker::app::open_store(&settings, clock.clone())
+            .await
+            .expect("store opens");
+        let state = gitbroker::app::build(settings, store.clone(), clock)
+            .await
+            .expect("broker builds");
+        let app = gitbroker::router(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Harness {
+            url,
+            mock,
+            state,
+            store,
+            redis,
+            _dir: dir,
+            server,
+        }
+    }
+
+    /// A fresh browser with no cookies.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.url)
+    }
+
+    /// A browser signed in as the mock IdP user `username`.
+    pub async fn signed_in(&self, username: &str) -> Browser {
+        let b = self.browser();
+        b.sign_in(username).await;
+        b
+    }
+
+    /// GET the runtime API as `runtime` for `user`.
+    pub async fn runtime_get(&self, as_runtime: &str, runtime: &str, user: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/runtimes/{runtime}/users/{user}/token", self.url))
+            .bearer_auth(credential(as_runtime))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A cookie-keeping HTTP client that follows no redirects by itself.
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub url: String,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+        }
+    }
+
+    fn abs(&self, url: &str) -> String {
+        if url.starts_with("http") {
+            url.to_owned()
+        } else {
+            format!("{}{}", self.base, url)
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Page {
+        let url = self.abs(url);
+        let r = self.client.get(&url).send().await.unwrap();
+        Self::page(url, r).await
+    }
+
+    pub async fn post(&self, url: &str, form: &[(String, String)]) -> Page {
+        let url = self.abs(url);
+        let r = self.client.post(&url).form(form).send().await.unwrap();
+        Self::page(url, r).await
+    }
+
+    async fn page(url: String, r: reqwest::Response) -> Page {
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = r.text().await.unwrap();
+        Page {
+            status,
+            url,
+            location,
+            body,
+        }
+    }
+
+    /// Follows redirects from `page` until a non-redirect answer; resolves
+    /// relative locations against the URL that gave them.
+    pub async fn follow(&self, mut page: Page) -> Page {
+        for _ in 0..10 {
+            let Some(loc) = page.location.clone() else { return page };
+            if !(300..400).contains(&page.status) {
+                return page;
+            }
+            let next = url::Url::parse(&page.url).unwrap().join(&loc).unwrap();
+            page = self.get(next.as_str()).await;
+        }
+        panic!("redirect loop");
+    }
+
+    /// Submits the form of `page` that contains the element `id="{button_id}"`,
+    /// with its hidden inputs, selects' first options and that button's name/value.
+    pub async fn submit(&self, page: &Page, button_id: &str) -> Page {
+        let (action, fields) = find_form(&page.body, button_id)
+            .unwrap_or_else(|| panic!("no form with #{button_id} on {}:\n{}", page.url, page.body));
+        let action = url::Url::parse(&page.url).unwrap().join(&action).unwrap();
+        self.post(action.as_str(), &fields).await
+    }
+
+    /// Submits the form with `action` (e.g. "/tokens/acme-prod/authorize").
+    pub async fn submit_action(&self, page: &Page, action: &str) -> Page {
+        let fields = find_form_by_action(&page.body, action)
+            .unwrap_or_else(|| panic!("no form to {action} on {}:\n{}", page.url, page.body));
+        self.post(action, &fields).await
+    }
+
+    pub async fn sign_in(&self, username: &str) {
+        let idp = self.follow(self.get("/login").await).await;
+        assert_eq!(idp.status, 200, "IdP sign-in page: {}", idp.body);
+        let back = self.submit(&idp, &format!("signin-{username}")).await;
+        let page = self.follow(back).await;
+        assert_eq!(page.status, 200, "after sign-in: {}", page.body);
+        assert!(page.body.contains("Git Personal Access Token"), "{}", page.body);
+    }
+
+    /// Clicks "Authorize Access" for `runtime`; returns the provider's page
+    /// (or whatever the broker answered instead).
+    pub async fn start_authorize(&self, runtime: &str) -> Page {
+        let tokens = self.get("/tokens").await;
+        let started = self
+            .submit_action(&tokens, &format!("/tokens/{runtime}/authorize"))
+            .await;
+        self.follow(started).await
+    }
+
+    /// Authorizes `runtime` at the mock provider with `button` ("approve" or
+    /// "deny"); returns the redirect from the provider to the broker callback
+    /// (not followed).
+    pub async fn provider_decision(&self, provider_page: &Page, button: &str) -> Page {
+        assert_eq!(provider_page.status, 200, "provider page: {}", provider_page.body);
+        self.submit(provider_page, button).await
+    }
+
+    /// The whole flow: authorize, approve, land on the token page.
+    pub async fn authorize(&self, runtime: &str) -> Page {
+        let provider = self.start_authorize(runtime).await;
+        let back = self.provider_decision(&provider, "approve").await;
+        self.follow(back).await
+    }
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let pat = format!(" {name}=\"");
+    let start = tag.find(&pat)? + pat.len();
+    let end = tag[start..].find('"')? + start;
+    Some(html_unescape(&tag[start..end]))
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&amp;", "&")
+}
+
+fn forms(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<form") {
+        let after = &rest[start..];
+        let tag_end = after.find('>').unwrap_or(after.len());
+        let tag = after[..tag_end].to_owned();
+        let end = after.find("</form>").unwrap_or(after.len());
+        out.push((tag, after[..end].to_owned()));
+        rest = &after[end.min(after.len())..];
+        if end == after.len() {
+            break;
+        }
+        rest = &rest[7..];
+    }
+    out
+}
+
+fn tags<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let open = format!("<{name}");
+    let mut rest = body;
+    while let Some(i) = rest.find(&open) {
+        let t = &rest[i..];
+        let end = t.find('>').unwrap_or(t.len());
+        out.push(&t[..end]);
+        rest = &t[end..];
+    }
+    out
+}
+
+fn fields_of(body: &str, button: Option<&str>) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    for input in tags(body, "input") {
+        let kind = attr(input, "type").unwrap_or_default();
+        if kind == "submit" {
+            continue;
+        }
+        if let Some(name) = attr(input, "name") {
+            fields.push((name, attr(input, "value").unwrap_or_default()));
+        }
+    }
+    for select in tags(body, "select") {
+        if let Some(name) = attr(select, "name") {
+            let after = &body[body.find(select).unwrap()..];
+            if let Some(opt) = tags(after, "option").first() {
+                fields.push((name, attr(opt, "value").unwrap_or_default()));
+            }
+        }
+    }
+    if let Some(id) = button {
+        for b in tags(body, "button").into_iter().chain(tags(body, "input")) {
+            if attr(b, "id").as_deref() == Some(id) {
+                if let Some(name) = attr(b, "name") {
+                    fields.push((name, attr(b, "value").unwrap_or_default()));
+                }
+            }
+        }
+    }
+    fields
+}
+
+fn find_form(html: &str, button_id: &str) -> Option<(String, Vec<(String, String)>)> {
+    let needle = format!("id=\"{button_id}\"");
+    forms(html)
+        .into_iter()
+        .find(|(_, body)| body.contains(&needle))
+        .map(|(tag, body)| (attr(&tag, "action").unwrap_or_default(), fields_of(&body, Some(button_id))))
+}
+
+fn find_form_by_action(html: &str, action: &str) -> Option<Vec<(String, String)>> {
+    forms(html)
+        .into_iter()
+        .find(|(tag, _)| attr(tag, "action").as_deref() == Some(action))
+        .map(|(_, body)| fields_of(&body, None))
+}
+
+/// The value of `name=value` in a URL's query.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
