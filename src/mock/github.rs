@@ -64,7 +64,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-fn lifetimes(with_refresh: bool) -> Lifetimes {
+fn github_lifetimes(with_refresh: bool) -> Lifetimes {
     Lifetimes {
         access: Duration::seconds(ACCESS_SECONDS),
         refresh: with_refresh.then(|| Duration::seconds(REFRESH_SECONDS)),
@@ -78,7 +78,7 @@ pub(crate) fn issue_direct(
     client_id: &str,
     scopes: Vec<String>,
 ) -> String {
-    let lifetimes = s.expiring_tokens.then(|| lifetimes(false));
+    let lifetimes = s.expiring_tokens.then(|| github_lifetimes(false));
     s.github
         .issue(login, client_id, scopes, s.now(), lifetimes)
         .access_token
@@ -439,7 +439,12 @@ fn token_grant(
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))?;
             s.github
-                .refresh(refresh_token, &app.client_id, s.now(), lifetimes(true))
+                .refresh(
+                    refresh_token,
+                    &app.client_id,
+                    s.now(),
+                    github_lifetimes(true),
+                )
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))
         }
         Some(_) => Err(TokenError::new(UNSUPPORTED_GRANT_TYPE)),
@@ -501,7 +506,7 @@ fn exchange_code(
         return Err(bad_code());
     }
     let scopes = grant_scopes.unwrap_or(grant.scopes);
-    let lifetimes = s.expiring_tokens.then(|| lifetimes(true));
+    let lifetimes = s.expiring_tokens.then(|| github_lifetimes(true));
     Ok(s.github
         .issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
 }

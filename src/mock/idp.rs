@@ -51,12 +51,10 @@ const ID_TOKEN_MINUTES: i64 = 10;
 const CODE_MINUTES: i64 = 10;
 const BANNER: &str = "Mock identity provider";
 
-/// The `groups` claim of the mock's ID tokens and userinfo; relying parties
-/// can read it with this type as their `AdditionalClaims`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupsClaim {
-    #[serde(default)]
-    pub groups: Vec<String>,
+/// The `groups` claim of the mock's ID tokens and userinfo.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GroupsClaim {
+    groups: Vec<String>,
 }
 
 impl AdditionalClaims for GroupsClaim {}

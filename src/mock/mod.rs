@@ -40,8 +40,7 @@ mod idp;
 mod oauth;
 mod pages;
 
-pub use control::{Stats, SwitchState, Switches};
-pub use idp::GroupsClaim;
+pub use control::{Stats, SwitchState, Switches, TOKEN_HANG};
 
 use crate::clock::{Clock, SystemClock};
 use axum::Router;
