@@ -347,6 +347,32 @@ async fn expiring_tokens_refresh_and_rotate() {
 }
 
 #[tokio::test]
+async fn concurrent_refreshes_have_exactly_one_winner() {
+    let mock = start_expiring().await;
+    let code = code_for(&mock, "repo").await;
+    let first = exchange(&mock, &code, VERIFIER).await;
+    let refresh = first["refresh_token"].as_str().unwrap();
+    let form = [
+        ("client_id", CLIENT_ID),
+        ("client_secret", CLIENT_SECRET),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+    ];
+    let answers = tokio::join!(token_request(&mock, &form), token_request(&mock, &form));
+    let winners = [&answers.0, &answers.1]
+        .into_iter()
+        .filter(|a| a["access_token"].is_string())
+        .count();
+    assert_eq!(winners, 1, "{answers:?}");
+    let loser = if answers.0["access_token"].is_string() {
+        &answers.1
+    } else {
+        &answers.0
+    };
+    assert_github_error(loser, "bad_refresh_token");
+}
+
+#[tokio::test]
 async fn codes_and_tokens_expire_on_the_mocks_clock() {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let provider = MockProvider::with_clock(config(true), clock.clone());
@@ -493,6 +519,28 @@ async fn revoking_at_the_provider_invalidates_silently() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(mock.provider.stats().revocations, 0);
+}
+
+#[tokio::test]
+async fn a_caller_can_serve_the_router_itself() {
+    let provider = MockProvider::new(config(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    provider.set_base_url(format!("{base}/"));
+    let router = provider.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    assert_eq!(provider.base_url(), base);
+    let config: Value = http()
+        .get(format!("{base}/idp/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["issuer"], format!("{base}/idp"));
+    assert_eq!(config["token_endpoint"], format!("{base}/idp/token"));
 }
 
 // ---------------------------------------------------------------------------
