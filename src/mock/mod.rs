@@ -1,1 +1,466 @@
-//! placeholder
+//! An in-process fake of the outside world gitbroker talks to: a Git provider
+//! (the `github` flavour: OAuth app flow, token endpoint quirks, REST API) and
+//! an OpenID Connect identity provider (`/idp`), served on one port.
+//!
+//! Layout of the HTTP surface, relative to the base URL:
+//! - GitHub web host: `/login/oauth/authorize`, `/login/oauth/access_token`;
+//!   GitHub API (GitHub Enterprise Server style): `/api/v3/…`, so the broker's
+//!   `api_url` is `<base>/api/v3`.
+//! - OpenID Connect: issuer `<base>/idp` (discovery, `authorize`, `token`,
+//!   `userinfo`, `jwks`).
+//! - Test control, for suites that drive the mock from outside the process:
+//!   - `GET /__mock/stats` → the [`Stats`] counters as JSON;
+//!   - `GET /__mock/switches` → the current [`SwitchState`] as JSON;
+//!   - `POST /__mock/switches` with a JSON object holding any subset of the
+//!     [`SwitchState`] fields; a field set to `null` is cleared, an absent
+//!     field is left alone; answers the new state;
+//!   - `POST /__mock/reset` → clears switches, counters, codes and tokens
+//!     (users, apps and clients stay); 204;
+//!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?}` →
+//!     `{"token": "gho_…"}`, a token as if the user had authorized the app
+//!     (`client_id` defaults to the first OAuth app).
+//!
+//! Shared by every flavour: the token book-keeping (`book`), the protocol
+//! pieces (`oauth`), switches and counters (`control`). Another flavour
+//! (GitLab, Bitbucket) is a sibling of `github.rs` with its own routes and
+//! its own `TokenBook` in `Shared`.
+//!
+//! Nothing here is meant to be secure: it is meant to be faithful, so that the
+//! broker's real parsing code runs against it. It still never logs secrets,
+//! because its logs end up next to the broker's.
+
+// Handlers here short-circuit with the response to send; boxing it would buy
+// nothing for a test double.
+#![allow(clippy::result_large_err)]
+
+mod book;
+mod control;
+mod github;
+mod idp;
+mod oauth;
+mod pages;
+
+pub use control::{Stats, SwitchState, Switches, TOKEN_HANG};
+
+use crate::clock::{Clock, SystemClock};
+use axum::Router;
+use book::TokenBook;
+use control::Counters;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// What the mock knows at start: its users, and the OAuth apps and OpenID
+/// clients that may talk to it. Apps and clients can be added later.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    pub github_users: Vec<MockGitUser>,
+    pub oauth_apps: Vec<MockOAuthApp>,
+    pub idp_clients: Vec<MockIdpClient>,
+    pub idp_users: Vec<MockIdpUser>,
+    /// GitHub's opt-in expiring user tokens: 8 h access tokens with 6-month
+    /// refresh tokens that rotate on every use.
+    pub expiring_tokens: bool,
+}
+
+/// A user of the mock GitHub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockGitUser {
+    pub login: String,
+    pub id: u64,
+    pub name: String,
+}
+
+/// A registered GitHub OAuth app.
+#[derive(Clone)]
+pub struct MockOAuthApp {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub callback_url: String,
+}
+
+/// A relying party registered with the mock identity provider.
+#[derive(Clone)]
+pub struct MockIdpClient {
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uris: Vec<String>,
+}
+
+/// A person who can sign in at the mock identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockIdpUser {
+    pub sub: String,
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub groups: Vec<String>,
+}
+
+impl std::fmt::Debug for MockOAuthApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockOAuthApp")
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("callback_url", &self.callback_url)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MockIdpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockIdpClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("redirect_uris", &self.redirect_uris)
+            .finish()
+    }
+}
+
+/// The group whose members administer gitbroker in the demo.
+pub const DEMO_ADMIN_GROUP: &str = "gitbroker-admins";
+
+impl MockConfig {
+    /// Users for the demo and for tests: two teams, `acme-devs` and
+    /// `globex-devs`, and one administrator. Each person has an identity
+    /// (`idp_users`) and a GitHub account of the same name (`github_users`);
+    /// `sub` deliberately differs from the username. Apps and clients are left
+    /// for the caller, who knows its own callback URLs.
+    pub fn demo() -> Self {
+        let people: [(&str, u64, &str, &[&str]); 4] = [
+            (
+                "alice",
+                1001,
+                "Alice Archer",
+                &["acme-devs", DEMO_ADMIN_GROUP],
+            ),
+            ("bob", 1002, "Bob Baker", &["acme-devs"]),
+            ("carol", 1003, "Carol Chen", &["globex-devs"]),
+            ("dave", 1004, "Dave Diaz", &["acme-devs", "globex-devs"]),
+        ];
+        Self {
+            github_users: people
+                .iter()
+                .map(|(login, id, name, _)| MockGitUser {
+                    login: (*login).to_owned(),
+                    id: *id,
+                    name: (*name).to_owned(),
+                })
+                .collect(),
+            idp_users: people
+                .iter()
+                .map(|(login, id, name, groups)| MockIdpUser {
+                    sub: format!("u-{id}"),
+                    username: (*login).to_owned(),
+                    name: (*name).to_owned(),
+                    email: format!("{login}@example.com"),
+                    groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                })
+                .collect(),
+            oauth_apps: Vec::new(),
+            idp_clients: Vec::new(),
+            expiring_tokens: false,
+        }
+    }
+}
+
+/// The mock itself. Cloning is cheap and every clone sees the same state.
+#[derive(Clone)]
+pub struct MockProvider {
+    shared: Arc<Shared>,
+}
+
+/// State shared by every flavour and the identity provider.
+pub(crate) struct Shared {
+    base_url: RwLock<Option<String>>,
+    clock: Arc<dyn Clock>,
+    github_users: Vec<MockGitUser>,
+    oauth_apps: RwLock<Vec<MockOAuthApp>>,
+    idp_users: Vec<MockIdpUser>,
+    idp_clients: RwLock<Vec<MockIdpClient>>,
+    expiring_tokens: bool,
+    switches: Switches,
+    counters: Counters,
+    /// Codes and tokens of the GitHub flavour.
+    github: TokenBook,
+    /// Codes and access tokens of the identity provider: a separate realm,
+    /// so an IdP token never works against the Git API and vice versa.
+    idp: TokenBook,
+    idp_key: idp::SigningKey,
+}
+
+impl Shared {
+    /// The public base URL, without a trailing slash; empty until set.
+    fn base_url(&self) -> String {
+        read(&self.base_url).clone().unwrap_or_default()
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    fn oauth_app(&self, client_id: &str) -> Option<MockOAuthApp> {
+        read(&self.oauth_apps)
+            .iter()
+            .find(|a| a.client_id == client_id)
+            .cloned()
+    }
+
+    fn idp_client(&self, client_id: &str) -> Option<MockIdpClient> {
+        read(&self.idp_clients)
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .cloned()
+    }
+
+    fn github_user(&self, login: &str) -> Option<&MockGitUser> {
+        self.github_users.iter().find(|u| u.login == login)
+    }
+
+    fn idp_user(&self, username: &str) -> Option<&MockIdpUser> {
+        self.idp_users.iter().find(|u| u.username == username)
+    }
+
+    fn reset(&self) {
+        self.switches.reset();
+        self.counters.reset();
+        self.github.clear();
+        self.idp.clear();
+    }
+}
+
+impl MockProvider {
+    /// A mock on the wall clock. Generates the identity provider's RSA key,
+    /// which takes a moment.
+    pub fn new(config: MockConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A mock whose code and token lifetimes follow `clock`, so expiry can be
+    /// tested without sleeping. ID tokens carry this clock's time too, which
+    /// a verifier on the wall clock may reject.
+    pub fn with_clock(config: MockConfig, clock: Arc<dyn Clock>) -> Self {
+        let MockConfig {
+            github_users,
+            oauth_apps,
+            idp_clients,
+            idp_users,
+            expiring_tokens,
+        } = config;
+        Self {
+            shared: Arc::new(Shared {
+                base_url: RwLock::new(None),
+                clock,
+                github_users,
+                oauth_apps: RwLock::new(oauth_apps),
+                idp_users,
+                idp_clients: RwLock::new(idp_clients),
+                expiring_tokens,
+                switches: Switches::default(),
+                counters: Counters::default(),
+                github: TokenBook::new(github::TOKEN_STYLE),
+                idp: TokenBook::new(idp::TOKEN_STYLE),
+                idp_key: idp::SigningKey::generate(),
+            }),
+        }
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves in a tokio task.
+    pub async fn start(config: MockConfig, addr: SocketAddr) -> std::io::Result<RunningMock> {
+        Self::new(config).serve(addr).await
+    }
+
+    /// Like [`MockProvider::start`], for a provider built by the caller. The
+    /// base URL becomes `http://<bound address>` unless one was set before.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<RunningMock> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        {
+            let mut base = write(&self.shared.base_url);
+            if base.is_none() {
+                *base = Some(format!("http://{}", reachable(local)));
+            }
+        }
+        let base_url = self.base_url();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%err, "mock provider stopped");
+            }
+        });
+        tracing::info!(%base_url, "mock provider listening");
+        Ok(RunningMock {
+            base_url,
+            provider: self,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// All routes, for callers who serve the mock themselves; they must call
+    /// [`MockProvider::set_base_url`] with the URL the router is reachable at.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(github::routes())
+            .nest("/idp", idp::routes())
+            .nest("/__mock", control::routes())
+            .fallback(github::not_found)
+            .layer(axum::middleware::from_fn(control::log_request))
+            .with_state(self.shared.clone())
+    }
+
+    /// Sets the public base URL (scheme, host, port, no trailing slash) used
+    /// in issuer URLs and links.
+    pub fn set_base_url(&self, url: impl Into<String>) {
+        let url = url.into();
+        *write(&self.shared.base_url) = Some(url.trim_end_matches('/').to_owned());
+    }
+
+    /// The public base URL; empty until served or set.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url()
+    }
+
+    /// What gitbroker calls the provider's API URL: `<base>/api/v3`.
+    pub fn github_api_url(&self) -> String {
+        format!("{}/api/v3", self.base_url())
+    }
+
+    /// The identity provider's issuer: `<base>/idp`.
+    pub fn issuer_url(&self) -> String {
+        format!("{}/idp", self.base_url())
+    }
+
+    pub fn switches(&self) -> &Switches {
+        &self.shared.switches
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Clears switches, counters, codes and tokens; keeps users, apps and
+    /// clients. Same as `POST /__mock/reset`.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Registers an OAuth app, replacing any with the same `client_id`.
+    pub fn add_oauth_app(&self, app: MockOAuthApp) {
+        let mut apps = write(&self.shared.oauth_apps);
+        apps.retain(|a| a.client_id != app.client_id);
+        apps.push(app);
+    }
+
+    /// Registers an OpenID client, replacing any with the same `client_id`.
+    pub fn add_idp_client(&self, client: MockIdpClient) {
+        let mut clients = write(&self.shared.idp_clients);
+        clients.retain(|c| c.client_id != client.client_id);
+        clients.push(client);
+    }
+
+    /// A `gho_` token for `login` as if it had authorized `client_id` with
+    /// `scopes`. It expires like a token from the flow would; no refresh
+    /// token comes with it. `login` should be one of the GitHub users, or
+    /// `/user` will refuse the token.
+    pub fn issue_token(&self, login: &str, client_id: &str, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        github::issue_direct(&self.shared, login, client_id, scopes)
+    }
+
+    /// Revokes a token (access or refresh) as a user would on the provider's
+    /// settings page: silently, without counting as an API revocation.
+    pub fn revoke(&self, token: &str) {
+        self.shared.github.revoke(token);
+    }
+}
+
+impl std::fmt::Debug for MockProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockProvider")
+            .field("base_url", &self.base_url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A served mock. Dropping it stops the listener; requests in flight finish.
+pub struct RunningMock {
+    /// `http://127.0.0.1:<port>` (or whatever base URL was set beforehand).
+    pub base_url: String,
+    pub provider: MockProvider,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningMock {
+    pub fn github_api_url(&self) -> String {
+        self.provider.github_api_url()
+    }
+
+    pub fn issuer_url(&self) -> String {
+        self.provider.issuer_url()
+    }
+
+    /// Stops accepting connections and waits until open ones are done.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningMock {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for RunningMock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningMock")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A wildcard bind address is not something a browser can be sent to.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+// A panic while holding one of these locks cannot leave the mock's maps
+// half-written in a way that matters to a test double, so poison is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}

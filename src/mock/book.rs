@@ -1,0 +1,323 @@
+//! Token book-keeping shared by every flavour: authorization codes, access
+//! tokens and rotating refresh tokens, in one realm per provider. Flavours
+//! choose the token shapes and decide what an error looks like on the wire.
+
+use super::lock;
+use super::oauth::random_alnum;
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How a realm's secrets look.
+#[derive(Clone, Copy)]
+pub(crate) struct TokenStyle {
+    pub access_prefix: &'static str,
+    pub access_len: usize,
+    pub refresh_prefix: &'static str,
+    pub refresh_len: usize,
+    pub code_len: usize,
+}
+
+/// What an authorization request granted, waiting for the code exchange.
+pub(crate) struct CodeGrant {
+    pub client_id: String,
+    /// `redirect_uri` exactly as the authorization request carried it.
+    pub redirect_uri: Option<String>,
+    /// GitHub login or IdP username.
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub code_challenge: Option<String>,
+    pub nonce: Option<String>,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// One access token's authorization, as the provider remembers it.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    pub id: u64,
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Access and refresh lifetimes, for realms whose tokens expire.
+#[derive(Clone, Copy)]
+pub(crate) struct Lifetimes {
+    pub access: Duration,
+    /// `None`: no refresh token is issued.
+    pub refresh: Option<Duration>,
+}
+
+pub(crate) struct Issued {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub grant: Grant,
+}
+
+struct AccessRecord {
+    grant: Grant,
+    refresh_token: Option<String>,
+}
+
+struct RefreshRecord {
+    access_token: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Book {
+    codes: HashMap<String, CodeGrant>,
+    access: HashMap<String, AccessRecord>,
+    refresh: HashMap<String, RefreshRecord>,
+    next_id: u64,
+}
+
+pub(crate) struct TokenBook {
+    style: TokenStyle,
+    book: Mutex<Book>,
+}
+
+impl TokenBook {
+    pub fn new(style: TokenStyle) -> Self {
+        Self {
+            style,
+            book: Mutex::new(Book::default()),
+        }
+    }
+
+    /// Stores a grant and returns its new code.
+    pub fn put_code(&self, grant: CodeGrant) -> String {
+        let code = random_alnum(self.style.code_len);
+        lock(&self.book).codes.insert(code.clone(), grant);
+        code
+    }
+
+    /// Removes and returns the code's grant: whatever the exchange decides
+    /// next, the code has been used once.
+    pub fn take_code(&self, code: &str) -> Option<CodeGrant> {
+        lock(&self.book).codes.remove(code)
+    }
+
+    pub fn issue(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scopes: Vec<String>,
+        now: DateTime<Utc>,
+        lifetimes: Option<Lifetimes>,
+    ) -> Issued {
+        let mut book = lock(&self.book);
+        self.issue_locked(&mut book, subject, client_id, scopes, now, lifetimes)
+    }
+
+    fn issue_locked(
+        &self,
+        book: &mut Book,
+        subject: &str,
+        client_id: &str,
+        scopes: Vec<String>,
+        now: DateTime<Utc>,
+        lifetimes: Option<Lifetimes>,
+    ) -> Issued {
+        book.next_id += 1;
+        let access_token = format!(
+            "{}{}",
+            self.style.access_prefix,
+            random_alnum(self.style.access_len)
+        );
+        let refresh_token = lifetimes.and_then(|l| l.refresh).map(|lifetime| {
+            let token = format!(
+                "{}{}",
+                self.style.refresh_prefix,
+                random_alnum(self.style.refresh_len)
+            );
+            book.refresh.insert(
+                token.clone(),
+                RefreshRecord {
+                    access_token: access_token.clone(),
+                    expires_at: now + lifetime,
+                },
+            );
+            token
+        });
+        let grant = Grant {
+            id: book.next_id,
+            subject: subject.to_owned(),
+            client_id: client_id.to_owned(),
+            scopes,
+            created_at: now,
+            expires_at: lifetimes.map(|l| now + l.access),
+        };
+        book.access.insert(
+            access_token.clone(),
+            AccessRecord {
+                grant: grant.clone(),
+                refresh_token: refresh_token.clone(),
+            },
+        );
+        Issued {
+            access_token,
+            refresh_token,
+            grant,
+        }
+    }
+
+    /// The grant behind a live access token.
+    pub fn find(&self, access_token: &str, now: DateTime<Utc>) -> Option<Grant> {
+        let book = lock(&self.book);
+        let record = book.access.get(access_token)?;
+        match record.grant.expires_at {
+            Some(at) if at <= now => None,
+            _ => Some(record.grant.clone()),
+        }
+    }
+
+    /// Exchanges a refresh token of `client_id` for a new pair, with the same
+    /// subject and scopes. The old access and refresh tokens die, so a second
+    /// use of the same refresh token fails.
+    pub fn refresh(
+        &self,
+        refresh_token: &str,
+        client_id: &str,
+        now: DateTime<Utc>,
+        lifetimes: Lifetimes,
+    ) -> Option<Issued> {
+        let mut book = lock(&self.book);
+        let record = book.refresh.get(refresh_token)?;
+        let old = book.access.get(&record.access_token)?;
+        if old.grant.client_id != client_id || record.expires_at <= now {
+            return None;
+        }
+        let (subject, scopes) = (old.grant.subject.clone(), old.grant.scopes.clone());
+        let old_access = record.access_token.clone();
+        book.refresh.remove(refresh_token);
+        book.access.remove(&old_access);
+        Some(self.issue_locked(&mut book, &subject, client_id, scopes, now, Some(lifetimes)))
+    }
+
+    /// Revokes an access token (with its refresh token) or a refresh token
+    /// (with its access token). Returns whether anything was live.
+    pub fn revoke(&self, token: &str) -> bool {
+        let mut book = lock(&self.book);
+        if let Some(record) = book.access.remove(token) {
+            if let Some(refresh) = record.refresh_token {
+                book.refresh.remove(&refresh);
+            }
+            return true;
+        }
+        if let Some(record) = book.refresh.remove(token) {
+            book.access.remove(&record.access_token);
+            return true;
+        }
+        false
+    }
+
+    /// Revokes every token `subject` holds for `client_id`; returns how many
+    /// access tokens died.
+    pub fn revoke_all(&self, subject: &str, client_id: &str) -> usize {
+        let mut book = lock(&self.book);
+        let doomed: Vec<String> = book
+            .access
+            .iter()
+            .filter(|(_, r)| r.grant.subject == subject && r.grant.client_id == client_id)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for token in &doomed {
+            if let Some(refresh) = book.access.remove(token).and_then(|r| r.refresh_token) {
+                book.refresh.remove(&refresh);
+            }
+        }
+        doomed.len()
+    }
+
+    pub fn clear(&self) {
+        let mut book = lock(&self.book);
+        book.codes.clear();
+        book.access.clear();
+        book.refresh.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const STYLE: TokenStyle = TokenStyle {
+        access_prefix: "a_",
+        access_len: 8,
+        refresh_prefix: "r_",
+        refresh_len: 8,
+        code_len: 8,
+    };
+
+    fn lifetimes() -> Lifetimes {
+        Lifetimes {
+            access: Duration::hours(8),
+            refresh: Some(Duration::days(180)),
+        }
+    }
+
+    #[test]
+    fn codes_are_taken_once() {
+        let book = TokenBook::new(STYLE);
+        let code = book.put_code(CodeGrant {
+            client_id: "c".into(),
+            redirect_uri: None,
+            subject: "alice".into(),
+            scopes: vec![],
+            code_challenge: None,
+            nonce: None,
+            issued_at: Utc::now(),
+        });
+        assert!(book.take_code(&code).is_some());
+        assert!(book.take_code(&code).is_none());
+    }
+
+    #[test]
+    fn access_tokens_expire() {
+        let book = TokenBook::new(STYLE);
+        let now = Utc::now();
+        let issued = book.issue("alice", "c", vec!["repo".into()], now, Some(lifetimes()));
+        assert!(issued.access_token.starts_with("a_"));
+        assert!(book.find(&issued.access_token, now).is_some());
+        assert!(
+            book.find(&issued.access_token, now + Duration::hours(8))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn refresh_rotates_and_kills_the_old_pair() {
+        let book = TokenBook::new(STYLE);
+        let now = Utc::now();
+        let first = book.issue("alice", "c", vec!["repo".into()], now, Some(lifetimes()));
+        let old_refresh = first.refresh_token.unwrap();
+        assert!(
+            book.refresh(&old_refresh, "other", now, lifetimes())
+                .is_none()
+        );
+        let second = book.refresh(&old_refresh, "c", now, lifetimes()).unwrap();
+        assert_eq!(second.grant.scopes, vec!["repo".to_owned()]);
+        assert!(book.find(&first.access_token, now).is_none());
+        assert!(book.find(&second.access_token, now).is_some());
+        assert!(book.refresh(&old_refresh, "c", now, lifetimes()).is_none());
+    }
+
+    #[test]
+    fn revoke_all_is_per_user_and_client() {
+        let book = TokenBook::new(STYLE);
+        let now = Utc::now();
+        let a1 = book.issue("alice", "c", vec![], now, None);
+        let a2 = book.issue("alice", "c", vec![], now, None);
+        let other_app = book.issue("alice", "d", vec![], now, None);
+        let bob = book.issue("bob", "c", vec![], now, None);
+        assert_eq!(book.revoke_all("alice", "c"), 2);
+        assert!(book.find(&a1.access_token, now).is_none());
+        assert!(book.find(&a2.access_token, now).is_none());
+        assert!(book.find(&other_app.access_token, now).is_some());
+        assert!(book.find(&bob.access_token, now).is_some());
+    }
+}

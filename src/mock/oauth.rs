@@ -1,0 +1,271 @@
+//! Protocol pieces every flavour needs: PKCE (RFC 7636), client
+//! authentication (RFC 6749 §2.3.1), bearer tokens, form bodies, redirects.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use subtle::ConstantTimeEq;
+
+pub(crate) fn random_alnum(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Compares secrets without leaking where they differ.
+pub(crate) fn secrets_equal(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// RFC 7636 §4.1: 43 to 128 characters from the unreserved set. The same
+/// shape holds for an S256 challenge (always 43 characters).
+pub(crate) fn valid_pkce_string(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Whether `verifier` hashes to the S256 `challenge`.
+pub(crate) fn pkce_s256_matches(challenge: &str, verifier: &str) -> bool {
+    if !valid_pkce_string(verifier) {
+        return false;
+    }
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    secrets_equal(&computed, challenge)
+}
+
+/// Parses an `application/x-www-form-urlencoded` body. A repeated parameter
+/// makes the whole body invalid (RFC 6749 §3.1), reported as `None`.
+pub(crate) fn parse_form(body: &[u8]) -> Option<HashMap<String, String>> {
+    let mut form = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if form.insert(k.into_owned(), v.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some(form)
+}
+
+/// How a client presented its credentials.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthMethod {
+    Basic,
+    Post,
+}
+
+/// Client credentials from a request; never printed.
+pub(crate) struct ClientCredentials {
+    pub id: String,
+    pub secret: String,
+    pub method: AuthMethod,
+}
+
+pub(crate) enum ClientAuthError {
+    /// No credentials at all.
+    Missing,
+    /// Malformed or contradictory credentials (two methods at once, a Basic
+    /// header that does not decode).
+    Invalid,
+}
+
+/// Client credentials from HTTP Basic (`client_secret_basic`, with the
+/// form-urlencoding RFC 6749 §2.3.1 prescribes) or from the form
+/// (`client_secret_post`). Using both at once is refused, as RFC 6749 asks.
+pub(crate) fn client_credentials(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<ClientCredentials, ClientAuthError> {
+    let basic = match basic_auth(headers) {
+        Some(Ok(pair)) => Some(pair),
+        Some(Err(())) => return Err(ClientAuthError::Invalid),
+        None => None,
+    };
+    match (basic, form.get("client_secret")) {
+        (Some(_), Some(_)) => Err(ClientAuthError::Invalid),
+        (Some((id, secret)), None) => {
+            let id = url_decode(&id);
+            if form.get("client_id").is_some_and(|f| *f != id) {
+                return Err(ClientAuthError::Invalid);
+            }
+            Ok(ClientCredentials {
+                id,
+                secret: url_decode(&secret),
+                method: AuthMethod::Basic,
+            })
+        }
+        (None, Some(secret)) => match form.get("client_id") {
+            Some(id) => Ok(ClientCredentials {
+                id: id.clone(),
+                secret: secret.clone(),
+                method: AuthMethod::Post,
+            }),
+            None => Err(ClientAuthError::Invalid),
+        },
+        (None, None) => Err(ClientAuthError::Missing),
+    }
+}
+
+/// The user and password of an HTTP Basic `Authorization` header: `None`
+/// when there is no Basic header, `Err` when it does not decode.
+pub(crate) fn basic_auth(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD
+        .decode(rest.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    Some(match decoded.as_deref().and_then(|d| d.split_once(':')) {
+        Some((user, password)) => Ok((user.to_owned(), password.to_owned())),
+        None => Err(()),
+    })
+}
+
+/// The token of an `Authorization: <scheme> <token>` header, for any of the
+/// given schemes (compared case-insensitively).
+pub(crate) fn authorization_token(headers: &HeaderMap, schemes: &[&str]) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) && !token.is_empty())
+        .then(|| token.to_owned())
+}
+
+fn url_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether the client asked for JSON; GitHub's token endpoint answers
+/// form-encoded otherwise.
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// `redirect_uri` with `params` appended to its query (keeping any query it
+/// already has, RFC 6749 §3.1.2).
+pub(crate) fn redirect_url(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
+    let mut url = url::Url::parse(redirect_uri).ok()?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+    }
+    Some(url.into())
+}
+
+/// A 302, which is what GitHub and most identity providers send.
+pub(crate) fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, value),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Splits a scope parameter on spaces (the standard) and commas (GitHub
+/// accepts both), dropping duplicates but keeping the order asked for.
+pub(crate) fn parse_scopes(scope: Option<&str>) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::new();
+    for s in scope
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+    {
+        if !scopes.iter().any(|have| have == s) {
+            scopes.push(s.to_owned());
+        }
+    }
+    scopes
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn pkce_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(pkce_s256_matches(challenge, verifier));
+        assert!(!pkce_s256_matches(
+            challenge,
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK"
+        ));
+        assert!(!pkce_s256_matches(challenge, "short"));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urldecoded() {
+        let mut headers = HeaderMap::new();
+        let encoded = STANDARD.encode("my%20app:s%3Acret");
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
+        let Ok(creds) = client_credentials(&headers, &HashMap::new()) else {
+            panic!("credentials expected");
+        };
+        assert_eq!(creds.id, "my app");
+        assert_eq!(creds.secret, "s:cret");
+    }
+
+    #[test]
+    fn two_client_auth_methods_are_refused() {
+        let mut headers = HeaderMap::new();
+        let encoded = STANDARD.encode("app:secret");
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
+        let form = HashMap::from([("client_secret".to_owned(), "secret".to_owned())]);
+        assert!(matches!(
+            client_credentials(&headers, &form),
+            Err(ClientAuthError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn repeated_form_parameters_are_invalid() {
+        assert!(parse_form(b"code=a&code=b").is_none());
+        assert_eq!(parse_form(b"code=a+b").unwrap()["code"], "a b");
+    }
+
+    #[test]
+    fn redirects_keep_an_existing_query() {
+        let url = redirect_url("http://rp.test/cb?x=1", &[("code", "c d")]).unwrap();
+        assert_eq!(url, "http://rp.test/cb?x=1&code=c+d");
+    }
+
+    #[test]
+    fn scopes_split_on_spaces_and_commas() {
+        assert_eq!(
+            parse_scopes(Some("repo gist,repo  admin:repo_hook")),
+            vec!["repo", "gist", "admin:repo_hook"]
+        );
+        assert!(parse_scopes(None).is_empty());
+    }
+}
