@@ -32,21 +32,28 @@ pub enum StartError {
 }
 
 /// Opens the configured store backend.
-pub async fn open_store(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Store>, StoreError> {
     match &settings.store {
         StoreSettings::Embedded { path } => {
             let store = EmbeddedStore::open(path, clock)?;
             store.spawn_sweeper(std::time::Duration::from_secs(60));
             Ok(Arc::new(store))
         }
-        StoreSettings::Redis { url, key_prefix } => {
-            Ok(Arc::new(RedisStore::connect(url.expose_secret(), key_prefix).await?))
-        }
+        StoreSettings::Redis { url, key_prefix } => Ok(Arc::new(
+            RedisStore::connect(url.expose_secret(), key_prefix).await?,
+        )),
     }
 }
 
 /// Builds the application state on `store` and loads the file's objects.
-pub async fn build(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+pub async fn build(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<AppState, StartError> {
     let keyring = Arc::new(Keyring::new(&settings.active_key, &settings.keys)?);
     let http = providers::http_client(settings.provider_connect_timeout, settings.provider_timeout)
         .map_err(|e| StartError::Http(e.to_string()))?;
@@ -73,7 +80,13 @@ pub async fn build(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clo
         ..
     } = settings;
     let oidc = Arc::new(Oidc::new(oidc, oidc_redirect, http.clone()));
-    let logins = Logins::new(store.clone(), oidc, sessions.clone(), flow_ttl, secure_cookies);
+    let logins = Logins::new(
+        store.clone(),
+        oidc,
+        sessions.clone(),
+        flow_ttl,
+        secure_cookies,
+    );
     let flows = Flows::new(
         store.clone(),
         registry.clone(),

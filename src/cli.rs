@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "gitbroker", version, about = "A Git token broker for GitOps runtimes")]
+#[command(
+    name = "gitbroker",
+    version,
+    about = "A Git token broker for GitOps runtimes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -34,7 +34,9 @@ pub struct Sealed {
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealed").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Sealed")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,13 @@ impl Keyring {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Malformed)?;
         Ok(Sealed {
             kid: self.active.clone(),
@@ -111,7 +119,9 @@ impl Keyring {
             .ciphers
             .get(&sealed.kid)
             .ok_or_else(|| CryptoError::UnknownKey(sealed.kid.clone()))?;
-        let nonce = B64.decode(&sealed.nonce).map_err(|_| CryptoError::Malformed)?;
+        let nonce = B64
+            .decode(&sealed.nonce)
+            .map_err(|_| CryptoError::Malformed)?;
         if nonce.len() != 24 {
             return Err(CryptoError::Malformed);
         }

@@ -15,7 +15,9 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.compact().init(),
@@ -24,7 +26,10 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
     Settings::load(path).map_err(|e| {
-        eprintln!("gitbroker: invalid configuration in {}: {e}", path.display());
+        eprintln!(
+            "gitbroker: invalid configuration in {}: {e}",
+            path.display()
+        );
         ExitCode::from(1)
     })
 }
@@ -72,7 +77,10 @@ async fn serve(path: &std::path::Path) -> ExitCode {
                 _mock = Some(running);
             }
             Err(e) => {
-                eprintln!("gitbroker: cannot start the demo mock provider on {}: {e}", demo.mock_provider_listen);
+                eprintln!(
+                    "gitbroker: cannot start the demo mock provider on {}: {e}",
+                    demo.mock_provider_listen
+                );
                 return ExitCode::from(1);
             }
         }
@@ -117,13 +125,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -109,7 +109,11 @@ impl Logins {
             return Err(LoginError::UnknownState);
         }
         let key = EphemeralKey::new(NS, crypto::sha256_hex(state.as_bytes()));
-        let bytes = self.store.take(&key).await?.ok_or(LoginError::UnknownState)?;
+        let bytes = self
+            .store
+            .take(&key)
+            .await?
+            .ok_or(LoginError::UnknownState)?;
         let record: LoginRecord =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let bound = binding.is_some_and(|b| {
@@ -122,7 +126,9 @@ impl Logins {
             return Err(LoginError::Forbidden);
         }
         if let Some(error) = error {
-            return Err(LoginError::Denied(error.chars().filter(|c| !c.is_control()).take(64).collect()));
+            return Err(LoginError::Denied(
+                error.chars().filter(|c| !c.is_control()).take(64).collect(),
+            ));
         }
         let code = code.ok_or_else(|| LoginError::Denied("no authorization code".into()))?;
         let user = self

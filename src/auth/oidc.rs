@@ -127,7 +127,12 @@ impl Oidc {
     }
 
     /// Exchanges the code and checks the ID token; returns the signed-in user.
-    pub async fn complete(&self, code: String, nonce: String, verifier: String) -> Result<SessionUser, OidcError> {
+    pub async fn complete(
+        &self,
+        code: String,
+        nonce: String,
+        verifier: String,
+    ) -> Result<SessionUser, OidcError> {
         let client = self.client().await?;
         let response = client
             .exchange_code(AuthorizationCode::new(code))
@@ -166,7 +171,11 @@ impl Oidc {
         let mut groups = groups_from_jwt(&id_token.to_string(), &self.settings.groups_claim);
         if groups.is_none() {
             groups = self
-                .groups_from_userinfo(&client, response.access_token().clone(), claims.subject().clone())
+                .groups_from_userinfo(
+                    &client,
+                    response.access_token().clone(),
+                    claims.subject().clone(),
+                )
                 .await;
         }
         Ok(SessionUser {
@@ -187,7 +196,11 @@ impl Oidc {
         let req = client.user_info(access_token, Some(subject)).ok()?;
         let info: openidconnect::UserInfoClaims<ExtraClaims, openidconnect::core::CoreGenderClaim> =
             req.request_async(&self.http).await.ok()?;
-        groups_from_value(info.additional_claims().claims.get(&self.settings.groups_claim)?)
+        groups_from_value(
+            info.additional_claims()
+                .claims
+                .get(&self.settings.groups_claim)?,
+        )
     }
 }
 

@@ -74,7 +74,12 @@ fn corrupt(e: serde_json::Error) -> StoreError {
 }
 
 impl SessionStore {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, idle: Duration, absolute: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Self {
         Self {
             store,
             clock,
@@ -104,7 +109,11 @@ impl SessionStore {
         let bytes = serde_json::to_vec(&session).map_err(corrupt)?;
         let stored = self
             .store
-            .put_new(&EphemeralKey::new(NS, session.key.clone()), &bytes, self.idle)
+            .put_new(
+                &EphemeralKey::new(NS, session.key.clone()),
+                &bytes,
+                self.idle,
+            )
             .await?;
         if !stored {
             return Err(StoreError::Conflict);
@@ -158,7 +167,12 @@ impl SessionStore {
     }
 
     /// Sets a one-time message on the session.
-    pub async fn flash(&self, session: &mut Session, kind: FlashKind, text: impl Into<String>) -> Result<(), StoreError> {
+    pub async fn flash(
+        &self,
+        session: &mut Session,
+        kind: FlashKind,
+        text: impl Into<String>,
+    ) -> Result<(), StoreError> {
         session.flash = Some(Flash {
             kind,
             text: text.into(),

@@ -40,8 +40,13 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 /// Where durable and ephemeral state lives.
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
-    Embedded { path: PathBuf },
-    Redis { url: SecretString, key_prefix: String },
+    Embedded {
+        path: PathBuf,
+    },
+    Redis {
+        url: SecretString,
+        key_prefix: String,
+    },
 }
 
 /// One AEAD key of the keyring.
@@ -218,7 +223,9 @@ fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
     } else {
         Err(invalid(
             key,
-            format!("`{id}` is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+            format!(
+                "`{id}` is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"
+            ),
         ))
     }
 }
@@ -278,7 +285,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     let store = match raw.store.backend.as_str() {
         "embedded" => {
             let path = raw.store.path.clone().ok_or_else(|| {
-                invalid("store.path", "is required when store.backend = \"embedded\"")
+                invalid(
+                    "store.path",
+                    "is required when store.backend = \"embedded\"",
+                )
             })?;
             let path = match base_dir {
                 Some(dir) if path.is_relative() => dir.join(path),
@@ -291,12 +301,20 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
                 .store
                 .redis_url
                 .as_ref()
-                .ok_or_else(|| invalid("store.redis_url", "is required when store.backend = \"redis\""))?
+                .ok_or_else(|| {
+                    invalid(
+                        "store.redis_url",
+                        "is required when store.backend = \"redis\"",
+                    )
+                })?
                 .resolve("store.redis_url", base_dir)?;
             let parsed = Url::parse(url.expose_secret())
                 .map_err(|_| invalid("store.redis_url", "is not a URL"))?;
             if !matches!(parsed.scheme(), "redis" | "rediss") {
-                return Err(invalid("store.redis_url", "must start with redis:// or rediss://"));
+                return Err(invalid(
+                    "store.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
             }
             StoreSettings::Redis {
                 url,
@@ -318,7 +336,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         let key_name = format!("encryption.keys[{i}]");
         check_id(&format!("{key_name}.id"), &k.id)?;
         if !key_ids.insert(k.id.clone()) {
-            return Err(invalid(format!("{key_name}.id"), format!("duplicate key id `{}`", k.id)));
+            return Err(invalid(
+                format!("{key_name}.id"),
+                format!("duplicate key id `{}`", k.id),
+            ));
         }
         let secret = k.key.resolve(&format!("{key_name}.key"), base_dir)?;
         let bytes = base64::engine::general_purpose::STANDARD
@@ -382,7 +403,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     };
 
     if raw.session.idle_timeout_secs == 0 {
-        return Err(invalid("session.idle_timeout_secs", "must be greater than 0"));
+        return Err(invalid(
+            "session.idle_timeout_secs",
+            "must be greater than 0",
+        ));
     }
     if raw.session.absolute_timeout_secs < raw.session.idle_timeout_secs {
         return Err(invalid(
@@ -391,7 +415,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         ));
     }
     if !(60..=3600).contains(&raw.flow_ttl_secs) {
-        return Err(invalid("flow_ttl_secs", "must be between 60 and 3600 seconds"));
+        return Err(invalid(
+            "flow_ttl_secs",
+            "must be between 60 and 3600 seconds",
+        ));
     }
     if raw.provider.timeout_secs == 0 || raw.provider.connect_timeout_secs == 0 {
         return Err(invalid(
@@ -419,7 +446,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     for (i, a) in raw.accounts.iter().enumerate() {
         check_id(&format!("accounts[{i}].id"), &a.id)?;
         if !account_ids.insert(a.id.clone()) {
-            return Err(invalid(format!("accounts[{i}].id"), format!("duplicate account `{}`", a.id)));
+            return Err(invalid(
+                format!("accounts[{i}].id"),
+                format!("duplicate account `{}`", a.id),
+            ));
         }
         if a.groups.is_empty() {
             return Err(invalid(
@@ -440,7 +470,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         let key = format!("oauth_apps[{i}]");
         check_id(&format!("{key}.id"), &a.id)?;
         if app_ids.insert(a.id.clone(), a.provider).is_some() {
-            return Err(invalid(format!("{key}.id"), format!("duplicate OAuth app `{}`", a.id)));
+            return Err(invalid(
+                format!("{key}.id"),
+                format!("duplicate OAuth app `{}`", a.id),
+            ));
         }
         let base_url = a
             .base_url
@@ -459,7 +492,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             .client_secret
             .resolve(&format!("{key}.client_secret"), base_dir)?;
         if a.scopes.is_empty() {
-            return Err(invalid(format!("{key}.scopes"), "must list the scopes to request"));
+            return Err(invalid(
+                format!("{key}.scopes"),
+                "must list the scopes to request",
+            ));
         }
         let token_lifetime = match a.token_lifetime_secs {
             Some(0) => {
@@ -482,7 +518,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             scopes: a.scopes.clone(),
             token_lifetime,
         };
-        crate::providers::validate_app(&app).map_err(|(field, msg)| invalid(format!("{key}.{field}"), msg))?;
+        crate::providers::validate_app(&app)
+            .map_err(|(field, msg)| invalid(format!("{key}.{field}"), msg))?;
         oauth_apps.push(app);
     }
 
@@ -493,7 +530,10 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         let key = format!("runtimes[{i}]");
         check_id(&format!("{key}.id"), &r.id)?;
         if !runtime_ids.insert(r.id.clone()) {
-            return Err(invalid(format!("{key}.id"), format!("duplicate runtime `{}`", r.id)));
+            return Err(invalid(
+                format!("{key}.id"),
+                format!("duplicate runtime `{}`", r.id),
+            ));
         }
         if !account_ids.contains(&r.account) {
             return Err(invalid(

@@ -34,7 +34,10 @@ impl SecretSource {
                     _ => file.clone(),
                 };
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    invalid(key, format!("cannot read secret file {}: {}", path.display(), e.kind()))
+                    invalid(
+                        key,
+                        format!("cannot read secret file {}: {}", path.display(), e.kind()),
+                    )
                 })?;
                 SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned())
             }

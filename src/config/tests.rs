@@ -36,7 +36,9 @@ credential = "0123456789abcdef0123456789abcdef-rt1"
 }
 
 fn err(text: &str) -> String {
-    Settings::from_toml_str(text).expect_err("should fail").to_string()
+    Settings::from_toml_str(text)
+        .expect_err("should fail")
+        .to_string()
 }
 
 #[test]
@@ -65,12 +67,18 @@ fn missing_encryption_key_refused() {
 #[test]
 fn short_encryption_key_refused() {
     let e = err(&base().replace(KEY, "c2hvcnQ="));
-    assert!(e.contains("encryption.keys[0].key") && e.contains("32 bytes"), "{e}");
+    assert!(
+        e.contains("encryption.keys[0].key") && e.contains("32 bytes"),
+        "{e}"
+    );
 }
 
 #[test]
 fn http_provider_url_needs_opt_in() {
-    let text = base().replace("provider = \"github\"", "provider = \"github\"\nbase_url = \"http://127.0.0.1:9\"");
+    let text = base().replace(
+        "provider = \"github\"",
+        "provider = \"github\"\nbase_url = \"http://127.0.0.1:9\"",
+    );
     let e = err(&text);
     assert!(e.starts_with("oauth_apps[0].base_url:"), "{e}");
     assert!(Settings::from_toml_str(&format!("allow_insecure_http = true\n{text}")).is_ok());
@@ -79,7 +87,10 @@ fn http_provider_url_needs_opt_in() {
 #[test]
 fn runtime_with_unknown_app_or_account() {
     let e = err(&base().replace("oauth_app = \"gh\"", "oauth_app = \"nope\""));
-    assert!(e.starts_with("runtimes[0].oauth_app:") && e.contains("nope"), "{e}");
+    assert!(
+        e.starts_with("runtimes[0].oauth_app:") && e.contains("nope"),
+        "{e}"
+    );
     let e = err(&base().replace("account = \"acme\"", "account = \"nope\""));
     assert!(e.starts_with("runtimes[0].account:"), "{e}");
 }
@@ -87,7 +98,10 @@ fn runtime_with_unknown_app_or_account() {
 #[test]
 fn scopes_below_the_documents_refused() {
     let e = err(&base().replace("scopes = [\"repo\"]", "scopes = [\"public_repo\"]"));
-    assert!(e.starts_with("oauth_apps[0].scopes:") && e.contains("missing: repo"), "{e}");
+    assert!(
+        e.starts_with("oauth_apps[0].scopes:") && e.contains("missing: repo"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -98,7 +112,10 @@ fn unknown_provider_kind_named() {
 
 #[test]
 fn secure_cookies_need_https() {
-    let text = format!("allow_insecure_http = true\n{}", base().replace("https://broker.example.com", "http://localhost:8080"));
+    let text = format!(
+        "allow_insecure_http = true\n{}",
+        base().replace("https://broker.example.com", "http://localhost:8080")
+    );
     let e = err(&text);
     assert!(e.starts_with("secure_cookies:"), "{e}");
     assert!(Settings::from_toml_str(&format!("secure_cookies = false\n{text}")).is_ok());
@@ -106,8 +123,14 @@ fn secure_cookies_need_https() {
 
 #[test]
 fn secret_from_missing_env_var_named() {
-    let e = err(&base().replace("client_secret = \"s3cret\"", "client_secret = { env = \"GITBROKER_TEST_SURELY_UNSET\" }"));
-    assert!(e.starts_with("oidc.client_secret:") && e.contains("GITBROKER_TEST_SURELY_UNSET"), "{e}");
+    let e = err(&base().replace(
+        "client_secret = \"s3cret\"",
+        "client_secret = { env = \"GITBROKER_TEST_SURELY_UNSET\" }",
+    ));
+    assert!(
+        e.starts_with("oidc.client_secret:") && e.contains("GITBROKER_TEST_SURELY_UNSET"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -120,13 +143,23 @@ fn secret_from_file() {
         &format!("client_secret = {{ file = \"{}\" }}", path.display()),
     );
     let s = Settings::from_toml_str(&text).unwrap();
-    assert_eq!(secrecy::ExposeSecret::expose_secret(&s.oidc.client_secret), "from-file");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&s.oidc.client_secret),
+        "from-file"
+    );
 }
 
 #[test]
 fn duplicate_ids_refused() {
-    let e = err(&format!("{}\n[[runtimes]]\nid = \"rt1\"\naccount = \"acme\"\ngit_host = \"github.com\"\ncredential_sha256 = \"{}\"\n", base(), "ab".repeat(32)));
-    assert!(e.starts_with("runtimes[1].id:") && e.contains("duplicate"), "{e}");
+    let e = err(&format!(
+        "{}\n[[runtimes]]\nid = \"rt1\"\naccount = \"acme\"\ngit_host = \"github.com\"\ncredential_sha256 = \"{}\"\n",
+        base(),
+        "ab".repeat(32)
+    ));
+    assert!(
+        e.starts_with("runtimes[1].id:") && e.contains("duplicate"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -38,7 +38,8 @@ impl ProviderHttp {
     }
 
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, ExchangeError> {
-        let request = reqwest::Request::try_from(request).map_err(|_| ExchangeError::Transport("bad request"))?;
+        let request = reqwest::Request::try_from(request)
+            .map_err(|_| ExchangeError::Transport("bad request"))?;
         let response = self.http.execute(request).await.map_err(|e| {
             if e.is_timeout() {
                 ExchangeError::Transport("timed out")
@@ -56,10 +57,13 @@ impl ProviderHttp {
         for (name, value) in response.headers() {
             builder = builder.header(name, value);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| if e.is_timeout() { ExchangeError::Transport("timed out") } else { ExchangeError::Transport("reading the response failed") })?;
+        let body = response.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                ExchangeError::Transport("timed out")
+            } else {
+                ExchangeError::Transport("reading the response failed")
+            }
+        })?;
         let response = builder
             .body(body.to_vec())
             .map_err(|_| ExchangeError::Transport("bad response"))?;

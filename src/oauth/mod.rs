@@ -69,10 +69,18 @@ pub enum Failure {
         provider: &'static str,
         description: Option<String>,
     },
-    #[error("{provider} could not be reached or failed ({detail}). Nothing was changed; try again in a moment.")]
-    ProviderUnavailable { provider: &'static str, detail: String },
+    #[error(
+        "{provider} could not be reached or failed ({detail}). Nothing was changed; try again in a moment."
+    )]
+    ProviderUnavailable {
+        provider: &'static str,
+        detail: String,
+    },
     #[error("{provider} refused the authorization ({code}). Nothing was changed; start again.")]
-    ProviderRejected { provider: &'static str, code: String },
+    ProviderRejected {
+        provider: &'static str,
+        code: String,
+    },
     #[error("The token {provider} granted lacks required scopes: {}. Nothing was stored; ask your admin to check the OAuth app, then authorize again.", .missing.join(", "))]
     MissingScopes {
         provider: &'static str,
@@ -185,14 +193,20 @@ impl Flows {
     > {
         let endpoints = app.endpoints().map_err(FlowError::AppConfig)?;
         Ok(BasicClient::new(ClientId::new(app.client_id.clone()))
-            .set_client_secret(ClientSecret::new(app.client_secret.expose_secret().to_owned()))
+            .set_client_secret(ClientSecret::new(
+                app.client_secret.expose_secret().to_owned(),
+            ))
             .set_auth_uri(AuthUrl::from_url(endpoints.authorize))
             .set_token_uri(TokenUrl::from_url(endpoints.token))
             .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri(&app.id)?)))
     }
 
     /// Starts a flow for `runtime_id` on behalf of the session's user.
-    pub async fn start(&self, session: &Session, runtime_id: &str) -> Result<StartedFlow, FlowError> {
+    pub async fn start(
+        &self,
+        session: &Session,
+        runtime_id: &str,
+    ) -> Result<StartedFlow, FlowError> {
         // IDOR check: the runtime must belong to one of the user's accounts;
         // "not yours" and "does not exist" look the same.
         let runtime = self
@@ -212,11 +226,10 @@ impl Flows {
             .oauth_app
             .clone()
             .ok_or_else(|| FlowError::NoOAuthApp(runtime.id.clone()))?;
-        let app = self
-            .registry
-            .app(&app_id)
-            .await?
-            .ok_or_else(|| FlowError::AppConfig(format!("OAuth app `{app_id}` does not exist")))?;
+        let app =
+            self.registry.app(&app_id).await?.ok_or_else(|| {
+                FlowError::AppConfig(format!("OAuth app `{app_id}` does not exist"))
+            })?;
         let client = self.oauth_client(&app)?;
 
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -264,12 +277,20 @@ impl Flows {
         binding: Option<&str>,
     ) -> Result<Completed, FlowError> {
         // 1. state: present, known, live, unused — consumed atomically.
-        let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or(FlowError::MissingState)?;
+        let state = params
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or(FlowError::MissingState)?;
         if state.len() > 512 {
             return Err(FlowError::UnknownState);
         }
         let key = EphemeralKey::new(NS, crypto::sha256_hex(state.as_bytes()));
-        let bytes = self.store.take(&key).await?.ok_or(FlowError::UnknownState)?;
+        let bytes = self
+            .store
+            .take(&key)
+            .await?
+            .ok_or(FlowError::UnknownState)?;
         let record: FlowRecord =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
 
@@ -280,7 +301,8 @@ impl Flows {
                 record.binding_sha256.as_bytes(),
             )
         });
-        let session_ok = session.is_some_and(|s| s.user.sub == record.user_sub && s.key == record.session_key);
+        let session_ok =
+            session.is_some_and(|s| s.user.sub == record.user_sub && s.key == record.session_key);
         if !(browser_ok && session_ok) {
             tracing::warn!(runtime = %record.runtime, browser_ok, session_ok, "authorization callback refused: binding mismatch");
             return Err(FlowError::Forbidden);
@@ -290,11 +312,9 @@ impl Flows {
         if app_path != record.app {
             return Err(FlowError::WrongApp);
         }
-        let app = self
-            .registry
-            .app(&record.app)
-            .await?
-            .ok_or_else(|| FlowError::AppConfig(format!("OAuth app `{}` was deleted", record.app)))?;
+        let app = self.registry.app(&record.app).await?.ok_or_else(|| {
+            FlowError::AppConfig(format!("OAuth app `{}` was deleted", record.app))
+        })?;
         let provider = providers::provider(app.provider);
         let endpoints = app.endpoints().map_err(FlowError::AppConfig)?;
         if let Some(iss) = params.iss.as_deref() {
@@ -373,12 +393,19 @@ impl Flows {
             .map(|r| SecretString::from(r.secret().to_owned()));
         let mut granted: Vec<String> = match response.scopes() {
             Some(scopes) => provider.parse_scopes(
-                &scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                &scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ),
             // RFC 6749 §5.1: no scope in the response means the requested ones
             None => app.scopes.clone(),
         };
-        let identity = match provider.identify(&self.http, &endpoints, &access_token).await {
+        let identity = match provider
+            .identify(&self.http, &endpoints, &access_token)
+            .await
+        {
             Ok(identity) => Some(identity),
             Err(e) => {
                 // The code is spent; keep the token rather than lose it.
@@ -424,7 +451,9 @@ impl Flows {
             scopes: granted,
             issued_at: now,
             expires_at,
-            source: TokenSource::OAuth { app: app.id.clone() },
+            source: TokenSource::OAuth {
+                app: app.id.clone(),
+            },
         };
         self.tokens.put(&token, Expect::Any).await?;
         tracing::info!(runtime = %record.runtime, app = %app.id, "user token stored");
@@ -436,13 +465,26 @@ impl Flows {
         })
     }
 
-    fn revoke_in_background(&self, provider: &'static dyn GitProvider, app: &OAuthApp, token: SecretString) {
+    fn revoke_in_background(
+        &self,
+        provider: &'static dyn GitProvider,
+        app: &OAuthApp,
+        token: SecretString,
+    ) {
         let http = self.http.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let Ok(endpoints) = app.endpoints() else { return };
+            let Ok(endpoints) = app.endpoints() else {
+                return;
+            };
             if let Err(e) = provider
-                .revoke(&http, &endpoints, &app.client_id, &app.client_secret, &token)
+                .revoke(
+                    &http,
+                    &endpoints,
+                    &app.client_id,
+                    &app.client_secret,
+                    &token,
+                )
                 .await
             {
                 tracing::warn!(app = %app.id, error = %e, "could not revoke a refused token");
@@ -460,7 +502,13 @@ impl Flows {
         };
         let endpoints = app.endpoints().map_err(ProviderError::Protocol)?;
         providers::provider(app.provider)
-            .revoke(&self.http, &endpoints, &app.client_id, &app.client_secret, &token.access_token)
+            .revoke(
+                &self.http,
+                &endpoints,
+                &app.client_id,
+                &app.client_secret,
+                &token.access_token,
+            )
             .await
     }
 }
@@ -484,7 +532,10 @@ mod tests {
     fn pkce_s256_rfc7636_appendix_b() {
         let verifier = PkceCodeVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into());
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
-        assert_eq!(challenge.as_str(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            challenge.as_str(),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
         assert_eq!(challenge.method().as_str(), "S256");
     }
 

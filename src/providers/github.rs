@@ -28,7 +28,11 @@ impl GitProvider for GitHub {
         "GitHub"
     }
 
-    fn endpoints(&self, base_url: Option<&Url>, api_url: Option<&Url>) -> Result<Endpoints, String> {
+    fn endpoints(
+        &self,
+        base_url: Option<&Url>,
+        api_url: Option<&Url>,
+    ) -> Result<Endpoints, String> {
         let github_com = Url::parse("https://github.com").map_err(|e| e.to_string())?;
         let web = base_url.unwrap_or(&github_com);
         if web.path() != "/" {
@@ -127,7 +131,10 @@ impl GitProvider for GitHub {
             return Err(ProviderError::Unavailable("rate limited".into()));
         }
         if status.is_server_error() {
-            return Err(ProviderError::Unavailable(format!("HTTP {}", status.as_u16())));
+            return Err(ProviderError::Unavailable(format!(
+                "HTTP {}",
+                status.as_u16()
+            )));
         }
         if !status.is_success() {
             return Err(ProviderError::Protocol(format!(
@@ -177,7 +184,9 @@ impl GitProvider for GitHub {
             // 404/422: the token is already invalid — the goal is reached
             204 | 200 | 404 | 422 => Ok(()),
             s if s >= 500 || s == 429 => Err(ProviderError::Unavailable(format!("HTTP {s}"))),
-            s => Err(ProviderError::Protocol(format!("revocation answered HTTP {s}"))),
+            s => Err(ProviderError::Protocol(format!(
+                "revocation answered HTTP {s}"
+            ))),
         }
     }
 
@@ -196,19 +205,32 @@ mod tests {
     #[test]
     fn endpoints_for_github_com_and_ghes() {
         let e = GitHub.endpoints(None, None).unwrap();
-        assert_eq!(e.authorize.as_str(), "https://github.com/login/oauth/authorize");
-        assert_eq!(e.token.as_str(), "https://github.com/login/oauth/access_token");
+        assert_eq!(
+            e.authorize.as_str(),
+            "https://github.com/login/oauth/authorize"
+        );
+        assert_eq!(
+            e.token.as_str(),
+            "https://github.com/login/oauth/access_token"
+        );
         assert_eq!(e.api.as_str(), "https://api.github.com/");
         let ghes = Url::parse("https://git.example.com").unwrap();
         let e = GitHub.endpoints(Some(&ghes), None).unwrap();
         assert_eq!(e.api.as_str(), "https://git.example.com/api/v3");
-        assert!(GitHub.endpoints(Some(&Url::parse("https://x.com/sub").unwrap()), None).is_err());
+        assert!(
+            GitHub
+                .endpoints(Some(&Url::parse("https://x.com/sub").unwrap()), None)
+                .is_err()
+        );
     }
 
     #[test]
     fn comma_separated_scopes() {
         assert_eq!(GitHub.parse_scopes("repo,gist"), vec!["repo", "gist"]);
-        assert_eq!(GitHub.parse_scopes("repo, admin:repo_hook"), vec!["repo", "admin:repo_hook"]);
+        assert_eq!(
+            GitHub.parse_scopes("repo, admin:repo_hook"),
+            vec!["repo", "admin:repo_hook"]
+        );
         assert!(GitHub.parse_scopes("").is_empty());
     }
 

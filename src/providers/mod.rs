@@ -75,7 +75,8 @@ pub trait GitProvider: Send + Sync + 'static {
     fn kind(&self) -> ProviderKind;
     /// Human name, as in "Authorize Access to GitHub".
     fn display_name(&self) -> &'static str;
-    fn endpoints(&self, base_url: Option<&Url>, api_url: Option<&Url>) -> Result<Endpoints, String>;
+    fn endpoints(&self, base_url: Option<&Url>, api_url: Option<&Url>)
+    -> Result<Endpoints, String>;
     /// Splits a scope string as this provider writes it.
     fn parse_scopes(&self, raw: &str) -> Vec<String>;
     /// Scopes that `scope` covers (not including itself).
@@ -137,7 +138,11 @@ pub fn validate_app(app: &OAuthAppSettings) -> Result<(), (&'static str, String)
     let p = provider(app.provider);
     p.endpoints(app.base_url.as_ref(), app.api_url.as_ref())
         .map_err(|m| ("base_url", m))?;
-    let required: Vec<String> = p.user_token_scopes().iter().map(|s| (*s).to_owned()).collect();
+    let required: Vec<String> = p
+        .user_token_scopes()
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     let missing = missing_scopes(p, &app.scopes, &required);
     if !missing.is_empty() {
         return Err((
@@ -178,7 +183,10 @@ mod tests {
     fn implication_covers_narrower_scopes() {
         let gh = provider(ProviderKind::Github);
         assert!(missing_scopes(gh, &s(&["repo"]), &s(&["public_repo", "repo:status"])).is_empty());
-        assert_eq!(missing_scopes(gh, &s(&["public_repo"]), &s(&["repo"])), s(&["repo"]));
+        assert_eq!(
+            missing_scopes(gh, &s(&["public_repo"]), &s(&["repo"])),
+            s(&["repo"])
+        );
         assert!(missing_scopes(gh, &s(&["admin:repo_hook"]), &s(&["read:repo_hook"])).is_empty());
         assert_eq!(
             missing_scopes(gh, &s(&["repo"]), &s(&["repo", "admin:repo_hook"])),

@@ -175,7 +175,8 @@ impl Registry {
             self.write_app(&app_from_settings(app), Expect::Any).await?;
         }
         for rt in &settings.runtimes {
-            self.write_runtime(&runtime_from_settings(rt), Expect::Any).await?;
+            self.write_runtime(&runtime_from_settings(rt), Expect::Any)
+                .await?;
         }
         Ok(())
     }
@@ -210,9 +211,10 @@ impl Registry {
             base_url: app.base_url.clone(),
             api_url: app.api_url.clone(),
             client_id: app.client_id.clone(),
-            client_secret: self
-                .keyring
-                .seal(&Self::app_aad(&app.id), app.client_secret.expose_secret().as_bytes())?,
+            client_secret: self.keyring.seal(
+                &Self::app_aad(&app.id),
+                app.client_secret.expose_secret().as_bytes(),
+            )?,
             scopes: app.scopes.clone(),
             token_lifetime_secs: app.token_lifetime_secs,
             origin: app.origin,
@@ -222,7 +224,9 @@ impl Registry {
             .record_put(&all(APPS), &app.id, &bytes, expect)
             .await
             .map_err(|e| match e {
-                StoreError::Conflict => RegistryError::AlreadyExists(format!("OAuth app `{}`", app.id)),
+                StoreError::Conflict => {
+                    RegistryError::AlreadyExists(format!("OAuth app `{}`", app.id))
+                }
                 e => e.into(),
             })?;
         Ok(())
@@ -263,7 +267,11 @@ impl Registry {
             .collect()
     }
 
-    fn app_from_input(&self, input: OAuthAppInput, secret: SecretString) -> Result<OAuthApp, RegistryError> {
+    fn app_from_input(
+        &self,
+        input: OAuthAppInput,
+        secret: SecretString,
+    ) -> Result<OAuthApp, RegistryError> {
         config::validate_id("id", &input.id)?;
         let base_url = input
             .base_url
@@ -293,7 +301,9 @@ impl Registry {
             client_id: input.client_id,
             client_secret: secret,
             scopes: input.scopes,
-            token_lifetime: input.token_lifetime_secs.map(std::time::Duration::from_secs),
+            token_lifetime: input
+                .token_lifetime_secs
+                .map(std::time::Duration::from_secs),
         };
         providers::validate_app(&settings).map_err(|(field, m)| invalid(field, m))?;
         let mut app = app_from_settings(&settings);
@@ -311,7 +321,11 @@ impl Registry {
         Ok(app)
     }
 
-    pub async fn update_app(&self, id: &str, mut input: OAuthAppInput) -> Result<OAuthApp, RegistryError> {
+    pub async fn update_app(
+        &self,
+        id: &str,
+        mut input: OAuthAppInput,
+    ) -> Result<OAuthApp, RegistryError> {
         if input.id != id {
             return Err(invalid("id", "must equal the id in the path"));
         }
@@ -350,7 +364,11 @@ impl Registry {
                 users.join(", ")
             )));
         }
-        if !self.store.record_delete(&all(APPS), id, Expect::Any).await? {
+        if !self
+            .store
+            .record_delete(&all(APPS), id, Expect::Any)
+            .await?
+        {
             return Err(RegistryError::NotFound(format!("OAuth app `{id}`")));
         }
         Ok(())
@@ -365,7 +383,9 @@ impl Registry {
             .record_put(&all(RUNTIMES), &rt.id, &bytes, expect)
             .await
             .map_err(|e| match e {
-                StoreError::Conflict => RegistryError::AlreadyExists(format!("runtime `{}`", rt.id)),
+                StoreError::Conflict => {
+                    RegistryError::AlreadyExists(format!("runtime `{}`", rt.id))
+                }
                 e => e.into(),
             })?;
         if let Some(prev) = previous
@@ -376,7 +396,12 @@ impl Registry {
                 .await?;
         }
         self.store
-            .record_put(&all(CREDENTIALS), &rt.credential_sha256, rt.id.as_bytes(), Expect::Any)
+            .record_put(
+                &all(CREDENTIALS),
+                &rt.credential_sha256,
+                rt.id.as_bytes(),
+                Expect::Any,
+            )
             .await?;
         Ok(())
     }
@@ -400,21 +425,33 @@ impl Registry {
     async fn check_runtime_input(&self, input: &RuntimeInput) -> Result<(), RegistryError> {
         config::validate_id("id", &input.id)?;
         if self.account(&input.account).is_none() {
-            return Err(invalid("account", format!("`{}` is not a configured account", input.account)));
+            return Err(invalid(
+                "account",
+                format!("`{}` is not a configured account", input.account),
+            ));
         }
         if input.git_host.trim().is_empty() || input.git_host.contains(['/', ' ']) {
-            return Err(invalid("git_host", "must be a host name such as github.com"));
+            return Err(invalid(
+                "git_host",
+                "must be a host name such as github.com",
+            ));
         }
         if let Some(app) = &input.oauth_app
             && self.app(app).await?.is_none()
         {
-            return Err(invalid("oauth_app", format!("`{app}` is not a configured OAuth app")));
+            return Err(invalid(
+                "oauth_app",
+                format!("`{app}` is not a configured OAuth app"),
+            ));
         }
         Ok(())
     }
 
     /// Creates a runtime and returns its credential, which is shown only now.
-    pub async fn create_runtime(&self, input: RuntimeInput) -> Result<(Runtime, SecretString), RegistryError> {
+    pub async fn create_runtime(
+        &self,
+        input: RuntimeInput,
+    ) -> Result<(Runtime, SecretString), RegistryError> {
         self.check_runtime_input(&input).await?;
         let credential = format!("gbrt_{}", crypto::random_string(32));
         let rt = Runtime {
@@ -429,7 +466,11 @@ impl Registry {
         Ok((rt, SecretString::from(credential)))
     }
 
-    pub async fn update_runtime(&self, id: &str, input: RuntimeInput) -> Result<Runtime, RegistryError> {
+    pub async fn update_runtime(
+        &self,
+        id: &str,
+        input: RuntimeInput,
+    ) -> Result<Runtime, RegistryError> {
         if input.id != id {
             return Err(invalid("id", "must equal the id in the path"));
         }
@@ -471,12 +512,17 @@ impl Registry {
         self.store
             .record_delete(&all(CREDENTIALS), &rt.credential_sha256, Expect::Any)
             .await?;
-        self.store.record_delete(&all(RUNTIMES), id, Expect::Any).await?;
+        self.store
+            .record_delete(&all(RUNTIMES), id, Expect::Any)
+            .await?;
         Ok(())
     }
 
     /// The runtime a credential belongs to, if any.
-    pub async fn runtime_for_credential(&self, credential: &str) -> Result<Option<Runtime>, RegistryError> {
+    pub async fn runtime_for_credential(
+        &self,
+        credential: &str,
+    ) -> Result<Option<Runtime>, RegistryError> {
         let digest = crypto::sha256_hex(credential.as_bytes());
         let Some(rec) = self.store.record_get(&all(CREDENTIALS), &digest).await? else {
             return Ok(None);

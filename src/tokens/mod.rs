@@ -104,8 +104,16 @@ impl TokenRepo {
     }
 
     /// The token and its version.
-    pub async fn get(&self, runtime: &str, user: &str) -> Result<Option<(UserToken, u64)>, TokenError> {
-        let Some(rec) = self.store.record_get(&runtime_collection(runtime), user).await? else {
+    pub async fn get(
+        &self,
+        runtime: &str,
+        user: &str,
+    ) -> Result<Option<(UserToken, u64)>, TokenError> {
+        let Some(rec) = self
+            .store
+            .record_get(&runtime_collection(runtime), user)
+            .await?
+        else {
             return Ok(None);
         };
         let stored: StoredToken = serde_json::from_slice(&rec.value)
@@ -150,13 +158,20 @@ impl TokenRepo {
             issued_at: token.issued_at,
             expires_at: token.expires_at,
             source: token.source.clone(),
-            secrets: self.keyring.seal(&aad(&token.runtime, &token.user), &plain)?,
+            secrets: self
+                .keyring
+                .seal(&aad(&token.runtime, &token.user), &plain)?,
         };
         let bytes = serde_json::to_vec(&stored)
             .map_err(|e| StoreError::Corrupt(format!("user token: {e}")))?;
         Ok(self
             .store
-            .record_put(&runtime_collection(&token.runtime), &token.user, &bytes, expect)
+            .record_put(
+                &runtime_collection(&token.runtime),
+                &token.user,
+                &bytes,
+                expect,
+            )
             .await?)
     }
 

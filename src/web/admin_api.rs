@@ -3,10 +3,10 @@
 //! configuration. Client secrets are write-only; a runtime's credential is
 //! shown once, when the runtime is created.
 
+use super::AppState;
 use super::error::ApiError;
 use super::runtime_api::bearer;
 use super::security::{csrf_ok, session_cookie_name};
-use super::AppState;
 use crate::crypto;
 use crate::registry::{OAuthApp, OAuthAppInput, Runtime, RuntimeInput};
 use axum::extract::rejection::JsonRejection;
@@ -23,9 +23,15 @@ use serde_json::{Value, json};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/oauth-apps", get(list_apps).post(create_app))
-        .route("/oauth-apps/{id}", get(get_app).put(update_app).delete(delete_app))
+        .route(
+            "/oauth-apps/{id}",
+            get(get_app).put(update_app).delete(delete_app),
+        )
         .route("/runtimes", get(list_runtimes).post(create_runtime))
-        .route("/runtimes/{id}", get(get_runtime).put(update_runtime).delete(delete_runtime))
+        .route(
+            "/runtimes/{id}",
+            get(get_runtime).put(update_runtime).delete(delete_runtime),
+        )
 }
 
 /// Proof that the caller is an admin.
@@ -42,14 +48,18 @@ impl FromRequestParts<AppState> for Admin {
                 .admin_api_token_sha256
                 .is_some_and(|h| crypto::ct_eq(&crate::config::sha256(token.as_bytes()), &h));
             return if ok {
-                Ok(Admin { who: "admin-api-token".into() })
+                Ok(Admin {
+                    who: "admin-api-token".into(),
+                })
             } else {
                 Err(ApiError::unauthorized("the admin API token is not valid"))
             };
         }
         let jar = CookieJar::from_headers(&parts.headers);
         let Some(cookie) = jar.get(session_cookie_name(state.secure_cookies)) else {
-            return Err(ApiError::unauthorized("sign in as an admin or send the admin API token as a bearer token"));
+            return Err(ApiError::unauthorized(
+                "sign in as an admin or send the admin API token as a bearer token",
+            ));
         };
         let session = state
             .sessions
@@ -70,10 +80,14 @@ impl FromRequestParts<AppState> for Admin {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !csrf_ok(&session.csrf, given) {
-                return Err(ApiError::forbidden("changes through a session need the X-CSRF-Token header"));
+                return Err(ApiError::forbidden(
+                    "changes through a session need the X-CSRF-Token header",
+                ));
             }
         }
-        Ok(Admin { who: session.user.sub })
+        Ok(Admin {
+            who: session.user.sub,
+        })
     }
 }
 
@@ -116,10 +130,16 @@ fn runtime_view(rt: &Runtime) -> Value {
 
 async fn list_apps(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
     let apps = state.registry.apps().await?;
-    Ok(Json(json!({ "oauth_apps": apps.iter().map(|a| app_view(&state, a)).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "oauth_apps": apps.iter().map(|a| app_view(&state, a)).collect::<Vec<_>>() }),
+    ))
 }
 
-async fn get_app(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_app(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let app = state
         .registry
         .app(&id)
@@ -149,18 +169,31 @@ async fn update_app(
     Ok(Json(app_view(&state, &app)))
 }
 
-async fn delete_app(State(state): State<AppState>, admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.registry.delete_app(&id).await?;
     tracing::info!(admin = %admin.who, app = %id, "OAuth app deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_runtimes(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+async fn list_runtimes(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Value>, ApiError> {
     let rts = state.registry.runtimes().await?;
-    Ok(Json(json!({ "runtimes": rts.iter().map(runtime_view).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "runtimes": rts.iter().map(runtime_view).collect::<Vec<_>>() }),
+    ))
 }
 
-async fn get_runtime(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_runtime(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let rt = state
         .registry
         .runtime(&id)
@@ -195,7 +228,11 @@ async fn update_runtime(
     Ok(Json(runtime_view(&rt)))
 }
 
-async fn delete_runtime(State(state): State<AppState>, admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_runtime(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.registry.delete_runtime(&id).await?;
     tracing::info!(admin = %admin.who, runtime = %id, "runtime and its user tokens deleted");
     Ok(StatusCode::NO_CONTENT)

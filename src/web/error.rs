@@ -35,7 +35,12 @@ impl ApiError {
     }
 
     pub fn unauthorized(detail: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -43,7 +48,12 @@ impl ApiError {
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -109,13 +119,19 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::NotFound(what) => Self::not_found(format!("{what} does not exist")),
-            RegistryError::AlreadyExists(what) => {
-                Self::new(StatusCode::CONFLICT, "conflict", "Conflict", format!("{what} already exists"))
-            }
+            RegistryError::AlreadyExists(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                format!("{what} already exists"),
+            ),
             RegistryError::InUse(m) => Self::new(StatusCode::CONFLICT, "conflict", "Conflict", m),
-            RegistryError::Invalid { key, message } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Invalid input", format!("{key}: {message}"))
-            }
+            RegistryError::Invalid { key, message } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "Invalid input",
+                format!("{key}: {message}"),
+            ),
             RegistryError::Store(s) => s.into(),
             RegistryError::Crypto(_) => Self::internal(&e),
         }
@@ -207,7 +223,11 @@ impl From<RegistryError> for PageError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::Store(s) => s.into(),
-            RegistryError::NotFound(w) => Self::new(StatusCode::NOT_FOUND, "Not found", format!("{w} does not exist")),
+            RegistryError::NotFound(w) => Self::new(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("{w} does not exist"),
+            ),
             other => Self::internal(&other),
         }
     }
@@ -217,7 +237,10 @@ impl From<FlowError> for PageError {
     fn from(e: FlowError) -> Self {
         let msg = e.to_string();
         match e {
-            FlowError::MissingState | FlowError::UnknownState | FlowError::WrongApp | FlowError::WrongIssuer => {
+            FlowError::MissingState
+            | FlowError::UnknownState
+            | FlowError::WrongApp
+            | FlowError::WrongIssuer => {
                 Self::new(StatusCode::BAD_REQUEST, "Authorization failed", msg)
             }
             FlowError::Forbidden => Self::new(StatusCode::FORBIDDEN, "Authorization refused", msg),
@@ -227,7 +250,9 @@ impl From<FlowError> for PageError {
                 "That runtime does not exist or is not in one of your accounts.",
             ),
             FlowError::NoOAuthApp(_) => Self::new(StatusCode::BAD_REQUEST, "No OAuth app", msg),
-            FlowError::Outcome { .. } => Self::new(StatusCode::BAD_REQUEST, "Authorization failed", msg),
+            FlowError::Outcome { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "Authorization failed", msg)
+            }
             FlowError::Store(s) => s.into(),
             FlowError::Registry(r) => r.into(),
             FlowError::Token(t) => t.into(),
@@ -246,7 +271,11 @@ impl From<LoginError> for PageError {
             LoginError::Oidc(crate::auth::oidc::OidcError::Unavailable(_)) => Self::unavailable(&e),
             LoginError::Oidc(crate::auth::oidc::OidcError::Rejected(_)) => {
                 tracing::warn!(error = %e, "sign-in rejected");
-                Self::new(StatusCode::FORBIDDEN, "Sign-in refused", "The identity provider's answer did not pass verification; sign in again.")
+                Self::new(
+                    StatusCode::FORBIDDEN,
+                    "Sign-in refused",
+                    "The identity provider's answer did not pass verification; sign in again.",
+                )
             }
             LoginError::Oidc(_) => Self::internal(&e),
             LoginError::Store(s) => s.into(),

@@ -84,7 +84,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<&'static str, ApiError> {
     state.store.ping().await.map_err(ApiError::from)?;
     Ok("ready\n")
 }

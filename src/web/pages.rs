@@ -1,18 +1,18 @@
 //! The browser side: sign-in and sign-out, the Git Personal Access Token
 //! page, and the forms that start an authorization or delete a token.
 
+use super::AppState;
 use super::error::{MessagePage, PageError};
 use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie_name};
-use super::AppState;
 use crate::auth::{Flash, FlashKind, Session};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
 use crate::providers;
 use crate::tokens::TokenSource;
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
 use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -39,7 +39,11 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<AppState>, jar: CookieJar, Query(q): Query<LoginQuery>) -> Result<Response, PageError> {
+pub async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, PageError> {
     let return_to = q
         .next
         .as_deref()
@@ -94,7 +98,11 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn logout(State(state): State<AppState>, jar: CookieJar, Form(form): Form<CsrfForm>) -> Result<Response, PageError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
     let Some(session) = current_session(&state, &jar).await? else {
         return Ok(Redirect::to("/signed-out").into_response());
     };
@@ -127,12 +135,14 @@ fn csrf_error() -> PageError {
 }
 
 fn render<T: Template>(t: &T) -> Result<Html<String>, PageError> {
-    t.render()
-        .map(Html)
-        .map_err(|e| {
-            tracing::error!(error = %e, "template failed");
-            PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "The page could not be rendered.")
-        })
+    t.render().map(Html).map_err(|e| {
+        tracing::error!(error = %e, "template failed");
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "The page could not be rendered.",
+        )
+    })
 }
 
 pub struct TokenView {
@@ -180,7 +190,10 @@ fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-pub async fn tokens_page(State(state): State<AppState>, jar: CookieJar) -> Result<Response, PageError> {
+pub async fn tokens_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));
     };
@@ -196,36 +209,44 @@ pub async fn tokens_page(State(state): State<AppState>, jar: CookieJar) -> Resul
                 .oauth_app
                 .as_ref()
                 .and_then(|id| apps.iter().find(|a| &a.id == id));
-            let token = state.tokens.get(&rt.id, &session.user.sub).await?.map(|(t, _)| {
-                let needs_reauth = match (&t.source, app) {
-                    (TokenSource::OAuth { .. }, Some(app)) => !providers::missing_scopes(
-                        providers::provider(app.provider),
-                        &t.scopes,
-                        &app.scopes,
-                    )
-                    .is_empty(),
-                    _ => false,
-                };
-                let (status, status_text) = if t.is_expired(now) {
-                    ("expired", "Expired — authorize again")
-                } else if needs_reauth {
-                    ("reauthorize", "Scopes changed — authorize again")
-                } else {
-                    ("valid", "Valid")
-                };
-                TokenView {
-                    status,
-                    status_text,
-                    login: if t.provider_login.is_empty() { "—".into() } else { t.provider_login.clone() },
-                    scopes: t.scopes.join(", "),
-                    expires: t.expires_at.map(when).unwrap_or_else(|| "never".into()),
-                    added: when(t.issued_at),
-                    method: match t.source {
-                        TokenSource::OAuth { .. } => "OAuth",
-                        TokenSource::Pat => "personal access token",
-                    },
-                }
-            });
+            let token = state
+                .tokens
+                .get(&rt.id, &session.user.sub)
+                .await?
+                .map(|(t, _)| {
+                    let needs_reauth = match (&t.source, app) {
+                        (TokenSource::OAuth { .. }, Some(app)) => !providers::missing_scopes(
+                            providers::provider(app.provider),
+                            &t.scopes,
+                            &app.scopes,
+                        )
+                        .is_empty(),
+                        _ => false,
+                    };
+                    let (status, status_text) = if t.is_expired(now) {
+                        ("expired", "Expired — authorize again")
+                    } else if needs_reauth {
+                        ("reauthorize", "Scopes changed — authorize again")
+                    } else {
+                        ("valid", "Valid")
+                    };
+                    TokenView {
+                        status,
+                        status_text,
+                        login: if t.provider_login.is_empty() {
+                            "—".into()
+                        } else {
+                            t.provider_login.clone()
+                        },
+                        scopes: t.scopes.join(", "),
+                        expires: t.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                        added: when(t.issued_at),
+                        method: match t.source {
+                            TokenSource::OAuth { .. } => "OAuth",
+                            TokenSource::Pat => "personal access token",
+                        },
+                    }
+                });
             let provider_name = app
                 .map(|a| providers::provider(a.provider).display_name())
                 .unwrap_or("Git provider");
@@ -306,12 +327,25 @@ pub async fn oauth_callback(
             } else {
                 format!(" as {}", done.provider_login)
             };
-            let text = format!("Access to {} authorized{who} for runtime {}.", done.provider, done.runtime);
+            let text = format!(
+                "Access to {} authorized{who} for runtime {}.",
+                done.provider, done.runtime
+            );
             (session, FlashKind::Success, text, done.return_to)
         }
-        (Err(FlowError::Outcome { runtime, return_to, failure }), Some(session)) => {
-            (session, FlashKind::Error, format!("Runtime {runtime}: {failure}"), return_to)
-        }
+        (
+            Err(FlowError::Outcome {
+                runtime,
+                return_to,
+                failure,
+            }),
+            Some(session),
+        ) => (
+            session,
+            FlashKind::Error,
+            format!("Runtime {runtime}: {failure}"),
+            return_to,
+        ),
         (Err(e), _) => return Ok((jar, PageError::from(e)).into_response()),
         // a completed flow always has a session: the binding check requires it
         (Ok(_), None) => return Err(PageError::from(FlowError::Forbidden)),
@@ -352,13 +386,18 @@ pub async fn delete_token(
                 Ok(()) => format!("Token deleted for runtime {runtime}."),
                 Err(e) => {
                     tracing::warn!(runtime = %runtime, error = %e, "revocation at the provider failed; deleted locally");
-                    format!("Token deleted for runtime {runtime}. The provider could not be reached to revoke it; you may revoke it there yourself.")
+                    format!(
+                        "Token deleted for runtime {runtime}. The provider could not be reached to revoke it; you may revoke it there yourself."
+                    )
                 }
             }
         }
         None => format!("Runtime {runtime} had no token."),
     };
-    state.sessions.flash(&mut session, FlashKind::Success, text).await?;
+    state
+        .sessions
+        .flash(&mut session, FlashKind::Success, text)
+        .await?;
     Ok(Redirect::to("/tokens").into_response())
 }
 
@@ -373,5 +412,9 @@ pub async fn stylesheet() -> impl IntoResponse {
 }
 
 pub async fn not_found() -> PageError {
-    PageError::new(StatusCode::NOT_FOUND, "Not found", "There is no page at this address.")
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no page at this address.",
+    )
 }

@@ -2,8 +2,8 @@
 //! the Git user token of one of its users. Never the refresh token; never
 //! another runtime's tokens (those answer 404, as if absent).
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::providers;
 use crate::tokens::TokenSource;
 use axum::extract::{Path, State};
@@ -15,7 +15,8 @@ use secrecy::ExposeSecret;
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512).then_some(token.trim())
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512)
+        .then_some(token.trim())
 }
 
 pub async fn user_token(
@@ -23,7 +24,11 @@ pub async fn user_token(
     Path((runtime, user)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let credential = bearer(&headers).ok_or_else(|| ApiError::unauthorized("send the runtime credential as `Authorization: Bearer <credential>`"))?;
+    let credential = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "send the runtime credential as `Authorization: Bearer <credential>`",
+        )
+    })?;
     let caller = state
         .registry
         .runtime_for_credential(credential)
@@ -34,7 +39,9 @@ pub async fn user_token(
             StatusCode::NOT_FOUND,
             "no-user-token",
             "No Git user token",
-            format!("user `{user}` has no Git user token for runtime `{runtime}`; the user must authorize access on the Git Personal Access Token page"),
+            format!(
+                "user `{user}` has no Git user token for runtime `{runtime}`; the user must authorize access on the Git Personal Access Token page"
+            ),
         )
     };
     if caller.id != runtime {
@@ -50,20 +57,29 @@ pub async fn user_token(
             StatusCode::NOT_FOUND,
             "user-token-expired",
             "Git user token expired",
-            format!("the Git user token of `{user}` for runtime `{runtime}` has expired; the user must authorize access again"),
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` has expired; the user must authorize access again"
+            ),
         ));
     }
     if let TokenSource::OAuth { app } = &token.source
         && let Some(app) = state.registry.app(app).await?
     {
         {
-            let missing = providers::missing_scopes(providers::provider(app.provider), &token.scopes, &app.scopes);
+            let missing = providers::missing_scopes(
+                providers::provider(app.provider),
+                &token.scopes,
+                &app.scopes,
+            );
             if !missing.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "user-token-reauthorize",
                     "Git user token needs re-authorization",
-                    format!("the OAuth app now requires scopes the token lacks ({}); the user must authorize access again", missing.join(", ")),
+                    format!(
+                        "the OAuth app now requires scopes the token lacks ({}); the user must authorize access again",
+                        missing.join(", ")
+                    ),
                 ));
             }
         }

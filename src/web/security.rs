@@ -39,7 +39,12 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
 /// A cookie with the attributes of the security checklist: HttpOnly,
 /// SameSite=Lax (Strict would not be sent on the provider's redirect
 /// back), Path=/, no Domain, Secure unless turned off for plain-http use.
-pub fn cookie(name: String, value: String, secure: bool, max_age: Option<std::time::Duration>) -> Cookie<'static> {
+pub fn cookie(
+    name: String,
+    value: String,
+    secure: bool,
+    max_age: Option<std::time::Duration>,
+) -> Cookie<'static> {
     let mut c = Cookie::build((name, value))
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -74,7 +79,9 @@ pub fn safe_return_path(raw: &str) -> Option<String> {
             || candidate.starts_with("//")
             || candidate.contains('\\')
             || candidate.contains('@')
-            || candidate.chars().any(|c| c.is_control() || c.is_whitespace())
+            || candidate
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
         {
             return None;
         }
@@ -118,7 +125,10 @@ mod tests {
     #[test]
     fn accepts_plain_paths() {
         assert_eq!(safe_return_path("/tokens").as_deref(), Some("/tokens"));
-        assert_eq!(safe_return_path("/tokens?x=1").as_deref(), Some("/tokens?x=1"));
+        assert_eq!(
+            safe_return_path("/tokens?x=1").as_deref(),
+            Some("/tokens?x=1")
+        );
     }
 
     #[test]

@@ -195,9 +195,17 @@ credential = "{c3}"
     }
 
     /// GET the runtime API as `runtime` for `user`.
-    pub async fn runtime_get(&self, as_runtime: &str, runtime: &str, user: &str) -> reqwest::Response {
+    pub async fn runtime_get(
+        &self,
+        as_runtime: &str,
+        runtime: &str,
+        user: &str,
+    ) -> reqwest::Response {
         reqwest::Client::new()
-            .get(format!("{}/api/v1/runtimes/{runtime}/users/{user}/token", self.url))
+            .get(format!(
+                "{}/api/v1/runtimes/{runtime}/users/{user}/token",
+                self.url
+            ))
             .bearer_auth(credential(as_runtime))
             .send()
             .await
@@ -269,7 +277,9 @@ impl Browser {
     /// relative locations against the URL that gave them.
     pub async fn follow(&self, mut page: Page) -> Page {
         for _ in 0..10 {
-            let Some(loc) = page.location.clone() else { return page };
+            let Some(loc) = page.location.clone() else {
+                return page;
+            };
             if !(300..400).contains(&page.status) {
                 return page;
             }
@@ -301,7 +311,11 @@ impl Browser {
         let back = self.submit(&idp, &format!("signin-{username}")).await;
         let page = self.follow(back).await;
         assert_eq!(page.status, 200, "after sign-in: {}", page.body);
-        assert!(page.body.contains("Git Personal Access Token"), "{}", page.body);
+        assert!(
+            page.body.contains("Git Personal Access Token"),
+            "{}",
+            page.body
+        );
     }
 
     /// Clicks "Authorize Access" for `runtime`; returns the provider's page
@@ -318,7 +332,11 @@ impl Browser {
     /// "deny"); returns the redirect from the provider to the broker callback
     /// (not followed).
     pub async fn provider_decision(&self, provider_page: &Page, button: &str) -> Page {
-        assert_eq!(provider_page.status, 200, "provider page: {}", provider_page.body);
+        assert_eq!(
+            provider_page.status, 200,
+            "provider page: {}",
+            provider_page.body
+        );
         self.submit(provider_page, button).await
     }
 
@@ -415,7 +433,12 @@ fn find_form(html: &str, button_id: &str) -> Option<(String, Vec<(String, String
     forms(html)
         .into_iter()
         .find(|(_, body)| body.contains(&needle))
-        .map(|(tag, body)| (attr(&tag, "action").unwrap_or_default(), fields_of(&body, Some(button_id))))
+        .map(|(tag, body)| {
+            (
+                attr(&tag, "action").unwrap_or_default(),
+                fields_of(&body, Some(button_id)),
+            )
+        })
 }
 
 fn find_form_by_action(html: &str, action: &str) -> Option<Vec<(String, String)>> {

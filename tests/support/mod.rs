@@ -156,4 +156,5 @@ fn spawn_ready(port: u16, extra: &[String], dir: &std::path::Path) -> Result<Chi
 }
 
 mod harness;
+#[allow(unused_imports)]
 pub use harness::*;
