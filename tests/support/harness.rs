@@ -418,10 +418,10 @@ fn fields_of(body: &str, button: Option<&str>) -> Vec<(String, String)> {
     }
     if let Some(id) = button {
         for b in tags(body, "button").into_iter().chain(tags(body, "input")) {
-            if attr(b, "id").as_deref() == Some(id) {
-                if let Some(name) = attr(b, "name") {
-                    fields.push((name, attr(b, "value").unwrap_or_default()));
-                }
+            if attr(b, "id").as_deref() == Some(id)
+                && let Some(name) = attr(b, "name")
+            {
+                fields.push((name, attr(b, "value").unwrap_or_default()));
             }
         }
     }
