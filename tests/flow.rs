@@ -472,6 +472,54 @@ async fn case_flows_in_two_tabs(h: Harness) {
     token_json(&h, "acme-staging", ALICE).await;
 }
 
+/// Start and finish on different replicas sharing the store.
+async fn case_start_and_callback_on_different_replicas(h: Harness) {
+    let replica = h.another_replica().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(listener, gitbroker::router(replica))
+            .await
+            .unwrap();
+    });
+    let alice = h.signed_in("alice").await;
+    let provider = alice.start_authorize("acme-prod").await;
+    let back = alice.provider_decision(&provider, "approve").await;
+    // the provider sends the browser to the other replica (same public URL in
+    // production; here, another port with the same cookies)
+    let loc = back
+        .location
+        .clone()
+        .unwrap()
+        .replace(&h.url, &format!("http://127.0.0.1:{port}"));
+    let landed = alice.get(&loc).await;
+    assert_eq!(landed.status, 303, "{}", landed.body);
+    token_json(&h, "acme-prod", ALICE).await;
+}
+
+async fn case_new_session_id_at_login(h: Harness) {
+    let b = h.signed_in("alice").await;
+    let first = session_cookie(&b, &h);
+    b.sign_in("alice").await;
+    let second = session_cookie(&b, &h);
+    assert_ne!(first, second, "a new session id at every sign-in");
+    // the old id no longer works
+    let old = Browser::new(&h.url);
+    old.jar.add_cookie_str(
+        &format!("gitbroker_session={first}"),
+        &url::Url::parse(&h.url).unwrap(),
+    );
+    assert_eq!(old.get("/tokens").await.status, 303);
+}
+
+fn session_cookie(b: &Browser, h: &Harness) -> String {
+    b.cookies(&h.url)
+        .into_iter()
+        .find(|(k, _)| k == "gitbroker_session")
+        .unwrap()
+        .1
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -511,4 +559,174 @@ suite!(
     case_page_security_headers,
     case_sign_out,
     case_flows_in_two_tabs,
+    case_start_and_callback_on_different_replicas,
+    case_new_session_id_at_login,
 );
+
+/// Cases that need a clock the test moves, or a backend failure.
+mod clocked {
+    use super::*;
+    use gitbroker::clock::ManualClock;
+    use std::sync::Arc;
+
+    async fn with_clock(backend: Backend, lifetime: Option<u64>) -> (Harness, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let h = Harness::start_with(
+            backend,
+            Options {
+                clock: Some(clock.clone()),
+                token_lifetime_secs: lifetime,
+                ..Options::default()
+            },
+        )
+        .await;
+        (h, clock)
+    }
+
+    async fn admin_lifetime_expiry(backend: Backend) {
+        let (h, clock) = with_clock(backend, Some(3600)).await;
+        let alice = h.signed_in("alice").await;
+        alice.authorize("acme-prod").await;
+        let body = token_json(&h, "acme-prod", ALICE).await;
+        assert!(
+            body["expires_at"].is_string(),
+            "admin lifetime sets an expiry: {body}"
+        );
+        clock.advance(chrono::Duration::minutes(59));
+        token_json(&h, "acme-prod", ALICE).await;
+        clock.advance(chrono::Duration::minutes(2));
+        let r = h.runtime_get("acme-prod", "acme-prod", ALICE).await;
+        assert_eq!(r.status(), 404);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["type"], "urn:gitbroker:problem:user-token-expired");
+        let page = alice.get("/tokens").await;
+        assert!(page.body.contains("Expired"), "{}", page.body);
+    }
+
+    async fn session_idle_expiry(backend: Backend) {
+        let (h, clock) = with_clock(backend, None).await;
+        let alice = h.signed_in("alice").await;
+        clock.advance(chrono::Duration::hours(7));
+        assert_eq!(
+            alice.get("/tokens").await.status,
+            200,
+            "activity within the idle timeout"
+        );
+        clock.advance(chrono::Duration::hours(7));
+        assert_eq!(
+            alice.get("/tokens").await.status,
+            200,
+            "idle timer was renewed"
+        );
+        clock.advance(chrono::Duration::hours(9));
+        assert_eq!(
+            alice.get("/tokens").await.status,
+            303,
+            "idle timeout ends the session"
+        );
+    }
+
+    async fn session_absolute_expiry(backend: Backend) {
+        let (h, clock) = with_clock(backend, None).await;
+        let alice = h.signed_in("alice").await;
+        for _ in 0..3 {
+            clock.advance(chrono::Duration::hours(6));
+            assert_eq!(alice.get("/tokens").await.status, 200);
+        }
+        clock.advance(chrono::Duration::hours(5));
+        assert_eq!(
+            alice.get("/tokens").await.status,
+            200,
+            "23 h: still within the absolute timeout"
+        );
+        clock.advance(chrono::Duration::hours(1));
+        assert_eq!(
+            alice.get("/tokens").await.status,
+            303,
+            "absolute timeout (24 h) ends the session"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admin_lifetime_expiry_embedded() {
+        admin_lifetime_expiry(Backend::Embedded).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admin_lifetime_expiry_redis() {
+        admin_lifetime_expiry(Backend::Redis).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_idle_expiry_embedded() {
+        session_idle_expiry(Backend::Embedded).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_idle_expiry_redis() {
+        session_idle_expiry(Backend::Redis).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_absolute_expiry_embedded() {
+        session_absolute_expiry(Backend::Embedded).await
+    }
+
+    /// Redis down: fail closed with 503, never skip a check; healthz stays up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_outage_answers_503() {
+        // appendfsync always: the restarted server has what was written
+        let mut h = Harness::start_with(
+            Backend::Redis,
+            Options {
+                redis_args: vec!["--appendonly", "yes", "--appendfsync", "always"],
+                ..Options::default()
+            },
+        )
+        .await;
+        let alice = h.signed_in("alice").await;
+        alice.authorize("acme-prod").await;
+        h.redis.as_mut().unwrap().kill();
+        let page = alice.get("/tokens").await;
+        assert_eq!(page.status, 503, "{}", page.body);
+        assert!(page.body.contains("Nothing was changed"));
+        let r = h.runtime_get("acme-prod", "acme-prod", ALICE).await;
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("redis://"),
+            "no connection details in the body"
+        );
+        let c = reqwest::Client::new();
+        assert_eq!(
+            c.get(format!("{}/readyz", h.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            503
+        );
+        assert_eq!(
+            c.get(format!("{}/healthz", h.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let cb = alice.get("/oauth/callback/github-app?state=x&code=y").await;
+        assert_eq!(cb.status, 503);
+        // back up: the token is still there
+        h.redis.as_mut().unwrap().restart();
+        let mut ok = false;
+        for _ in 0..50 {
+            if h.runtime_get("acme-prod", "acme-prod", ALICE)
+                .await
+                .status()
+                == 200
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "service recovers when Redis is back");
+    }
+}

@@ -91,7 +91,7 @@ impl SessionStore {
     fn ttl(&self, s: &Session, now: DateTime<Utc>) -> Option<Duration> {
         let absolute_end = s.created_at + chrono::Duration::from_std(self.absolute).ok()?;
         let left = (absolute_end - now).to_std().ok()?;
-        Some(left.min(self.idle))
+        (!left.is_zero()).then(|| left.min(self.idle))
     }
 
     /// Creates a session; returns the id for the cookie and the session.

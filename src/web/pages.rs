@@ -181,6 +181,7 @@ impl Flash {
 #[template(path = "tokens.html")]
 struct TokensPage {
     user_name: String,
+    user_id: String,
     csrf: String,
     flash: Option<Flash>,
     accounts: Vec<AccountView>,
@@ -265,6 +266,7 @@ pub async fn tokens_page(
     }
     let page = TokensPage {
         user_name: session.user.name.clone(),
+        user_id: session.user.sub.clone(),
         csrf: session.csrf.clone(),
         flash,
         accounts,

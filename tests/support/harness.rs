@@ -32,6 +32,7 @@ pub struct Harness {
     pub redis: Option<RedisServer>,
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
+    toml: String,
 }
 
 impl Drop for Harness {
@@ -41,7 +42,10 @@ impl Drop for Harness {
 }
 
 pub struct Options {
+    /// The broker's clock (the wall clock when `None`).
+    pub clock: Option<Arc<dyn gitbroker::clock::Clock>>,
     pub provider_timeout_secs: u64,
+    pub redis_args: Vec<&'static str>,
     pub token_lifetime_secs: Option<u64>,
     pub expiring_tokens: bool,
 }
@@ -49,7 +53,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            clock: None,
             provider_timeout_secs: 3,
+            redis_args: Vec::new(),
             token_lifetime_secs: None,
             expiring_tokens: false,
         }
@@ -71,7 +77,7 @@ impl Harness {
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let dir = tempfile::tempdir().unwrap();
         let redis = match backend {
-            Backend::Redis => Some(RedisServer::start()),
+            Backend::Redis => Some(RedisServer::start_with_args(&opts.redis_args)),
             Backend::Embedded => None,
         };
         let store_toml = match &redis {
@@ -160,7 +166,8 @@ credential = "{c3}"
             client_secret: OIDC_SECRET.into(),
             redirect_uris: vec![format!("{url}/auth/callback")],
         });
-        let clock = Arc::new(SystemClock);
+        let clock: Arc<dyn gitbroker::clock::Clock> =
+            opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let store = gitbroker::app::open_store(&settings, clock.clone())
             .await
             .expect("store opens");
@@ -179,7 +186,23 @@ credential = "{c3}"
             redis,
             _dir: dir,
             server,
+            toml,
         }
+    }
+
+    /// A second broker on the same store and configuration, as after a
+    /// restart or on another replica.
+    pub async fn another_replica(&self) -> gitbroker::AppState {
+        let settings = Settings::from_toml_str(&self.toml).unwrap();
+        gitbroker::app::build(settings, self.store.clone(), Arc::new(SystemClock))
+            .await
+            .unwrap()
+    }
+
+    pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}/api/v1/admin{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     /// A fresh browser with no cookies.
@@ -216,6 +239,7 @@ credential = "{c3}"
 /// A cookie-keeping HTTP client that follows no redirects by itself.
 pub struct Browser {
     pub client: reqwest::Client,
+    pub jar: std::sync::Arc<reqwest::cookie::Jar>,
     pub base: String,
 }
 
@@ -228,9 +252,11 @@ pub struct Page {
 
 impl Browser {
     pub fn new(base: &str) -> Browser {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Browser {
+            jar: jar.clone(),
             client: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
@@ -455,4 +481,21 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+impl Browser {
+    /// The cookies this browser would send to `url`, as (name, value).
+    pub fn cookies(&self, url: &str) -> Vec<(String, String)> {
+        use reqwest::cookie::CookieStore;
+        let Some(header) = self.jar.cookies(&url::Url::parse(url).unwrap()) else {
+            return Vec::new();
+        };
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
 }

@@ -1,0 +1,322 @@
+//! The admin API: authentication, OAuth apps with write-only secrets,
+//! runtimes with a credential shown once, validation messages, deletion
+//! cascading to tokens, persistence across replicas.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::*;
+
+fn app_body(id: &str, base: &str) -> Value {
+    json!({
+        "id": id, "provider": "github", "base_url": base,
+        "client_id": "cid-2", "client_secret": "very-secret-client-secret-2",
+        "scopes": ["repo"], "token_lifetime_secs": 3600
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_authentication() {
+    let h = Harness::start(Backend::Embedded).await;
+    let url = format!("{}/api/v1/admin/runtimes", h.url);
+    let c = reqwest::Client::new();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        h.admin_request(Method::GET, "/runtimes")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // a session in the admin group (alice) may; bob may not
+    let bob = h.signed_in("bob").await;
+    assert_eq!(bob.client.get(&url).send().await.unwrap().status(), 403);
+    let alice = h.signed_in("alice").await;
+    assert_eq!(alice.client.get(&url).send().await.unwrap().status(), 200);
+    // changes through a session need the CSRF header
+    let body = json!({"id": "s-rt", "account": "acme", "git_host": "github.com"});
+    let r = alice.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let tokens = alice.get("/tokens").await;
+    let i = tokens.body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &tokens.body[i..i + tokens.body[i..].find('"').unwrap()];
+    let r = alice
+        .client
+        .post(&url)
+        .header("x-csrf-token", csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_app_secrets_are_write_only() {
+    let h = Harness::start(Backend::Embedded).await;
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let r = h
+        .admin_request(Method::POST, "/oauth-apps")
+        .json(&app_body("gh2", &base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("very-secret-client-secret-2"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["client_secret_set"], true);
+    assert_eq!(v["callback_url"], format!("{}/oauth/callback/gh2", h.url));
+
+    let list = h
+        .admin_request(Method::GET, "/oauth-apps")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("gh2") && list.contains("github-app"));
+    assert!(!list.contains("very-secret-client-secret-2") && !list.contains(APP_SECRET));
+
+    // at rest, sealed
+    let raw = h
+        .store
+        .record_list(&gitbroker::store::Collection::new("oauth_app", "all"))
+        .await
+        .unwrap();
+    let all: String = raw
+        .iter()
+        .map(|(_, v)| String::from_utf8_lossy(&v.value).into_owned())
+        .collect();
+    assert!(all.contains("cid-2"));
+    assert!(!all.contains("very-secret-client-secret-2") && !all.contains(APP_SECRET));
+
+    // update without a secret keeps it; the app still works for a flow
+    let mut upd = app_body("gh2", &base);
+    upd.as_object_mut().unwrap().remove("client_secret");
+    upd["name"] = json!("renamed");
+    let r = h
+        .admin_request(Method::PUT, "/oauth-apps/gh2")
+        .json(&upd)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let app = h.state.registry.app("gh2").await.unwrap().unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&app.client_secret),
+        "very-secret-client-secret-2"
+    );
+    assert_eq!(app.name, "renamed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_name_the_field() {
+    let h = Harness::start(Backend::Embedded).await;
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let send = |body: Value| {
+        h.admin_request(Method::POST, "/oauth-apps")
+            .json(&body)
+            .send()
+    };
+
+    let mut bad = app_body("x1", "ftp://example.com");
+    let r = send(bad.clone()).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("base_url"));
+
+    bad = app_body("x2", &base);
+    bad["scopes"] = json!(["public_repo"]);
+    let r = send(bad).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let t = r.text().await.unwrap();
+    assert!(t.contains("scopes") && t.contains("missing: repo"), "{t}");
+
+    bad = app_body("x3", &base);
+    bad["colour"] = json!("red");
+    let r = send(bad).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("colour"));
+
+    bad = app_body("bad id!", &base);
+    let r = send(bad).await.unwrap();
+    assert_eq!(r.status(), 422);
+
+    let r = send(app_body("github-app", &base)).await.unwrap();
+    assert_eq!(r.status(), 409, "duplicate id");
+
+    let r = h
+        .admin_request(Method::POST, "/runtimes")
+        .json(&json!({"id": "r9", "account": "nope", "git_host": "github.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("account"));
+
+    let r = h
+        .admin_request(Method::POST, "/runtimes")
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = h
+        .admin_request(Method::DELETE, "/oauth-apps/github-app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "in use by runtimes");
+    assert!(r.text().await.unwrap().contains("acme-prod"));
+    let r = h
+        .admin_request(Method::GET, "/runtimes/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_credential_shown_once_and_deletion_cascades() {
+    let h = Harness::start(Backend::Embedded).await;
+    let r = h.admin_request(Method::POST, "/runtimes")
+        .json(&json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app"}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    let credential = v["credential"].as_str().unwrap().to_owned();
+    assert!(credential.starts_with("gbrt_") && credential.len() > 40);
+
+    let got = h
+        .admin_request(Method::GET, "/runtimes/new-rt")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!got.contains(&credential) && !got.contains("credential"));
+    let again = h
+        .admin_request(Method::POST, "/runtimes")
+        .json(&json!({"id": "new-rt", "account": "acme", "git_host": "github.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // a user authorizes the new runtime; the runtime reads the token with its credential
+    let alice = h.signed_in("alice").await;
+    let page = alice.authorize("new-rt").await;
+    assert!(page.body.contains("authorized"), "{}", page.body);
+    let api = |cred: String| {
+        let url = format!("{}/api/v1/runtimes/new-rt/users/u-1001/token", h.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(api(credential.clone()).await.status(), 200);
+
+    // another replica on the same store sees the API-made runtime and its token
+    let replica = h.another_replica().await;
+    assert!(replica.registry.runtime("new-rt").await.unwrap().is_some());
+    assert!(
+        replica
+            .tokens
+            .get("new-rt", "u-1001")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let r = h
+        .admin_request(Method::DELETE, "/runtimes/new-rt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        api(credential).await.status(),
+        401,
+        "the credential died with the runtime"
+    );
+    assert!(
+        h.state
+            .tokens
+            .get("new-rt", "u-1001")
+            .await
+            .unwrap()
+            .is_none(),
+        "tokens deleted"
+    );
+    let rest = h
+        .store
+        .record_list(&gitbroker::store::Collection::new("user_token", "new-rt"))
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+    // other runtimes untouched
+    assert!(
+        h.state
+            .registry
+            .runtime("acme-prod")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_app_scopes_requires_reauthorization() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    assert_eq!(
+        h.runtime_get("acme-prod", "acme-prod", "u-1001")
+            .await
+            .status(),
+        200
+    );
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let mut body = app_body("github-app", &base);
+    body["client_id"] = json!("test-client-id");
+    body["scopes"] = json!(["repo", "admin:repo_hook"]);
+    body.as_object_mut().unwrap().remove("client_secret");
+    let r = h
+        .admin_request(Method::PUT, "/oauth-apps/github-app")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h.runtime_get("acme-prod", "acme-prod", "u-1001").await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:gitbroker:problem:user-token-reauthorize");
+    assert!(v["detail"].as_str().unwrap().contains("admin:repo_hook"));
+    let page = alice.get("/tokens").await;
+    assert!(page.body.contains("Scopes changed"));
+}

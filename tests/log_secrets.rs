@@ -1,0 +1,156 @@
+//! Captures every log line the broker, the mock provider and their
+//! libraries emit (at debug level) through whole flows, and asserts that no
+//! token, code, state, verifier, cookie or client secret appears in them.
+//! Its own test binary: the log subscriber is process-wide.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use support::*;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs() {
+    let capture = Capture::default();
+    tracing_subscriber::fmt()
+        // cookie_store is the test browser's cookie jar (not used by the
+        // broker), which logs the cookies it receives at debug level
+        .with_env_filter("debug,cookie_store=off")
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .json()
+        .init();
+
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let mut secrets: Vec<String> = vec![
+        KEY.into(),
+        ADMIN_TOKEN.into(),
+        OIDC_SECRET.into(),
+        APP_SECRET.into(),
+        credential("acme-prod"),
+    ];
+
+    // a full flow, capturing the state, code and cookies it used
+    let provider = alice.start_authorize("acme-prod").await;
+    secrets.push(query_param(&provider.url, "state").unwrap());
+    secrets.push(query_param(&provider.url, "code_challenge").unwrap());
+    let flow_cookies: Vec<(String, String)> = alice
+        .cookies(&h.url)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("gb_flow_"))
+        .collect();
+    assert_eq!(flow_cookies.len(), 1, "one flow cookie per flow");
+    let back = alice.provider_decision(&provider, "approve").await;
+    let callback = back.location.clone().unwrap();
+    secrets.push(query_param(&callback, "code").unwrap());
+    let page = alice.follow(back).await;
+    assert!(page.body.contains("authorized"));
+
+    // a replayed callback and a denied one also go through the logging paths
+    alice.get(&callback).await;
+    let provider = alice.start_authorize("acme-staging").await;
+    secrets.push(query_param(&provider.url, "state").unwrap());
+    alice
+        .follow(alice.provider_decision(&provider, "deny").await)
+        .await;
+
+    // the token served to the runtime
+    let r = h.runtime_get("acme-prod", "acme-prod", "u-1001").await;
+    let body: serde_json::Value = r.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    secrets.push(token.clone());
+
+    // a failing exchange (provider error) and a revocation
+    h.mock
+        .provider
+        .switches()
+        .set_token_error(Some("bad_verification_code"));
+    alice.authorize("acme-staging").await;
+    h.mock.provider.switches().set_token_error(None);
+    let tokens = alice.get("/tokens").await;
+    alice
+        .follow(
+            alice
+                .submit_action(&tokens, "/tokens/acme-prod/delete")
+                .await,
+        )
+        .await;
+
+    // the admin API creating a runtime (its credential is shown once)
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/admin/runtimes", h.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    secrets.push(created["credential"].as_str().unwrap().to_owned());
+
+    // session and flow cookies, taken before the flow completes too
+    let cookies = alice.cookies(&h.url);
+    assert!(
+        cookies.iter().any(|(k, _)| k == "gitbroker_session"),
+        "{cookies:?}"
+    );
+    secrets.extend(cookies.into_iter().map(|(_, v)| v));
+    secrets.extend(flow_cookies.into_iter().map(|(_, v)| v));
+
+    drop(alice);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.len() > 1000,
+        "logs were captured ({} bytes)",
+        logs.len()
+    );
+    assert!(
+        logs.contains("user token stored"),
+        "the flow logged its outcome"
+    );
+    for s in &secrets {
+        assert!(!s.is_empty());
+        if let Some(i) = logs.find(s.as_str()) {
+            let line_start = logs[..i].rfind('\n').map_or(0, |p| p + 1);
+            let line_end = logs[i..].find('\n').map_or(logs.len(), |p| i + p);
+            panic!(
+                "secret {}… found in the logs:\n{}",
+                &s[..6.min(s.len())],
+                &logs[line_start..line_end].replace(s.as_str(), "<SECRET>")
+            );
+        }
+    }
+    // nothing that looks like a GitHub token at all
+    assert!(
+        !logs.contains("gho_"),
+        "an OAuth token prefix appears in the logs"
+    );
+    assert!(
+        !logs.contains("code="),
+        "a query string with a code appears in the logs"
+    );
+}
