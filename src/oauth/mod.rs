@@ -193,6 +193,7 @@ impl Flows {
     > {
         let endpoints = app.endpoints().map_err(FlowError::AppConfig)?;
         Ok(BasicClient::new(ClientId::new(app.client_id.clone()))
+            .set_auth_type(providers::provider(app.provider).oauth_auth_type())
             .set_client_secret(ClientSecret::new(
                 app.client_secret.expose_secret().to_owned(),
             ))
@@ -235,12 +236,14 @@ impl Flows {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = crypto::random_string(32);
         let binding = crypto::random_string(32);
-        let (authorize_url, _) = client
+        let mut request = client
             .authorize_url(|| CsrfToken::new(state.clone()))
+            .set_pkce_challenge(challenge);
+        if providers::provider(app.provider).oauth_sends_scopes() {
             // scopes only ever come from the admin's OAuth app
-            .add_scopes(app.scopes.iter().cloned().map(Scope::new))
-            .set_pkce_challenge(challenge)
-            .url();
+            request = request.add_scopes(app.scopes.iter().cloned().map(Scope::new));
+        }
+        let (authorize_url, _) = request.url();
         let record = FlowRecord {
             user_sub: session.user.sub.clone(),
             session_key: session.key.clone(),

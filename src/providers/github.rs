@@ -2,8 +2,12 @@
 //! the REST API at api.github.com or `HOST/api/v3`, comma-separated scopes,
 //! token-endpoint errors sent with HTTP 200, scopes read from `X-OAuth-Scopes`.
 
-use super::{Endpoints, GitProvider, Identity, ProviderError, ProviderKind};
+use super::{
+    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind, TokenPurpose,
+    TokenReport, missing_scopes, owned,
+};
 use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use oauth2::HttpResponse;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -82,8 +86,88 @@ impl GitProvider for GitHub {
         }
     }
 
-    fn user_token_scopes(&self) -> &'static [&'static str] {
-        &["repo"]
+    fn required_scopes(&self, purpose: TokenPurpose) -> &'static [&'static str] {
+        match purpose {
+            TokenPurpose::User => &["repo"],
+            TokenPurpose::Runtime => &["repo", "admin:repo_hook"],
+        }
+    }
+
+    fn token_help(&self, purpose: TokenPurpose) -> &'static str {
+        match purpose {
+            TokenPurpose::User => {
+                "Create one in GitHub under Settings > Developer settings > Personal access tokens > Tokens (classic) > Generate new token: set a name and an expiration, select the `repo` scope, generate, and paste it here. A fine-grained token also works: Repository access All or Only select repositories; Repository permissions Contents: Read and write, Metadata: Read-only."
+            }
+            TokenPurpose::Runtime => {
+                "Create it, preferably for a service account, in GitHub under Settings > Developer settings > Personal access tokens > Tokens (classic) > Generate new token: select the `repo` and `admin:repo_hook` scopes. A fine-grained token also works: Repository access All or Only select repositories; Repository permissions Administration: Read and write, Contents: Read and write, Metadata: Read-only, Webhooks: Read and write."
+            }
+        }
+    }
+
+    async fn validate_pat(
+        &self,
+        http: &reqwest::Client,
+        endpoints: &Endpoints,
+        input: &PatInput,
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<TokenReport, PatError> {
+        let help = self.token_help(purpose);
+        let token = input.token.expose_secret().trim();
+        let kind = match token_kind(token) {
+            Kind::Installation => {
+                return Err(PatError::WrongKind {
+                    reason: format!(
+                        "This is a GitHub App installation token (ghs_): it acts as the app, not as a person, and expires within an hour. {help}"
+                    ),
+                });
+            }
+            Kind::Refresh => {
+                return Err(PatError::WrongKind {
+                    reason: format!("This is a GitHub refresh token (ghr_), not an access token. {help}"),
+                });
+            }
+            k => k,
+        };
+        let user = get_user(http, endpoints, &SecretString::from(token.to_owned()))
+            .await
+            .map_err(|e| PatError::from_provider("GitHub", e, help))?;
+        if let Some(at) = user.expires_at
+            && at <= now
+        {
+            return Err(PatError::Expired {
+                at: at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                help: help.to_owned(),
+            });
+        }
+        let granted = match (kind, user.scopes) {
+            (_, Some(scopes)) => scopes,
+            // fine-grained and GitHub App user tokens have permissions, not scopes
+            (Kind::FineGrained | Kind::AppUser, None) => {
+                return Err(PatError::WrongKind {
+                    reason: format!(
+                        "gitbroker cannot read the permissions of this {} yet; use a classic token. {help}",
+                        kind.describe()
+                    ),
+                });
+            }
+            (_, None) => Vec::new(),
+        };
+        let missing = missing_scopes(self, &granted, &owned(self.required_scopes(purpose)));
+        if !missing.is_empty() {
+            return Err(PatError::MissingScopes {
+                what: "the required scopes",
+                missing,
+                help: help.to_owned(),
+            });
+        }
+        Ok(TokenReport {
+            git_username: self.git_username(&user.login),
+            login: user.login,
+            kind: kind.describe().to_owned(),
+            scopes: granted,
+            expires_at: user.expires_at,
+        })
     }
 
     /// GitHub answers token-endpoint errors with HTTP 200 and an `error`
@@ -108,56 +192,10 @@ impl GitProvider for GitHub {
         endpoints: &Endpoints,
         token: &SecretString,
     ) -> Result<Identity, ProviderError> {
-        let url = join(&endpoints.api, "/user").map_err(ProviderError::Protocol)?;
-        let resp = http
-            .get(url)
-            .bearer_auth(token.expose_secret())
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", API_VERSION)
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        let status = resp.status();
-        let rate_limited = resp
-            .headers()
-            .get("x-ratelimit-remaining")
-            .is_some_and(|v| v.as_bytes() == b"0");
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(ProviderError::InvalidToken);
-        }
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || (status == reqwest::StatusCode::FORBIDDEN && rate_limited)
-        {
-            return Err(ProviderError::Unavailable("rate limited".into()));
-        }
-        if status.is_server_error() {
-            return Err(ProviderError::Unavailable(format!(
-                "HTTP {}",
-                status.as_u16()
-            )));
-        }
-        if !status.is_success() {
-            return Err(ProviderError::Protocol(format!(
-                "GET /user answered HTTP {}",
-                status.as_u16()
-            )));
-        }
-        let scopes = resp
-            .headers()
-            .get("x-oauth-scopes")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| self.parse_scopes(v));
-        #[derive(serde::Deserialize)]
-        struct User {
-            login: String,
-        }
-        let user: User = resp
-            .json()
-            .await
-            .map_err(|_| ProviderError::Protocol("GET /user returned no login".into()))?;
+        let user = get_user(http, endpoints, token).await?;
         Ok(Identity {
             login: user.login,
-            scopes,
+            scopes: user.scopes,
         })
     }
 
@@ -197,6 +235,139 @@ impl GitProvider for GitHub {
     }
 }
 
+/// Token kinds by prefix (GitHub's token formats of 2021).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Classic,
+    FineGrained,
+    OAuth,
+    AppUser,
+    Installation,
+    Refresh,
+    /// No known prefix: older GitHub Enterprise Server tokens.
+    Legacy,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Classic => "classic personal access token",
+            Self::FineGrained => "fine-grained personal access token",
+            Self::OAuth => "OAuth app token",
+            Self::AppUser => "GitHub App user token",
+            Self::Installation => "GitHub App installation token",
+            Self::Refresh => "refresh token",
+            Self::Legacy => "personal access token",
+        }
+    }
+}
+
+fn token_kind(token: &str) -> Kind {
+    if token.starts_with("github_pat_") {
+        Kind::FineGrained
+    } else if token.starts_with("ghp_") {
+        Kind::Classic
+    } else if token.starts_with("gho_") {
+        Kind::OAuth
+    } else if token.starts_with("ghu_") {
+        Kind::AppUser
+    } else if token.starts_with("ghs_") {
+        Kind::Installation
+    } else if token.starts_with("ghr_") {
+        Kind::Refresh
+    } else {
+        Kind::Legacy
+    }
+}
+
+struct User {
+    login: String,
+    scopes: Option<Vec<String>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /user`: the owner, `X-OAuth-Scopes` and the expiry header.
+async fn get_user(
+    http: &reqwest::Client,
+    endpoints: &Endpoints,
+    token: &SecretString,
+) -> Result<User, ProviderError> {
+    let url = join(&endpoints.api, "/user").map_err(ProviderError::Protocol)?;
+    let resp = http
+        .get(url)
+        .bearer_auth(token.expose_secret())
+        .header("Accept", "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", API_VERSION)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_transport(&e))?;
+    check_status(&resp, "GET /user")?;
+    let scopes = resp
+        .headers()
+        .get("x-oauth-scopes")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| GitHub.parse_scopes(v));
+    let expires_at = resp
+        .headers()
+        .get("github-authentication-token-expiration")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_expiration);
+    #[derive(serde::Deserialize)]
+    struct Body {
+        login: String,
+    }
+    let body: Body = resp
+        .json()
+        .await
+        .map_err(|_| ProviderError::Protocol("GET /user returned no login".into()))?;
+    Ok(User {
+        login: body.login,
+        scopes,
+        expires_at,
+    })
+}
+
+/// 401 is invalid; 403/429 with no remaining rate limit, and 5xx, are
+/// temporary; anything else unexpected.
+fn check_status(resp: &reqwest::Response, what: &str) -> Result<(), ProviderError> {
+    let status = resp.status();
+    let rate_limited = resp
+        .headers()
+        .get("x-ratelimit-remaining")
+        .is_some_and(|v| v.as_bytes() == b"0");
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(ProviderError::InvalidToken);
+    }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || (status == reqwest::StatusCode::FORBIDDEN && rate_limited)
+    {
+        return Err(ProviderError::Unavailable("rate limited".into()));
+    }
+    if status.is_server_error() {
+        return Err(ProviderError::Unavailable(format!("HTTP {}", status.as_u16())));
+    }
+    if !status.is_success() {
+        return Err(ProviderError::Protocol(format!(
+            "{what} answered HTTP {}",
+            status.as_u16()
+        )));
+    }
+    Ok(())
+}
+
+/// `2026-12-01 10:00:00 UTC` (also accepts a numeric offset).
+fn parse_expiration(v: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Some(naive) = v.strip_suffix(" UTC") {
+        return NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S")
+            .ok()
+            .map(|n| n.and_utc());
+    }
+    DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S %z")
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -222,6 +393,23 @@ mod tests {
                 .endpoints(Some(&Url::parse("https://x.com/sub").unwrap()), None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn expiration_header() {
+        let t = parse_expiration("2026-12-01 10:00:00 UTC").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-01T10:00:00+00:00");
+        let t = parse_expiration("2026-12-01 10:00:00 +0200").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-01T08:00:00+00:00");
+        assert!(parse_expiration("soon").is_none());
+    }
+
+    #[test]
+    fn kinds_by_prefix() {
+        assert_eq!(token_kind("ghp_x"), Kind::Classic);
+        assert_eq!(token_kind("github_pat_x"), Kind::FineGrained);
+        assert_eq!(token_kind("ghs_x"), Kind::Installation);
+        assert_eq!(token_kind("0123abcd"), Kind::Legacy);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod github;
 
 use crate::config::OAuthAppSettings;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use oauth2::HttpResponse;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,89 @@ impl ProviderError {
     }
 }
 
+/// What a token is for: the two scope tables of the product documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPurpose {
+    /// A Git user token: one per (user, runtime), the user's own Git actions.
+    User,
+    /// The Git Runtime token: one per runtime, clone/pull and webhooks.
+    Runtime,
+}
+
+/// A pasted personal access token and what the form sent with it.
+pub struct PatInput {
+    pub token: SecretString,
+    /// Bitbucket: the Bitbucket username (Git over HTTPS, app passwords).
+    pub username: Option<String>,
+    /// Bitbucket Cloud API tokens: the Atlassian account email (REST API).
+    pub email: Option<String>,
+}
+
+impl std::fmt::Debug for PatInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatInput")
+            .field("token", &"[redacted]")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
+/// What the provider said about a token that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenReport {
+    /// The owner's login at the provider.
+    pub login: String,
+    /// The username a runtime uses with this token for Git over HTTPS.
+    pub git_username: String,
+    /// Human-readable kind, e.g. "classic personal access token".
+    pub kind: String,
+    /// Granted scopes, or permissions written `name:level` for tokens that
+    /// have permissions instead of scopes.
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a pasted token was refused. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PatError {
+    #[error("{provider} does not accept this token: it is revoked, expired or mistyped. {help}")]
+    Invalid { provider: &'static str, help: String },
+    #[error("This token expired on {at}. {help}")]
+    Expired { at: String, help: String },
+    #[error("This token was revoked at {provider}. {help}")]
+    Revoked { provider: &'static str, help: String },
+    #[error("This token lacks {what}: {}. {help}", .missing.join(", "))]
+    MissingScopes {
+        /// "the required scopes" or "the required permissions"
+        what: &'static str,
+        missing: Vec<String>,
+        help: String,
+    },
+    #[error("{reason}")]
+    WrongKind { reason: String },
+    #[error("{0}")]
+    BadInput(String),
+    /// Temporary: never a verdict on the token.
+    #[error("{provider} could not validate the token right now ({detail}). Nothing was changed; try again in a moment.")]
+    Unavailable { provider: &'static str, detail: String },
+}
+
+impl PatError {
+    /// Maps an error of a provider call made while validating.
+    pub fn from_provider(provider: &'static str, e: ProviderError, help: &str) -> Self {
+        match e {
+            ProviderError::InvalidToken => Self::Invalid {
+                provider,
+                help: help.to_owned(),
+            },
+            ProviderError::Unavailable(detail) => Self::Unavailable { provider, detail },
+            ProviderError::Protocol(detail) => Self::Unavailable { provider, detail },
+        }
+    }
+}
+
 #[async_trait]
 pub trait GitProvider: Send + Sync + 'static {
     fn kind(&self) -> ProviderKind;
@@ -81,8 +165,34 @@ pub trait GitProvider: Send + Sync + 'static {
     fn parse_scopes(&self, raw: &str) -> Vec<String>;
     /// Scopes that `scope` covers (not including itself).
     fn implied_by(&self, scope: &str) -> &'static [&'static str];
-    /// The scopes the product documents require of a Git user token.
-    fn user_token_scopes(&self) -> &'static [&'static str];
+    /// The scopes the product documents require of a token for `purpose`
+    /// (classic scopes; tokens with permissions are checked by the provider).
+    fn required_scopes(&self, purpose: TokenPurpose) -> &'static [&'static str];
+    /// How to create a token for `purpose` at this provider, step by step.
+    fn token_help(&self, purpose: TokenPurpose) -> &'static str;
+    /// Whether the personal-access-token form must ask for a username.
+    fn needs_username(&self) -> bool {
+        false
+    }
+    /// Whether the authorize request carries scopes (Bitbucket Cloud sets
+    /// them on the OAuth consumer instead).
+    fn oauth_sends_scopes(&self) -> bool {
+        true
+    }
+    /// How the client authenticates at the token endpoint.
+    fn oauth_auth_type(&self) -> oauth2::AuthType {
+        oauth2::AuthType::RequestBody
+    }
+    /// Asks the provider whether a pasted token is valid for `purpose`:
+    /// owner, kind, scopes or permissions, expiry.
+    async fn validate_pat(
+        &self,
+        http: &reqwest::Client,
+        endpoints: &Endpoints,
+        input: &PatInput,
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<TokenReport, PatError>;
     /// Rewrites a token-endpoint response so that `oauth2` parses it right
     /// (for example GitHub's errors sent with HTTP 200).
     fn normalize_token_response(&self, response: HttpResponse) -> HttpResponse {
@@ -114,6 +224,11 @@ pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
     }
 }
 
+/// `required` as owned strings.
+pub fn owned(scopes: &[&str]) -> Vec<String> {
+    scopes.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// The required scopes that `granted` does not cover, through the
 /// provider's implication table.
 pub fn missing_scopes(
@@ -138,11 +253,7 @@ pub fn validate_app(app: &OAuthAppSettings) -> Result<(), (&'static str, String)
     let p = provider(app.provider);
     p.endpoints(app.base_url.as_ref(), app.api_url.as_ref())
         .map_err(|m| ("base_url", m))?;
-    let required: Vec<String> = p
-        .user_token_scopes()
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let required = owned(p.required_scopes(TokenPurpose::User));
     let missing = missing_scopes(p, &app.scopes, &required);
     if !missing.is_empty() {
         return Err((
