@@ -146,6 +146,29 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/switches", get(switches).post(set_switches))
         .route("/reset", post(reset))
         .route("/tokens", post(issue_token))
+        .route("/pats", post(create_pat))
+        .route("/pats/revoke", post(revoke_pat))
+}
+
+/// `POST /__mock/pats` with a [`super::PatSpec`] → `{"token": …}`.
+async fn create_pat(
+    State(s): State<Arc<Shared>>,
+    Json(spec): Json<super::PatSpec>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "token": s.pats.create(spec) }))
+}
+
+#[derive(serde::Deserialize)]
+struct RevokeRequest {
+    token: String,
+}
+
+/// `POST /__mock/pats/revoke` with `{"token": …}` → `{"revoked": bool}`.
+async fn revoke_pat(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<RevokeRequest>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "revoked": s.pats.revoke(&req.token) }))
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> Json<Stats> {

@@ -11,6 +11,7 @@ use super::oauth::{
     pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string, wants_json,
 };
 use super::pages::{self, GithubAuthorize};
+use super::pats::Flavour;
 use super::{MockGitUser, MockOAuthApp, Shared};
 use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
@@ -603,12 +604,37 @@ async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             "https://docs.github.com/rest/users/users#get-the-authenticated-user",
         );
     };
-    let found = s.github.find(&token, s.now());
-    let Some((grant, user)) = found.and_then(|g| s.github_user(&g.subject).map(|u| (g, u))) else {
+    let now = s.now();
+    // OAuth tokens from the book; personal access tokens made by tests
+    let (subject, scopes, expires_at) = match s.github.find(&token, now) {
+        Some(grant) => (grant.subject, Some(grant.scopes), None),
+        None => match s.pats.find(Flavour::Github, &token) {
+            // GitHub answers 401 for expired and revoked tokens alike
+            Some(pat) if pat.live(now) => {
+                // fine-grained and installation tokens have permissions, not scopes
+                let scoped = matches!(pat.spec.kind.as_str(), "classic" | "oauth");
+                (
+                    pat.spec.owner.clone(),
+                    scoped.then(|| pat.spec.scopes.clone()),
+                    pat.spec.expires_at,
+                )
+            }
+            _ => return bad_credentials(),
+        },
+    };
+    let Some(user) = s.github_user(&subject) else {
         return bad_credentials();
     };
     let mut out = rate_limit_headers(used, reset);
-    out.extend(header("x-oauth-scopes", &grant.scopes.join(", ")));
+    if let Some(scopes) = scopes {
+        out.extend(header("x-oauth-scopes", &scopes.join(", ")));
+    }
+    if let Some(at) = expires_at {
+        out.extend(header(
+            "github-authentication-token-expiration",
+            &at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        ));
+    }
     out.extend(header("x-accepted-oauth-scopes", "user"));
     out.extend(header("x-github-media-type", "github.v3; format=json"));
     with_headers(out, Json(user_json(&s, user)).into_response())

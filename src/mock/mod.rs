@@ -39,8 +39,10 @@ mod github;
 mod idp;
 mod oauth;
 mod pages;
+mod pats;
 
 pub use control::{Stats, SwitchState, Switches, TOKEN_HANG};
+pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
 use axum::Router;
@@ -190,6 +192,8 @@ pub(crate) struct Shared {
     /// so an IdP token never works against the Git API and vice versa.
     idp: TokenBook,
     idp_key: idp::SigningKey,
+    /// Personal access tokens of every flavour, created by tests.
+    pats: pats::PatBook,
 }
 
 impl Shared {
@@ -229,6 +233,7 @@ impl Shared {
         self.counters.reset();
         self.github.clear();
         self.idp.clear();
+        self.pats.clear();
     }
 }
 
@@ -264,6 +269,7 @@ impl MockProvider {
                 github: TokenBook::new(github::TOKEN_STYLE),
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
+                pats: pats::PatBook::default(),
             }),
         }
     }
@@ -380,6 +386,16 @@ impl MockProvider {
 
     /// Revokes a token (access or refresh) as a user would on the provider's
     /// settings page: silently, without counting as an API revocation.
+    /// Creates a personal access token (or look-alike) as described.
+    pub fn create_pat(&self, spec: PatSpec) -> String {
+        self.shared.pats.create(spec)
+    }
+
+    /// Revokes a personal access token, as its owner would at the provider.
+    pub fn revoke_pat(&self, token: &str) -> bool {
+        self.shared.pats.revoke(token)
+    }
+
     pub fn revoke(&self, token: &str) {
         self.shared.github.revoke(token);
     }

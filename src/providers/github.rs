@@ -3,8 +3,8 @@
 //! token-endpoint errors sent with HTTP 200, scopes read from `X-OAuth-Scopes`.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind, TokenPurpose,
-    TokenReport, missing_scopes, owned,
+    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
+    TokenPurpose, TokenReport, missing_scopes, owned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -124,7 +124,9 @@ impl GitProvider for GitHub {
             }
             Kind::Refresh => {
                 return Err(PatError::WrongKind {
-                    reason: format!("This is a GitHub refresh token (ghr_), not an access token. {help}"),
+                    reason: format!(
+                        "This is a GitHub refresh token (ghr_), not an access token. {help}"
+                    ),
                 });
             }
             k => k,
@@ -344,7 +346,10 @@ fn check_status(resp: &reqwest::Response, what: &str) -> Result<(), ProviderErro
         return Err(ProviderError::Unavailable("rate limited".into()));
     }
     if status.is_server_error() {
-        return Err(ProviderError::Unavailable(format!("HTTP {}", status.as_u16())));
+        return Err(ProviderError::Unavailable(format!(
+            "HTTP {}",
+            status.as_u16()
+        )));
     }
     if !status.is_success() {
         return Err(ProviderError::Protocol(format!(

@@ -119,11 +119,17 @@ pub struct TokenReport {
 #[derive(Debug, thiserror::Error)]
 pub enum PatError {
     #[error("{provider} does not accept this token: it is revoked, expired or mistyped. {help}")]
-    Invalid { provider: &'static str, help: String },
+    Invalid {
+        provider: &'static str,
+        help: String,
+    },
     #[error("This token expired on {at}. {help}")]
     Expired { at: String, help: String },
     #[error("This token was revoked at {provider}. {help}")]
-    Revoked { provider: &'static str, help: String },
+    Revoked {
+        provider: &'static str,
+        help: String,
+    },
     #[error("This token lacks {what}: {}. {help}", .missing.join(", "))]
     MissingScopes {
         /// "the required scopes" or "the required permissions"
@@ -136,8 +142,13 @@ pub enum PatError {
     #[error("{0}")]
     BadInput(String),
     /// Temporary: never a verdict on the token.
-    #[error("{provider} could not validate the token right now ({detail}). Nothing was changed; try again in a moment.")]
-    Unavailable { provider: &'static str, detail: String },
+    #[error(
+        "{provider} could not validate the token right now ({detail}). Nothing was changed; try again in a moment."
+    )]
+    Unavailable {
+        provider: &'static str,
+        detail: String,
+    },
 }
 
 impl PatError {

@@ -1,0 +1,115 @@
+//! Personal access tokens (and their look-alikes) that tests create with
+//! chosen owner, kind, scopes, expiry and repositories, for every flavour.
+//! The flavours' APIs look tokens up here as well as in their OAuth books.
+
+use super::lock;
+use super::oauth::random_alnum;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Which provider flavour a token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    Github,
+    Gitlab,
+    BitbucketCloud,
+    BitbucketDataCenter,
+}
+
+/// What a test asks for. `kind` is flavour-specific:
+/// - github: `classic` (ghp_), `fine_grained` (github_pat_), `installation` (ghs_), `oauth` (gho_)
+/// - gitlab: `personal`, `project`, `group` (the last two belong to bot users)
+/// - bitbucket_cloud: `api_token` (ATATT…), `app_password`, `repo_access_token`
+/// - bitbucket_data_center: `personal`, `project`, `repository` (HTTP access tokens)
+///
+/// `scopes` are scope names, or `name:level` permissions for tokens that
+/// have permissions (GitHub fine-grained: `contents:write`, `metadata:read`,
+/// `administration:write`, `webhooks:write`; Bitbucket Data Center:
+/// `REPO_READ`, `REPO_WRITE`, `REPO_ADMIN`, `PROJECT_…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatSpec {
+    pub flavour: Flavour,
+    pub owner: String,
+    pub kind: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Repositories the token can reach, `owner/name` (fine-grained tokens,
+    /// project/repository tokens). Empty: the owner's demo repository.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Bitbucket Cloud API tokens: the Atlassian account email for Basic auth.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pat {
+    pub spec: PatSpec,
+    pub revoked: bool,
+}
+
+impl Pat {
+    pub fn live(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.spec.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct PatBook {
+    tokens: Mutex<HashMap<String, Pat>>,
+}
+
+fn shape(spec: &PatSpec) -> String {
+    match (spec.flavour, spec.kind.as_str()) {
+        (Flavour::Github, "fine_grained") => format!("github_pat_{}", random_alnum(82)),
+        (Flavour::Github, "installation") => format!("ghs_{}", random_alnum(36)),
+        (Flavour::Github, "oauth") => format!("gho_{}", random_alnum(36)),
+        (Flavour::Github, _) => format!("ghp_{}", random_alnum(36)),
+        (Flavour::Gitlab, _) => format!("glpat-{}", random_alnum(20)),
+        (Flavour::BitbucketCloud, "api_token") => format!("ATATT{}", random_alnum(180)),
+        (Flavour::BitbucketCloud, "repo_access_token") => format!("ATCTT{}", random_alnum(180)),
+        (Flavour::BitbucketCloud, _) => random_alnum(20),
+        (Flavour::BitbucketDataCenter, _) => format!("BBDC-{}", random_alnum(44)),
+    }
+}
+
+impl PatBook {
+    pub fn create(&self, spec: PatSpec) -> String {
+        let token = shape(&spec);
+        lock(&self.tokens).insert(
+            token.clone(),
+            Pat {
+                spec,
+                revoked: false,
+            },
+        );
+        token
+    }
+
+    /// The token of `flavour`, live or not (callers tell expired from revoked).
+    pub fn find(&self, flavour: Flavour, token: &str) -> Option<Pat> {
+        lock(&self.tokens)
+            .get(token)
+            .filter(|p| p.spec.flavour == flavour)
+            .cloned()
+    }
+
+    pub fn revoke(&self, token: &str) -> bool {
+        match lock(&self.tokens).get_mut(token) {
+            Some(p) if !p.revoked => {
+                p.revoked = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn clear(&self) {
+        lock(&self.tokens).clear();
+    }
+}
