@@ -33,6 +33,10 @@ pub struct SwitchState {
     /// `GET /api/v3/user` answers this status (403 and 429 come with
     /// rate-limit headers, as GitHub sends them).
     pub user_api_status: Option<u16>,
+    /// The API endpoints that read a token (identity, scopes, probes) hang
+    /// for [`TOKEN_HANG`] or until the switch is turned off.
+    #[serde(default)]
+    pub api_hang: bool,
 }
 
 /// How long the token endpoint hangs when `token_hang` is on.
@@ -84,6 +88,19 @@ impl Switches {
 
     pub fn set_user_api_status(&self, status: Option<u16>) {
         self.update(|s| s.user_api_status = status);
+    }
+
+    pub fn set_api_hang(&self, on: bool) {
+        self.update(|s| s.api_hang = on);
+    }
+
+    /// Waits while `api_hang` is on (at most [`TOKEN_HANG`]); API handlers
+    /// call this first.
+    pub async fn api_hang_wait(&self) {
+        let started = std::time::Instant::now();
+        while self.get().api_hang && started.elapsed() < TOKEN_HANG {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -198,6 +215,8 @@ struct SwitchUpdate {
     grant_scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     user_api_status: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "present")]
+    api_hang: Option<Option<bool>>,
 }
 
 fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -243,6 +262,9 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         }
         if let Some(v) = update.user_api_status {
             state.user_api_status = v;
+        }
+        if let Some(v) = update.api_hang {
+            state.api_hang = v.unwrap_or(false);
         }
     });
     Json(s.switches.get()).into_response()

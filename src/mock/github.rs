@@ -593,6 +593,7 @@ fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, response: Response) -> 
 
 async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let used = Counters::bump(&s.counters.user_requests);
+    s.switches.api_hang_wait().await;
     let reset = s.now() + Duration::hours(1);
     if let Some(status) = s.switches.get().user_api_status {
         return switched_user_status(status, reset);
