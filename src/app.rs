@@ -15,6 +15,8 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
 use crate::tokens::TokenRepo;
+use crate::tokens::runtime::RuntimeTokenRepo;
+use crate::tokens::service::TokenService;
 use crate::web::{AppState, Services};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -60,6 +62,14 @@ pub async fn build(
     let registry = Arc::new(Registry::new(store.clone(), keyring.clone(), &settings));
     registry.load_from_config(&settings).await?;
     let tokens = Arc::new(TokenRepo::new(store.clone(), keyring.clone()));
+    let runtime_tokens = Arc::new(RuntimeTokenRepo::new(store.clone(), keyring.clone()));
+    let token_service = TokenService::new(
+        registry.clone(),
+        tokens.clone(),
+        runtime_tokens.clone(),
+        http.clone(),
+        clock.clone(),
+    );
     let sessions = Arc::new(SessionStore::new(
         store.clone(),
         clock.clone(),
@@ -105,6 +115,8 @@ pub async fn build(
         sessions,
         logins,
         flows,
+        runtime_tokens,
+        token_service,
         secure_cookies,
         admin_group,
         admin_api_token_sha256,

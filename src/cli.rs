@@ -45,4 +45,69 @@ pub enum Command {
     /// Read a runtime credential on standard input and print its SHA-256
     /// (hex), for `credential_sha256` in the configuration.
     HashCredential,
+    /// Manage runtimes through a running broker's admin API. The admin API
+    /// token comes from GITBROKER_ADMIN_TOKEN; the Git Runtime token from
+    /// standard input (never from the command line, which `ps` shows).
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// The broker's URL.
+    #[arg(long, env = "GITBROKER_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GitTokenArgs {
+    /// Bitbucket: the username that goes with the token.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Bitbucket Cloud API tokens: the Atlassian account email.
+    #[arg(long)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Register a runtime with its mandatory Git Runtime token (read from
+    /// standard input). Prints the runtime credential, shown only once.
+    Register {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        git_host: String,
+        #[arg(long)]
+        oauth_app: Option<String>,
+        /// Provider kind (github, github_enterprise, gitlab, …); defaults to the OAuth app's.
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        base_url: Option<String>,
+        #[command(flatten)]
+        token: GitTokenArgs,
+    },
+    /// Replace a runtime's Git Runtime token (read from standard input).
+    RotateToken {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        token: GitTokenArgs,
+    },
+    /// Show a runtime's Git Runtime token status (never its value).
+    TokenStatus {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        id: String,
+    },
 }

@@ -2,6 +2,7 @@
 //! and serves. Everything else lives in the library.
 
 mod cli;
+mod runtime_cli;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -189,6 +190,7 @@ async fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::MockProvider { listen, config } => mock_provider(listen, config.as_deref()).await,
+        Command::Runtime { command } => runtime_cli::run(command).await,
         Command::GenerateKey => {
             println!("{}", gitbroker::crypto::generate_key());
             ExitCode::SUCCESS

@@ -49,7 +49,8 @@ async fn admin_authentication() {
     let alice = h.signed_in("alice").await;
     assert_eq!(alice.client.get(&url).send().await.unwrap().status(), 200);
     // changes through a session need the CSRF header
-    let body = json!({"id": "s-rt", "account": "acme", "git_host": "github.com"});
+    let body = json!({"id": "s-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app",
+        "git_token": {"token": h.github_pat("alice", &["repo", "admin:repo_hook"])}});
     let r = alice.client.post(&url).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let tokens = alice.get("/tokens").await;
@@ -163,7 +164,8 @@ async fn validation_errors_name_the_field() {
 
     let r = h
         .admin_request(Method::POST, "/runtimes")
-        .json(&json!({"id": "r9", "account": "nope", "git_host": "github.com"}))
+        .json(&json!({"id": "r9", "account": "nope", "git_host": "github.com", "oauth_app": "github-app",
+            "git_token": {"token": h.github_pat("alice", &["repo", "admin:repo_hook"])}}))
         .send()
         .await
         .unwrap();
@@ -198,7 +200,8 @@ async fn validation_errors_name_the_field() {
 async fn runtime_credential_shown_once_and_deletion_cascades() {
     let h = Harness::start(Backend::Embedded).await;
     let r = h.admin_request(Method::POST, "/runtimes")
-        .json(&json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app"}))
+        .json(&json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app",
+            "git_token": {"token": h.github_pat("alice", &["repo", "admin:repo_hook"])}}))
         .send().await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -217,7 +220,8 @@ async fn runtime_credential_shown_once_and_deletion_cascades() {
     assert!(!got.contains(&credential) && !got.contains("credential"));
     let again = h
         .admin_request(Method::POST, "/runtimes")
-        .json(&json!({"id": "new-rt", "account": "acme", "git_host": "github.com"}))
+        .json(&json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app",
+            "git_token": {"token": h.github_pat("alice", &["repo", "admin:repo_hook"])}}))
         .send()
         .await
         .unwrap();

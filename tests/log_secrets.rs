@@ -98,18 +98,53 @@ async fn no_secret_reaches_the_logs() {
         )
         .await;
 
-    // the admin API creating a runtime (its credential is shown once)
+    // the admin API registering a runtime with its Git Runtime token (the
+    // runtime credential is shown once), and the runtime reading that token
+    let runtime_git_token = h.github_pat("alice", &["repo", "admin:repo_hook"]);
+    secrets.push(runtime_git_token.clone());
+    // a pasted personal access token
+    let pat = h.github_pat("alice", &["repo"]);
+    secrets.push(pat.clone());
+    let tokens = alice.get("/tokens").await;
+    let csrf = {
+        let i = tokens.body.find("name=\"csrf\" value=\"").unwrap() + 19;
+        tokens.body[i..i + tokens.body[i..].find('"').unwrap()].to_owned()
+    };
+    let page = alice
+        .follow(
+            alice
+                .post(
+                    "/tokens/acme-staging/pat",
+                    &[("csrf".into(), csrf), ("token".into(), pat)],
+                )
+                .await,
+        )
+        .await;
+    assert!(
+        page.body.contains("added to runtime acme-staging"),
+        "{}",
+        page.body
+    );
     let created: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/admin/runtimes", h.url))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app"}))
+        .json(&serde_json::json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app",
+            "git_token": {"token": runtime_git_token}}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    secrets.push(created["credential"].as_str().unwrap().to_owned());
+    let runtime_credential = created["credential"].as_str().unwrap().to_owned();
+    secrets.push(runtime_credential.clone());
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/runtimes/new-rt/token", h.url))
+        .bearer_auth(&runtime_credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // session and flow cookies, taken before the flow completes too
     let cookies = alice.cookies(&h.url);
@@ -131,6 +166,16 @@ async fn no_secret_reaches_the_logs() {
     assert!(
         logs.contains("user token stored"),
         "the flow logged its outcome"
+    );
+    // each use of either kind of token is recorded for audit
+    assert!(
+        logs.contains("\"action\":\"user_token.read\"") && logs.contains("\"user\":\"u-1001\""),
+        "user token reads are audited with the user"
+    );
+    assert!(
+        logs.contains("\"action\":\"runtime_token.read\"")
+            && logs.contains("\"actor\":\"runtime:new-rt\""),
+        "runtime token reads are audited as process-level actions"
     );
     for s in &secrets {
         assert!(!s.is_empty());

@@ -99,6 +99,8 @@ pub struct RuntimeSettings {
     pub account: String,
     pub git_host: String,
     pub oauth_app: Option<String>,
+    pub provider: Option<ProviderKind>,
+    pub base_url: Option<Url>,
     /// SHA-256 of the runtime credential.
     pub credential_sha256: [u8; 32],
 }
@@ -153,7 +155,12 @@ impl Settings {
         }
         let figment = Figment::new()
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("GITBROKER_").split("__"));
+            // GITBROKER_CONFIG/_URL/_ADMIN_TOKEN belong to the command line
+            .merge(
+                Env::prefixed("GITBROKER_")
+                    .ignore(&["CONFIG", "URL", "ADMIN_TOKEN"])
+                    .split("__"),
+            );
         Self::from_figment(figment, path.parent())
     }
 
@@ -420,10 +427,13 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             "must be between 60 and 3600 seconds",
         ));
     }
-    if raw.provider.timeout_secs == 0 || raw.provider.connect_timeout_secs == 0 {
+    if raw.provider.timeout_secs == 0 {
+        return Err(invalid("provider.timeout_secs", "must be greater than 0"));
+    }
+    if raw.provider.connect_timeout_secs == 0 {
         return Err(invalid(
-            "provider.timeout_secs",
-            "provider timeouts must be greater than 0",
+            "provider.connect_timeout_secs",
+            "must be greater than 0",
         ));
     }
 
@@ -541,13 +551,45 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
                 format!("`{}` is not the id of any entry of accounts", r.account),
             ));
         }
-        if let Some(app) = &r.oauth_app
-            && !app_ids.contains_key(app)
+        let app_kind = match &r.oauth_app {
+            Some(app) => Some(*app_ids.get(app).ok_or_else(|| {
+                invalid(
+                    format!("{key}.oauth_app"),
+                    format!("`{app}` is not the id of any entry of oauth_apps"),
+                )
+            })?),
+            None => None,
+        };
+        match (r.provider, app_kind) {
+            (None, None) => {
+                return Err(invalid(
+                    format!("{key}.provider"),
+                    "is required when the runtime has no oauth_app",
+                ));
+            }
+            (Some(p), Some(a)) if p != a => {
+                return Err(invalid(
+                    format!("{key}.provider"),
+                    format!(
+                        "is `{}` but its OAuth app is for `{}`",
+                        p.as_str(),
+                        a.as_str()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let base_url = r
+            .base_url
+            .as_deref()
+            .map(|u| parse_url(&format!("{key}.base_url"), u, allow_http))
+            .transpose()?;
+        if let Some(kind) = r.provider
+            && r.oauth_app.is_none()
         {
-            return Err(invalid(
-                format!("{key}.oauth_app"),
-                format!("`{app}` is not the id of any entry of oauth_apps"),
-            ));
+            crate::providers::provider(kind)
+                .endpoints(base_url.as_ref(), None)
+                .map_err(|m| invalid(format!("{key}.base_url"), m))?;
         }
         if r.git_host.trim().is_empty() || r.git_host.contains('/') {
             return Err(invalid(
@@ -591,6 +633,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             account: r.account.clone(),
             git_host: r.git_host.trim().to_ascii_lowercase(),
             oauth_app: r.oauth_app.clone(),
+            provider: r.provider,
+            base_url,
             credential_sha256,
         });
     }

@@ -198,6 +198,10 @@ pub struct RawRuntime {
     pub account: String,
     pub git_host: String,
     pub oauth_app: Option<String>,
+    /// Provider kind; taken from the OAuth app when omitted.
+    pub provider: Option<ProviderKind>,
+    /// Provider base URL for self-hosted kinds; from the OAuth app when omitted.
+    pub base_url: Option<String>,
     pub credential: Option<SecretSource>,
     pub credential_sha256: Option<String>,
 }

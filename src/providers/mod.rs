@@ -185,6 +185,10 @@ pub trait GitProvider: Send + Sync + 'static {
     fn needs_username(&self) -> bool {
         false
     }
+    /// Whether the form asks for an account email (Bitbucket Cloud API tokens).
+    fn needs_email(&self) -> bool {
+        false
+    }
     /// Whether the authorize request carries scopes (Bitbucket Cloud sets
     /// them on the OAuth consumer instead).
     fn oauth_sends_scopes(&self) -> bool {

@@ -95,6 +95,12 @@ pub struct Runtime {
     pub account: String,
     pub git_host: String,
     pub oauth_app: Option<String>,
+    /// The Git provider; when `None`, the OAuth app's.
+    #[serde(default)]
+    pub provider: Option<ProviderKind>,
+    /// The provider's base URL for self-hosted kinds; when `None`, the OAuth app's.
+    #[serde(default)]
+    pub base_url: Option<Url>,
     /// Hex SHA-256 of the runtime credential.
     pub credential_sha256: String,
     pub origin: Origin,
@@ -123,6 +129,8 @@ pub struct RuntimeInput {
     pub account: String,
     pub git_host: String,
     pub oauth_app: Option<String>,
+    pub provider: Option<ProviderKind>,
+    pub base_url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -422,7 +430,44 @@ impl Registry {
             .collect()
     }
 
-    async fn check_runtime_input(&self, input: &RuntimeInput) -> Result<(), RegistryError> {
+    /// The runtime's provider and its endpoints: the runtime's own kind and
+    /// base URL, else its OAuth app's.
+    pub async fn provider_of(
+        &self,
+        rt: &Runtime,
+    ) -> Result<(ProviderKind, Endpoints), RegistryError> {
+        let app = match &rt.oauth_app {
+            Some(id) => self.app(id).await?,
+            None => None,
+        };
+        self.resolve_provider(rt.provider, rt.base_url.as_ref(), app.as_ref())
+    }
+
+    fn resolve_provider(
+        &self,
+        kind: Option<ProviderKind>,
+        base_url: Option<&Url>,
+        app: Option<&OAuthApp>,
+    ) -> Result<(ProviderKind, Endpoints), RegistryError> {
+        let kind = kind
+            .or(app.map(|a| a.provider))
+            .ok_or_else(|| invalid("provider", "is required when the runtime has no oauth_app"))?;
+        let same_app = app.filter(|a| a.provider == kind);
+        let base = base_url.or(same_app.and_then(|a| a.base_url.as_ref()));
+        let api = same_app
+            .filter(|a| base_url.is_none() || a.base_url.as_ref() == base_url)
+            .and_then(|a| a.api_url.as_ref());
+        let endpoints = providers::provider(kind)
+            .endpoints(base, api)
+            .map_err(|m| invalid("base_url", m))?;
+        Ok((kind, endpoints))
+    }
+
+    /// Checks a runtime's input and returns its provider and endpoints.
+    pub async fn check_runtime_input(
+        &self,
+        input: &RuntimeInput,
+    ) -> Result<(ProviderKind, Endpoints), RegistryError> {
         config::validate_id("id", &input.id)?;
         if self.account(&input.account).is_none() {
             return Err(invalid(
@@ -436,15 +481,35 @@ impl Registry {
                 "must be a host name such as github.com",
             ));
         }
-        if let Some(app) = &input.oauth_app
-            && self.app(app).await?.is_none()
+        let app = match &input.oauth_app {
+            Some(id) => Some(self.app(id).await?.ok_or_else(|| {
+                invalid("oauth_app", format!("`{id}` is not a configured OAuth app"))
+            })?),
+            None => None,
+        };
+        if let (Some(kind), Some(app)) = (input.provider, app.as_ref())
+            && kind != app.provider
         {
             return Err(invalid(
-                "oauth_app",
-                format!("`{app}` is not a configured OAuth app"),
+                "provider",
+                format!(
+                    "is `{}` but OAuth app `{}` is for `{}`",
+                    kind.as_str(),
+                    app.id,
+                    app.provider.as_str()
+                ),
             ));
         }
-        Ok(())
+        let base_url = self.runtime_base_url(input)?;
+        self.resolve_provider(input.provider, base_url.as_ref(), app.as_ref())
+    }
+
+    fn runtime_base_url(&self, input: &RuntimeInput) -> Result<Option<Url>, RegistryError> {
+        Ok(input
+            .base_url
+            .as_deref()
+            .map(|u| config::validate_provider_url("base_url", u, self.allow_http))
+            .transpose()?)
     }
 
     /// Creates a runtime and returns its credential, which is shown only now.
@@ -454,10 +519,13 @@ impl Registry {
     ) -> Result<(Runtime, SecretString), RegistryError> {
         self.check_runtime_input(&input).await?;
         let credential = format!("gbrt_{}", crypto::random_string(32));
+        let base_url = self.runtime_base_url(&input)?;
         let rt = Runtime {
             id: input.id,
             account: input.account,
             git_host: input.git_host.trim().to_ascii_lowercase(),
+            provider: input.provider,
+            base_url,
             oauth_app: input.oauth_app,
             credential_sha256: crypto::sha256_hex(credential.as_bytes()),
             origin: Origin::Api,
@@ -481,10 +549,13 @@ impl Registry {
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
         let prev: Runtime = serde_json::from_slice(&current.value).map_err(corrupt)?;
+        let base_url = self.runtime_base_url(&input)?;
         let rt = Runtime {
             id: input.id,
             account: input.account,
             git_host: input.git_host.trim().to_ascii_lowercase(),
+            provider: input.provider,
+            base_url,
             oauth_app: input.oauth_app,
             credential_sha256: prev.credential_sha256,
             origin: prev.origin,
@@ -508,6 +579,13 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
         self.store
             .collection_delete(&crate::tokens::runtime_collection(id))
+            .await?;
+        self.store
+            .record_delete(
+                &Collection::new(crate::tokens::runtime::KIND, "all"),
+                id,
+                Expect::Any,
+            )
             .await?;
         self.store
             .record_delete(&all(CREDENTIALS), &rt.credential_sha256, Expect::Any)
@@ -561,6 +639,8 @@ fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
         account: r.account.clone(),
         git_host: r.git_host.clone(),
         oauth_app: r.oauth_app.clone(),
+        provider: r.provider,
+        base_url: r.base_url.clone(),
         credential_sha256: hex::encode(r.credential_sha256),
         origin: Origin::File,
     }

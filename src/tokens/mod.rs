@@ -3,6 +3,9 @@
 //! tokens are sealed with associated data naming the runtime and the user.
 //! Every write bumps the record's version so updates can compare-and-swap.
 
+pub mod runtime;
+pub mod service;
+
 use crate::crypto::{self, Keyring, Sealed};
 use crate::providers::ProviderKind;
 use crate::store::{Collection, Expect, Store, StoreError};

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::runtime_api::bearer;
 use super::security::{csrf_ok, session_cookie_name};
 use crate::crypto;
+use crate::providers::PatInput;
 use crate::registry::{OAuthApp, OAuthAppInput, Runtime, RuntimeInput};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
@@ -18,6 +19,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use axum_extra::extract::cookie::CookieJar;
 use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub fn router() -> Router<AppState> {
@@ -31,6 +34,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/runtimes/{id}",
             get(get_runtime).put(update_runtime).delete(delete_runtime),
+        )
+        .route(
+            "/runtimes/{id}/git-token",
+            get(get_runtime_token).put(rotate_runtime_token),
         )
 }
 
@@ -124,8 +131,75 @@ fn runtime_view(rt: &Runtime) -> Value {
         "account": rt.account,
         "git_host": rt.git_host,
         "oauth_app": rt.oauth_app,
+        "provider": rt.provider.map(|p| p.as_str()),
+        "base_url": rt.base_url,
         "origin": rt.origin,
     })
+}
+
+/// A Git token as an admin sends it (the Git Runtime token).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitTokenBody {
+    token: SecretString,
+    username: Option<String>,
+    email: Option<String>,
+}
+
+impl From<GitTokenBody> for PatInput {
+    fn from(b: GitTokenBody) -> Self {
+        PatInput {
+            token: b.token,
+            username: b.username.filter(|u| !u.trim().is_empty()),
+            email: b.email.filter(|e| !e.trim().is_empty()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    id: String,
+    account: String,
+    git_host: String,
+    oauth_app: Option<String>,
+    provider: Option<crate::providers::ProviderKind>,
+    base_url: Option<String>,
+    /// The Git Runtime token: mandatory.
+    git_token: Option<GitTokenBody>,
+}
+
+async fn get_runtime_token(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if state.registry.runtime(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "runtime `{id}` does not exist"
+        )));
+    }
+    let status =
+        state.runtime_tokens.status(&id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("runtime `{id}` has no Git Runtime token"))
+        })?;
+    Ok(Json(json!(status)))
+}
+
+async fn rotate_runtime_token(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    payload: Result<Json<GitTokenBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let token = body(payload)?;
+    let status = state
+        .token_service
+        .rotate_runtime_token(&id, token.into())
+        .await
+        .map_err(super::me_api::assign_error)?;
+    tracing::info!(admin = %admin.who, runtime = %id, "Git Runtime token rotated");
+    Ok(Json(json!(status)))
 }
 
 async fn list_apps(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
@@ -205,11 +279,33 @@ async fn get_runtime(
 async fn create_runtime(
     State(state): State<AppState>,
     admin: Admin,
-    payload: Result<Json<RuntimeInput>, JsonRejection>,
+    payload: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (rt, credential) = state.registry.create_runtime(body(payload)?).await?;
+    let b = body(payload)?;
+    let token = b.git_token.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "Invalid input",
+            "git_token: the Git Runtime token is mandatory when registering a runtime: {\"token\": …} (Bitbucket also \"username\")",
+        )
+    })?;
+    let input = RuntimeInput {
+        id: b.id,
+        account: b.account,
+        git_host: b.git_host,
+        oauth_app: b.oauth_app,
+        provider: b.provider,
+        base_url: b.base_url,
+    };
+    let (rt, credential, status) = state
+        .token_service
+        .register_runtime(input, token.into())
+        .await
+        .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime created");
     let mut view = runtime_view(&rt);
+    view["git_token"] = json!(status);
     view["credential"] = Value::String(credential.expose_secret().to_owned());
     let mut resp = (StatusCode::CREATED, Json(view)).into_response();
     resp.headers_mut()

@@ -19,8 +19,13 @@ pub struct ApiError {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
+    /// RFC 9457 `status`.
+    #[serde(rename = "status")]
     pub status_code: u16,
     pub detail: String,
+    /// Send `Retry-After` (temporary failures).
+    #[serde(skip)]
+    pub retry_after: bool,
 }
 
 impl ApiError {
@@ -31,6 +36,7 @@ impl ApiError {
             title: title.to_owned(),
             status_code: status.as_u16(),
             detail: detail.into(),
+            retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -90,7 +96,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp

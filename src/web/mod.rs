@@ -4,6 +4,7 @@
 
 mod admin_api;
 mod error;
+mod me_api;
 mod pages;
 mod runtime_api;
 mod security;
@@ -35,6 +36,8 @@ pub struct Services {
     pub sessions: Arc<SessionStore>,
     pub logins: Logins,
     pub flows: Flows,
+    pub runtime_tokens: Arc<crate::tokens::runtime::RuntimeTokenRepo>,
+    pub token_service: crate::tokens::service::TokenService,
     pub secure_cookies: bool,
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
@@ -58,12 +61,15 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", get(pages::tokens_page))
         .route("/tokens/{runtime}/authorize", post(pages::authorize))
         .route("/tokens/{runtime}/delete", post(pages::delete_token))
+        .route("/tokens/{runtime}/pat", post(pages::add_pat))
         .route("/oauth/callback/{app}", get(pages::oauth_callback))
         .route("/assets/style.css", get(pages::stylesheet))
         .route(
             "/api/v1/runtimes/{runtime}/users/{user}/token",
             get(runtime_api::user_token),
         )
+        .route("/api/v1/runtimes/{runtime}/token", get(runtime_api::runtime_token))
+        .nest("/api/v1/me", me_api::router())
         .nest("/api/v1/admin", admin_api::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -6,8 +6,9 @@ use super::error::{MessagePage, PageError};
 use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie_name};
 use crate::auth::{Flash, FlashKind, Session};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
-use crate::providers;
+use crate::providers::{self, PatInput};
 use crate::tokens::TokenSource;
+use crate::tokens::service::AssignError;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -16,6 +17,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 async fn current_session(state: &AppState, jar: &CookieJar) -> Result<Option<Session>, PageError> {
@@ -161,6 +163,11 @@ pub struct RuntimeView {
     provider_name: &'static str,
     can_oauth: bool,
     token: Option<TokenView>,
+    needs_username: bool,
+    needs_email: bool,
+    token_help: &'static str,
+    /// The user's other runtimes on the same provider host.
+    same_host: Vec<String>,
 }
 
 pub struct AccountView {
@@ -248,15 +255,28 @@ pub async fn tokens_page(
                         },
                     }
                 });
-            let provider_name = app
-                .map(|a| providers::provider(a.provider).display_name())
-                .unwrap_or("Git provider");
+            let provider = state
+                .registry
+                .provider_of(rt)
+                .await
+                .ok()
+                .map(|(kind, _)| providers::provider(kind));
+            let same_host = state
+                .token_service
+                .same_host_runtimes(&session.user, rt)
+                .await
+                .map(|v| v.into_iter().map(|r| r.id).collect())
+                .unwrap_or_default();
             views.push(RuntimeView {
                 id: rt.id.clone(),
                 git_host: rt.git_host.clone(),
-                provider_name,
+                provider_name: provider.map_or("Git provider", |p| p.display_name()),
                 can_oauth: app.is_some(),
                 token,
+                needs_username: provider.is_some_and(|p| p.needs_username()),
+                needs_email: provider.is_some_and(|p| p.needs_email()),
+                token_help: provider.map_or("", |p| p.token_help(providers::TokenPurpose::User)),
+                same_host,
             });
         }
         accounts.push(AccountView {
@@ -401,6 +421,83 @@ pub async fn delete_token(
         .flash(&mut session, FlashKind::Success, text)
         .await?;
     Ok(Redirect::to("/tokens").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PatForm {
+    csrf: String,
+    token: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    also: Vec<String>,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// "Advanced authorization options": a pasted personal access token,
+/// validated at the provider, assigned to this runtime and the chosen others.
+pub async fn add_pat(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(runtime): Path<String>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<PatForm>,
+) -> Result<Response, PageError> {
+    let Some(mut session) = current_session(&state, &jar).await? else {
+        return Ok(to_login("/tokens"));
+    };
+    if !csrf_ok(&session.csrf, &form.csrf) {
+        return Err(csrf_error());
+    }
+    let input = PatInput {
+        token: SecretString::from(form.token.trim().to_owned()),
+        username: non_empty(form.username),
+        email: non_empty(form.email),
+    };
+    let (kind, text) = match pat_outcome(&state, &session, &runtime, &form.also, input).await? {
+        Ok(text) => (FlashKind::Success, text),
+        Err(text) => (FlashKind::Error, text),
+    };
+    state.sessions.flash(&mut session, kind, text).await?;
+    Ok(Redirect::to("/tokens").into_response())
+}
+
+/// `Ok(Ok(message))` on success, `Ok(Err(message))` for a refusal to show.
+pub(super) async fn pat_outcome(
+    state: &AppState,
+    session: &Session,
+    runtime: &str,
+    also: &[String],
+    input: PatInput,
+) -> Result<Result<String, String>, PageError> {
+    if secrecy::ExposeSecret::expose_secret(&input.token).is_empty() {
+        return Ok(Err(format!(
+            "Runtime {runtime}: paste a personal access token first."
+        )));
+    }
+    match state
+        .token_service
+        .assign_pat(&session.user, runtime, also, input)
+        .await
+    {
+        Ok(done) => Ok(Ok(format!(
+            "{} token of {} ({}) added to runtime {}.",
+            done.provider,
+            done.report.login,
+            done.report.kind,
+            done.runtimes.join(", ")
+        ))),
+        Err(AssignError::RuntimeNotFound(_)) => Err(PageError::from(FlowError::RuntimeNotFound)),
+        Err(AssignError::Pat(e)) => Ok(Err(format!("Runtime {runtime}: {e}"))),
+        Err(AssignError::DifferentHost(m)) => Ok(Err(m)),
+        Err(AssignError::Registry(e)) => Err(e.into()),
+        Err(AssignError::Token(e)) => Err(e.into()),
+    }
 }
 
 pub async fn stylesheet() -> impl IntoResponse {

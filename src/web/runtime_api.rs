@@ -84,7 +84,7 @@ pub async fn user_token(
             }
         }
     }
-    tracing::info!(runtime = %runtime, user = %user, "user token served");
+    tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, "user token served to its runtime");
     let body = serde_json::json!({
         "token": token.access_token.expose_secret(),
         "username": token.git_username,
@@ -97,5 +97,59 @@ pub async fn user_token(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// `GET /api/v1/runtimes/{runtime}/token`: the runtime's own Git Runtime
+/// token. A process-level action, audited as such.
+pub async fn runtime_token(
+    State(state): State<AppState>,
+    Path(runtime): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let credential = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "send the runtime credential as `Authorization: Bearer <credential>`",
+        )
+    })?;
+    let caller = state
+        .registry
+        .runtime_for_credential(credential)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the runtime credential is not valid"))?;
+    let absent = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no-runtime-token",
+            "No Git Runtime token",
+            format!("runtime `{runtime}` has no Git Runtime token; an admin must register one"),
+        )
+    };
+    if caller.id != runtime {
+        tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's runtime token");
+        return Err(absent());
+    }
+    let Some((status, token)) = state.runtime_tokens.get(&runtime).await? else {
+        return Err(absent());
+    };
+    if status.expires_at.is_some_and(|e| state.clock.now() >= e) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "runtime-token-expired",
+            "Git Runtime token expired",
+            format!("the Git Runtime token of `{runtime}` has expired; an admin must rotate it"),
+        ));
+    }
+    tracing::info!(target: "gitbroker::audit", action = "runtime_token.read", runtime = %runtime, actor = %format!("runtime:{runtime}"), "runtime token served to its runtime");
+    let body = serde_json::json!({
+        "token": token.expose_secret(),
+        "username": status.git_username,
+        "provider": status.provider.as_str(),
+        "scopes": status.scopes,
+        "expires_at": status.expires_at,
+    });
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

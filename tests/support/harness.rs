@@ -217,10 +217,44 @@ credential = "{c3}"
         b
     }
 
+    /// A GitHub classic PAT at the mock owned by `owner` with `scopes`.
+    pub fn github_pat(&self, owner: &str, scopes: &[&str]) -> String {
+        self.pat(owner, "classic", scopes, None)
+    }
+
+    pub fn pat(
+        &self,
+        owner: &str,
+        kind: &str,
+        scopes: &[&str],
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> String {
+        self.mock.provider.create_pat(gitbroker::mock::PatSpec {
+            flavour: gitbroker::mock::Flavour::Github,
+            owner: owner.into(),
+            kind: kind.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            expires_at,
+            repositories: Vec::new(),
+            email: None,
+        })
+    }
+
     /// GET the runtime API as `runtime` for `user`.
     pub async fn runtime_get(
         &self,
         as_runtime: &str,
+        runtime: &str,
+        user: &str,
+    ) -> reqwest::Response {
+        self.runtime_get_with(&credential(as_runtime), runtime, user)
+            .await
+    }
+
+    /// GET a user token with an explicit runtime credential.
+    pub async fn runtime_get_with(
+        &self,
+        credential: &str,
         runtime: &str,
         user: &str,
     ) -> reqwest::Response {
@@ -229,7 +263,7 @@ credential = "{c3}"
                 "{}/api/v1/runtimes/{runtime}/users/{user}/token",
                 self.url
             ))
-            .bearer_auth(credential(as_runtime))
+            .bearer_auth(credential)
             .send()
             .await
             .unwrap()

@@ -1,0 +1,213 @@
+//! Assigning tokens that people paste: a Git user token for one or several
+//! of the user's runtimes (validated once at the provider, stored per
+//! runtime), and the Git Runtime token that registering a runtime requires.
+
+use super::runtime::{RuntimeTokenRepo, RuntimeTokenStatus};
+use super::{TokenError, TokenRepo, TokenSource, UserToken};
+use crate::auth::SessionUser;
+use crate::clock::Clock;
+use crate::providers::{self, PatError, PatInput, ProviderKind, TokenPurpose, TokenReport};
+use crate::registry::{Registry, RegistryError, Runtime, RuntimeInput};
+use crate::store::Expect;
+use secrecy::SecretString;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("runtime `{0}` does not exist or is not in one of your accounts")]
+    RuntimeNotFound(String),
+    #[error("{0}")]
+    DifferentHost(String),
+    #[error(transparent)]
+    Pat(#[from] PatError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// The result of assigning a pasted user token.
+#[derive(Debug)]
+pub struct Assigned {
+    pub runtimes: Vec<String>,
+    pub provider: &'static str,
+    pub report: TokenReport,
+}
+
+pub struct TokenService {
+    registry: Arc<Registry>,
+    tokens: Arc<TokenRepo>,
+    runtime_tokens: Arc<RuntimeTokenRepo>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl TokenService {
+    pub fn new(
+        registry: Arc<Registry>,
+        tokens: Arc<TokenRepo>,
+        runtime_tokens: Arc<RuntimeTokenRepo>,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            registry,
+            tokens,
+            runtime_tokens,
+            http,
+            clock,
+        }
+    }
+
+    /// A runtime of one of the user's accounts; anything else looks absent.
+    pub async fn user_runtime(&self, user: &SessionUser, id: &str) -> Result<Runtime, AssignError> {
+        let rt = self.registry.runtime(id).await?;
+        let accounts = self.registry.accounts_for_groups(&user.groups);
+        match rt {
+            Some(rt) if accounts.iter().any(|a| a.id == rt.account) => Ok(rt),
+            _ => Err(AssignError::RuntimeNotFound(id.to_owned())),
+        }
+    }
+
+    /// The user's other runtimes on the same provider host as `runtime`.
+    pub async fn same_host_runtimes(
+        &self,
+        user: &SessionUser,
+        runtime: &Runtime,
+    ) -> Result<Vec<Runtime>, AssignError> {
+        let (kind, endpoints) = self.registry.provider_of(runtime).await?;
+        let mut out = Vec::new();
+        let accounts = self.registry.accounts_for_groups(&user.groups);
+        for rt in self.registry.runtimes().await? {
+            if rt.id == runtime.id || !accounts.iter().any(|a| a.id == rt.account) {
+                continue;
+            }
+            if let Ok((k, e)) = self.registry.provider_of(&rt).await
+                && k == kind
+                && e.api == endpoints.api
+            {
+                out.push(rt);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Validates a pasted token once and assigns it to `runtime` and each of
+    /// `also` (runtimes of the user on the same provider host), individually.
+    pub async fn assign_pat(
+        &self,
+        user: &SessionUser,
+        runtime: &str,
+        also: &[String],
+        input: PatInput,
+    ) -> Result<Assigned, AssignError> {
+        let primary = self.user_runtime(user, runtime).await?;
+        let (kind, endpoints) = self.registry.provider_of(&primary).await?;
+        let mut targets = vec![primary];
+        for id in also.iter().filter(|id| id.as_str() != runtime) {
+            if targets.iter().any(|t| &t.id == id) {
+                continue;
+            }
+            let rt = self.user_runtime(user, id).await?;
+            let (k, e) = self.registry.provider_of(&rt).await?;
+            if k != kind || e.api != endpoints.api {
+                return Err(AssignError::DifferentHost(format!(
+                    "runtime `{}` is on another Git provider host than `{runtime}`; a token serves one host",
+                    rt.id
+                )));
+            }
+            targets.push(rt);
+        }
+        let provider = providers::provider(kind);
+        let now = self.clock.now();
+        let report = provider
+            .validate_pat(&self.http, &endpoints, &input, TokenPurpose::User, now)
+            .await?;
+        for rt in &targets {
+            let token = UserToken {
+                runtime: rt.id.clone(),
+                user: user.sub.clone(),
+                access_token: input.token.clone(),
+                refresh_token: None,
+                git_username: report.git_username.clone(),
+                provider: kind,
+                provider_login: report.login.clone(),
+                scopes: report.scopes.clone(),
+                issued_at: now,
+                expires_at: report.expires_at,
+                source: TokenSource::Pat,
+            };
+            self.tokens.put(&token, Expect::Any).await?;
+            tracing::info!(target: "gitbroker::audit", action = "user_token.assign", runtime = %rt.id, user = %user.sub, method = "pat", "user token assigned");
+        }
+        Ok(Assigned {
+            runtimes: targets.into_iter().map(|t| t.id).collect(),
+            provider: provider.display_name(),
+            report,
+        })
+    }
+
+    async fn validate_runtime_token(
+        &self,
+        kind: ProviderKind,
+        endpoints: &providers::Endpoints,
+        runtime: &str,
+        input: &PatInput,
+    ) -> Result<RuntimeTokenStatus, AssignError> {
+        let now = self.clock.now();
+        let report = providers::provider(kind)
+            .validate_pat(&self.http, endpoints, input, TokenPurpose::Runtime, now)
+            .await?;
+        Ok(RuntimeTokenStatus {
+            runtime: runtime.to_owned(),
+            provider: kind,
+            provider_login: report.login,
+            git_username: report.git_username,
+            kind: report.kind,
+            scopes: report.scopes,
+            expires_at: report.expires_at,
+            set_at: now,
+        })
+    }
+
+    /// Registers a runtime: its Git Runtime token is mandatory and must
+    /// pass the runtime-token scope check before anything is created.
+    pub async fn register_runtime(
+        &self,
+        input: RuntimeInput,
+        token: PatInput,
+    ) -> Result<(Runtime, SecretString, RuntimeTokenStatus), AssignError> {
+        let (kind, endpoints) = self.registry.check_runtime_input(&input).await?;
+        let status = self
+            .validate_runtime_token(kind, &endpoints, &input.id, &token)
+            .await?;
+        let (rt, credential) = self.registry.create_runtime(input).await?;
+        if let Err(e) = self.runtime_tokens.put(&status, &token.token).await {
+            // no runtime without its token: undo the registration
+            let _ = self.registry.delete_runtime(&rt.id).await;
+            return Err(e.into());
+        }
+        tracing::info!(target: "gitbroker::audit", action = "runtime_token.set", runtime = %rt.id, actor = "admin", "runtime registered with its Git Runtime token");
+        Ok((rt, credential, status))
+    }
+
+    /// Replaces a runtime's Git Runtime token after validating the new one.
+    pub async fn rotate_runtime_token(
+        &self,
+        runtime: &str,
+        token: PatInput,
+    ) -> Result<RuntimeTokenStatus, AssignError> {
+        let rt = self
+            .registry
+            .runtime(runtime)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{runtime}`")))?;
+        let (kind, endpoints) = self.registry.provider_of(&rt).await?;
+        let status = self
+            .validate_runtime_token(kind, &endpoints, runtime, &token)
+            .await?;
+        self.runtime_tokens.put(&status, &token.token).await?;
+        tracing::info!(target: "gitbroker::audit", action = "runtime_token.rotate", runtime = %runtime, actor = "admin", "Git Runtime token rotated");
+        Ok(status)
+    }
+}

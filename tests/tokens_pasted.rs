@@ -1,0 +1,467 @@
+//! Personal access tokens pasted on the page and through the user API, and
+//! the Git Runtime token an admin registers and rotates — against the mock
+//! GitHub over real HTTP, on both store backends where the store matters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+mod support;
+
+use chrono::{Duration, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::*;
+
+const ALICE: &str = "u-1001";
+
+fn csrf_of(body: &str) -> String {
+    let i = body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    body[i..i + body[i..].find('"').unwrap()].to_owned()
+}
+
+async fn paste(b: &Browser, runtime: &str, token: &str, also: &[&str]) -> Page {
+    let tokens = b.get("/tokens").await;
+    let mut form = vec![
+        ("csrf".to_owned(), csrf_of(&tokens.body)),
+        ("token".to_owned(), token.to_owned()),
+    ];
+    form.extend(also.iter().map(|a| ("also".to_owned(), (*a).to_owned())));
+    b.follow(b.post(&format!("/tokens/{runtime}/pat"), &form).await)
+        .await
+}
+
+fn flash(page: &Page) -> String {
+    let i = page.body.find("id=\"flash\"").expect("a flash message");
+    let start = i + page.body[i..].find('>').unwrap() + 1;
+    let end = start + page.body[start..].find("</div>").unwrap();
+    page.body[start..end]
+        .replace("&#62;", ">")
+        .replace("&#60;", "<")
+        .replace("&#39;", "'")
+        .replace("&#34;", "\"")
+        .replace("&amp;", "&")
+}
+
+async fn pat_cases(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let alice = h.signed_in("alice").await;
+    let tokens = alice.get("/tokens").await;
+    assert!(tokens.body.contains("Advanced authorization options"));
+    assert!(
+        tokens
+            .body
+            .contains("Also use this token for my other runtimes on github.com")
+    );
+
+    // valid classic token, also assigned to another runtime on the same host
+    let pat = h.github_pat("alice", &["repo", "gist"]);
+    let page = paste(&alice, "acme-prod", &pat, &["acme-staging"]).await;
+    assert_eq!(
+        flash(&page),
+        "GitHub token of alice (classic personal access token) added to runtime acme-prod, acme-staging."
+    );
+    for rt in ["acme-prod", "acme-staging"] {
+        let r = h.runtime_get(rt, rt, ALICE).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["token"], pat.as_str());
+        assert_eq!(v["username"], "alice");
+    }
+    assert!(
+        page.body.contains("personal access token"),
+        "the page says how it was added"
+    );
+
+    // missing scope: exact message, nothing changed
+    let weak = h.github_pat("alice", &["public_repo"]);
+    let page = paste(&alice, "acme-prod", &weak, &[]).await;
+    let msg = flash(&page);
+    assert!(msg.starts_with("Runtime acme-prod: This token lacks the required scopes: repo. Create one in GitHub under Settings > Developer settings"), "{msg}");
+    let v: Value = h
+        .runtime_get("acme-prod", "acme-prod", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["token"], pat.as_str(), "the old token stays");
+
+    // expired, revoked, wrong kind
+    let expired = h.pat(
+        "alice",
+        "classic",
+        &["repo"],
+        Some(Utc::now() - Duration::days(1)),
+    );
+    let msg = flash(&paste(&alice, "acme-prod", &expired, &[]).await);
+    assert!(
+        msg.contains("GitHub does not accept this token: it is revoked, expired or mistyped."),
+        "{msg}"
+    );
+    let revoked = h.github_pat("alice", &["repo"]);
+    h.mock.provider.revoke_pat(&revoked);
+    let msg = flash(&paste(&alice, "acme-prod", &revoked, &[]).await);
+    assert!(msg.contains("does not accept this token"), "{msg}");
+    let installation = h.pat("alice", "installation", &[], None);
+    let msg = flash(&paste(&alice, "acme-prod", &installation, &[]).await);
+    assert!(
+        msg.contains("GitHub App installation token (ghs_): it acts as the app, not as a person"),
+        "{msg}"
+    );
+
+    // expiring token: expiry read from the provider's header
+    let at = (Utc::now() + Duration::days(30))
+        .date_naive()
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc();
+    let expiring = h.pat("alice", "classic", &["repo"], Some(at));
+    paste(&alice, "acme-prod", &expiring, &[]).await;
+    let v: Value = h
+        .runtime_get("acme-prod", "acme-prod", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["expires_at"], json!(at));
+
+    // provider failures while validating: "try again", never "invalid"; nothing lost
+    for status in [502u16, 429] {
+        h.mock.provider.switches().set_user_api_status(Some(status));
+        let msg = flash(&paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[]).await);
+        assert!(
+            msg.contains("GitHub could not validate the token right now"),
+            "{status}: {msg}"
+        );
+        assert!(!msg.contains("does not accept"), "{msg}");
+    }
+    h.mock.provider.switches().set_user_api_status(None);
+    h.mock.provider.switches().set_api_hang(true);
+    let msg = flash(&paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[]).await);
+    assert!(
+        msg.contains("could not validate the token right now (timed out)"),
+        "{msg}"
+    );
+    h.mock.provider.switches().set_api_hang(false);
+    let v: Value = h
+        .runtime_get("acme-prod", "acme-prod", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["token"], expiring.as_str(), "no token lost");
+
+    // a runtime of another account, or of another host, in "also"
+    let r = alice
+        .post(
+            "/tokens/acme-prod/pat",
+            &[
+                ("csrf".into(), csrf_of(&alice.get("/tokens").await.body)),
+                ("token".into(), h.github_pat("alice", &["repo"])),
+                ("also".into(), "globex-prod".into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    // CSRF
+    let r = alice
+        .post(
+            "/tokens/acme-prod/pat",
+            &[("csrf".into(), "x".into()), ("token".into(), pat.clone())],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_tokens_embedded() {
+    pat_cases(Backend::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_tokens_redis() {
+    pat_cases(Backend::Redis).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_api_paste_and_delete() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let csrf = csrf_of(&alice.get("/tokens").await.body);
+    let url = format!("{}/api/v1/me/runtimes/acme-prod/token", h.url);
+    let pat = h.github_pat("alice", &["repo"]);
+    let r = alice
+        .client
+        .put(&url)
+        .json(&json!({"token": pat}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "CSRF header required");
+    let r = alice
+        .client
+        .put(&url)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"token": pat}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["provider_login"], "alice");
+    assert!(!v.to_string().contains(&pat), "the token is not echoed");
+    let weak = h.github_pat("alice", &["public_repo"]);
+    let r = alice
+        .client
+        .put(&url)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"token": weak}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the required scopes: repo")
+    );
+    h.mock.provider.switches().set_user_api_status(Some(503));
+    let r = alice
+        .client
+        .put(&url)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"token": pat}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    h.mock.provider.switches().set_user_api_status(None);
+    let list: Value = alice
+        .client
+        .get(format!("{}/api/v1/me/tokens", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runtimes = list["runtimes"].as_array().unwrap();
+    assert_eq!(runtimes.len(), 2, "only alice's accounts: {list}");
+    let r = alice
+        .client
+        .delete(&url)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        h.runtime_get("acme-prod", "acme-prod", ALICE)
+            .await
+            .status(),
+        404
+    );
+    let r = alice
+        .client
+        .get(format!("{}/api/v1/me/tokens", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/me/tokens", h.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+async fn register(h: &Harness, id: &str, token: Option<&str>) -> reqwest::Response {
+    let mut body =
+        json!({"id": id, "account": "acme", "git_host": "github.com", "oauth_app": "github-app"});
+    if let Some(t) = token {
+        body["git_token"] = json!({ "token": t });
+    }
+    h.admin_request(Method::POST, "/runtimes")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn runtime_token_cases(backend: Backend) {
+    let h = Harness::start(backend).await;
+    // mandatory
+    let r = register(&h, "rt-a", None).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("git_token"));
+    // insufficient: the exact missing scope; nothing created
+    let weak = h.github_pat("carol", &["repo"]);
+    let r = register(&h, "rt-a", Some(&weak)).await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("This token lacks the required scopes: admin:repo_hook."),
+        "{v}"
+    );
+    assert!(h.state.registry.runtime("rt-a").await.unwrap().is_none());
+    // the provider down: 503, nothing created
+    h.mock.provider.switches().set_user_api_status(Some(503));
+    let good = h.github_pat("alice", &["repo", "admin:repo_hook"]);
+    assert_eq!(register(&h, "rt-a", Some(&good)).await.status(), 503);
+    assert!(h.state.registry.runtime("rt-a").await.unwrap().is_none());
+    h.mock.provider.switches().set_user_api_status(None);
+    // sufficient (a broader scope than required is fine)
+    let good = h.github_pat("alice", &["repo", "admin:repo_hook", "admin:org"]);
+    let r = register(&h, "rt-a", Some(&good)).await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let rt_credential = v["credential"].as_str().unwrap().to_owned();
+    assert_eq!(v["git_token"]["provider_login"], "alice");
+    assert!(
+        !v.to_string().contains(&good),
+        "the token value is never returned"
+    );
+
+    // status, never the value
+    let st = h
+        .admin_request(Method::GET, "/runtimes/rt-a/git-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(st.status(), 200);
+    let text = st.text().await.unwrap();
+    assert!(text.contains("classic personal access token") && !text.contains(&good));
+
+    // the runtime reads its own runtime token
+    let read = |cred: String, rt: &'static str| {
+        let url = format!("{}/api/v1/runtimes/{rt}/token", h.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = read(rt_credential.clone(), "rt-a").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token"], good.as_str());
+    // another runtime's credential: 404; none: 401
+    assert_eq!(read(credential("acme-prod"), "rt-a").await.status(), 404);
+    assert_eq!(
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/runtimes/rt-a/token", h.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // the stores stay apart: no user token for anyone, and a runtime without one answers 404
+    assert_eq!(
+        h.runtime_get_with(&rt_credential, "rt-a", ALICE)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        read(credential("acme-prod"), "acme-prod").await.status(),
+        404
+    );
+
+    // rotation: an insufficient token is refused and the old one stays
+    let r = h
+        .admin_request(Method::PUT, "/runtimes/rt-a/git-token")
+        .json(&json!({"token": weak}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        read(rt_credential.clone(), "rt-a")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["token"],
+        good.as_str()
+    );
+    let newer = h.github_pat("bob", &["repo", "admin:repo_hook"]);
+    let r = h
+        .admin_request(Method::PUT, "/runtimes/rt-a/git-token")
+        .json(&json!({"token": newer}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["provider_login"], "bob");
+    assert_eq!(
+        read(rt_credential.clone(), "rt-a")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["token"],
+        newer.as_str()
+    );
+
+    // a runtime token copied into the user-token collection does not open there
+    let rec = h
+        .store
+        .record_get(
+            &gitbroker::store::Collection::new("runtime_token", "all"),
+            "rt-a",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    h.store
+        .record_put(
+            &gitbroker::store::Collection::new("user_token", "rt-a"),
+            ALICE,
+            &rec.value,
+            gitbroker::store::Expect::Any,
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.state.tokens.get("rt-a", ALICE).await.is_err(),
+        "never served as a user token"
+    );
+
+    // deleting the runtime deletes its runtime token
+    assert_eq!(
+        h.admin_request(Method::DELETE, "/runtimes/rt-a")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert!(
+        h.state
+            .runtime_tokens
+            .status("rt-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_tokens_embedded() {
+    runtime_token_cases(Backend::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_tokens_redis() {
+    runtime_token_cases(Backend::Redis).await
+}
