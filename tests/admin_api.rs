@@ -324,3 +324,81 @@ async fn changing_app_scopes_requires_reauthorization() {
     let page = alice.get("/tokens").await;
     assert!(page.body.contains("Scopes changed"));
 }
+
+/// Key rotation: a new active key seals new writes, old keys still open old
+/// records; a retired key leaves its records unreadable, shown as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_key_rotation() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let old_token = h
+        .runtime_get("acme-prod", "acme-prod", "u-1001")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .clone();
+    const K2: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=";
+    let rotated = h
+        .replica_with(|t| t.replace(
+            &format!("keys = [{{ id = \"k1\", key = \"{KEY}\" }}]"),
+            &format!("active_key = \"k2\"\nkeys = [{{ id = \"k1\", key = \"{KEY}\" }}, {{ id = \"k2\", key = \"{K2}\" }}]"),
+        ))
+        .await;
+    let (t, _) = rotated
+        .tokens
+        .get("acme-prod", "u-1001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&t.access_token),
+        old_token.as_str().unwrap()
+    );
+    rotated
+        .tokens
+        .put(&t, gitbroker::store::Expect::Any)
+        .await
+        .unwrap();
+    let raw = h
+        .store
+        .record_get(
+            &gitbroker::store::Collection::new("user_token", "acme-prod"),
+            "u-1001",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&raw.value).contains("\"kid\":\"k2\""),
+        "re-sealed under the new key"
+    );
+
+    // k2 retired: the record does not open; page and runtime API say so
+    let (_, url) = h
+        .serve_replica(|t| {
+            t.replace(
+                &format!("key = \"{KEY}\""),
+                &format!("key = \"{KEY}\" }}, {{ id = \"k0\", key = \"{K2}\""),
+            )
+            .replace("[encryption]", "[encryption]\nactive_key = \"k1\"")
+        })
+        .await;
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{url}/api/v1/runtimes/acme-prod/users/u-1001/token"
+        ))
+        .bearer_auth(credential("acme-prod"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:gitbroker:problem:user-token-unreadable");
+    let b = Browser::new(&url);
+    b.sign_in("alice").await;
+    let page = b.get("/tokens").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Unreadable"), "{}", page.body);
+}

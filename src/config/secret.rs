@@ -10,8 +10,16 @@ use std::path::{Path, PathBuf};
 #[serde(untagged)]
 pub enum SecretSource {
     Inline(SecretString),
-    File { file: PathBuf },
-    Env { env: String },
+    File {
+        file: PathBuf,
+    },
+    Env {
+        env: String,
+    },
+    /// `GITBROKER_…` variables are parsed like TOML values: an all-digit or
+    /// `true`/`false` secret arrives as a number or a boolean.
+    Integer(i64),
+    Boolean(bool),
 }
 
 impl std::fmt::Debug for SecretSource {
@@ -20,6 +28,7 @@ impl std::fmt::Debug for SecretSource {
             Self::Inline(_) => f.write_str("SecretSource::Inline([redacted])"),
             Self::File { file } => write!(f, "SecretSource::File({})", file.display()),
             Self::Env { env } => write!(f, "SecretSource::Env({env})"),
+            Self::Integer(_) | Self::Boolean(_) => f.write_str("SecretSource::Inline([redacted])"),
         }
     }
 }
@@ -28,6 +37,8 @@ impl SecretSource {
     pub fn resolve(&self, key: &str, base_dir: Option<&Path>) -> Result<SecretString, ConfigError> {
         let value = match self {
             Self::Inline(s) => s.clone(),
+            Self::Integer(i) => SecretString::from(i.to_string()),
+            Self::Boolean(b) => SecretString::from(b.to_string()),
             Self::File { file } => {
                 let path = match base_dir {
                     Some(dir) if file.is_relative() => dir.join(file),

@@ -170,3 +170,19 @@ fn debug_hides_secrets() {
         assert!(!d.contains(secret), "{secret} leaked in Debug");
     }
 }
+
+#[test]
+fn numeric_and_boolean_secrets_from_the_environment() {
+    // GITBROKER_… values are parsed like TOML: an all-digit secret arrives as a number
+    use figment::providers::{Format, Serialized, Toml};
+    let figment = figment::Figment::new()
+        .merge(Toml::string(&base()))
+        .merge(Serialized::default("oidc.client_secret", 1234567890_i64))
+        .merge(Serialized::default("oauth_apps", Vec::<u8>::new()))
+        .merge(Serialized::default("runtimes", Vec::<u8>::new()));
+    let s = Settings::from_figment(figment, None).unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&s.oidc.client_secret),
+        "1234567890"
+    );
+}

@@ -458,8 +458,26 @@ impl Flows {
                 app: app.id.clone(),
             },
         };
+        let replaced = self
+            .tokens
+            .get(&record.runtime, &record.user_sub)
+            .await
+            .ok()
+            .flatten()
+            .map(|(t, _)| t);
         self.tokens.put(&token, Expect::Any).await?;
         tracing::info!(runtime = %record.runtime, app = %app.id, "user token stored");
+        // the replaced OAuth token is revoked (PATs belong to the user: kept)
+        if let Some(old) = replaced
+            && let TokenSource::OAuth { app: old_app } = &old.source
+            && let Ok(Some(old_app)) = self.registry.app(old_app).await
+        {
+            self.revoke_in_background(
+                providers::provider(old_app.provider),
+                &old_app,
+                old.access_token,
+            );
+        }
         Ok(Completed {
             runtime: record.runtime,
             return_to: record.return_to,

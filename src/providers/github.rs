@@ -232,8 +232,13 @@ impl GitProvider for GitHub {
 
     fn git_username(&self, identity_login: &str) -> String {
         // GitHub accepts any non-empty username with a token; the login
-        // makes the runtime's Git logs readable.
-        identity_login.to_owned()
+        // makes the runtime's Git logs readable. Without one (the owner could
+        // not be read), GitHub's documented placeholder.
+        if identity_login.is_empty() {
+            "x-access-token".to_owned()
+        } else {
+            identity_login.to_owned()
+        }
     }
 }
 

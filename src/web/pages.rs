@@ -7,8 +7,8 @@ use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie
 use crate::auth::{Flash, FlashKind, Session};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
 use crate::providers::{self, PatInput};
-use crate::tokens::TokenSource;
 use crate::tokens::service::AssignError;
+use crate::tokens::{TokenError, TokenSource};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -170,6 +170,29 @@ pub struct RuntimeView {
     same_host: Vec<String>,
 }
 
+/// A runtime whose stored token cannot be decrypted any more.
+fn unreadable_view(rt: &crate::registry::Runtime, can_oauth: bool) -> RuntimeView {
+    RuntimeView {
+        id: rt.id.clone(),
+        git_host: rt.git_host.clone(),
+        provider_name: "Git provider",
+        can_oauth,
+        token: Some(TokenView {
+            status: "reauthorize",
+            status_text: "Unreadable (its encryption key was retired) — add the token again",
+            login: "—".into(),
+            scopes: String::new(),
+            expires: "—".into(),
+            added: "—".into(),
+            method: "unknown",
+        }),
+        needs_username: false,
+        needs_email: false,
+        token_help: "",
+        same_host: Vec::new(),
+    }
+}
+
 pub struct AccountView {
     name: String,
     runtimes: Vec<RuntimeView>,
@@ -217,44 +240,50 @@ pub async fn tokens_page(
                 .oauth_app
                 .as_ref()
                 .and_then(|id| apps.iter().find(|a| &a.id == id));
-            let token = state
-                .tokens
-                .get(&rt.id, &session.user.sub)
-                .await?
-                .map(|(t, _)| {
-                    let needs_reauth = match (&t.source, app) {
-                        (TokenSource::OAuth { .. }, Some(app)) => !providers::missing_scopes(
-                            providers::provider(app.provider),
-                            &t.scopes,
-                            &app.scopes,
-                        )
-                        .is_empty(),
-                        _ => false,
-                    };
-                    let (status, status_text) = if t.is_expired(now) {
-                        ("expired", "Expired — authorize again")
-                    } else if needs_reauth {
-                        ("reauthorize", "Scopes changed — authorize again")
+            let stored = match state.tokens.get(&rt.id, &session.user.sub).await {
+                Ok(stored) => stored,
+                // an encryption key was removed: show it, don't fail the page
+                Err(TokenError::Crypto(e)) => {
+                    tracing::error!(runtime = %rt.id, error = %e, "stored user token does not open");
+                    views.push(unreadable_view(rt, app.is_some()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let token = stored.map(|(t, _)| {
+                let needs_reauth = match (&t.source, app) {
+                    (TokenSource::OAuth { .. }, Some(app)) => !providers::missing_scopes(
+                        providers::provider(app.provider),
+                        &t.scopes,
+                        &app.scopes,
+                    )
+                    .is_empty(),
+                    _ => false,
+                };
+                let (status, status_text) = if t.is_expired(now) {
+                    ("expired", "Expired — authorize again")
+                } else if needs_reauth {
+                    ("reauthorize", "Scopes changed — authorize again")
+                } else {
+                    ("valid", "Valid")
+                };
+                TokenView {
+                    status,
+                    status_text,
+                    login: if t.provider_login.is_empty() {
+                        "—".into()
                     } else {
-                        ("valid", "Valid")
-                    };
-                    TokenView {
-                        status,
-                        status_text,
-                        login: if t.provider_login.is_empty() {
-                            "—".into()
-                        } else {
-                            t.provider_login.clone()
-                        },
-                        scopes: t.scopes.join(", "),
-                        expires: t.expires_at.map(when).unwrap_or_else(|| "never".into()),
-                        added: when(t.issued_at),
-                        method: match t.source {
-                            TokenSource::OAuth { .. } => "OAuth",
-                            TokenSource::Pat => "personal access token",
-                        },
-                    }
-                });
+                        t.provider_login.clone()
+                    },
+                    scopes: t.scopes.join(", "),
+                    expires: t.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                    added: when(t.issued_at),
+                    method: match t.source {
+                        TokenSource::OAuth { .. } => "OAuth",
+                        TokenSource::Pat => "personal access token",
+                    },
+                }
+            });
             let provider = state
                 .registry
                 .provider_of(rt)

@@ -48,8 +48,21 @@ pub async fn user_token(
         tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's token");
         return Err(absent());
     }
-    let Some((token, _)) = state.tokens.get(&runtime, &user).await? else {
-        return Err(absent());
+    let token = match state.tokens.get(&runtime, &user).await {
+        Ok(Some((token, _))) => token,
+        Ok(None) => return Err(absent()),
+        Err(crate::tokens::TokenError::Crypto(e)) => {
+            tracing::error!(runtime = %runtime, user = %user, error = %e, "stored user token does not open");
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user-token-unreadable",
+                "Git user token unreadable",
+                format!(
+                    "the Git user token of `{user}` for runtime `{runtime}` can no longer be decrypted (its key was retired); the user must authorize access again"
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
     };
     let now = state.clock.now();
     if token.is_expired(now) {

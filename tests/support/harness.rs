@@ -193,7 +193,27 @@ credential = "{c3}"
     /// A second broker on the same store and configuration, as after a
     /// restart or on another replica.
     pub async fn another_replica(&self) -> gitbroker::AppState {
-        let settings = Settings::from_toml_str(&self.toml).unwrap();
+        self.replica_with(|t| t).await
+    }
+
+    /// A broker on the same store with a changed configuration, served on
+    /// its own loopback port; returns its state and URL.
+    pub async fn serve_replica(
+        &self,
+        change: impl FnOnce(String) -> String,
+    ) -> (gitbroker::AppState, String) {
+        let state = self.replica_with(change).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let app = gitbroker::router(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (state, url)
+    }
+
+    pub async fn replica_with(&self, change: impl FnOnce(String) -> String) -> gitbroker::AppState {
+        let settings = Settings::from_toml_str(&change(self.toml.clone())).unwrap();
         gitbroker::app::build(settings, self.store.clone(), Arc::new(SystemClock))
             .await
             .unwrap()
