@@ -143,6 +143,7 @@ async fn approve_then_exchange_with_pkce() {
             authorize_requests: 1,
             token_requests: 1,
             user_requests: 2,
+            repo_requests: 0,
             revocations: 0,
             idp_token_requests: 0,
         }

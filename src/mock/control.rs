@@ -30,8 +30,9 @@ pub struct SwitchState {
     pub token_hang: bool,
     /// The code exchange grants these scopes instead of the requested ones.
     pub grant_scopes: Option<Vec<String>>,
-    /// `GET /api/v3/user` answers this status (403 and 429 come with
-    /// rate-limit headers, as GitHub sends them).
+    /// `GET /api/v3/user` (and the other GitHub API endpoints that read a
+    /// token) answers this status (403 and 429 come with rate-limit
+    /// headers, as GitHub sends them).
     pub user_api_status: Option<u16>,
     /// The API endpoints that read a token (identity, scopes, probes) hang
     /// for [`TOKEN_HANG`] or until the switch is turned off.
@@ -113,6 +114,10 @@ pub struct Stats {
     pub token_requests: u64,
     /// `GET /api/v3/user`.
     pub user_requests: u64,
+    /// GitHub `GET /api/v3/user/repos` and the repository writes
+    /// (`…/git/blobs`, `…/hooks`, `PATCH /api/v3/repos/…`).
+    #[serde(default)]
+    pub repo_requests: u64,
     /// Successful revocations through the applications API (`DELETE …/token`
     /// or `…/grant`); [`super::MockProvider::revoke`] does not count.
     pub revocations: u64,
@@ -125,6 +130,7 @@ pub(crate) struct Counters {
     pub authorize_requests: AtomicU64,
     pub token_requests: AtomicU64,
     pub user_requests: AtomicU64,
+    pub repo_requests: AtomicU64,
     pub revocations: AtomicU64,
     pub idp_token_requests: AtomicU64,
 }
@@ -139,6 +145,7 @@ impl Counters {
             authorize_requests: self.authorize_requests.load(Ordering::Relaxed),
             token_requests: self.token_requests.load(Ordering::Relaxed),
             user_requests: self.user_requests.load(Ordering::Relaxed),
+            repo_requests: self.repo_requests.load(Ordering::Relaxed),
             revocations: self.revocations.load(Ordering::Relaxed),
             idp_token_requests: self.idp_token_requests.load(Ordering::Relaxed),
         }
@@ -149,6 +156,7 @@ impl Counters {
             &self.authorize_requests,
             &self.token_requests,
             &self.user_requests,
+            &self.repo_requests,
             &self.revocations,
             &self.idp_token_requests,
         ] {

@@ -1,8 +1,11 @@
 //! The `github` flavour: GitHub's OAuth app flow (consent page, token
 //! endpoint with its HTTP-200 errors and comma-separated scopes) and the bits
 //! of the REST API, GitHub Enterprise style under `/api/v3`, that the broker
-//! reads: `/user` with its scope headers, and the applications API that
-//! checks and revokes tokens.
+//! reads: `/user` with its scope headers, the applications API that checks
+//! and revokes tokens, and what the broker probes fine-grained tokens with:
+//! `/user/repos` and three repository writes (`POST …/git/blobs`,
+//! `POST …/hooks`, `PATCH /repos/{owner}/{repo}`) that check the token's
+//! scope or permission before the body, as GitHub does, and store nothing.
 
 use super::book::{CodeGrant, Grant, Issued, Lifetimes, TokenStyle};
 use super::control::{Counters, SwitchState, TOKEN_HANG};
@@ -17,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -55,6 +58,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/login/oauth/access_token", post(access_token))
         .route("/api/v3/user", get(user))
+        .route("/api/v3/user/repos", get(user_repos))
+        .route("/api/v3/repos/{owner}/{repo}", patch(update_repo))
+        .route("/api/v3/repos/{owner}/{repo}/git/blobs", post(create_blob))
+        .route("/api/v3/repos/{owner}/{repo}/hooks", post(create_hook))
         .route(
             "/api/v3/applications/{client_id}/token",
             post(check_token).delete(delete_token),
@@ -591,54 +598,529 @@ fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, response: Response) -> 
     response
 }
 
-async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let used = Counters::bump(&s.counters.user_requests);
-    s.switches.api_hang_wait().await;
-    let reset = s.now() + Duration::hours(1);
-    if let Some(status) = s.switches.get().user_api_status {
-        return switched_user_status(status, reset);
-    }
-    let Some(token) = authorization_token(&headers, &["bearer", "token"]) else {
-        return api_error(
+/// What a bearer token may do, as the API sees it.
+enum Access {
+    /// OAuth app and classic tokens: scopes, reported in `X-OAuth-Scopes`.
+    Scopes(Vec<String>),
+    /// Fine-grained and GitHub App user tokens: `name:level` permissions.
+    Permissions(Vec<String>),
+    /// Installation tokens: permissions too, but they act as the app, so
+    /// the user endpoints refuse them.
+    Installation(Vec<String>),
+}
+
+/// The owner of a live token and what it reaches.
+struct Caller {
+    subject: String,
+    access: Access,
+    /// `owner/name` of every repository the token reaches, sorted.
+    repositories: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// `repository_access:public` among a fine-grained token's permissions:
+/// GitHub's "Public repositories (read-only)" access. Every repository of
+/// the mock is private, so such a token reaches none.
+const PUBLIC_ONLY: &str = "repository_access:public";
+
+/// Looks the bearer token up: OAuth tokens from the book, personal access
+/// tokens made by tests. GitHub answers 401 for expired and revoked tokens
+/// alike.
+fn caller(s: &Shared, headers: &HeaderMap, docs: &str) -> Result<Caller, Response> {
+    let Some(token) = authorization_token(headers, &["bearer", "token"]) else {
+        return Err(api_error(
             StatusCode::UNAUTHORIZED,
             "Requires authentication",
-            "https://docs.github.com/rest/users/users#get-the-authenticated-user",
-        );
+            docs,
+        ));
     };
     let now = s.now();
-    // OAuth tokens from the book; personal access tokens made by tests
-    let (subject, scopes, expires_at) = match s.github.find(&token, now) {
-        Some(grant) => (grant.subject, Some(grant.scopes), None),
-        None => match s.pats.find(Flavour::Github, &token) {
-            // GitHub answers 401 for expired and revoked tokens alike
-            Some(pat) if pat.live(now) => {
-                // fine-grained and installation tokens have permissions, not scopes
-                let scoped = matches!(pat.spec.kind.as_str(), "classic" | "oauth");
-                (
-                    pat.spec.owner.clone(),
-                    scoped.then(|| pat.spec.scopes.clone()),
-                    pat.spec.expires_at,
-                )
-            }
-            _ => return bad_credentials(),
-        },
+    if let Some(grant) = s.github.find(&token, now) {
+        let repositories = vec![format!("{}/demo", grant.subject)];
+        return Ok(Caller {
+            subject: grant.subject,
+            access: Access::Scopes(grant.scopes),
+            repositories,
+            expires_at: None,
+        });
+    }
+    let Some(pat) = s.pats.find(Flavour::Github, &token).filter(|p| p.live(now)) else {
+        return Err(bad_credentials());
     };
-    let Some(user) = s.github_user(&subject) else {
+    let spec = pat.spec;
+    let scopes = spec.scopes;
+    let access = match spec.kind.as_str() {
+        "fine_grained" | "app_user" => Access::Permissions(scopes),
+        "installation" => Access::Installation(scopes),
+        _ => Access::Scopes(scopes),
+    };
+    let mut repositories = if spec.repositories.is_empty() {
+        vec![format!("{}/demo", spec.owner)]
+    } else {
+        spec.repositories
+    };
+    if matches!(&access, Access::Permissions(p) if p.iter().any(|x| x == PUBLIC_ONLY)) {
+        repositories.clear();
+    }
+    repositories.sort_by_key(|r| r.to_lowercase());
+    Ok(Caller {
+        subject: spec.owner,
+        access,
+        repositories,
+        expires_at: spec.expires_at,
+    })
+}
+
+impl Caller {
+    /// The headers GitHub sends about the token itself.
+    fn headers(&self, accepted_scopes: &str) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        if let Access::Scopes(scopes) = &self.access {
+            out.extend(header("x-oauth-scopes", &scopes.join(", ")));
+            out.extend(header("x-accepted-oauth-scopes", accepted_scopes));
+        }
+        if let Some(at) = self.expires_at {
+            out.extend(header(
+                "github-authentication-token-expiration",
+                &at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            ));
+        }
+        out.extend(header("x-github-media-type", "github.v3; format=json"));
+        out
+    }
+
+    /// The repository as the token names it, if it reaches it (GitHub
+    /// compares owner and name without case).
+    fn reaches(&self, owner: &str, repo: &str) -> Option<String> {
+        let wanted = format!("{owner}/{repo}").to_lowercase();
+        self.repositories
+            .iter()
+            .find(|r| r.to_lowercase() == wanted)
+            .cloned()
+    }
+
+    /// Whether a scoped token holds one of `any_of`. Callers list every
+    /// scope that would do: the mock's repositories are all private, so
+    /// `public_repo` never does.
+    fn has_scope(&self, any_of: &[&str]) -> bool {
+        match &self.access {
+            Access::Scopes(scopes) => scopes.iter().any(|s| any_of.contains(&s.as_str())),
+            _ => false,
+        }
+    }
+
+    /// Whether a token with permissions holds `name` at `write` or above.
+    fn can_write(&self, name: &str) -> bool {
+        let perms = match &self.access {
+            Access::Permissions(p) | Access::Installation(p) => p,
+            Access::Scopes(_) => return false,
+        };
+        perms
+            .iter()
+            .any(|p| *p == format!("{name}:write") || *p == format!("{name}:admin"))
+    }
+}
+
+/// The API switches every token-reading endpoint honours: `api_hang`, then
+/// `user_api_status`.
+async fn api_switches(s: &Shared) -> Option<Response> {
+    s.switches.api_hang_wait().await;
+    let reset = s.now() + Duration::hours(1);
+    s.switches
+        .get()
+        .user_api_status
+        .map(|status| switched_user_status(status, reset))
+}
+
+async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let used = Counters::bump(&s.counters.user_requests);
+    if let Some(switched) = api_switches(&s).await {
+        return switched;
+    }
+    let reset = s.now() + Duration::hours(1);
+    let caller = match caller(&s, &headers, USER_DOCS) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    if let Access::Installation(_) = caller.access {
+        // an installation acts as the app: there is no authenticated user
+        return with_headers(
+            rate_limit_headers(used, reset),
+            api_error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+                USER_DOCS,
+            ),
+        );
+    }
+    let Some(user) = s.github_user(&caller.subject) else {
         return bad_credentials();
     };
     let mut out = rate_limit_headers(used, reset);
-    if let Some(scopes) = scopes {
-        out.extend(header("x-oauth-scopes", &scopes.join(", ")));
-    }
-    if let Some(at) = expires_at {
-        out.extend(header(
-            "github-authentication-token-expiration",
-            &at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        ));
-    }
-    out.extend(header("x-accepted-oauth-scopes", "user"));
-    out.extend(header("x-github-media-type", "github.v3; format=json"));
+    out.extend(caller.headers("user"));
     with_headers(out, Json(user_json(&s, user)).into_response())
+}
+
+const USER_DOCS: &str = "https://docs.github.com/rest/users/users#get-the-authenticated-user";
+const LIST_REPOS_DOCS: &str =
+    "https://docs.github.com/rest/repos/repos#list-repositories-for-the-authenticated-user";
+const BLOB_DOCS: &str = "https://docs.github.com/rest/git/blobs#create-a-blob";
+const HOOK_DOCS: &str = "https://docs.github.com/rest/repos/webhooks#create-a-repository-webhook";
+const UPDATE_REPO_DOCS: &str = "https://docs.github.com/rest/repos/repos#update-a-repository";
+
+fn repo_json(s: &Shared, full_name: &str) -> Value {
+    let base = s.base_url();
+    let (owner, name) = full_name.split_once('/').unwrap_or((full_name, full_name));
+    let owner_id = s.github_user(owner).map_or(0, |u| u.id);
+    // a stable id per repository, without a repository table
+    let digest = Sha256::digest(full_name.to_lowercase().as_bytes());
+    let id = u64::from_be_bytes([
+        0, 0, 0, digest[0], digest[1], digest[2], digest[3], digest[4],
+    ]);
+    json!({
+        "id": id,
+        "node_id": format!("R_mock{id}"),
+        "name": name,
+        "full_name": full_name,
+        "private": true,
+        "visibility": "private",
+        "owner": {
+            "login": owner,
+            "id": owner_id,
+            "type": "User",
+            "url": format!("{base}/api/v3/users/{owner}"),
+        },
+        "html_url": format!("{base}/{full_name}"),
+        "url": format!("{base}/api/v3/repos/{full_name}"),
+        "clone_url": format!("{base}/{full_name}.git"),
+        "default_branch": "main",
+        "archived": false,
+        "permissions": { "admin": true, "maintain": true, "push": true, "triage": true, "pull": true },
+    })
+}
+
+#[derive(Deserialize)]
+struct Page {
+    per_page: Option<String>,
+    page: Option<String>,
+}
+
+/// `GET /user/repos`: the repositories the token reaches, sorted by full
+/// name, paginated like GitHub (`per_page` up to 100, `Link` to the next page).
+async fn user_repos(
+    State(s): State<Arc<Shared>>,
+    Query(page): Query<Page>,
+    headers: HeaderMap,
+) -> Response {
+    let used = Counters::bump(&s.counters.repo_requests);
+    if let Some(switched) = api_switches(&s).await {
+        return switched;
+    }
+    let reset = s.now() + Duration::hours(1);
+    let caller = match caller(&s, &headers, LIST_REPOS_DOCS) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let mut out = rate_limit_headers(used, reset);
+    out.extend(caller.headers(""));
+    let visible: &[String] = match &caller.access {
+        Access::Installation(_) => {
+            return with_headers(
+                out,
+                api_error(
+                    StatusCode::FORBIDDEN,
+                    "Resource not accessible by integration",
+                    LIST_REPOS_DOCS,
+                ),
+            );
+        }
+        // A public-only token has no repository permissions to select, so
+        // it is not held to Metadata.
+        Access::Permissions(p) if !p.iter().any(|x| x == "metadata:read" || x == PUBLIC_ONLY) => {
+            out.extend(header("x-accepted-github-permissions", "metadata=read"));
+            return with_headers(out, not_accessible(LIST_REPOS_DOCS));
+        }
+        Access::Permissions(_) => &caller.repositories,
+        // without `repo` a classic token sees public repositories only, and
+        // the mock has none
+        Access::Scopes(_) if caller.has_scope(&["repo"]) => &caller.repositories,
+        Access::Scopes(_) => &[],
+    };
+    let per_page = page
+        .per_page
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let number = page
+        .page
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let start = (number - 1).saturating_mul(per_page);
+    let items: Vec<Value> = visible
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .map(|r| repo_json(&s, r))
+        .collect();
+    if start.saturating_add(per_page) < visible.len() {
+        let next = format!(
+            "<{}/api/v3/user/repos?per_page={per_page}&page={}>; rel=\"next\"",
+            s.base_url(),
+            number + 1
+        );
+        out.extend(header("link", &next));
+    }
+    with_headers(out, Json(Value::Array(items)).into_response())
+}
+
+/// A fine-grained token lacking a permission.
+fn not_accessible(docs: &str) -> Response {
+    api_error(
+        StatusCode::FORBIDDEN,
+        "Resource not accessible by personal access token",
+        docs,
+    )
+}
+
+/// What a repository write needs of each kind of token.
+struct WriteNeeds {
+    /// Classic scopes, any of which will do.
+    scopes: &'static [&'static str],
+    /// The permission of fine-grained and installation tokens (at write).
+    permission: &'static str,
+    /// How GitHub names that permission in `X-Accepted-GitHub-Permissions`.
+    accepted: &'static str,
+    docs: &'static str,
+}
+
+/// The checks every repository write makes before it looks at the body:
+/// switches, authentication, reach (404, as GitHub hides repositories),
+/// then scope (404) or permission (403 naming the permission). `Ok` carries
+/// the repository's name as stored and the headers to send.
+async fn repo_write(
+    s: &Shared,
+    headers: &HeaderMap,
+    owner: &str,
+    repo: &str,
+    needs: &WriteNeeds,
+) -> Result<(String, Vec<(HeaderName, HeaderValue)>), Response> {
+    let used = Counters::bump(&s.counters.repo_requests);
+    if let Some(switched) = api_switches(s).await {
+        return Err(switched);
+    }
+    let reset = s.now() + Duration::hours(1);
+    let caller = caller(s, headers, needs.docs)?;
+    let mut out = rate_limit_headers(used, reset);
+    out.extend(caller.headers(&needs.scopes.join(", ")));
+    let not_found = |out| {
+        with_headers(
+            out,
+            api_error(StatusCode::NOT_FOUND, "Not Found", needs.docs),
+        )
+    };
+    let Some(full_name) = caller.reaches(owner, repo) else {
+        return Err(not_found(out));
+    };
+    match &caller.access {
+        Access::Scopes(_) if caller.has_scope(needs.scopes) => {}
+        Access::Scopes(_) => return Err(not_found(out)),
+        Access::Permissions(_) | Access::Installation(_) if caller.can_write(needs.permission) => {}
+        Access::Permissions(_) => {
+            out.extend(header("x-accepted-github-permissions", needs.accepted));
+            return Err(with_headers(out, not_accessible(needs.docs)));
+        }
+        Access::Installation(_) => {
+            out.extend(header("x-accepted-github-permissions", needs.accepted));
+            return Err(with_headers(
+                out,
+                api_error(
+                    StatusCode::FORBIDDEN,
+                    "Resource not accessible by integration",
+                    needs.docs,
+                ),
+            ));
+        }
+    }
+    Ok((full_name, out))
+}
+
+/// A request body GitHub would refuse: 400 for JSON it cannot read, 422
+/// for JSON that does not fit the endpoint.
+fn json_object(body: &[u8], docs: &str) -> Result<serde_json::Map<String, Value>, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid_request(
+            "Invalid request.\n\nBody must be a JSON object.",
+            docs,
+        )),
+        Err(_) => Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "Problems parsing JSON",
+            docs,
+        )),
+    }
+}
+
+fn invalid_request(message: &str, docs: &str) -> Response {
+    api_error(StatusCode::UNPROCESSABLE_ENTITY, message, docs)
+}
+
+fn missing_field(field: &str, docs: &str) -> Response {
+    invalid_request(
+        &format!("Invalid request.\n\n\"{field}\" wasn't supplied."),
+        docs,
+    )
+}
+
+/// `POST /repos/{owner}/{repo}/git/blobs` (Contents: write, classic `repo`).
+/// Nothing is stored: the mock keeps no Git objects.
+async fn create_blob(
+    State(s): State<Arc<Shared>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const NEEDS: WriteNeeds = WriteNeeds {
+        scopes: &["repo"],
+        permission: "contents",
+        accepted: "contents=write",
+        docs: BLOB_DOCS,
+    };
+    let (full_name, out) = match repo_write(&s, &headers, &owner, &repo, &NEEDS).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let result = json_object(&body, BLOB_DOCS).and_then(|map| {
+        let Some(content) = map.get("content").and_then(Value::as_str) else {
+            return Err(missing_field("content", BLOB_DOCS));
+        };
+        match map.get("encoding").and_then(Value::as_str) {
+            None | Some("utf-8" | "base64") => Ok(content.to_owned()),
+            Some(_) => Err(invalid_request(
+                "Invalid request.\n\nencoding must be utf-8 or base64.",
+                BLOB_DOCS,
+            )),
+        }
+    });
+    let response = match result {
+        Ok(content) => {
+            // Git names a blob by the SHA-1 of its header and content; the
+            // mock has no SHA-1 and shortens a SHA-256 to the same shape.
+            let mut hasher = Sha256::new();
+            hasher.update(format!("blob {}\0", content.len()));
+            hasher.update(content.as_bytes());
+            let sha: String = hex_of(&hasher.finalize())[..40].to_owned();
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "url": format!("{}/api/v3/repos/{full_name}/git/blobs/{sha}", s.base_url()),
+                    "sha": sha,
+                })),
+            )
+                .into_response()
+        }
+        Err(response) => response,
+    };
+    with_headers(out, response)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `POST /repos/{owner}/{repo}/hooks` (Webhooks: write, classic
+/// `admin:repo_hook` or `write:repo_hook`). Nothing is stored.
+async fn create_hook(
+    State(s): State<Arc<Shared>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const NEEDS: WriteNeeds = WriteNeeds {
+        scopes: &["admin:repo_hook", "write:repo_hook"],
+        permission: "webhooks",
+        accepted: "repository_hooks=write",
+        docs: HOOK_DOCS,
+    };
+    let (full_name, out) = match repo_write(&s, &headers, &owner, &repo, &NEEDS).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let result = json_object(&body, HOOK_DOCS).and_then(|map| {
+        let Some(config) = map.get("config").and_then(Value::as_object) else {
+            return Err(missing_field("config", HOOK_DOCS));
+        };
+        let Some(url) = config.get("url").and_then(Value::as_str) else {
+            return Err(missing_field("config.url", HOOK_DOCS));
+        };
+        let events = map
+            .get("events")
+            .cloned()
+            .unwrap_or_else(|| json!(["push"]));
+        Ok((url.to_owned(), events))
+    });
+    let response = match result {
+        Ok((url, events)) => {
+            let base = s.base_url();
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "type": "Repository",
+                    "id": 1,
+                    "name": "web",
+                    "active": true,
+                    "events": events,
+                    // GitHub never echoes a webhook secret
+                    "config": { "url": url, "content_type": "form", "insecure_ssl": "0" },
+                    "url": format!("{base}/api/v3/repos/{full_name}/hooks/1"),
+                })),
+            )
+                .into_response()
+        }
+        Err(response) => response,
+    };
+    with_headers(out, response)
+}
+
+/// `PATCH /repos/{owner}/{repo}` (Administration: write, classic `repo`).
+/// Nothing is stored: the answer shows the repository as it would become.
+async fn update_repo(
+    State(s): State<Arc<Shared>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const NEEDS: WriteNeeds = WriteNeeds {
+        scopes: &["repo"],
+        permission: "administration",
+        accepted: "administration=write",
+        docs: UPDATE_REPO_DOCS,
+    };
+    let (full_name, out) = match repo_write(&s, &headers, &owner, &repo, &NEEDS).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let result = json_object(&body, UPDATE_REPO_DOCS).and_then(|map| match map.get("name") {
+        None => Ok(None),
+        Some(Value::String(name)) if !name.is_empty() => Ok(Some(name.clone())),
+        Some(_) => Err(invalid_request(
+            "Invalid request.\n\nFor 'properties/name', \"\" is too short (minimum 1).",
+            UPDATE_REPO_DOCS,
+        )),
+    });
+    let response = match result {
+        Ok(rename) => {
+            let mut json = repo_json(&s, &full_name);
+            if let Some(name) = rename {
+                json["name"] = json!(name);
+                json["full_name"] = json!(format!("{owner}/{name}"));
+            }
+            Json(json).into_response()
+        }
+        Err(response) => response,
+    };
+    with_headers(out, response)
 }
 
 fn switched_user_status(status: u16, reset: DateTime<Utc>) -> Response {

@@ -20,7 +20,8 @@ pub enum Flavour {
 }
 
 /// What a test asks for. `kind` is flavour-specific:
-/// - github: `classic` (ghp_), `fine_grained` (github_pat_), `installation` (ghs_), `oauth` (gho_)
+/// - github: `classic` (ghp_), `fine_grained` (github_pat_), `installation` (ghs_), `oauth` (gho_),
+///   `app_user` (ghu_, a GitHub App user token: permissions like `fine_grained`)
 /// - gitlab: `personal`, `project`, `group` (the last two belong to bot users)
 /// - bitbucket_cloud: `api_token` (ATATT…), `app_password`, `repo_access_token`
 /// - bitbucket_data_center: `personal`, `project`, `repository` (HTTP access tokens)
@@ -28,7 +29,9 @@ pub enum Flavour {
 /// `scopes` are scope names, or `name:level` permissions for tokens that
 /// have permissions (GitHub fine-grained: `contents:write`, `metadata:read`,
 /// `administration:write`, `webhooks:write`; Bitbucket Data Center:
-/// `REPO_READ`, `REPO_WRITE`, `REPO_ADMIN`, `PROJECT_…`).
+/// `REPO_READ`, `REPO_WRITE`, `REPO_ADMIN`, `PROJECT_…`). GitHub fine-grained
+/// tokens also take `repository_access:public`: "Public repositories"
+/// access, which reaches none of the mock's (private) repositories.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PatSpec {
     pub flavour: Flavour,
@@ -69,6 +72,7 @@ fn shape(spec: &PatSpec) -> String {
         (Flavour::Github, "fine_grained") => format!("github_pat_{}", random_alnum(82)),
         (Flavour::Github, "installation") => format!("ghs_{}", random_alnum(36)),
         (Flavour::Github, "oauth") => format!("gho_{}", random_alnum(36)),
+        (Flavour::Github, "app_user") => format!("ghu_{}", random_alnum(36)),
         (Flavour::Github, _) => format!("ghp_{}", random_alnum(36)),
         (Flavour::Gitlab, _) => format!("glpat-{}", random_alnum(20)),
         (Flavour::BitbucketCloud, "api_token") => format!("ATATT{}", random_alnum(180)),

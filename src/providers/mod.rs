@@ -19,12 +19,15 @@ use url::Url;
 pub enum ProviderKind {
     /// github.com (`base_url` omitted) or GitHub Enterprise Server (`base_url` set).
     Github,
+    /// GitHub Enterprise Server: `base_url` required, API under `/api/v3`.
+    GithubEnterprise,
 }
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Github => "github",
+            Self::GithubEnterprise => "github_enterprise",
         }
     }
 }
@@ -235,7 +238,8 @@ pub trait GitProvider: Send + Sync + 'static {
 
 pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
     match kind {
-        ProviderKind::Github => &github::GitHub,
+        ProviderKind::Github => &github::GITHUB,
+        ProviderKind::GithubEnterprise => &github::GITHUB_ENTERPRISE,
     }
 }
 
