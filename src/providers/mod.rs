@@ -4,6 +4,7 @@
 //! broker talks to providers only through [`GitProvider`].
 
 mod github;
+mod gitlab;
 
 use crate::config::OAuthAppSettings;
 use async_trait::async_trait;
@@ -19,12 +20,18 @@ use url::Url;
 pub enum ProviderKind {
     /// github.com (`base_url` omitted) or GitHub Enterprise Server (`base_url` set).
     Github,
+    /// gitlab.com (`base_url` omitted or set, e.g. for GitLab Dedicated).
+    Gitlab,
+    /// A self-managed GitLab instance: `base_url` required.
+    GitlabSelfManaged,
 }
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::GitlabSelfManaged => "gitlab_self_managed",
         }
     }
 }
@@ -232,6 +239,8 @@ pub trait GitProvider: Send + Sync + 'static {
 pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
     match kind {
         ProviderKind::Github => &github::GitHub,
+        ProviderKind::Gitlab => &gitlab::GITLAB_COM,
+        ProviderKind::GitlabSelfManaged => &gitlab::GITLAB_SELF_MANAGED,
     }
 }
 
