@@ -632,3 +632,38 @@ async fn identify_and_revoke_oauth_tokens() {
         gl.mock.provider.switches().set_api_hang(false);
     }
 }
+
+#[tokio::test]
+async fn oauth_token_endpoint_errors_through_the_broker() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    // an RFC 6749 error (HTTP 400 JSON) is a refusal: start again
+    h.mock
+        .provider
+        .switches()
+        .set_token_error(Some("invalid_grant"));
+    let page = alice.authorize("gitlab-rt").await;
+    assert!(
+        page.body
+            .contains("GitLab refused the authorization (invalid_grant)."),
+        "{}",
+        page.body
+    );
+    h.mock.provider.switches().set_token_error(None);
+    // a 5xx is an outage, not a verdict
+    h.mock.provider.switches().set_token_status(Some(503));
+    let page = alice.authorize("gitlab-rt").await;
+    assert!(
+        page.body
+            .contains("GitLab could not be reached or failed (HTTP 503)."),
+        "{}",
+        page.body
+    );
+    h.mock.provider.switches().set_token_status(None);
+    let r = h.runtime_get("gitlab-rt", "gitlab-rt", ALICE).await;
+    assert_eq!(r.status(), 404);
+    // and then it works
+    let page = alice.authorize("gitlab-rt").await;
+    assert!(page.body.contains("Access to GitLab authorized as alice"));
+    assert_eq!(h.mock.provider.stats().token_requests, 3);
+}
