@@ -525,7 +525,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             api_url,
             client_id: a.client_id.clone(),
             client_secret,
-            scopes: a.scopes.clone(),
+            // the provider's spelling (GitLab: `api_read` → `read_api`)
+            scopes: crate::providers::provider(a.provider).parse_scopes(&a.scopes.join(" ")),
             token_lifetime,
         };
         crate::providers::validate_app(&app)

@@ -6,6 +6,8 @@
 //! - GitHub web host: `/login/oauth/authorize`, `/login/oauth/access_token`;
 //!   GitHub API (GitHub Enterprise Server style): `/api/v3/…`, so the broker's
 //!   `api_url` is `<base>/api/v3`.
+//! - GitLab (`gitlab` flavour): everything under `/gitlab`, so the broker's
+//!   `base_url` is `<base>/gitlab` (`/oauth/…`, `/api/v4/…`).
 //! - OpenID Connect: issuer `<base>/idp` (discovery, `authorize`, `token`,
 //!   `userinfo`, `jwks`).
 //! - Test control, for suites that drive the mock from outside the process:
@@ -36,6 +38,7 @@
 mod book;
 mod control;
 mod github;
+mod gitlab;
 mod idp;
 mod oauth;
 mod pages;
@@ -188,6 +191,8 @@ pub(crate) struct Shared {
     counters: Counters,
     /// Codes and tokens of the GitHub flavour.
     github: TokenBook,
+    /// Codes and tokens of the GitLab flavour.
+    gitlab: TokenBook,
     /// Codes and access tokens of the identity provider: a separate realm,
     /// so an IdP token never works against the Git API and vice versa.
     idp: TokenBook,
@@ -232,6 +237,7 @@ impl Shared {
         self.switches.reset();
         self.counters.reset();
         self.github.clear();
+        self.gitlab.clear();
         self.idp.clear();
         self.pats.clear();
     }
@@ -267,6 +273,7 @@ impl MockProvider {
                 switches: Switches::default(),
                 counters: Counters::default(),
                 github: TokenBook::new(github::TOKEN_STYLE),
+                gitlab: TokenBook::new(gitlab::TOKEN_STYLE),
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
@@ -319,6 +326,7 @@ impl MockProvider {
         Router::new()
             .merge(github::routes())
             .nest("/idp", idp::routes())
+            .nest("/gitlab", gitlab::routes())
             .nest("/__mock", control::routes())
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))

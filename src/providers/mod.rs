@@ -4,6 +4,7 @@
 //! broker talks to providers only through [`GitProvider`].
 
 mod github;
+mod gitlab;
 
 use crate::config::OAuthAppSettings;
 use async_trait::async_trait;
@@ -21,6 +22,10 @@ pub enum ProviderKind {
     Github,
     /// GitHub Enterprise Server: `base_url` required, API under `/api/v3`.
     GithubEnterprise,
+    /// gitlab.com (`base_url` omitted or set, e.g. for GitLab Dedicated).
+    Gitlab,
+    /// A self-managed GitLab instance: `base_url` required.
+    GitlabSelfManaged,
 }
 
 impl ProviderKind {
@@ -28,6 +33,8 @@ impl ProviderKind {
         match self {
             Self::Github => "github",
             Self::GithubEnterprise => "github_enterprise",
+            Self::Gitlab => "gitlab",
+            Self::GitlabSelfManaged => "gitlab_self_managed",
         }
     }
 }
@@ -240,6 +247,8 @@ pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
     match kind {
         ProviderKind::Github => &github::GITHUB,
         ProviderKind::GithubEnterprise => &github::GITHUB_ENTERPRISE,
+        ProviderKind::Gitlab => &gitlab::GITLAB_COM,
+        ProviderKind::GitlabSelfManaged => &gitlab::GITLAB_SELF_MANAGED,
     }
 }
 

@@ -308,7 +308,8 @@ impl Registry {
             api_url,
             client_id: input.client_id,
             client_secret: secret,
-            scopes: input.scopes,
+            // the provider's spelling (GitLab: `api_read` → `read_api`)
+            scopes: providers::provider(input.provider).parse_scopes(&input.scopes.join(" ")),
             token_lifetime: input
                 .token_lifetime_secs
                 .map(std::time::Duration::from_secs),

@@ -12,6 +12,7 @@ pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef0123456789";
 pub const OIDC_SECRET: &str = "oidc-client-secret-for-tests";
 pub const APP_SECRET: &str = "github-app-client-secret-for-tests";
+pub const GITLAB_APP_SECRET: &str = "gitlab-app-client-secret-for-tests";
 
 /// Credentials of the runtimes the harness configures.
 pub fn credential(runtime: &str) -> String {
@@ -130,6 +131,14 @@ client_id = "test-client-id"
 client_secret = "{APP_SECRET}"
 scopes = ["repo"]
 {lifetime}
+[[oauth_apps]]
+id = "gitlab-app"
+name = "gitbroker tests on GitLab"
+provider = "gitlab"
+base_url = "{mock_url}/gitlab"
+client_id = "gitlab-test-client-id"
+client_secret = "{GITLAB_APP_SECRET}"
+scopes = ["write_repository", "read_api"]
 [[runtimes]]
 id = "acme-prod"
 account = "acme"
@@ -148,11 +157,18 @@ account = "globex"
 git_host = "github.com"
 oauth_app = "github-app"
 credential = "{c3}"
+[[runtimes]]
+id = "gitlab-rt"
+account = "acme"
+git_host = "gitlab.com"
+oauth_app = "gitlab-app"
+credential = "{c4}"
 "#,
             timeout = opts.provider_timeout_secs,
             c1 = credential("acme-prod"),
             c2 = credential("acme-staging"),
             c3 = credential("globex-prod"),
+            c4 = credential("gitlab-rt"),
         );
         let settings = Settings::from_toml_str(&toml).expect("test configuration is valid");
         mock.provider.add_oauth_app(MockOAuthApp {
@@ -160,6 +176,12 @@ credential = "{c3}"
             client_id: "test-client-id".into(),
             client_secret: APP_SECRET.into(),
             callback_url: format!("{url}/oauth/callback/github-app"),
+        });
+        mock.provider.add_oauth_app(MockOAuthApp {
+            name: "gitbroker tests on GitLab".into(),
+            client_id: "gitlab-test-client-id".into(),
+            client_secret: GITLAB_APP_SECRET.into(),
+            callback_url: format!("{url}/oauth/callback/gitlab-app"),
         });
         mock.provider.add_idp_client(MockIdpClient {
             client_id: "gitbroker-tests".into(),

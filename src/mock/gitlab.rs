@@ -1,0 +1,909 @@
+//! The `gitlab` flavour, served under `/gitlab` (so a broker's `base_url` is
+//! `<mock>/gitlab`): GitLab's OAuth provider (Doorkeeper: consent page,
+//! RFC 6749 token endpoint with JSON errors and HTTP 400/401, 2-hour access
+//! tokens with rotating refresh tokens, `/oauth/token/info`, RFC 7009
+//! `/oauth/revoke`) and the bits of API v4 the broker reads: `/user` and
+//! `/personal_access_tokens/self`, with GitLab's 401 bodies.
+//!
+//! GitLab users are the mock's GitHub users under the same logins.
+//! Personal access tokens come from the shared `PatBook` (flavour `gitlab`):
+//! kind `personal` belongs to its owner, `project` and `group` to a bot user.
+
+use super::book::{CodeGrant, Issued, Lifetimes, TokenStyle};
+use super::control::{Counters, SwitchState, TOKEN_HANG};
+use super::oauth::{
+    authorization_token, client_credentials, found, parse_form, pkce_s256_matches, redirect_url,
+    secrets_equal, valid_pkce_string,
+};
+use super::pages;
+use super::pats::{Flavour, Pat};
+use super::{MockGitUser, MockOAuthApp, Shared};
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// GitLab's OAuth tokens and codes: 64 hex-like characters, no prefix
+/// (only personal access tokens have one, `glpat-`).
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
+    access_prefix: "",
+    access_len: 64,
+    refresh_prefix: "",
+    refresh_len: 64,
+    code_len: 64,
+};
+
+/// OAuth access tokens live 2 hours on every GitLab since 15.0.
+const ACCESS_SECONDS: i64 = 7_200;
+/// GitLab refresh tokens do not expire with time; the book needs a lifetime.
+const REFRESH_DAYS: i64 = 3_650;
+const CODE_MINUTES: i64 = 10;
+const RATE_LIMIT: u64 = 2_000;
+const RETRY_AFTER_SECONDS: i64 = 60;
+const BANNER: &str = "Mock GitLab";
+
+/// Scopes GitLab knows; an authorization request for any other is refused.
+const KNOWN_SCOPES: &[&str] = &[
+    "api",
+    "read_api",
+    "read_user",
+    "create_runner",
+    "manage_runner",
+    "k8s_proxy",
+    "read_repository",
+    "write_repository",
+    "read_registry",
+    "write_registry",
+    "read_virtual_registry",
+    "write_virtual_registry",
+    "read_observability",
+    "write_observability",
+    "ai_features",
+    "sudo",
+    "admin_mode",
+    "read_service_ping",
+    "openid",
+    "profile",
+    "email",
+];
+
+// Doorkeeper's wording, as GitLab sends it.
+const INVALID_GRANT: &str = "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.";
+const INVALID_CLIENT: &str = "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.";
+const UNSUPPORTED_GRANT_TYPE: &str =
+    "The authorization grant type is not supported by the authorization server.";
+const ACCESS_DENIED: &str = "The resource owner or authorization server denied the request.";
+const INVALID_SCOPE: &str = "The requested scope is invalid, unknown, or malformed.";
+const UNSUPPORTED_RESPONSE_TYPE: &str =
+    "The authorization server does not support this response type.";
+const TOKEN_EXPIRED: &str =
+    "Token is expired. You can either do re-authorization or token refresh.";
+const TOKEN_REVOKED: &str = "Token was revoked. You have to re-authorize from the user.";
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/oauth/authorize",
+            get(authorize_page).post(authorize_decision),
+        )
+        .route("/oauth/token", post(token))
+        .route("/oauth/token/info", get(token_info))
+        .route("/oauth/revoke", post(revoke))
+        .route("/api/v4/user", get(user))
+        .route("/api/v4/personal_access_tokens/self", get(pat_self))
+        .fallback(not_found)
+}
+
+fn lifetimes() -> Lifetimes {
+    Lifetimes {
+        access: Duration::seconds(ACCESS_SECONDS),
+        refresh: Some(Duration::days(REFRESH_DAYS)),
+    }
+}
+
+/// The consent page. Same form shape as the GitHub flavour's (`#approve`,
+/// `#deny`, a login picker), so browser-driving tests work for both.
+#[derive(Template)]
+#[template(path = "mock/gitlab_authorize.html")]
+struct GitlabAuthorize<'a> {
+    app_name: &'a str,
+    scopes: &'a [String],
+    users: &'a [MockGitUser],
+    redirect_uri: &'a str,
+    hidden: Vec<(&'static str, String)>,
+}
+
+// ---------------------------------------------------------------------------
+// Authorization: the consent page and its decision.
+
+#[derive(Deserialize)]
+struct AuthorizeParams {
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    response_type: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    /// The decision form only: who approves, and what they decided.
+    login: Option<String>,
+    decision: Option<String>,
+}
+
+struct AuthRequest {
+    app: MockOAuthApp,
+    redirect_uri: String,
+    scope: Option<String>,
+    scopes: Vec<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+}
+
+/// Checks an authorization request. Errors about the client or the
+/// redirect URI are shown as a page (the redirect cannot be trusted); the
+/// others go back to the client, as Doorkeeper does.
+fn validate(s: &Shared, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
+    let Some(app) = p.client_id.as_deref().and_then(|id| s.oauth_app(id)) else {
+        return Err(pages::error(
+            BANNER,
+            StatusCode::UNAUTHORIZED,
+            "An error has occurred",
+            INVALID_CLIENT,
+        ));
+    };
+    let redirect_uri = match p.redirect_uri.as_deref() {
+        Some(r) if r == app.callback_url => r.to_owned(),
+        _ => {
+            return Err(pages::error(
+                BANNER,
+                StatusCode::BAD_REQUEST,
+                "An error has occurred",
+                "The redirect URI included is not valid.",
+            ));
+        }
+    };
+    let back_with = |error: &str, description: &str| {
+        let mut params = vec![("error", error), ("error_description", description)];
+        params.extend(p.state.as_deref().map(|st| ("state", st)));
+        redirect_back(&redirect_uri, &params)
+    };
+    if p.response_type.as_deref() != Some("code") {
+        return Err(back_with(
+            "unsupported_response_type",
+            UNSUPPORTED_RESPONSE_TYPE,
+        ));
+    }
+    // Scopes are space-separated; GitLab does not split on commas.
+    let mut scopes: Vec<String> = Vec::new();
+    for scope in p.scope.as_deref().unwrap_or_default().split(' ') {
+        if scope.is_empty() || scopes.iter().any(|s| s == scope) {
+            continue;
+        }
+        if !KNOWN_SCOPES.contains(&scope) {
+            return Err(back_with("invalid_scope", INVALID_SCOPE));
+        }
+        scopes.push(scope.to_owned());
+    }
+    let code_challenge = match (
+        p.code_challenge.as_deref(),
+        p.code_challenge_method.as_deref(),
+    ) {
+        (None, None) => None,
+        (Some(c), Some("S256")) if c.len() == 43 && valid_pkce_string(c) => Some(c.to_owned()),
+        _ => {
+            return Err(back_with(
+                "invalid_request",
+                "The request is missing a required parameter, includes an unsupported parameter value, or is otherwise malformed. Only code_challenge_method=S256 with a valid code_challenge is supported.",
+            ));
+        }
+    };
+    Ok(AuthRequest {
+        redirect_uri,
+        scope: p.scope.clone(),
+        scopes,
+        state: p.state.clone(),
+        code_challenge,
+        app,
+    })
+}
+
+async fn authorize_page(
+    State(s): State<Arc<Shared>>,
+    Query(params): Query<AuthorizeParams>,
+) -> Response {
+    Counters::bump(&s.counters.authorize_requests);
+    let req = match validate(&s, &params) {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    let switches = s.switches.get();
+    if switches.deny {
+        return denied(&req);
+    }
+    if let Some(login) = switches.auto_approve {
+        return approve(&s, req, &login);
+    }
+    let hidden = [
+        ("client_id", Some(req.app.client_id.clone())),
+        ("redirect_uri", Some(req.redirect_uri.clone())),
+        ("response_type", Some("code".to_owned())),
+        ("scope", req.scope.clone()),
+        ("state", req.state.clone()),
+        ("code_challenge", req.code_challenge.clone()),
+        (
+            "code_challenge_method",
+            req.code_challenge.as_ref().map(|_| "S256".to_owned()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| (name, v)))
+    .collect();
+    pages::html(
+        StatusCode::OK,
+        &GitlabAuthorize {
+            app_name: &req.app.name,
+            scopes: &req.scopes,
+            users: &s.github_users,
+            redirect_uri: &req.redirect_uri,
+            hidden,
+        },
+    )
+}
+
+async fn authorize_decision(
+    State(s): State<Arc<Shared>>,
+    Form(params): Form<AuthorizeParams>,
+) -> Response {
+    let req = match validate(&s, &params) {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    match params.decision.as_deref() {
+        Some("approve") => match params.login.as_deref() {
+            Some(login) => approve(&s, req, login),
+            None => bad_decision("No user was chosen."),
+        },
+        Some("deny") => denied(&req),
+        _ => bad_decision("decision must be approve or deny."),
+    }
+}
+
+fn bad_decision(message: &str) -> Response {
+    pages::error(BANNER, StatusCode::BAD_REQUEST, "Bad request", message)
+}
+
+fn approve(s: &Shared, req: AuthRequest, login: &str) -> Response {
+    if s.github_user(login).is_none() {
+        return bad_decision("There is no GitLab user with that username.");
+    }
+    let code = s.gitlab.put_code(CodeGrant {
+        client_id: req.app.client_id.clone(),
+        redirect_uri: Some(req.redirect_uri.clone()),
+        subject: login.to_owned(),
+        scopes: req.scopes,
+        code_challenge: req.code_challenge,
+        nonce: None,
+        issued_at: s.now(),
+    });
+    let mut params = vec![("code", code.as_str())];
+    params.extend(req.state.as_deref().map(|st| ("state", st)));
+    redirect_back(&req.redirect_uri, &params)
+}
+
+fn denied(req: &AuthRequest) -> Response {
+    let mut params = vec![
+        ("error", "access_denied"),
+        ("error_description", ACCESS_DENIED),
+    ];
+    params.extend(req.state.as_deref().map(|st| ("state", st)));
+    redirect_back(&req.redirect_uri, &params)
+}
+
+fn redirect_back(redirect_to: &str, params: &[(&str, &str)]) -> Response {
+    match redirect_url(redirect_to, params) {
+        Some(url) => found(&url),
+        None => pages::error(
+            BANNER,
+            StatusCode::BAD_REQUEST,
+            "An error has occurred",
+            "The application's redirect URI is not an absolute URL.",
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The token endpoint.
+
+/// An RFC 6749 §5.2 error, as Doorkeeper answers it: JSON, HTTP 400, or
+/// 401 for `invalid_client`.
+struct TokenError {
+    error: String,
+    description: String,
+}
+
+impl TokenError {
+    fn new(error: &str, description: &str) -> Self {
+        Self {
+            error: error.to_owned(),
+            description: description.to_owned(),
+        }
+    }
+
+    fn invalid_grant() -> Self {
+        Self::new("invalid_grant", INVALID_GRANT)
+    }
+
+    fn missing(parameter: &str) -> Self {
+        Self::new(
+            "invalid_request",
+            &format!("Missing required parameter: {parameter}."),
+        )
+    }
+
+    fn into_response(self) -> Response {
+        let status = if self.error == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let mut response = (
+            status,
+            no_store(),
+            Json(json!({ "error": self.error, "error_description": self.description })),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!(
+                "Bearer realm=\"Doorkeeper\", error=\"invalid_client\", error_description=\"{INVALID_CLIENT}\""
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        response
+    }
+}
+
+fn no_store() -> [(HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    Counters::bump(&s.counters.token_requests);
+    let switches = s.switches.get();
+    // Decided before hanging, so a hung answer still issued its tokens: the
+    // case that makes retrying a code exchange or a refresh wrong.
+    let response = token_response(&s, &headers, &body, &switches);
+    if switches.token_hang {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < TOKEN_HANG && s.switches.get().token_hang {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    response
+}
+
+fn token_response(
+    s: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    switches: &SwitchState,
+) -> Response {
+    if let Some(status) = switches.token_status {
+        return error_page(status);
+    }
+    if let Some(code) = &switches.token_error {
+        let description = match code.as_str() {
+            "invalid_grant" => INVALID_GRANT,
+            "invalid_client" => INVALID_CLIENT,
+            _ => "The mock provider was told to fail this request.",
+        };
+        return TokenError::new(code, description).into_response();
+    }
+    match token_grant(s, headers, body, switches.grant_scopes.clone()) {
+        Ok(issued) => token_success(&issued),
+        Err(err) => {
+            tracing::debug!(error = %err.error, "mock gitlab token request refused");
+            err.into_response()
+        }
+    }
+}
+
+fn token_grant(
+    s: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    grant_scopes: Option<Vec<String>>,
+) -> Result<Issued, TokenError> {
+    let form = parse_form(body).ok_or_else(|| {
+        TokenError::new(
+            "invalid_request",
+            "The request is missing a required parameter, includes an unsupported parameter value, or is otherwise malformed.",
+        )
+    })?;
+    let app = authenticate(s, headers, &form)?;
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => exchange_code(s, &app, &form, grant_scopes),
+        Some("refresh_token") => {
+            let refresh_token = form
+                .get("refresh_token")
+                .ok_or_else(|| TokenError::missing("refresh_token"))?;
+            // Rotation: the old access and refresh tokens die here.
+            s.gitlab
+                .refresh(refresh_token, &app.client_id, s.now(), lifetimes())
+                .ok_or_else(TokenError::invalid_grant)
+        }
+        Some(_) => Err(TokenError::new(
+            "unsupported_grant_type",
+            UNSUPPORTED_GRANT_TYPE,
+        )),
+        None => Err(TokenError::missing("grant_type")),
+    }
+}
+
+/// The OAuth application behind the request's client credentials (HTTP
+/// Basic or form, both accepted by GitLab).
+fn authenticate(
+    s: &Shared,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<MockOAuthApp, TokenError> {
+    let refused = || TokenError::new("invalid_client", INVALID_CLIENT);
+    let creds = client_credentials(headers, form).map_err(|_| refused())?;
+    let app = s.oauth_app(&creds.id).ok_or_else(refused)?;
+    if secrets_equal(&creds.secret, &app.client_secret) {
+        Ok(app)
+    } else {
+        Err(refused())
+    }
+}
+
+fn exchange_code(
+    s: &Shared,
+    app: &MockOAuthApp,
+    form: &HashMap<String, String>,
+    grant_scopes: Option<Vec<String>>,
+) -> Result<Issued, TokenError> {
+    let code = form
+        .get("code")
+        .ok_or_else(|| TokenError::missing("code"))?;
+    let redirect_uri = form
+        .get("redirect_uri")
+        .ok_or_else(|| TokenError::missing("redirect_uri"))?;
+    // Taken before any other check: a code that reached the endpoint once
+    // is spent, whatever else was wrong with the request.
+    let grant = s
+        .gitlab
+        .take_code(code)
+        .ok_or_else(TokenError::invalid_grant)?;
+    let now = s.now();
+    if grant.client_id != app.client_id
+        || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
+        || grant.redirect_uri.as_deref() != Some(redirect_uri.as_str())
+    {
+        return Err(TokenError::invalid_grant());
+    }
+    // A verifier without a challenge is refused too (RFC 9700 §2.1.1).
+    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
+        (None, None) => true,
+        _ => false,
+    };
+    if !pkce_ok {
+        return Err(TokenError::invalid_grant());
+    }
+    let scopes = grant_scopes.unwrap_or(grant.scopes);
+    Ok(s.gitlab.issue(
+        &grant.subject,
+        &app.client_id,
+        scopes,
+        now,
+        Some(lifetimes()),
+    ))
+}
+
+fn token_success(issued: &Issued) -> Response {
+    let body = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_SECONDS,
+        "refresh_token": issued.refresh_token,
+        "scope": issued.grant.scopes.join(" "),
+        "created_at": issued.grant.created_at.timestamp(),
+    });
+    (no_store(), Json(body)).into_response()
+}
+
+/// GitLab's error pages are HTML, whatever the client accepts.
+fn error_page(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match status.as_u16() {
+        502 | 504 => "Whoops, GitLab is taking too much time to respond.",
+        503 => "GitLab is not responding.",
+        _ => "We're sorry, something went wrong on our end.",
+    };
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        format!(
+            "<!DOCTYPE html>\n<html><head><title>Something went wrong ({})</title></head>\
+             <body><h1>{}</h1><h3>{message}</h3></body></html>\n",
+            status.as_u16(),
+            status.as_u16()
+        ),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------
+// Token info and revocation (Doorkeeper endpoints, outside API v4).
+
+fn oauth_invalid_token(description: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"Doorkeeper\", error=\"invalid_token\""),
+        )],
+        Json(json!({
+            "error": "invalid_token",
+            "error_description": description,
+            "state": "unauthorized",
+        })),
+    )
+        .into_response()
+}
+
+async fn token_info(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    s.switches.api_hang_wait().await;
+    let Some(token) = authorization_token(&headers, &["bearer"]) else {
+        return oauth_invalid_token("The access token is invalid");
+    };
+    let now = s.now();
+    let Some(grant) = s.gitlab.find(&token, now) else {
+        return oauth_invalid_token("The access token is invalid");
+    };
+    let owner_id = s.github_user(&grant.subject).map(|u| u.id);
+    let expires_in = grant.expires_at.map(|at| (at - now).num_seconds().max(0));
+    Json(json!({
+        "resource_owner_id": owner_id,
+        "scope": grant.scopes,
+        "expires_in": expires_in,
+        "application": { "uid": grant.client_id },
+        "created_at": grant.created_at.timestamp(),
+        // deprecated duplicates GitLab still sends
+        "scopes": grant.scopes,
+        "expires_in_seconds": expires_in,
+    }))
+    .into_response()
+}
+
+/// RFC 7009: 200 with `{}` for revoked and unknown tokens alike; 403 for a
+/// token of another application, as Doorkeeper answers.
+async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(form) = parse_form(&body) else {
+        return TokenError::new("invalid_request", "The request is malformed.").into_response();
+    };
+    let app = match authenticate(&s, &headers, &form) {
+        Ok(app) => app,
+        Err(err) => return err.into_response(),
+    };
+    let Some(token) = form.get("token") else {
+        return Json(json!({})).into_response();
+    };
+    if let Some(grant) = s.gitlab.find(token, s.now())
+        && grant.client_id != app.client_id
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "unauthorized_client",
+                "error_description": "You are not authorized to revoke this token",
+            })),
+        )
+            .into_response();
+    }
+    if s.gitlab.revoke(token) {
+        Counters::bump(&s.counters.revocations);
+    }
+    Json(json!({})).into_response()
+}
+
+// ---------------------------------------------------------------------------
+// API v4.
+
+fn api_message(status: StatusCode) -> Response {
+    let message = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    (status, Json(json!({ "message": message }))).into_response()
+}
+
+pub(crate) async fn not_found() -> Response {
+    api_message(StatusCode::NOT_FOUND)
+}
+
+fn api_invalid_token(description: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": "invalid_token", "error_description": description })),
+    )
+        .into_response()
+}
+
+fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(value)
+        .ok()
+        .map(|v| (HeaderName::from_static(name), v))
+}
+
+/// GitLab.com's `RateLimit-*` headers for the authenticated API throttle.
+fn rate_limit_headers(observed: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, HeaderValue)> {
+    [
+        header_pair("ratelimit-name", "throttle_authenticated_api"),
+        header_pair("ratelimit-limit", &RATE_LIMIT.to_string()),
+        header_pair("ratelimit-observed", &observed.to_string()),
+        header_pair(
+            "ratelimit-remaining",
+            &RATE_LIMIT.saturating_sub(observed).to_string(),
+        ),
+        header_pair("ratelimit-reset", &reset.timestamp().to_string()),
+        header_pair(
+            "ratelimit-resettime",
+            &reset.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, mut response: Response) -> Response {
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// The answer `user_api_status` asks for: 429 as GitLab's throttle sends it
+/// (plain text, `Retry-After`, exhausted `RateLimit-*`), 5xx as its error
+/// pages, anything else as an API message.
+fn switched_status(s: &Shared, status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reset = s.now() + Duration::seconds(RETRY_AFTER_SECONDS);
+    match status.as_u16() {
+        429 => {
+            let mut headers = rate_limit_headers(RATE_LIMIT + 1, reset);
+            headers.extend(header_pair("retry-after", &RETRY_AFTER_SECONDS.to_string()));
+            with_headers(
+                headers,
+                (
+                    status,
+                    [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+                    "Retry later\n",
+                )
+                    .into_response(),
+            )
+        }
+        502..=504 => error_page(status.as_u16()),
+        _ => api_message(status),
+    }
+}
+
+/// Who a token acts as.
+enum Owner<'a> {
+    User(&'a MockGitUser),
+    /// The bot user of a project or group access token.
+    Bot {
+        id: u64,
+        username: String,
+        name: String,
+    },
+}
+
+struct Caller<'a> {
+    owner: Owner<'a>,
+    scopes: Vec<String>,
+    /// Set for personal (and project/group) access tokens.
+    pat: Option<(String, Pat)>,
+}
+
+/// A GitLab token's last day: it stops working at 00:00 UTC of its
+/// `expires_at` date, which is all GitLab stores.
+fn expiry_date(pat: &Pat) -> Option<NaiveDate> {
+    pat.spec.expires_at.map(|at| at.date_naive())
+}
+
+fn pat_expired(pat: &Pat, now: DateTime<Utc>) -> bool {
+    expiry_date(pat).is_some_and(|d| d.and_time(chrono::NaiveTime::MIN).and_utc() <= now)
+}
+
+/// A number derived from the token, stable for its lifetime: ids and bot
+/// user names.
+fn digest_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn digest_number(token: &str, modulo: u64) -> u64 {
+    let d = Sha256::digest(token.as_bytes());
+    let mut n = 0u64;
+    for b in d.iter().take(8) {
+        n = (n << 8) | u64::from(*b);
+    }
+    n % modulo
+}
+
+/// The caller of an API v4 request: `PRIVATE-TOKEN` or a bearer token, an
+/// OAuth token from the book or a personal access token from the PAT book.
+fn caller<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<Caller<'a>, Response> {
+    let token = headers
+        .get("private-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .or_else(|| authorization_token(headers, &["bearer"]));
+    let Some(token) = token else {
+        return Err(api_message(StatusCode::UNAUTHORIZED));
+    };
+    let now = s.now();
+    if let Some(grant) = s.gitlab.find(&token, now) {
+        let user = s
+            .github_user(&grant.subject)
+            .ok_or_else(|| api_message(StatusCode::UNAUTHORIZED))?;
+        return Ok(Caller {
+            owner: Owner::User(user),
+            scopes: grant.scopes,
+            pat: None,
+        });
+    }
+    let Some(pat) = s.pats.find(Flavour::Gitlab, &token) else {
+        return Err(api_message(StatusCode::UNAUTHORIZED));
+    };
+    if pat.revoked {
+        return Err(api_invalid_token(TOKEN_REVOKED));
+    }
+    if pat_expired(&pat, now) {
+        return Err(api_invalid_token(TOKEN_EXPIRED));
+    }
+    let owner = match pat.spec.kind.as_str() {
+        kind @ ("project" | "group") => {
+            let n = digest_number(
+                &format!("{}/{:?}", pat.spec.owner, pat.spec.repositories),
+                100_000,
+            ) + 1;
+            let hash = digest_hex(&token);
+            Owner::Bot {
+                id: 5_000_000 + digest_number(&token, 1_000_000),
+                username: format!("{kind}_{n}_bot_{}", &hash[..32]),
+                name: format!("{kind} access token bot"),
+            }
+        }
+        _ => Owner::User(
+            s.github_user(&pat.spec.owner)
+                .ok_or_else(|| api_message(StatusCode::UNAUTHORIZED))?,
+        ),
+    };
+    Ok(Caller {
+        owner,
+        scopes: pat.spec.scopes.clone(),
+        pat: Some((token, pat)),
+    })
+}
+
+impl Owner<'_> {
+    fn id(&self) -> u64 {
+        match self {
+            Self::User(u) => u.id,
+            Self::Bot { id, .. } => *id,
+        }
+    }
+}
+
+fn user_json(s: &Shared, owner: &Owner<'_>) -> Value {
+    let base = format!("{}/gitlab", s.base_url());
+    let (id, username, name, bot) = match owner {
+        Owner::User(u) => (u.id, u.login.as_str(), u.name.as_str(), false),
+        Owner::Bot { id, username, name } => (*id, username.as_str(), name.as_str(), true),
+    };
+    json!({
+        "id": id,
+        "username": username,
+        "name": name,
+        "state": "active",
+        "locked": false,
+        "avatar_url": format!("{base}/uploads/-/system/user/avatar/{id}/avatar.png"),
+        "web_url": format!("{base}/{username}"),
+        "created_at": "2020-01-01T00:00:00.000Z",
+        "bio": "",
+        "location": "",
+        "public_email": null,
+        "bot": bot,
+        "two_factor_enabled": false,
+        "external": false,
+        "private_profile": false,
+    })
+}
+
+/// The common start of every API v4 handler: the hang and status
+/// switches, then the caller.
+async fn api_caller<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<Caller<'a>, Response> {
+    s.switches.api_hang_wait().await;
+    if let Some(status) = s.switches.get().user_api_status {
+        return Err(switched_status(s, status));
+    }
+    caller(s, headers)
+}
+
+async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let observed = Counters::bump(&s.counters.user_requests);
+    let caller = match api_caller(&s, &headers).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    // GET /user takes any of these scopes (read_api and api cover every GET).
+    if !caller
+        .scopes
+        .iter()
+        .any(|sc| matches!(sc.as_str(), "api" | "read_api" | "read_user"))
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "insufficient_scope",
+                "error_description": "The request requires higher privileges than provided by the access token.",
+                "scope": "api read_api read_user",
+            })),
+        )
+            .into_response();
+    }
+    let reset = s.now() + Duration::seconds(RETRY_AFTER_SECONDS);
+    with_headers(
+        rate_limit_headers(observed, reset),
+        Json(user_json(&s, &caller.owner)).into_response(),
+    )
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Any token may read its own record, whatever its scopes. OAuth tokens
+/// have none here.
+async fn pat_self(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let caller = match api_caller(&s, &headers).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let Some((token, pat)) = &caller.pat else {
+        return api_message(StatusCode::NOT_FOUND);
+    };
+    let now = s.now();
+    Json(json!({
+        "id": digest_number(token, 1_000_000) + 1,
+        "name": format!("{} token", pat.spec.kind),
+        "revoked": pat.revoked,
+        "created_at": timestamp(now - Duration::days(1)),
+        "description": null,
+        "scopes": pat.spec.scopes,
+        "user_id": caller.owner.id(),
+        "last_used_at": timestamp(now),
+        "active": !pat.revoked && !pat_expired(pat, now),
+        "expires_at": expiry_date(pat).map(|d| d.format("%Y-%m-%d").to_string()),
+    }))
+    .into_response()
+}
