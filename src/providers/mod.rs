@@ -3,6 +3,8 @@
 //! response quirks, identity, revocation, Git username); the rest of the
 //! broker talks to providers only through [`GitProvider`].
 
+mod bitbucket_cloud;
+mod bitbucket_dc;
 mod github;
 
 use crate::config::OAuthAppSettings;
@@ -19,12 +21,18 @@ use url::Url;
 pub enum ProviderKind {
     /// github.com (`base_url` omitted) or GitHub Enterprise Server (`base_url` set).
     Github,
+    /// bitbucket.org (`base_url` omitted) or a stand-in serving the same paths.
+    BitbucketCloud,
+    /// Bitbucket Data Center or Server (`base_url` required).
+    BitbucketDataCenter,
 }
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Github => "github",
+            Self::BitbucketCloud => "bitbucket_cloud",
+            Self::BitbucketDataCenter => "bitbucket_data_center",
         }
     }
 }
@@ -232,6 +240,8 @@ pub trait GitProvider: Send + Sync + 'static {
 pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
     match kind {
         ProviderKind::Github => &github::GitHub,
+        ProviderKind::BitbucketCloud => &bitbucket_cloud::BitbucketCloud,
+        ProviderKind::BitbucketDataCenter => &bitbucket_dc::BitbucketDataCenter,
     }
 }
 
