@@ -33,6 +33,8 @@
 // nothing for a test double.
 #![allow(clippy::result_large_err)]
 
+mod bitbucket_cloud;
+mod bitbucket_dc;
 mod book;
 mod control;
 mod github;
@@ -188,6 +190,9 @@ pub(crate) struct Shared {
     counters: Counters,
     /// Codes and tokens of the GitHub flavour.
     github: TokenBook,
+    /// Codes and OAuth tokens of the Bitbucket Cloud and Data Center flavours.
+    bitbucket_cloud: TokenBook,
+    bitbucket_dc: TokenBook,
     /// Codes and access tokens of the identity provider: a separate realm,
     /// so an IdP token never works against the Git API and vice versa.
     idp: TokenBook,
@@ -232,6 +237,8 @@ impl Shared {
         self.switches.reset();
         self.counters.reset();
         self.github.clear();
+        self.bitbucket_cloud.clear();
+        self.bitbucket_dc.clear();
         self.idp.clear();
         self.pats.clear();
     }
@@ -267,6 +274,8 @@ impl MockProvider {
                 switches: Switches::default(),
                 counters: Counters::default(),
                 github: TokenBook::new(github::TOKEN_STYLE),
+                bitbucket_cloud: TokenBook::new(bitbucket_cloud::TOKEN_STYLE),
+                bitbucket_dc: TokenBook::new(bitbucket_dc::TOKEN_STYLE),
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
@@ -319,6 +328,8 @@ impl MockProvider {
         Router::new()
             .merge(github::routes())
             .nest("/idp", idp::routes())
+            .nest("/bitbucket", bitbucket_cloud::routes())
+            .nest("/bitbucket-dc", bitbucket_dc::routes())
             .nest("/__mock", control::routes())
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))
