@@ -40,9 +40,16 @@ async fn run(backend: Backend, secs: u64, concurrency: usize) {
             expires_at: None,
             source: gitbroker::tokens::TokenSource::Pat,
         };
-        h.state.tokens.put(&token, gitbroker::store::Expect::Any).await.unwrap();
+        h.state
+            .tokens
+            .put(&token, gitbroker::store::Expect::Any)
+            .await
+            .unwrap();
     }
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
     let rss_before = rss_kib();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -90,9 +97,18 @@ async fn run(backend: Backend, secs: u64, concurrency: usize) {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let concurrency: usize = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         run(Backend::Embedded, secs, concurrency).await;
         run(Backend::Redis, secs, concurrency).await;

@@ -246,7 +246,14 @@ async fn user_api_paste_and_delete() {
         .await
         .unwrap();
     let runtimes = list["runtimes"].as_array().unwrap();
-    assert_eq!(runtimes.len(), 2, "only alice's accounts: {list}");
+    assert!(
+        runtimes.iter().all(|r| r["account"] == "acme") && runtimes.len() >= 2,
+        "only alice's accounts: {list}"
+    );
+    assert!(
+        runtimes.iter().any(|r| r["runtime"] == "acme-prod" && r["token"]["method"] == "pat"),
+        "{list}"
+    );
     let r = alice
         .client
         .delete(&url)

@@ -35,6 +35,8 @@
 // nothing for a test double.
 #![allow(clippy::result_large_err)]
 
+mod bitbucket_cloud;
+mod bitbucket_dc;
 mod book;
 mod control;
 mod github;
@@ -193,6 +195,9 @@ pub(crate) struct Shared {
     github: TokenBook,
     /// Codes and tokens of the GitLab flavour.
     gitlab: TokenBook,
+    /// Codes and OAuth tokens of the Bitbucket Cloud and Data Center flavours.
+    bitbucket_cloud: TokenBook,
+    bitbucket_dc: TokenBook,
     /// Codes and access tokens of the identity provider: a separate realm,
     /// so an IdP token never works against the Git API and vice versa.
     idp: TokenBook,
@@ -238,6 +243,8 @@ impl Shared {
         self.counters.reset();
         self.github.clear();
         self.gitlab.clear();
+        self.bitbucket_cloud.clear();
+        self.bitbucket_dc.clear();
         self.idp.clear();
         self.pats.clear();
     }
@@ -274,6 +281,8 @@ impl MockProvider {
                 counters: Counters::default(),
                 github: TokenBook::new(github::TOKEN_STYLE),
                 gitlab: TokenBook::new(gitlab::TOKEN_STYLE),
+                bitbucket_cloud: TokenBook::new(bitbucket_cloud::TOKEN_STYLE),
+                bitbucket_dc: TokenBook::new(bitbucket_dc::TOKEN_STYLE),
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
@@ -327,6 +336,8 @@ impl MockProvider {
             .merge(github::routes())
             .nest("/idp", idp::routes())
             .nest("/gitlab", gitlab::routes())
+            .nest("/bitbucket", bitbucket_cloud::routes())
+            .nest("/bitbucket-dc", bitbucket_dc::routes())
             .nest("/__mock", control::routes())
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))

@@ -3,6 +3,8 @@
 //! response quirks, identity, revocation, Git username); the rest of the
 //! broker talks to providers only through [`GitProvider`].
 
+mod bitbucket_cloud;
+mod bitbucket_dc;
 mod github;
 mod gitlab;
 
@@ -26,6 +28,10 @@ pub enum ProviderKind {
     Gitlab,
     /// A self-managed GitLab instance: `base_url` required.
     GitlabSelfManaged,
+    /// bitbucket.org (`base_url` omitted) or a stand-in serving the same paths.
+    BitbucketCloud,
+    /// Bitbucket Data Center or Server (`base_url` required).
+    BitbucketDataCenter,
 }
 
 impl ProviderKind {
@@ -35,6 +41,8 @@ impl ProviderKind {
             Self::GithubEnterprise => "github_enterprise",
             Self::Gitlab => "gitlab",
             Self::GitlabSelfManaged => "gitlab_self_managed",
+            Self::BitbucketCloud => "bitbucket_cloud",
+            Self::BitbucketDataCenter => "bitbucket_data_center",
         }
     }
 }
@@ -249,6 +257,8 @@ pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
         ProviderKind::GithubEnterprise => &github::GITHUB_ENTERPRISE,
         ProviderKind::Gitlab => &gitlab::GITLAB_COM,
         ProviderKind::GitlabSelfManaged => &gitlab::GITLAB_SELF_MANAGED,
+        ProviderKind::BitbucketCloud => &bitbucket_cloud::BitbucketCloud,
+        ProviderKind::BitbucketDataCenter => &bitbucket_dc::BitbucketDataCenter,
     }
 }
 

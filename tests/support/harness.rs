@@ -170,6 +170,49 @@ credential = "{c4}"
             c3 = credential("globex-prod"),
             c4 = credential("gitlab-rt"),
         );
+        // Bitbucket Cloud and Data Center: one OAuth app and one runtime each.
+        let toml = format!(
+            r#"{toml}
+[[oauth_apps]]
+id = "bbc-app"
+name = "gitbroker tests (Bitbucket Cloud)"
+provider = "bitbucket_cloud"
+base_url = "{mock_url}/bitbucket"
+client_id = "bbc-client-id"
+client_secret = "{APP_SECRET}"
+scopes = ["account", "team", "repository:write"]
+[[oauth_apps]]
+id = "bbdc-app"
+name = "gitbroker tests (Bitbucket Data Center)"
+provider = "bitbucket_data_center"
+base_url = "{mock_url}/bitbucket-dc"
+client_id = "bbdc-client-id"
+client_secret = "{APP_SECRET}"
+scopes = ["REPO_WRITE"]
+[[runtimes]]
+id = "bbc-rt"
+account = "acme"
+git_host = "bitbucket.org"
+oauth_app = "bbc-app"
+credential = "{bbc}"
+[[runtimes]]
+id = "bbdc-rt"
+account = "acme"
+git_host = "bitbucket.example.com"
+oauth_app = "bbdc-app"
+credential = "{bbdc}"
+"#,
+            bbc = credential("bbc-rt"),
+            bbdc = credential("bbdc-rt"),
+        );
+        for (id, client_id) in [("bbc-app", "bbc-client-id"), ("bbdc-app", "bbdc-client-id")] {
+            mock.provider.add_oauth_app(MockOAuthApp {
+                name: format!("gitbroker tests ({id})"),
+                client_id: client_id.into(),
+                client_secret: APP_SECRET.into(),
+                callback_url: format!("{url}/oauth/callback/{id}"),
+            });
+        }
         let settings = Settings::from_toml_str(&toml).expect("test configuration is valid");
         mock.provider.add_oauth_app(MockOAuthApp {
             name: "gitbroker tests".into(),
