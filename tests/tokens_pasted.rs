@@ -251,7 +251,9 @@ async fn user_api_paste_and_delete() {
         "only alice's accounts: {list}"
     );
     assert!(
-        runtimes.iter().any(|r| r["runtime"] == "acme-prod" && r["token"]["method"] == "pat"),
+        runtimes
+            .iter()
+            .any(|r| r["runtime"] == "acme-prod" && r["token"]["method"] == "pat"),
         "{list}"
     );
     let r = alice

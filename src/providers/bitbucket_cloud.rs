@@ -191,6 +191,10 @@ impl GitProvider for BitbucketCloud {
         }
     }
 
+    fn needs_email(&self) -> bool {
+        true
+    }
+
     fn needs_username(&self) -> bool {
         true
     }

@@ -205,7 +205,48 @@ credential = "{bbdc}"
             bbc = credential("bbc-rt"),
             bbdc = credential("bbdc-rt"),
         );
-        for (id, client_id) in [("bbc-app", "bbc-client-id"), ("bbdc-app", "bbdc-client-id")] {
+        // GitHub Enterprise Server and GitLab self-managed: the same mock
+        // flavours, configured as the self-hosted kinds.
+        let toml = format!(
+            r#"{toml}
+[[oauth_apps]]
+id = "ghes-app"
+name = "gitbroker tests (GHES)"
+provider = "github_enterprise"
+base_url = "{mock_url}"
+client_id = "ghes-client-id"
+client_secret = "{APP_SECRET}"
+scopes = ["repo"]
+[[oauth_apps]]
+id = "glsm-app"
+name = "gitbroker tests (GitLab self-managed)"
+provider = "gitlab_self_managed"
+base_url = "{mock_url}/gitlab"
+client_id = "glsm-client-id"
+client_secret = "{APP_SECRET}"
+scopes = ["write_repository", "read_api"]
+[[runtimes]]
+id = "ghes-rt"
+account = "acme"
+git_host = "github.example.com"
+oauth_app = "ghes-app"
+credential = "{ghes}"
+[[runtimes]]
+id = "glsm-rt"
+account = "acme"
+git_host = "gitlab.example.com"
+oauth_app = "glsm-app"
+credential = "{glsm}"
+"#,
+            ghes = credential("ghes-rt"),
+            glsm = credential("glsm-rt"),
+        );
+        for (id, client_id) in [
+            ("bbc-app", "bbc-client-id"),
+            ("bbdc-app", "bbdc-client-id"),
+            ("ghes-app", "ghes-client-id"),
+            ("glsm-app", "glsm-client-id"),
+        ] {
             mock.provider.add_oauth_app(MockOAuthApp {
                 name: format!("gitbroker tests ({id})"),
                 client_id: client_id.into(),
