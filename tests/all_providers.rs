@@ -220,7 +220,7 @@ async fn every_provider_oauth_and_pasted_tokens() {
         // OAuth
         let done = alice.authorize(c.runtime).await;
         assert!(
-            flash(&done).contains(&format!("authorized")),
+            flash(&done).contains("authorized"),
             "{}: {}",
             c.kind,
             flash(&done)
