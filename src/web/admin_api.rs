@@ -257,10 +257,14 @@ async fn list_runtimes(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
-    let rts = state.registry.runtimes().await?;
-    Ok(Json(
-        json!({ "runtimes": rts.iter().map(runtime_view).collect::<Vec<_>>() }),
-    ))
+    let mut out = Vec::new();
+    for rt in state.registry.runtimes().await? {
+        let mut view = runtime_view(&rt);
+        // admins see which runtimes still need their Git Runtime token
+        view["git_token"] = json!(state.runtime_tokens.status(&rt.id).await?);
+        out.push(view);
+    }
+    Ok(Json(json!({ "runtimes": out })))
 }
 
 async fn get_runtime(
