@@ -11,7 +11,7 @@
 
 use super::{
     Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, missing_scopes, owned,
+    TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -69,12 +69,6 @@ const HELP_USER: &str = "Create an API token in Bitbucket: Personal settings > A
 const HELP_RUNTIME: &str = "Create an API token, preferably for a service account, in Bitbucket: Personal settings > Atlassian account settings > Security > Create and manage API tokens > Create API token with scopes. Name it, set an expiry (at most one year), choose the Bitbucket app, and select read:user:bitbucket, read:workspace:bitbucket, read:repository:bitbucket, write:repository:bitbucket, admin:repository:bitbucket, read:webhook:bitbucket and write:webhook:bitbucket. Paste the token (it starts with ATATT) together with the account's Atlassian email and Bitbucket username.";
 
 const APP_PASSWORD_REMOVED: &str = "This looks like a Bitbucket app password. Bitbucket Cloud stopped creating app passwords on 2025-09-09 and removed them on 2026-07-28, so it can no longer be used. Use an API token instead.";
-
-pub(super) fn join(base: &Url, path: &str) -> Result<Url, String> {
-    let mut s = base.as_str().trim_end_matches('/').to_owned();
-    s.push_str(path);
-    Url::parse(&s).map_err(|e| format!("cannot build endpoint URL: {e}"))
-}
 
 /// The two scope vocabularies; a token's report says which one it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,11 +148,7 @@ impl GitProvider for BitbucketCloud {
     /// The token response writes scopes space-separated, the
     /// `X-OAuth-Scopes` header comma-separated.
     fn parse_scopes(&self, raw: &str) -> Vec<String> {
-        raw.split([',', ' '])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        split_scopes(raw)
     }
 
     /// Legacy names only; API-token scopes imply nothing.

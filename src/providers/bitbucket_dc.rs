@@ -7,10 +7,10 @@
 //! it may do is found by probing: listing one repository the token reaches
 //! with the permission in question.
 
-use super::bitbucket_cloud::{check_status, join};
+use super::bitbucket_cloud::check_status;
 use super::{
     Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, missing_scopes, owned,
+    TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -66,11 +66,7 @@ impl GitProvider for BitbucketDataCenter {
     }
 
     fn parse_scopes(&self, raw: &str) -> Vec<String> {
-        raw.split([',', ' '])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        split_scopes(raw)
     }
 
     /// OAuth scopes and HTTP access token permissions share these names.

@@ -36,7 +36,7 @@
 
 use super::{
     Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, missing_scopes, owned,
+    TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -57,12 +57,6 @@ pub(super) static GITHUB: GitHub = GitHub { enterprise: false };
 pub(super) static GITHUB_ENTERPRISE: GitHub = GitHub { enterprise: true };
 
 const API_VERSION: &str = "2022-11-28";
-
-fn join(base: &Url, path: &str) -> Result<Url, String> {
-    let mut s = base.as_str().trim_end_matches('/').to_owned();
-    s.push_str(path);
-    Url::parse(&s).map_err(|e| format!("cannot build endpoint URL: {e}"))
-}
 
 #[async_trait]
 impl GitProvider for GitHub {
@@ -358,16 +352,6 @@ fn token_kind(token: &str) -> Kind {
     } else {
         Kind::Legacy
     }
-}
-
-/// Splits a scope list as GitHub writes it (`repo, gist` in headers,
-/// `repo,gist` in token responses).
-fn split_scopes(raw: &str) -> Vec<String> {
-    raw.split([',', ' '])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// How GitHub answered an API request, as far as judging a token goes.

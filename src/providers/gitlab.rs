@@ -5,7 +5,7 @@
 
 use super::{
     Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, missing_scopes, owned,
+    TokenPurpose, TokenReport, join, missing_scopes, owned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -49,12 +49,6 @@ const OTHER_TOKEN_PREFIXES: &[(&str, &str)] = &[
     ("glagent-", "a Kubernetes agent token"),
     ("glsoat-", "a SCIM token"),
 ];
-
-fn join(base: &Url, path: &str) -> Result<Url, String> {
-    let mut s = base.as_str().trim_end_matches('/').to_owned();
-    s.push_str(path);
-    Url::parse(&s).map_err(|e| format!("cannot build endpoint URL: {e}"))
-}
 
 #[async_trait]
 impl GitProvider for GitLab {

@@ -262,6 +262,22 @@ pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
     }
 }
 
+/// `base` with `path` appended (no double slash), as an endpoint URL.
+pub(crate) fn join(base: &Url, path: &str) -> Result<Url, String> {
+    let mut s = base.as_str().trim_end_matches('/').to_owned();
+    s.push_str(path);
+    Url::parse(&s).map_err(|e| format!("cannot build endpoint URL: {e}"))
+}
+
+/// Scopes written with commas or spaces (`repo,gist`, `repo, gist`, `a b`).
+pub(crate) fn split_scopes(raw: &str) -> Vec<String> {
+    raw.split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `required` as owned strings.
 pub fn owned(scopes: &[&str]) -> Vec<String> {
     scopes.iter().map(|s| (*s).to_owned()).collect()
