@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check and test of gitbroker on a Debian machine. Installs what
+# the tests need when it is missing: redis-server (the Redis store tests
+# start their own servers on free loopback ports), and Chromium with
+# chromedriver (the end-to-end browser tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
+fi
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "test.sh: cargo test"
+cargo test --all-targets

@@ -1,0 +1,528 @@
+//! End to end through a real browser: headless Chromium, driven over
+//! WebDriver by `chromedriver`, against the whole broker and the mock GitHub
+//! provider and identity provider on loopback ports.
+//!
+//! Needs `chromium` and `chromedriver` (Debian packages `chromium` and
+//! `chromium-driver`; `scripts/test.sh` installs them). `$CHROMIUM` and
+//! `$CHROMEDRIVER` override the binaries' paths. A missing browser fails the
+//! test with a message saying so; it is never skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+mod support;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const ALICE: &str = "u-1001";
+/// How long to wait for a page or an element; generous for a loaded 2-core CI box.
+const WAIT: Duration = Duration::from_secs(30);
+const DRIVER_READY_TIMEOUT: Duration = Duration::from_secs(20);
+const DRIVER_PORT_ATTEMPTS: usize = 5;
+const INSTALL_HINT: &str = "install the Debian packages `chromium` and `chromium-driver` \
+     (apt-get install chromium chromium-driver; scripts/test.sh does this), \
+     or point $CHROMIUM / $CHROMEDRIVER at the binaries";
+
+/// Where screenshots and driver logs go: `target/browser-test/`.
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("browser-test");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// A `chromedriver` child process on a free loopback port, killed on drop.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    async fn start(log_name: &str) -> ChromeDriver {
+        let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+        let log = artifacts_dir().join(format!("chromedriver-{log_name}.log"));
+        let mut last_err = String::new();
+        for _ in 0..DRIVER_PORT_ATTEMPTS {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run `{bin}` ({e}): {INSTALL_HINT}"));
+            match wait_ready(&mut child, port).await {
+                Ok(()) => {
+                    return ChromeDriver {
+                        child,
+                        url: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_err = e;
+                }
+            }
+        }
+        panic!(
+            "chromedriver did not start after {DRIVER_PORT_ATTEMPTS} attempts: {last_err} \
+             (log: {})",
+            log.display()
+        );
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe socket on loopback");
+    listener.local_addr().expect("probe socket address").port()
+}
+
+/// Waits until the chromedriver we started (not some other process on that
+/// port: ours would have exited) answers `/status` with `ready: true`.
+async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let status_url = format!("http://127.0.0.1:{port}/status");
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("chromedriver on port {port} exited: {status}"));
+        }
+        if let Ok(r) = http.get(&status_url).send().await
+            && let Ok(body) = r.json::<serde_json::Value>().await
+            && body["value"]["ready"] == true
+        {
+            // The port might still be someone else's; ours would exit soon.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("chromedriver on port {port} exited: {status}"));
+            }
+            return Ok(());
+        }
+        if started.elapsed() > DRIVER_READY_TIMEOUT {
+            return Err(format!(
+                "chromedriver on port {port} not ready within {DRIVER_READY_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A headless Chromium session with a fresh profile; the driver and the
+/// profile directory live as long as it.
+struct Browser {
+    client: Client,
+    _driver: ChromeDriver,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(name: &str) -> Browser {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+        assert!(
+            Path::new(&chromium).exists(),
+            "no Chromium at {chromium}: {INSTALL_HINT}"
+        );
+        let driver = ChromeDriver::start(name).await;
+        let profile = tempfile::tempdir().expect("tempdir for the Chromium profile");
+        let options = serde_json::json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                // Without these, Chromium's own connections to the outside
+                // are refused here and slow everything down.
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        });
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".to_owned(), options);
+        // The process may have both ring and aws-lc-rs compiled in (fantoccini's
+        // hyper-rustls enables the latter); rustls then needs one picked. The
+        // driver is plain HTTP, so this only keeps the builder from panicking.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = ClientBuilder::rustls()
+            .expect("rustls connector for the WebDriver client (needs ca-certificates)")
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no Chromium session from chromedriver at {} ({e}); is {chromium} a \
+                     Chromium matching chromedriver's version? {INSTALL_HINT}",
+                    driver.url
+                )
+            });
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    /// Runs `scenario` with this browser and always ends the session
+    /// (closing Chromium) before reporting the scenario's outcome.
+    async fn run<F, Fut>(self, scenario: F)
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(scenario(self.client.clone())).await;
+        let _ = self.client.close().await;
+        drop(self._driver);
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+async fn wait_for(c: &Client, what: &str, locator: Locator<'_>) -> fantoccini::elements::Element {
+    match c.wait().at_most(WAIT).for_element(locator).await {
+        Ok(e) => e,
+        Err(e) => {
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let source = c.source().await.unwrap_or_default();
+            panic!("waiting for {what} ({locator:?}): {e}\nat {url}:\n{source}");
+        }
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Opens the token page and signs in as alice at the mock IdP.
+async fn sign_in_as_alice(c: &Client, h_url: &str, idp_url: &str) {
+    c.goto(&format!("{h_url}/tokens")).await.unwrap();
+    let alice = wait_for(c, "the IdP sign-in page", Locator::Id("signin-alice")).await;
+    let at = c.current_url().await.unwrap();
+    assert!(
+        at.as_str().starts_with(idp_url),
+        "expected the IdP at {idp_url}, at {at}"
+    );
+    alice.click().await.unwrap();
+    wait_for(c, "the token page", Locator::Css("tr#runtime-acme-prod")).await;
+    assert_eq!(text(c, "h1").await, "Git Personal Access Token");
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .starts_with(&format!("{h_url}/tokens")),
+    );
+    assert_eq!(
+        text(c, "tr#runtime-acme-prod .token-cell").await,
+        "No token assigned"
+    );
+}
+
+/// Clicks "Authorize Access to GitHub" for acme-prod; returns on the mock's
+/// consent page.
+async fn start_authorize(c: &Client, mock_url: &str) {
+    let button = c
+        .find(Locator::Css("tr#runtime-acme-prod button.authorize"))
+        .await
+        .unwrap();
+    assert_eq!(button.text().await.unwrap(), "Authorize Access to GitHub");
+    button.click().await.unwrap();
+    wait_for(c, "the provider's consent page", Locator::Id("approve")).await;
+    let at = c.current_url().await.unwrap();
+    assert!(
+        at.as_str().starts_with(mock_url),
+        "expected the provider at {mock_url}, at {at}"
+    );
+    assert!(text(c, "#scopes").await.contains("repo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_and_delete_in_a_real_browser() {
+    let h = std::sync::Arc::new(Harness::start(Backend::Embedded).await);
+    let browser = Browser::start("authorize-and-delete").await;
+    let hh = h.clone();
+    browser
+        .run(move |c| async move {
+            let h = hh;
+            let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
+            sign_in_as_alice(&c, &h.url, &mock_url).await;
+            has_no_token(&h).await;
+
+            start_authorize(&c, &mock_url).await;
+            c.find(Locator::Id("approve"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+
+            // Back on the token page, with the token.
+            wait_for(
+                &c,
+                "the token page with acme-prod's token",
+                Locator::Css("tr#runtime-acme-prod dl.token"),
+            )
+            .await;
+            let flash = text(&c, "#flash").await;
+            assert!(
+                flash.contains("Access to GitHub authorized as alice for runtime acme-prod"),
+                "flash: {flash}"
+            );
+            assert_eq!(text(&c, "tr#runtime-acme-prod dd.login").await, "alice");
+            assert_eq!(text(&c, "tr#runtime-acme-prod dd.scopes").await, "repo");
+            assert_eq!(text(&c, "tr#runtime-acme-prod dd.status").await, "Valid");
+            // the other runtimes are untouched
+            assert_eq!(
+                text(&c, "tr#runtime-acme-staging .token-cell").await,
+                "No token assigned"
+            );
+            let png = c.screenshot().await.unwrap();
+            let shot = artifacts_dir().join("tokens.png");
+            std::fs::write(&shot, png).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+
+            // The runtime gets the token through its API.
+            let r = h.runtime_get("acme-prod", "acme-prod", ALICE).await;
+            assert_eq!(r.status(), 200);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["token"].as_str().unwrap().starts_with("gho_"),
+                "{body}"
+            );
+            assert_eq!(body["username"], "alice");
+
+            // Delete it.
+            let delete = c
+                .find(Locator::Css("tr#runtime-acme-prod button.delete"))
+                .await
+                .unwrap();
+            assert_eq!(delete.text().await.unwrap(), "Delete Token");
+            delete.click().await.unwrap();
+            wait_for(
+                &c,
+                "the token page without acme-prod's token",
+                Locator::Css("tr#runtime-acme-prod span.none"),
+            )
+            .await;
+            assert_eq!(
+                text(&c, "tr#runtime-acme-prod .token-cell").await,
+                "No token assigned"
+            );
+            let flash = text(&c, "#flash").await;
+            assert!(
+                flash.contains("Token deleted for runtime acme-prod"),
+                "flash: {flash}"
+            );
+            assert!(
+                c.find(Locator::Css("tr#runtime-acme-prod button.delete"))
+                    .await
+                    .is_err(),
+                "no Delete button without a token"
+            );
+            has_no_token(&h).await;
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_at_the_provider_shows_the_message() {
+    let h = std::sync::Arc::new(Harness::start(Backend::Embedded).await);
+    let browser = Browser::start("deny").await;
+    let hh = h.clone();
+    browser
+        .run(move |c| async move {
+            let h = hh;
+            let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
+            sign_in_as_alice(&c, &h.url, &mock_url).await;
+            start_authorize(&c, &mock_url).await;
+            c.find(Locator::Id("deny"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            let flash = wait_for(
+                &c,
+                "the denial message",
+                Locator::XPath("//*[@id='flash'][contains(., 'denied')]"),
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+            assert!(
+                flash.contains("Authorization was denied at GitHub"),
+                "flash: {flash}"
+            );
+            assert!(
+                c.current_url()
+                    .await
+                    .unwrap()
+                    .as_str()
+                    .starts_with(&format!("{}/tokens", h.url))
+            );
+            assert_eq!(
+                text(&c, "tr#runtime-acme-prod .token-cell").await,
+                "No token assigned"
+            );
+            has_no_token(&h).await;
+            assert_eq!(h.mock.provider.stats().token_requests, 0);
+        })
+        .await;
+}
+
+async fn has_no_token(h: &Harness) {
+    let r = h.runtime_get("acme-prod", "acme-prod", ALICE).await;
+    assert_eq!(r.status(), 404, "acme-prod/alice should have no token");
+}
+
+/// "Advanced authorization options": paste a GitHub token and assign it to
+/// two runtimes at once; then a Bitbucket Cloud API token, whose form asks
+/// for the Bitbucket username and the Atlassian account email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paste_personal_access_tokens_in_a_real_browser() {
+    let h = std::sync::Arc::new(Harness::start(Backend::Embedded).await);
+    let browser = Browser::start("paste-pat").await;
+    let hh = h.clone();
+    browser
+        .run(move |c| async move {
+            let h = hh;
+            let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
+            sign_in_as_alice(&c, &h.url, &mock_url).await;
+
+            // GitHub: a classic token with `repo`, also for acme-staging
+            let pat = h.github_pat("alice", &["repo"]);
+            let row = "tr#runtime-acme-prod";
+            c.find(Locator::Css(&format!("{row} details.advanced summary")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            assert!(
+                c.find(Locator::Css(&format!("{row} input[name=username]"))).await.is_err(),
+                "GitHub asks for no username"
+            );
+            let field = wait_for(&c, "the token field", Locator::Css(&format!("{row} input.pat-token"))).await;
+            field.send_keys(&pat).await.unwrap();
+            c.find(Locator::Css(&format!("{row} input[name=also][value=acme-staging]")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            c.find(Locator::Css(&format!("{row} button.add-token")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for(&c, "acme-prod's token", Locator::Css(&format!("{row} dl.token"))).await;
+            let flash = text(&c, "#flash").await;
+            assert_eq!(
+                flash,
+                "GitHub token of alice (classic personal access token) added to runtime acme-prod, acme-staging."
+            );
+            assert_eq!(text(&c, "tr#runtime-acme-staging dd.login").await, "alice");
+            assert!(text(&c, &format!("{row} dd.added")).await.contains("personal access token"));
+            for rt in ["acme-prod", "acme-staging"] {
+                let v: serde_json::Value = h.runtime_get(rt, rt, ALICE).await.json().await.unwrap();
+                assert_eq!(v["token"], pat.as_str());
+            }
+
+            // Bitbucket Cloud: username and email fields, an API token
+            let token = h.mock.provider.create_pat(gitbroker::mock::PatSpec {
+                flavour: gitbroker::mock::Flavour::BitbucketCloud,
+                owner: "alice".into(),
+                kind: "api_token".into(),
+                scopes: [
+                    "read:user:bitbucket",
+                    "read:workspace:bitbucket",
+                    "read:repository:bitbucket",
+                    "write:repository:bitbucket",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+                expires_at: None,
+                repositories: Vec::new(),
+                email: None,
+            });
+            let row = "tr#runtime-bbc-rt";
+            c.find(Locator::Css(&format!("{row} details.advanced summary")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            let username = wait_for(&c, "the Bitbucket username field", Locator::Css(&format!("{row} input[name=username]"))).await;
+            let label = c
+                .find(Locator::Css(&format!("{row} form.pat label")))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(label.contains("Bitbucket Cloud username"), "{label}");
+            username.send_keys("alice").await.unwrap();
+            c.find(Locator::Css(&format!("{row} input[name=email]")))
+                .await
+                .unwrap()
+                .send_keys("alice@example.com")
+                .await
+                .unwrap();
+            c.find(Locator::Css(&format!("{row} input.pat-token")))
+                .await
+                .unwrap()
+                .send_keys(&token)
+                .await
+                .unwrap();
+            c.find(Locator::Css(&format!("{row} button.add-token")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for(&c, "bbc-rt's token", Locator::Css(&format!("{row} dl.token"))).await;
+            let flash = text(&c, "#flash").await;
+            assert!(flash.contains("added to runtime bbc-rt"), "flash: {flash}");
+            let png = c.screenshot().await.unwrap();
+            std::fs::write(artifacts_dir().join("pasted.png"), png).unwrap();
+            let v: serde_json::Value = h.runtime_get("bbc-rt", "bbc-rt", ALICE).await.json().await.unwrap();
+            assert_eq!(v["token"], token.as_str());
+            assert_eq!(v["username"], "alice", "Git over HTTPS uses the Bitbucket username with an API token");
+        })
+        .await;
+}
