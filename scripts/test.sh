@@ -24,4 +24,5 @@ cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "test.sh: cargo test"
-cargo test --all-targets
+# unit, integration and browser tests (clippy above already built the benchmark)
+cargo test
