@@ -474,3 +474,60 @@ async fn runtime_tokens_embedded() {
 async fn runtime_tokens_redis() {
     runtime_token_cases(Backend::Redis).await
 }
+
+/// A pasted token that replaces an OAuth token revokes that OAuth token at
+/// the provider; the pasted token itself is never revoked by gitbroker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasting_over_an_oauth_token_revokes_it() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let oauth: Value = h
+        .runtime_get("acme-prod", "acme-prod", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let oauth = oauth["token"].as_str().unwrap().to_owned();
+    let pat = h.github_pat("alice", &["repo"]);
+    paste(&alice, "acme-prod", &pat, &[]).await;
+    let user_api = |t: String| {
+        let url = format!("{}/api/v3/user", h.mock.base_url.trim_end_matches('/'));
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let mut revoked = false;
+    for _ in 0..40 {
+        if user_api(oauth.clone()).await == 401 {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        revoked,
+        "the replaced OAuth token is revoked at the provider"
+    );
+    assert_eq!(
+        user_api(pat.clone()).await,
+        200,
+        "the pasted token stays valid"
+    );
+    // deleting a pasted token leaves it valid at the provider
+    let tokens = alice.get("/tokens").await;
+    alice
+        .follow(
+            alice
+                .submit_action(&tokens, "/tokens/acme-prod/delete")
+                .await,
+        )
+        .await;
+    assert_eq!(user_api(pat).await, 200);
+}

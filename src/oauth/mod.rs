@@ -467,6 +467,7 @@ impl Flows {
             .map(|(t, _)| t);
         self.tokens.put(&token, Expect::Any).await?;
         tracing::info!(runtime = %record.runtime, app = %app.id, "user token stored");
+        tracing::info!(target: "gitbroker::audit", action = "user_token.assign", runtime = %record.runtime, user = %record.user_sub, method = "oauth", "user token assigned");
         // the replaced OAuth token is revoked (PATs belong to the user: kept)
         if let Some(old) = replaced
             && let TokenSource::OAuth { app: old_app } = &old.source
@@ -515,23 +516,34 @@ impl Flows {
 
     /// Revokes a stored OAuth token at its provider, best effort.
     pub async fn revoke(&self, token: &UserToken) -> Result<(), ProviderError> {
-        let TokenSource::OAuth { app } = &token.source else {
-            return Ok(());
-        };
-        let Ok(Some(app)) = self.registry.app(app).await else {
-            return Ok(());
-        };
-        let endpoints = app.endpoints().map_err(ProviderError::Protocol)?;
-        providers::provider(app.provider)
-            .revoke(
-                &self.http,
-                &endpoints,
-                &app.client_id,
-                &app.client_secret,
-                &token.access_token,
-            )
-            .await
+        revoke_at_provider(&self.registry, &self.http, token).await
     }
+}
+
+/// Revokes a stored OAuth token at the provider that issued it. Pasted
+/// personal access tokens belong to the user (who may use them elsewhere)
+/// and are left alone.
+pub async fn revoke_at_provider(
+    registry: &Registry,
+    http: &reqwest::Client,
+    token: &UserToken,
+) -> Result<(), ProviderError> {
+    let TokenSource::OAuth { app } = &token.source else {
+        return Ok(());
+    };
+    let Ok(Some(app)) = registry.app(app).await else {
+        return Ok(());
+    };
+    let endpoints = app.endpoints().map_err(ProviderError::Protocol)?;
+    providers::provider(app.provider)
+        .revoke(
+            http,
+            &endpoints,
+            &app.client_id,
+            &app.client_secret,
+            &token.access_token,
+        )
+        .await
 }
 
 /// Provider-supplied text is untrusted: cap its length (escaping is the

@@ -124,6 +124,13 @@ impl TokenService {
             .validate_pat(&self.http, &endpoints, &input, TokenPurpose::User, now)
             .await?;
         for rt in &targets {
+            let replaced = self
+                .tokens
+                .get(&rt.id, &user.sub)
+                .await
+                .ok()
+                .flatten()
+                .map(|(t, _)| t);
             let token = UserToken {
                 runtime: rt.id.clone(),
                 user: user.sub.clone(),
@@ -139,6 +146,17 @@ impl TokenService {
             };
             self.tokens.put(&token, Expect::Any).await?;
             tracing::info!(target: "gitbroker::audit", action = "user_token.assign", runtime = %rt.id, user = %user.sub, method = "pat", "user token assigned");
+            // an OAuth token it replaces is revoked at its provider
+            if let Some(old) = replaced
+                && matches!(old.source, TokenSource::OAuth { .. })
+            {
+                let (registry, http) = (self.registry.clone(), self.http.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = crate::oauth::revoke_at_provider(&registry, &http, &old).await {
+                        tracing::warn!(runtime = %old.runtime, error = %e, "could not revoke a replaced OAuth token");
+                    }
+                });
+            }
         }
         Ok(Assigned {
             runtimes: targets.into_iter().map(|t| t.id).collect(),
@@ -176,6 +194,7 @@ impl TokenService {
         &self,
         input: RuntimeInput,
         token: PatInput,
+        actor: &str,
     ) -> Result<(Runtime, SecretString, RuntimeTokenStatus), AssignError> {
         let (kind, endpoints) = self.registry.check_runtime_input(&input).await?;
         let status = self
@@ -187,7 +206,7 @@ impl TokenService {
             let _ = self.registry.delete_runtime(&rt.id).await;
             return Err(e.into());
         }
-        tracing::info!(target: "gitbroker::audit", action = "runtime_token.set", runtime = %rt.id, actor = "admin", "runtime registered with its Git Runtime token");
+        tracing::info!(target: "gitbroker::audit", action = "runtime_token.set", runtime = %rt.id, actor = %actor, "runtime registered with its Git Runtime token");
         Ok((rt, credential, status))
     }
 
@@ -196,6 +215,7 @@ impl TokenService {
         &self,
         runtime: &str,
         token: PatInput,
+        actor: &str,
     ) -> Result<RuntimeTokenStatus, AssignError> {
         let rt = self
             .registry
@@ -207,7 +227,7 @@ impl TokenService {
             .validate_runtime_token(kind, &endpoints, runtime, &token)
             .await?;
         self.runtime_tokens.put(&status, &token.token).await?;
-        tracing::info!(target: "gitbroker::audit", action = "runtime_token.rotate", runtime = %runtime, actor = "admin", "Git Runtime token rotated");
+        tracing::info!(target: "gitbroker::audit", action = "runtime_token.rotate", runtime = %runtime, actor = %actor, "Git Runtime token rotated");
         Ok(status)
     }
 }

@@ -195,7 +195,7 @@ async fn rotate_runtime_token(
     let token = body(payload)?;
     let status = state
         .token_service
-        .rotate_runtime_token(&id, token.into())
+        .rotate_runtime_token(&id, token.into(), &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %id, "Git Runtime token rotated");
@@ -277,7 +277,9 @@ async fn get_runtime(
         .runtime(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("runtime `{id}` does not exist")))?;
-    Ok(Json(runtime_view(&rt)))
+    let mut view = runtime_view(&rt);
+    view["git_token"] = json!(state.runtime_tokens.status(&rt.id).await?);
+    Ok(Json(view))
 }
 
 async fn create_runtime(
@@ -304,7 +306,7 @@ async fn create_runtime(
     };
     let (rt, credential, status) = state
         .token_service
-        .register_runtime(input, token.into())
+        .register_runtime(input, token.into(), &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime created");

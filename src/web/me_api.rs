@@ -66,16 +66,21 @@ async fn list(State(state): State<AppState>, Me(session): Me) -> Result<Json<Val
         {
             continue;
         }
-        let token = state.tokens.get(&rt.id, &session.user.sub).await?.map(|(t, _)| {
-            json!({
-                "provider": t.provider.as_str(),
-                "provider_login": t.provider_login,
-                "scopes": t.scopes,
-                "issued_at": t.issued_at,
-                "expires_at": t.expires_at,
-                "method": match t.source { TokenSource::OAuth { .. } => "oauth", TokenSource::Pat => "pat" },
-            })
-        });
+        let token = match state.tokens.get(&rt.id, &session.user.sub).await {
+            Ok(stored) => stored.map(|(t, _)| {
+                json!({
+                    "provider": t.provider.as_str(),
+                    "provider_login": t.provider_login,
+                    "scopes": t.scopes,
+                    "issued_at": t.issued_at,
+                    "expires_at": t.expires_at,
+                    "method": match t.source { TokenSource::OAuth { .. } => "oauth", TokenSource::Pat => "pat" },
+                })
+            }),
+            // its encryption key was retired: say so, don't fail the list
+            Err(crate::tokens::TokenError::Crypto(_)) => Some(json!({ "unreadable": true })),
+            Err(e) => return Err(e.into()),
+        };
         out.push(json!({ "runtime": rt.id, "account": rt.account, "git_host": rt.git_host, "token": token }));
     }
     Ok(Json(json!({ "user": session.user.sub, "runtimes": out })))

@@ -433,6 +433,7 @@ pub async fn delete_token(
         Some((token, _)) => {
             let revoked = state.flows.revoke(&token).await;
             state.tokens.delete(&runtime, &session.user.sub).await?;
+            tracing::info!(target: "gitbroker::audit", action = "user_token.delete", runtime = %runtime, user = %session.user.sub, "user token deleted");
             match revoked {
                 Ok(()) => format!("Token deleted for runtime {runtime}."),
                 Err(e) => {
