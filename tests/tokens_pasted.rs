@@ -446,6 +446,43 @@ async fn runtime_token_cases(backend: Backend) {
         "never served as a user token"
     );
 
+    // a fine-grained token with the runtime permissions registers a runtime;
+    // one without Webhooks write is refused by name
+    let fine = |perms: &[&str]| h.pat("alice", "fine_grained", perms, None);
+    let r = register(
+        &h,
+        "rt-fine",
+        Some(&fine(&[
+            "administration:write",
+            "contents:write",
+            "metadata:read",
+        ])),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("This token lacks the required permissions: Webhooks: Read and write."),
+        "{v}"
+    );
+    let r = register(
+        &h,
+        "rt-fine",
+        Some(&fine(&[
+            "administration:write",
+            "contents:write",
+            "metadata:read",
+            "webhooks:write",
+        ])),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["git_token"]["kind"], "fine-grained personal access token");
+
     // deleting the runtime deletes its runtime token
     assert_eq!(
         h.admin_request(Method::DELETE, "/runtimes/rt-a")
