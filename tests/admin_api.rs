@@ -402,3 +402,104 @@ async fn encryption_key_rotation() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Unreadable"), "{}", page.body);
 }
+
+/// Deleting a runtime revokes its users' OAuth tokens at the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_runtime_revokes_its_oauth_tokens() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-staging").await;
+    let token: Value = h
+        .runtime_get("acme-staging", "acme-staging", "u-1001")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let r = h
+        .admin_request(Method::DELETE, "/runtimes/acme-staging")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let url = format!("{}/api/v3/user", h.mock.base_url.trim_end_matches('/'));
+    let mut revoked = false;
+    for _ in 0..40 {
+        let s = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if s == 401 {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        revoked,
+        "the deleted runtime's OAuth token is revoked at GitHub"
+    );
+}
+
+/// A runtime's provider host cannot change under tokens it issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_host_cannot_change_under_stored_tokens() {
+    let h = Harness::start(Backend::Embedded).await;
+    let to_gitlab = json!({"id": "acme-staging", "account": "acme", "git_host": "gitlab.com", "oauth_app": "gitlab-app"});
+    // no tokens yet: the host may change
+    let r = h
+        .admin_request(Method::PUT, "/runtimes/acme-staging")
+        .json(&to_gitlab)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let back = json!({"id": "acme-staging", "account": "acme", "git_host": "github.com", "oauth_app": "github-app"});
+    assert_eq!(
+        h.admin_request(Method::PUT, "/runtimes/acme-staging")
+            .json(&back)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // with a user token: refused, and the token keeps being served
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-staging").await;
+    let r = h
+        .admin_request(Method::PUT, "/runtimes/acme-staging")
+        .json(&to_gitlab)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("register a new runtime"),
+        "{v}"
+    );
+    assert_eq!(
+        h.runtime_get("acme-staging", "acme-staging", "u-1001")
+            .await
+            .status(),
+        200
+    );
+    // other changes are fine
+    let renamed_host = json!({"id": "acme-staging", "account": "acme", "git_host": "GitHub.com", "oauth_app": "github-app"});
+    assert_eq!(
+        h.admin_request(Method::PUT, "/runtimes/acme-staging")
+            .json(&renamed_host)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -178,6 +178,22 @@ impl TokenRepo {
             .await?)
     }
 
+    /// Every user token of a runtime that still opens (others are logged).
+    pub async fn list(&self, runtime: &str) -> Result<Vec<UserToken>, TokenError> {
+        let mut out = Vec::new();
+        for (user, _) in self.store.record_list(&runtime_collection(runtime)).await? {
+            match self.get(runtime, &user).await {
+                Ok(Some((t, _))) => out.push(t),
+                Ok(None) => {}
+                Err(TokenError::Crypto(e)) => {
+                    tracing::warn!(runtime = %runtime, error = %e, "a stored user token does not open");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes one user's token for one runtime; `true` when there was one.
     pub async fn delete(&self, runtime: &str, user: &str) -> Result<bool, TokenError> {
         Ok(self

@@ -18,6 +18,8 @@ pub enum AssignError {
     RuntimeNotFound(String),
     #[error("{0}")]
     DifferentHost(String),
+    #[error("{0}")]
+    HostChange(String),
     #[error(transparent)]
     Pat(#[from] PatError),
     #[error(transparent)]
@@ -229,5 +231,61 @@ impl TokenService {
         self.runtime_tokens.put(&status, &token.token).await?;
         tracing::info!(target: "gitbroker::audit", action = "runtime_token.rotate", runtime = %runtime, actor = %actor, "Git Runtime token rotated");
         Ok(status)
+    }
+
+    /// Changes a runtime. Its provider host cannot change while tokens are
+    /// stored for it: they were issued by the old host.
+    pub async fn update_runtime(
+        &self,
+        id: &str,
+        input: RuntimeInput,
+    ) -> Result<Runtime, AssignError> {
+        let current = self
+            .registry
+            .runtime(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
+        let (old_kind, old_endpoints) = self.registry.provider_of(&current).await?;
+        let (new_kind, new_endpoints) = self.registry.check_runtime_input(&input).await?;
+        if (old_kind, &old_endpoints.api) != (new_kind, &new_endpoints.api) {
+            let has_runtime_token = self.runtime_tokens.status(id).await?.is_some();
+            let user_tokens = self.tokens.list(id).await?.len();
+            if has_runtime_token || user_tokens > 0 {
+                return Err(AssignError::HostChange(format!(
+                    "runtime `{id}` has tokens issued by its current provider host ({} user tokens{}); register a new runtime for the new host instead",
+                    user_tokens,
+                    if has_runtime_token {
+                        " and its Git Runtime token"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        Ok(self.registry.update_runtime(id, input).await?)
+    }
+
+    /// Deletes a runtime, its Git Runtime token and its users' tokens, and
+    /// revokes the OAuth ones at their provider (in the background: the
+    /// runtime is gone even when a provider is down).
+    pub async fn delete_runtime(&self, id: &str, actor: &str) -> Result<(), AssignError> {
+        let tokens = self.tokens.list(id).await?;
+        self.registry.delete_runtime(id).await?;
+        tracing::info!(target: "gitbroker::audit", action = "runtime.delete", runtime = %id, actor = %actor, user_tokens = tokens.len(), "runtime and its tokens deleted");
+        let oauth: Vec<UserToken> = tokens
+            .into_iter()
+            .filter(|t| matches!(t.source, TokenSource::OAuth { .. }))
+            .collect();
+        if !oauth.is_empty() {
+            let (registry, http) = (self.registry.clone(), self.http.clone());
+            tokio::spawn(async move {
+                for t in oauth {
+                    if let Err(e) = crate::oauth::revoke_at_provider(&registry, &http, &t).await {
+                        tracing::warn!(runtime = %t.runtime, error = %e, "could not revoke a deleted runtime's OAuth token");
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 }

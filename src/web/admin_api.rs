@@ -325,7 +325,11 @@ async fn update_runtime(
     Path(id): Path<String>,
     payload: Result<Json<RuntimeInput>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let rt = state.registry.update_runtime(&id, body(payload)?).await?;
+    let rt = state
+        .token_service
+        .update_runtime(&id, body(payload)?)
+        .await
+        .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime updated");
     Ok(Json(runtime_view(&rt)))
 }
@@ -335,7 +339,11 @@ async fn delete_runtime(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.delete_runtime(&id).await?;
+    state
+        .token_service
+        .delete_runtime(&id, &admin.who)
+        .await
+        .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %id, "runtime and its user tokens deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -131,6 +131,9 @@ pub fn assign_error(e: AssignError) -> ApiError {
     let msg = e.to_string();
     match e {
         AssignError::RuntimeNotFound(_) => ApiError::not_found(msg),
+        AssignError::HostChange(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", msg)
+        }
         AssignError::DifferentHost(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "different-host",

@@ -524,7 +524,7 @@ pub(super) async fn pat_outcome(
         ))),
         Err(AssignError::RuntimeNotFound(_)) => Err(PageError::from(FlowError::RuntimeNotFound)),
         Err(AssignError::Pat(e)) => Ok(Err(format!("Runtime {runtime}: {e}"))),
-        Err(AssignError::DifferentHost(m)) => Ok(Err(m)),
+        Err(AssignError::DifferentHost(m) | AssignError::HostChange(m)) => Ok(Err(m)),
         Err(AssignError::Registry(e)) => Err(e.into()),
         Err(AssignError::Token(e)) => Err(e.into()),
     }
