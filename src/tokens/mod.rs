@@ -178,14 +178,16 @@ impl TokenRepo {
             .await?)
     }
 
-    /// Every user token of a runtime that still opens (others are logged).
+    /// Every user token of a runtime that still opens; records that do not
+    /// (retired key, corrupt bytes) are logged and skipped.
     pub async fn list(&self, runtime: &str) -> Result<Vec<UserToken>, TokenError> {
         let mut out = Vec::new();
         for (user, _) in self.store.record_list(&runtime_collection(runtime)).await? {
             match self.get(runtime, &user).await {
                 Ok(Some((t, _))) => out.push(t),
                 Ok(None) => {}
-                Err(TokenError::Crypto(e)) => {
+                // one bad record must not block the rest (deleting a runtime)
+                Err(e @ (TokenError::Crypto(_) | TokenError::Store(StoreError::Corrupt(_)))) => {
                     tracing::warn!(runtime = %runtime, error = %e, "a stored user token does not open");
                 }
                 Err(e) => return Err(e),
