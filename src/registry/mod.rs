@@ -444,6 +444,19 @@ impl Registry {
         self.resolve_provider(rt.provider, rt.base_url.as_ref(), app.as_ref())
     }
 
+    /// Like [`Registry::provider_of`], with the OAuth apps already loaded.
+    pub fn provider_of_with(
+        &self,
+        rt: &Runtime,
+        apps: &[OAuthApp],
+    ) -> Result<(ProviderKind, Endpoints), RegistryError> {
+        let app = rt
+            .oauth_app
+            .as_ref()
+            .and_then(|id| apps.iter().find(|a| &a.id == id));
+        self.resolve_provider(rt.provider, rt.base_url.as_ref(), app)
+    }
+
     fn resolve_provider(
         &self,
         kind: Option<ProviderKind>,

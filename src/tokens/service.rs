@@ -71,29 +71,6 @@ impl TokenService {
         }
     }
 
-    /// The user's other runtimes on the same provider host as `runtime`.
-    pub async fn same_host_runtimes(
-        &self,
-        user: &SessionUser,
-        runtime: &Runtime,
-    ) -> Result<Vec<Runtime>, AssignError> {
-        let (kind, endpoints) = self.registry.provider_of(runtime).await?;
-        let mut out = Vec::new();
-        let accounts = self.registry.accounts_for_groups(&user.groups);
-        for rt in self.registry.runtimes().await? {
-            if rt.id == runtime.id || !accounts.iter().any(|a| a.id == rt.account) {
-                continue;
-            }
-            if let Ok((k, e)) = self.registry.provider_of(&rt).await
-                && k == kind
-                && e.api == endpoints.api
-            {
-                out.push(rt);
-            }
-        }
-        Ok(out)
-    }
-
     /// Validates a pasted token once and assigns it to `runtime` and each of
     /// `also` (runtimes of the user on the same provider host), individually.
     pub async fn assign_pat(

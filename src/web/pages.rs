@@ -232,8 +232,18 @@ pub async fn tokens_page(
     let now = state.clock.now();
     let runtimes = state.registry.runtimes().await?;
     let apps = state.registry.apps().await?;
+    let my_accounts = state.registry.accounts_for_groups(&session.user.groups);
+    // each runtime's provider, resolved once: the page groups runtimes by host
+    let resolved: std::collections::HashMap<&str, (providers::ProviderKind, providers::Endpoints)> =
+        runtimes
+            .iter()
+            .filter_map(|rt| {
+                let r = state.registry.provider_of_with(rt, &apps).ok()?;
+                Some((rt.id.as_str(), r))
+            })
+            .collect();
     let mut accounts = Vec::new();
-    for account in state.registry.accounts_for_groups(&session.user.groups) {
+    for account in &my_accounts {
         let mut views = Vec::new();
         for rt in runtimes.iter().filter(|r| r.account == account.id) {
             let app = rt
@@ -284,18 +294,22 @@ pub async fn tokens_page(
                     },
                 }
             });
-            let provider = state
-                .registry
-                .provider_of(rt)
-                .await
-                .ok()
-                .map(|(kind, _)| providers::provider(kind));
-            let same_host = state
-                .token_service
-                .same_host_runtimes(&session.user, rt)
-                .await
-                .map(|v| v.into_iter().map(|r| r.id).collect())
-                .unwrap_or_default();
+            let here = resolved.get(rt.id.as_str());
+            let provider = here.map(|(kind, _)| providers::provider(*kind));
+            // the user's other runtimes on the same provider host
+            let same_host: Vec<String> = match here {
+                Some((kind, endpoints)) => runtimes
+                    .iter()
+                    .filter(|o| o.id != rt.id && my_accounts.iter().any(|a| a.id == o.account))
+                    .filter(|o| {
+                        resolved
+                            .get(o.id.as_str())
+                            .is_some_and(|(k, e)| k == kind && e.api == endpoints.api)
+                    })
+                    .map(|o| o.id.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
             views.push(RuntimeView {
                 id: rt.id.clone(),
                 git_host: rt.git_host.clone(),
