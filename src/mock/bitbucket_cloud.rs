@@ -16,25 +16,24 @@
 //! Counters: the authorize page counts as `authorize_requests`, the token
 //! endpoint as `token_requests`, `/2.0/user` as `user_requests`.
 
-use super::book::{CodeGrant, Issued, Lifetimes, TokenBook, TokenStyle};
+use super::book::{Issued, Lifetimes, TokenBook, TokenStyle};
+use super::consent::{self, Consent, Refusal};
 use super::control::{Counters, TOKEN_HANG};
 use super::oauth::{
-    AuthMethod, authorization_token, basic_auth, client_credentials, found, parse_form,
-    parse_scopes, pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string,
+    AuthMethod, authorization_token, basic_auth, client_credentials, parse_form, pkce_s256_matches,
+    secrets_equal,
 };
-use super::pages;
+use super::pages::Wording;
 use super::pats::Flavour;
 use super::{MockGitUser, MockOAuthApp, Shared};
-use askama::Template;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Form, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Duration;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,10 +63,7 @@ const APP_PASSWORDS_GONE: &str = "App passwords are no longer supported: Bitbuck
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/site/oauth2/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/site/oauth2/authorize", consent::route(&CONSENT))
         .route("/site/oauth2/access_token", post(access_token))
         .route("/2.0/user", get(user))
 }
@@ -80,248 +76,54 @@ fn lifetimes() -> Lifetimes {
 }
 
 // ---------------------------------------------------------------------------
-// Authorization, shared with the Data Center flavour.
+// Authorization: Data Center's is the same but for its scopes.
 
-/// What differs between the two flavours' authorization steps.
-pub(crate) struct Consent {
-    pub banner: &'static str,
-    pub book: fn(&Shared) -> &TokenBook,
-    /// Cloud: the consumer's scopes, whatever the request says. Data
-    /// Center: `None`, the request's `scope`, checked against `known`.
-    pub consumer_scopes: Option<&'static [&'static str]>,
-    pub known_scopes: &'static [&'static str],
-}
+const INVALID_PKCE: Refusal = Refusal::Back(
+    "invalid_request",
+    "code_challenge must be an S256 challenge with code_challenge_method=S256",
+);
+const BAD_DECISION: &str = "Choose a user, then grant or deny access.";
 
-const CLOUD: Consent = Consent {
+pub(crate) const CONSENT: Consent = Consent {
     banner: BANNER,
+    wording: Wording {
+        heading: "",
+        lead: "",
+        asks: "is requesting access to your account:",
+        no_scopes: "Public projects and repositories (read-only).",
+        user_prefix: "",
+        approve: "Grant access",
+        redirect_note: "Granting access will redirect to",
+    },
     book: |s| &s.bitbucket_cloud,
-    consumer_scopes: Some(CONSUMER_SCOPES),
-    known_scopes: &[],
+    unknown_client: (
+        StatusCode::BAD_REQUEST,
+        "Invalid client_id",
+        "No OAuth consumer is registered with this key.",
+    ),
+    redirect_required: false,
+    bad_redirect: (
+        "Invalid redirect_uri",
+        "The redirect_uri does not match the consumer's callback URL.",
+    ),
+    bad_callback: (
+        "Invalid callback URL",
+        "The consumer's callback URL is not an absolute URL.",
+    ),
+    response_type: Some(Refusal::Back(
+        "unsupported_response_type",
+        "response_type must be code",
+    )),
+    // the consumer's, whatever the request says
+    scopes: |_| Ok(CONSUMER_SCOPES.iter().map(|x| (*x).to_owned()).collect()),
+    scopes_first: false,
+    bad_challenge: INVALID_PKCE,
+    bad_method: INVALID_PKCE,
+    no_login: BAD_DECISION,
+    bad_decision: BAD_DECISION,
+    no_user: "There is no user with that name.",
+    denied: &[("error_description", "The user denied access.")],
 };
-
-#[derive(Template)]
-#[template(path = "mock/bitbucket_authorize.html")]
-struct AuthorizePage<'a> {
-    banner: &'a str,
-    app_name: &'a str,
-    scopes: &'a [String],
-    users: &'a [MockGitUser],
-    redirect_uri: &'a str,
-    hidden: Vec<(&'static str, String)>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct AuthorizeParams {
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    response_type: Option<String>,
-    scope: Option<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
-    /// The decision form only.
-    login: Option<String>,
-    decision: Option<String>,
-}
-
-struct AuthRequest {
-    app: MockOAuthApp,
-    redirect_to: String,
-    requested_redirect: Option<String>,
-    scope: Option<String>,
-    scopes: Vec<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-}
-
-/// Checks an authorization request. Problems with the client or its
-/// callback get an error page (nothing can be trusted to redirect to);
-/// the others are redirected back as RFC 6749 §4.1.2.1 says.
-fn validate(s: &Shared, c: &Consent, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
-    let Some(app) = p.client_id.as_deref().and_then(|id| s.oauth_app(id)) else {
-        return Err(pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Invalid client_id",
-            "No OAuth consumer is registered with this key.",
-        ));
-    };
-    let redirect_to = match p.redirect_uri.as_deref() {
-        None => app.callback_url.clone(),
-        Some(r) if r == app.callback_url => r.to_owned(),
-        Some(_) => {
-            return Err(pages::error(
-                c.banner,
-                StatusCode::BAD_REQUEST,
-                "Invalid redirect_uri",
-                "The redirect_uri does not match the consumer's callback URL.",
-            ));
-        }
-    };
-    let back_with = |error: &str, description: &str| {
-        let mut params = vec![("error", error), ("error_description", description)];
-        params.extend(p.state.as_deref().map(|st| ("state", st)));
-        redirect_back(c, &redirect_to, &params)
-    };
-    if p.response_type.as_deref() != Some("code") {
-        return Err(back_with(
-            "unsupported_response_type",
-            "response_type must be code",
-        ));
-    }
-    let code_challenge = match (
-        p.code_challenge.as_deref(),
-        p.code_challenge_method.as_deref(),
-    ) {
-        (None, None) => None,
-        (Some(ch), Some("S256")) if ch.len() == 43 && valid_pkce_string(ch) => Some(ch.to_owned()),
-        _ => {
-            return Err(back_with(
-                "invalid_request",
-                "code_challenge must be an S256 challenge with code_challenge_method=S256",
-            ));
-        }
-    };
-    let scopes = match c.consumer_scopes {
-        Some(fixed) => fixed.iter().map(|x| (*x).to_owned()).collect(),
-        None => {
-            let asked = parse_scopes(p.scope.as_deref());
-            if asked.iter().any(|x| !c.known_scopes.contains(&x.as_str())) {
-                return Err(back_with("invalid_scope", "unknown scope requested"));
-            }
-            asked
-        }
-    };
-    Ok(AuthRequest {
-        redirect_to: redirect_to.clone(),
-        requested_redirect: p.redirect_uri.clone(),
-        scope: p.scope.clone(),
-        scopes,
-        state: p.state.clone(),
-        code_challenge,
-        app,
-    })
-}
-
-pub(crate) fn authorize_page_for(s: &Shared, c: &Consent, params: &AuthorizeParams) -> Response {
-    Counters::bump(&s.counters.authorize_requests);
-    let req = match validate(s, c, params) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    let switches = s.switches.get();
-    if switches.deny {
-        return denied(c, &req);
-    }
-    if let Some(login) = switches.auto_approve {
-        return approve(s, c, req, &login);
-    }
-    let hidden = [
-        ("client_id", Some(req.app.client_id.clone())),
-        ("response_type", Some("code".to_owned())),
-        ("redirect_uri", req.requested_redirect.clone()),
-        ("scope", req.scope.clone()),
-        ("state", req.state.clone()),
-        ("code_challenge", req.code_challenge.clone()),
-        (
-            "code_challenge_method",
-            req.code_challenge.as_ref().map(|_| "S256".to_owned()),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.map(|v| (name, v)))
-    .collect();
-    pages::html(
-        StatusCode::OK,
-        &AuthorizePage {
-            banner: c.banner,
-            app_name: &req.app.name,
-            scopes: &req.scopes,
-            users: &s.github_users,
-            redirect_uri: &req.redirect_to,
-            hidden,
-        },
-    )
-}
-
-pub(crate) fn authorize_decision_for(
-    s: &Shared,
-    c: &Consent,
-    params: &AuthorizeParams,
-) -> Response {
-    let req = match validate(s, c, params) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    match (params.decision.as_deref(), params.login.as_deref()) {
-        (Some("approve"), Some(login)) => approve(s, c, req, login),
-        (Some("deny"), _) => denied(c, &req),
-        _ => pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "Choose a user, then grant or deny access.",
-        ),
-    }
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    authorize_page_for(&s, &CLOUD, &params)
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    authorize_decision_for(&s, &CLOUD, &params)
-}
-
-fn approve(s: &Shared, c: &Consent, req: AuthRequest, login: &str) -> Response {
-    if s.github_user(login).is_none() {
-        return pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "There is no user with that name.",
-        );
-    }
-    let code = (c.book)(s).put_code(CodeGrant {
-        client_id: req.app.client_id.clone(),
-        redirect_uri: req.requested_redirect,
-        subject: login.to_owned(),
-        scopes: req.scopes,
-        code_challenge: req.code_challenge,
-        nonce: None,
-        issued_at: s.now(),
-    });
-    let mut params = vec![("code", code.as_str())];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(c, &req.redirect_to, &params)
-}
-
-fn denied(c: &Consent, req: &AuthRequest) -> Response {
-    let mut params = vec![
-        ("error", "access_denied"),
-        ("error_description", "The user denied access."),
-    ];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(c, &req.redirect_to, &params)
-}
-
-fn redirect_back(c: &Consent, redirect_to: &str, params: &[(&str, &str)]) -> Response {
-    match redirect_url(redirect_to, params) {
-        Some(url) => found(&url),
-        None => pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Invalid callback URL",
-            "The consumer's callback URL is not an absolute URL.",
-        ),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The token endpoint: RFC 6749 errors, shared with the Data Center flavour.

@@ -18,17 +18,19 @@
 
 use super::Shared;
 use super::bitbucket_cloud::{
-    AuthorizeParams, Consent, OAuthError, authenticate, authorize_decision_for, authorize_page_for,
-    grant, hang_if_asked, header_pair, switched_token_answer,
+    self, OAuthError, authenticate, grant, hang_if_asked, header_pair, switched_token_answer,
 };
 use super::book::{Issued, Lifetimes, TokenStyle};
+use super::consent::{self, Consent, known_scopes};
 use super::control::Counters;
-use super::oauth::{AuthMethod, authorization_token, basic_auth, parse_form};
+use super::oauth::{
+    AuthMethod, SPACE_OR_COMMA, authorization_token, basic_auth, parse_form, parse_scopes,
+};
 use super::pats::Flavour;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -60,19 +62,20 @@ const SCOPES: &[&str] = &[
     "SYSTEM_ADMIN",
 ];
 
-const DC: Consent = Consent {
+const CONSENT: Consent = Consent {
     banner: "Mock Bitbucket Data Center",
     book: |s| &s.bitbucket_dc,
-    consumer_scopes: None,
-    known_scopes: SCOPES,
+    // the request's, each one Data Center knows
+    scopes: |scope| {
+        let asked = parse_scopes(scope, SPACE_OR_COMMA);
+        known_scopes(asked, SCOPES, "unknown scope requested")
+    },
+    ..bitbucket_cloud::CONSENT
 };
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/rest/oauth2/latest/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/rest/oauth2/latest/authorize", consent::route(&CONSENT))
         .route("/rest/oauth2/latest/token", post(token))
         .route(
             "/rest/api/1.0/application-properties",
@@ -87,20 +90,6 @@ fn lifetimes() -> Lifetimes {
         access: Duration::seconds(ACCESS_SECONDS),
         refresh: Some(Duration::days(REFRESH_DAYS)),
     }
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    authorize_page_for(&s, &DC, &params)
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    authorize_decision_for(&s, &DC, &params)
 }
 
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -7,17 +7,18 @@
 //! `POST …/hooks`, `PATCH /repos/{owner}/{repo}`) that check the token's
 //! scope or permission before the body, as GitHub does, and store nothing.
 
-use super::book::{CodeGrant, Grant, Issued, Lifetimes, TokenStyle};
+use super::book::{Grant, Issued, Lifetimes, TokenStyle};
+use super::consent::{self, Consent, Refusal};
 use super::control::{Counters, SwitchState, TOKEN_HANG};
 use super::oauth::{
-    authorization_token, basic_auth, client_credentials, found, parse_form, parse_scopes,
-    pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string, wants_json,
+    SPACE_OR_COMMA, authorization_token, basic_auth, client_credentials, parse_form, parse_scopes,
+    pkce_s256_matches, secrets_equal, wants_json,
 };
-use super::pages::{self, GithubAuthorize};
+use super::pages::Wording;
 use super::pats::Flavour;
 use super::{MockGitUser, MockOAuthApp, Shared};
 use axum::body::Bytes;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
@@ -46,16 +47,12 @@ const CODE_MINUTES: i64 = 10;
 const RATE_LIMIT: u64 = 5_000;
 
 const TROUBLESHOOT_TOKEN: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/";
-const TROUBLESHOOT_AUTHORIZE: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/";
 const REST_DOCS: &str = "https://docs.github.com/rest";
 const BANNER: &str = "Mock GitHub";
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/login/oauth/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/login/oauth/authorize", consent::route(&CONSENT))
         .route("/login/oauth/access_token", post(access_token))
         .route("/api/v3/user", get(user))
         .route("/api/v3/user/repos", get(user_repos))
@@ -95,196 +92,57 @@ pub(crate) fn issue_direct(
 // ---------------------------------------------------------------------------
 // Authorization: the consent page and its decision.
 
-#[derive(Deserialize)]
-struct AuthorizeParams {
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    scope: Option<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
-    /// The decision form only: who approves, and what they decided.
-    login: Option<String>,
-    decision: Option<String>,
-}
-
-/// An authorization request that passed the checks that come before any
-/// redirect can be trusted.
-struct AuthRequest {
-    app: MockOAuthApp,
-    /// Where to send the user back: the registered callback.
-    redirect_to: String,
-    requested_redirect: Option<String>,
-    scope: Option<String>,
-    scopes: Vec<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-}
-
-fn validate(s: &Shared, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
-    let Some(app) = p.client_id.as_deref().and_then(|id| s.oauth_app(id)) else {
-        return Err(pages::error(
-            BANNER,
-            StatusCode::NOT_FOUND,
-            "Unknown OAuth application",
-            "No OAuth application is registered with this client_id.",
-        ));
-    };
-    // GitHub also allows sub-paths of the callback; the mock is stricter so
-    // that a broker sending a wrong callback finds out.
-    let redirect_to = match p.redirect_uri.as_deref() {
-        None => app.callback_url.clone(),
-        Some(r) if r == app.callback_url => r.to_owned(),
-        Some(_) => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "Redirect URI mismatch",
-                "The redirect_uri MUST match the registered callback URL for this application.",
-            ));
-        }
-    };
-    let code_challenge = match (
-        p.code_challenge.as_deref(),
-        p.code_challenge_method.as_deref(),
-    ) {
-        (None, None) => None,
-        (Some(c), Some("S256")) if c.len() == 43 && valid_pkce_string(c) => Some(c.to_owned()),
-        (Some(_), Some("S256")) => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "Invalid code_challenge",
-                "An S256 code_challenge is 43 characters of base64url.",
-            ));
-        }
-        _ => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "Unsupported code_challenge_method",
-                "Only code_challenge_method=S256 is supported, together with a code_challenge.",
-            ));
-        }
-    };
-    Ok(AuthRequest {
-        redirect_to,
-        requested_redirect: p.redirect_uri.clone(),
-        scope: p.scope.clone(),
-        scopes: parse_scopes(p.scope.as_deref()),
-        state: p.state.clone(),
-        code_challenge,
-        app,
-    })
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    Counters::bump(&s.counters.authorize_requests);
-    let req = match validate(&s, &params) {
-        Ok(req) => req,
-        Err(page) => return page,
-    };
-    let switches = s.switches.get();
-    if switches.deny {
-        return denied(&req);
-    }
-    if let Some(login) = switches.auto_approve {
-        return approve(&s, req, &login);
-    }
-    let hidden = [
-        ("client_id", Some(req.app.client_id.clone())),
-        ("redirect_uri", req.requested_redirect.clone()),
-        ("scope", req.scope.clone()),
-        ("state", req.state.clone()),
-        ("code_challenge", req.code_challenge.clone()),
-        (
-            "code_challenge_method",
-            req.code_challenge.as_ref().map(|_| "S256".to_owned()),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.map(|v| (name, v)))
-    .collect();
-    pages::html(
-        StatusCode::OK,
-        &GithubAuthorize {
-            app_name: &req.app.name,
-            scopes: &req.scopes,
-            users: &s.github_users,
-            redirect_uri: &req.redirect_to,
-            hidden,
-        },
-    )
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    let req = match validate(&s, &params) {
-        Ok(req) => req,
-        Err(page) => return page,
-    };
-    match params.decision.as_deref() {
-        Some("approve") => match params.login.as_deref() {
-            Some(login) => approve(&s, req, login),
-            None => bad_decision("No login was chosen."),
-        },
-        Some("deny") => denied(&req),
-        _ => bad_decision("decision must be approve or deny."),
-    }
-}
-
-fn bad_decision(message: &str) -> Response {
-    pages::error(BANNER, StatusCode::BAD_REQUEST, "Bad request", message)
-}
-
-fn approve(s: &Shared, req: AuthRequest, login: &str) -> Response {
-    if s.github_user(login).is_none() {
-        return bad_decision("There is no GitHub user with that login.");
-    }
-    let code = s.github.put_code(CodeGrant {
-        client_id: req.app.client_id.clone(),
-        redirect_uri: req.requested_redirect,
-        subject: login.to_owned(),
-        scopes: req.scopes,
-        code_challenge: req.code_challenge,
-        nonce: None,
-        issued_at: s.now(),
-    });
-    let mut params = vec![("code", code.as_str())];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(&req.redirect_to, &params)
-}
-
-fn denied(req: &AuthRequest) -> Response {
-    let error_uri = format!("{TROUBLESHOOT_AUTHORIZE}#access-denied");
-    let mut params = vec![
-        ("error", "access_denied"),
+const CONSENT: Consent = Consent {
+    banner: BANNER,
+    wording: Wording {
+        heading: "",
+        lead: "",
+        asks: "would like permission to:",
+        no_scopes: "Access public information (read-only).",
+        user_prefix: "",
+        approve: "Approve",
+        redirect_note: "Authorizing will redirect to",
+    },
+    book: |s| &s.github,
+    unknown_client: (
+        StatusCode::NOT_FOUND,
+        "Unknown OAuth application",
+        "No OAuth application is registered with this client_id.",
+    ),
+    redirect_required: false,
+    bad_redirect: (
+        "Redirect URI mismatch",
+        "The redirect_uri MUST match the registered callback URL for this application.",
+    ),
+    bad_callback: (
+        "Invalid callback URL",
+        "The application's callback URL is not an absolute URL.",
+    ),
+    response_type: None,
+    scopes: |scope| Ok(parse_scopes(scope, SPACE_OR_COMMA)),
+    scopes_first: false,
+    bad_challenge: Refusal::Page(
+        "Invalid code_challenge",
+        "An S256 code_challenge is 43 characters of base64url.",
+    ),
+    bad_method: Refusal::Page(
+        "Unsupported code_challenge_method",
+        "Only code_challenge_method=S256 is supported, together with a code_challenge.",
+    ),
+    no_login: "No login was chosen.",
+    bad_decision: "decision must be approve or deny.",
+    no_user: "There is no GitHub user with that login.",
+    denied: &[
         (
             "error_description",
             "The user has denied your application access.",
         ),
-        ("error_uri", error_uri.as_str()),
-    ];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(&req.redirect_to, &params)
-}
-
-fn redirect_back(redirect_to: &str, params: &[(&str, &str)]) -> Response {
-    match redirect_url(redirect_to, params) {
-        Some(url) => found(&url),
-        None => pages::error(
-            BANNER,
-            StatusCode::BAD_REQUEST,
-            "Invalid callback URL",
-            "The application's callback URL is not an absolute URL.",
+        (
+            "error_uri",
+            "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#access-denied",
         ),
-    }
-}
+    ],
+};
 
 // ---------------------------------------------------------------------------
 // The token endpoint.

@@ -6,8 +6,8 @@
 use super::book::{CodeGrant, Lifetimes, TokenStyle};
 use super::control::Counters;
 use super::oauth::{
-    AuthMethod, ClientAuthError, authorization_token, client_credentials, found, parse_form,
-    parse_scopes, pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string,
+    AuthMethod, ClientAuthError, SPACE_OR_COMMA, authorization_token, client_credentials, found,
+    parse_form, parse_scopes, pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string,
 };
 use super::pages::{self, IdpSignIn};
 use super::{MockIdpClient, MockIdpUser, Shared};
@@ -288,7 +288,10 @@ fn validate(s: &Shared, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
         ));
     }
     let scope = p.scope.clone().unwrap_or_default();
-    if !parse_scopes(Some(&scope)).iter().any(|s| s == "openid") {
+    if !parse_scopes(Some(&scope), SPACE_OR_COMMA)
+        .iter()
+        .any(|s| s == "openid")
+    {
         return Err(back("invalid_scope", "The openid scope is required."));
     }
     let Some(state) = p.state.clone().filter(|s| !s.is_empty()) else {
@@ -401,7 +404,7 @@ async fn authorize_decision(
         client_id: req.client.client_id.clone(),
         redirect_uri: Some(req.redirect_uri.clone()),
         subject: user.username.clone(),
-        scopes: parse_scopes(Some(&req.scope)),
+        scopes: parse_scopes(Some(&req.scope), SPACE_OR_COMMA),
         code_challenge: Some(req.code_challenge),
         nonce: Some(req.nonce),
         issued_at: s.now(),

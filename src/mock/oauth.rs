@@ -185,13 +185,16 @@ pub(crate) fn found(location: &str) -> Response {
     }
 }
 
-/// Splits a scope parameter on spaces (the standard) and commas (GitHub
-/// accepts both), dropping duplicates but keeping the order asked for.
-pub(crate) fn parse_scopes(scope: Option<&str>) -> Vec<String> {
+/// Spaces (the standard) and commas, which GitHub accepts too.
+pub(crate) const SPACE_OR_COMMA: &[char] = &[' ', ','];
+
+/// Splits a scope parameter on `separators`, dropping duplicates but
+/// keeping the order asked for.
+pub(crate) fn parse_scopes(scope: Option<&str>, separators: &[char]) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     for s in scope
         .unwrap_or_default()
-        .split([' ', ','])
+        .split(separators)
         .filter(|s| !s.is_empty())
     {
         if !scopes.iter().any(|have| have == s) {
@@ -263,9 +266,10 @@ mod tests {
     #[test]
     fn scopes_split_on_spaces_and_commas() {
         assert_eq!(
-            parse_scopes(Some("repo gist,repo  admin:repo_hook")),
+            parse_scopes(Some("repo gist,repo  admin:repo_hook"), SPACE_OR_COMMA),
             vec!["repo", "gist", "admin:repo_hook"]
         );
-        assert!(parse_scopes(None).is_empty());
+        assert_eq!(parse_scopes(Some("a,b b"), &[' ']), vec!["a,b", "b"]);
+        assert!(parse_scopes(None, SPACE_OR_COMMA).is_empty());
     }
 }
