@@ -18,14 +18,14 @@
 
 use super::book::{Issued, Lifetimes, TokenBook, TokenStyle};
 use super::consent::{self, Consent, Refusal};
-use super::control::{Counters, TOKEN_HANG};
+use super::control::Counters;
 use super::oauth::{
-    AuthMethod, authorization_token, basic_auth, client_credentials, parse_form, pkce_s256_matches,
-    secrets_equal,
+    AuthMethod, CodeRefused, authenticate, authorization_token, basic_auth, exchange_code,
+    parse_form,
 };
 use super::pages::Wording;
 use super::pats::Flavour;
-use super::{MockGitUser, MockOAuthApp, Shared};
+use super::{MockGitUser, Shared};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -35,7 +35,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Duration;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
@@ -50,7 +49,6 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
 /// expire as far as the documentation says; ten years stands for that.
 const ACCESS_SECONDS: i64 = 7_200;
 const REFRESH_DAYS: i64 = 3_650;
-pub(crate) const CODE_MINUTES: i64 = 10;
 
 /// The permissions every mock consumer is configured with: the ones
 /// docs/providers.md tells admins to tick for Git user tokens. The
@@ -126,16 +124,16 @@ pub(crate) const CONSENT: Consent = Consent {
 };
 
 // ---------------------------------------------------------------------------
-// The token endpoint: RFC 6749 errors, shared with the Data Center flavour.
+// The token endpoint, shared with the Data Center flavour: RFC 6749 errors.
 
-pub(crate) struct OAuthError {
+struct OAuthError {
     status: StatusCode,
     error: String,
     description: &'static str,
 }
 
 impl OAuthError {
-    pub fn new(status: StatusCode, error: &str, description: &'static str) -> Self {
+    fn new(status: StatusCode, error: &str, description: &'static str) -> Self {
         Self {
             status,
             error: error.to_owned(),
@@ -143,11 +141,11 @@ impl OAuthError {
         }
     }
 
-    pub fn invalid_grant(description: &'static str) -> Self {
+    fn invalid_grant(description: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
     }
 
-    pub fn invalid_client() -> Self {
+    fn invalid_client() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -155,7 +153,7 @@ impl OAuthError {
         )
     }
 
-    pub fn into_response(self) -> Response {
+    fn into_response(self) -> Response {
         (
             self.status,
             [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -166,7 +164,7 @@ impl OAuthError {
 }
 
 /// The answer the `token_status`, `token_error` switches ask for, if any.
-pub(crate) fn switched_token_answer(s: &Shared) -> Option<Response> {
+fn switched_token_answer(s: &Shared) -> Option<Response> {
     let switches = s.switches.get();
     if let Some(status) = switches.token_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -193,53 +191,78 @@ pub(crate) fn switched_token_answer(s: &Shared) -> Option<Response> {
     })
 }
 
-/// Waits out [`TOKEN_HANG`] while `token_hang` is on: the answer was
-/// decided (and the code spent) before, as with a provider whose answer
-/// never arrives.
-pub(crate) async fn hang_if_asked(s: &Shared) {
-    let started = tokio::time::Instant::now();
-    while s.switches.get().token_hang && started.elapsed() < TOKEN_HANG {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// The client, authenticated as `methods` allow.
-pub(crate) fn authenticate(
+/// Both flavours' token endpoint: the switches, then the client
+/// authenticated as `methods` allow, then `grant_type=authorization_code`
+/// or `refresh_token` against `book`. The answer is `fields` (given the
+/// grant type) and the refresh token.
+pub(crate) async fn token_endpoint(
     s: &Shared,
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
+    body: &[u8],
     methods: &[AuthMethod],
-) -> Result<MockOAuthApp, OAuthError> {
-    let creds = client_credentials(headers, form).map_err(|_| OAuthError::invalid_client())?;
-    if !methods.contains(&creds.method) {
-        return Err(OAuthError::invalid_client());
-    }
-    let app = s
-        .oauth_app(&creds.id)
-        .ok_or_else(OAuthError::invalid_client)?;
-    if secrets_equal(&creds.secret, &app.client_secret) {
-        Ok(app)
-    } else {
-        Err(OAuthError::invalid_client())
-    }
+    book: &TokenBook,
+    lifetimes: Lifetimes,
+    fields: fn(&Issued, &str) -> Value,
+) -> Response {
+    Counters::bump(&s.counters.token_requests);
+    let response = switched_token_answer(s).unwrap_or_else(|| {
+        match grant(s, headers, body, methods, book, lifetimes) {
+            Ok((issued, grant_type)) => {
+                let mut body = fields(&issued, grant_type);
+                if let (Some(refresh), Some(map)) = (&issued.refresh_token, body.as_object_mut()) {
+                    map.insert("refresh_token".into(), Value::from(refresh.as_str()));
+                }
+                (
+                    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                    Json(body),
+                )
+                    .into_response()
+            }
+            Err(e) => e.into_response(),
+        }
+    });
+    s.switches.token_hang_wait().await;
+    response
 }
 
-/// `grant_type=authorization_code` or `refresh_token` against `book`.
-pub(crate) fn grant(
+fn grant(
     s: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    methods: &[AuthMethod],
     book: &TokenBook,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
     lifetimes: Lifetimes,
-) -> Result<Issued, OAuthError> {
+) -> Result<(Issued, &'static str), OAuthError> {
+    let form = parse_form(body).ok_or_else(|| {
+        OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request body is not a valid form.",
+        )
+    })?;
+    let app = authenticate(s, headers, &form, methods).ok_or_else(OAuthError::invalid_client)?;
     match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => exchange_code(s, book, app, form, lifetimes),
+        Some("authorization_code") => {
+            let issued =
+                exchange_code(s, book, &app, &form, Some(lifetimes)).map_err(|refused| {
+                    OAuthError::invalid_grant(match refused {
+                        CodeRefused::BadCode => "The authorization code is invalid or expired.",
+                        CodeRefused::RedirectMismatch => {
+                            "redirect_uri does not match the authorization request"
+                        }
+                        CodeRefused::Verifier => "code_verifier does not match",
+                    })
+                })?;
+            Ok((issued, "authorization_code"))
+        }
         Some("refresh_token") => {
             let refresh = form
                 .get("refresh_token")
                 .ok_or_else(|| OAuthError::invalid_grant("refresh_token is missing"))?;
-            book.refresh(refresh, &app.client_id, s.now(), lifetimes)
-                .ok_or_else(|| OAuthError::invalid_grant("Invalid refresh_token"))
+            let issued = book
+                .refresh(refresh, &app.client_id, s.now(), lifetimes)
+                .ok_or_else(|| OAuthError::invalid_grant("Invalid refresh_token"))?;
+            Ok((issued, "refresh_token"))
         }
         _ => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -249,105 +272,28 @@ pub(crate) fn grant(
     }
 }
 
-fn exchange_code(
-    s: &Shared,
-    book: &TokenBook,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
-    lifetimes: Lifetimes,
-) -> Result<Issued, OAuthError> {
-    let bad_code = || OAuthError::invalid_grant("The authorization code is invalid or expired.");
-    let code = form.get("code").ok_or_else(bad_code)?;
-    // spent whatever else is wrong with the request
-    let grant = book.take_code(code).ok_or_else(bad_code)?;
-    let now = s.now();
-    if grant.client_id != app.client_id || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
-    {
-        return Err(bad_code());
-    }
-    // RFC 6749 §4.1.3: the same redirect_uri as the authorization request
-    let redirect_ok = match form.get("redirect_uri") {
-        Some(r) => {
-            *r == grant
-                .redirect_uri
-                .unwrap_or_else(|| app.callback_url.clone())
-        }
-        None => grant.redirect_uri.is_none(),
-    };
-    if !redirect_ok {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri does not match the authorization request",
-        ));
-    }
-    // a verifier without a challenge is a PKCE downgrade (RFC 9700 §2.1.1)
-    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(OAuthError::invalid_grant("code_verifier does not match"));
-    }
-    let scopes = s.switches.get().grant_scopes.unwrap_or(grant.scopes);
-    Ok(book.issue(&grant.subject, &app.client_id, scopes, now, Some(lifetimes)))
-}
-
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = match switched_token_answer(&s) {
-        Some(r) => r,
-        None => match cloud_token(&s, &headers, &body) {
-            Ok((issued, grant_type)) => cloud_token_success(&issued, grant_type),
-            Err(e) => e.into_response(),
-        },
-    };
-    hang_if_asked(&s).await;
-    response
-}
-
-fn cloud_token(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Issued, &'static str), OAuthError> {
-    let form = parse_form(body).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request body is not a valid form.",
-        )
-    })?;
     // Bitbucket's documentation authenticates consumers with HTTP Basic;
     // the mock insists, so a broker sending the secret in the body finds out.
-    let app = authenticate(s, headers, &form, &[AuthMethod::Basic])?;
-    let grant_type = match form.get("grant_type").map(String::as_str) {
-        Some("refresh_token") => "refresh_token",
-        _ => "authorization_code",
-    };
-    Ok((
-        grant(s, &s.bitbucket_cloud, &app, &form, lifetimes())?,
-        grant_type,
-    ))
-}
-
-/// Bitbucket Cloud's answer: `scopes` (not `scope`), and a `state` field
-/// that names the grant type.
-fn cloud_token_success(issued: &Issued, grant_type: &str) -> Response {
-    let mut body = json!({
-        "access_token": issued.access_token,
-        "scopes": issued.grant.scopes.join(" "),
-        "token_type": "bearer",
-        "expires_in": ACCESS_SECONDS,
-        "state": grant_type,
-    });
-    if let (Some(refresh), Some(map)) = (&issued.refresh_token, body.as_object_mut()) {
-        map.insert("refresh_token".into(), Value::from(refresh.as_str()));
-    }
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(body),
+    token_endpoint(
+        &s,
+        &headers,
+        &body,
+        &[AuthMethod::Basic],
+        &s.bitbucket_cloud,
+        lifetimes(),
+        |issued, grant_type| {
+            // `scopes` (not `scope`), and a `state` that names the grant type
+            json!({
+                "access_token": issued.access_token,
+                "scopes": issued.grant.scopes.join(" "),
+                "token_type": "bearer",
+                "expires_in": ACCESS_SECONDS,
+                "state": grant_type,
+            })
+        },
     )
-        .into_response()
+    .await
 }
 
 // ---------------------------------------------------------------------------

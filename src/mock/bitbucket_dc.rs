@@ -17,15 +17,11 @@
 //! `application-properties` counts as `user_requests`.
 
 use super::Shared;
-use super::bitbucket_cloud::{
-    self, OAuthError, authenticate, grant, hang_if_asked, header_pair, switched_token_answer,
-};
-use super::book::{Issued, Lifetimes, TokenStyle};
+use super::bitbucket_cloud::{self, header_pair, token_endpoint};
+use super::book::{Lifetimes, TokenStyle};
 use super::consent::{self, Consent, known_scopes};
 use super::control::Counters;
-use super::oauth::{
-    AuthMethod, SPACE_OR_COMMA, authorization_token, basic_auth, parse_form, parse_scopes,
-};
+use super::oauth::{AuthMethod, SPACE_OR_COMMA, authorization_token, basic_auth, parse_scopes};
 use super::pats::Flavour;
 use axum::Json;
 use axum::Router;
@@ -93,45 +89,23 @@ fn lifetimes() -> Lifetimes {
 }
 
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = match switched_token_answer(&s) {
-        Some(r) => r,
-        None => match dc_token(&s, &headers, &body) {
-            Ok(issued) => token_success(&issued),
-            Err(e) => e.into_response(),
+    token_endpoint(
+        &s,
+        &headers,
+        &body,
+        &[AuthMethod::Post, AuthMethod::Basic],
+        &s.bitbucket_dc,
+        lifetimes(),
+        |issued, _| {
+            json!({
+                "scope": issued.grant.scopes.join(" "),
+                "access_token": issued.access_token,
+                "token_type": "bearer",
+                "expires_in": ACCESS_SECONDS,
+            })
         },
-    };
-    hang_if_asked(&s).await;
-    response
-}
-
-fn dc_token(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, OAuthError> {
-    let form = parse_form(body).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request body is not a valid form.",
-        )
-    })?;
-    let app = authenticate(s, headers, &form, &[AuthMethod::Post, AuthMethod::Basic])?;
-    grant(s, &s.bitbucket_dc, &app, &form, lifetimes())
-}
-
-fn token_success(issued: &Issued) -> Response {
-    let mut body = json!({
-        "scope": issued.grant.scopes.join(" "),
-        "access_token": issued.access_token,
-        "token_type": "bearer",
-        "expires_in": ACCESS_SECONDS,
-    });
-    if let (Some(refresh), Some(map)) = (&issued.refresh_token, body.as_object_mut()) {
-        map.insert("refresh_token".into(), Value::from(refresh.as_str()));
-    }
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(body),
     )
-        .into_response()
+    .await
 }
 
 // ---------------------------------------------------------------------------

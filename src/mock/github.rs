@@ -9,10 +9,10 @@
 
 use super::book::{Grant, Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal};
-use super::control::{Counters, SwitchState, TOKEN_HANG};
+use super::control::{Counters, SwitchState};
 use super::oauth::{
-    SPACE_OR_COMMA, authorization_token, basic_auth, client_credentials, parse_form, parse_scopes,
-    pkce_s256_matches, secrets_equal, wants_json,
+    AuthMethod, CodeRefused, SPACE_OR_COMMA, authenticate, authorization_token, basic_auth,
+    exchange_code, parse_form, parse_scopes, secrets_equal, wants_json,
 };
 use super::pages::Wording;
 use super::pats::Flavour;
@@ -29,7 +29,6 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
@@ -43,7 +42,6 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
 /// GitHub's expiring user tokens: 8 hours, refresh tokens 6 months.
 const ACCESS_SECONDS: i64 = 28_800;
 const REFRESH_SECONDS: i64 = 15_897_600;
-const CODE_MINUTES: i64 = 10;
 const RATE_LIMIT: u64 = 5_000;
 
 const TROUBLESHOOT_TOKEN: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/";
@@ -247,23 +245,9 @@ fn oauth_body(json: bool, fields: &[(&str, Field<'_>)]) -> Response {
 
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     Counters::bump(&s.counters.token_requests);
-    let switches = s.switches.get();
-    // Decided before hanging, and in a way a client disconnect cannot cancel:
-    // like a provider that issued the token but whose answer never arrived,
-    // which is what makes retrying a code exchange wrong.
-    let response = token_response(&s, &headers, &body, &switches);
-    if switches.token_hang {
-        hang(&s).await;
-    }
+    let response = token_response(&s, &headers, &body, &s.switches.get());
+    s.switches.token_hang_wait().await;
     response
-}
-
-/// Waits out [`TOKEN_HANG`], or until the switch is turned off.
-async fn hang(s: &Shared) {
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < TOKEN_HANG && s.switches.get().token_hang {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 fn token_response(
@@ -279,7 +263,7 @@ fn token_response(
     if let Some(code) = &switches.token_error {
         return TokenError::new(code).into_response(json);
     }
-    match token_grant(s, headers, body, switches.grant_scopes.clone()) {
+    match token_grant(s, headers, body) {
         Ok(issued) => token_success(json, &issued),
         Err(err) => {
             tracing::debug!(error = %err.0, "mock github token request refused");
@@ -288,18 +272,22 @@ fn token_response(
     }
 }
 
-fn token_grant(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
+fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, TokenError> {
     // GitHub has no error for a malformed body; a code it cannot read is a
     // bad code.
     let form = parse_form(body).ok_or_else(|| TokenError::new(BAD_VERIFICATION_CODE))?;
-    let app = authenticate(s, headers, &form)?;
+    let app = authenticate(s, headers, &form, &[AuthMethod::Basic, AuthMethod::Post])
+        .ok_or_else(|| TokenError::new(INCORRECT_CLIENT_CREDENTIALS))?;
     match form.get("grant_type").map(String::as_str) {
-        None | Some("authorization_code") => exchange_code(s, &app, &form, grant_scopes),
+        None | Some("authorization_code") => {
+            let lifetimes = s.expiring_tokens.then(|| github_lifetimes(true));
+            exchange_code(s, &s.github, &app, &form, lifetimes).map_err(|refused| {
+                TokenError::new(match refused {
+                    CodeRefused::RedirectMismatch => REDIRECT_URI_MISMATCH,
+                    CodeRefused::BadCode | CodeRefused::Verifier => BAD_VERIFICATION_CODE,
+                })
+            })
+        }
         Some("refresh_token") => {
             let refresh_token = form
                 .get("refresh_token")
@@ -315,66 +303,6 @@ fn token_grant(
         }
         Some(_) => Err(TokenError::new(UNSUPPORTED_GRANT_TYPE)),
     }
-}
-
-fn authenticate(
-    s: &Shared,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<MockOAuthApp, TokenError> {
-    let refused = || TokenError::new(INCORRECT_CLIENT_CREDENTIALS);
-    let creds = client_credentials(headers, form).map_err(|_| refused())?;
-    let app = s.oauth_app(&creds.id).ok_or_else(refused)?;
-    if secrets_equal(&creds.secret, &app.client_secret) {
-        Ok(app)
-    } else {
-        Err(refused())
-    }
-}
-
-fn exchange_code(
-    s: &Shared,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
-    let bad_code = || TokenError::new(BAD_VERIFICATION_CODE);
-    let code = form.get("code").ok_or_else(bad_code)?;
-    // Taken before any other check: a code that reached the endpoint once is
-    // spent, whatever else was wrong with the request.
-    let grant = s.github.take_code(code).ok_or_else(bad_code)?;
-    let now = s.now();
-    if grant.client_id != app.client_id || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
-    {
-        return Err(bad_code());
-    }
-    // RFC 6749 §4.1.3: the same redirect_uri as the authorization request,
-    // and none if it had none.
-    let redirect_ok = match form.get("redirect_uri") {
-        Some(r) => {
-            *r == grant
-                .redirect_uri
-                .unwrap_or_else(|| app.callback_url.clone())
-        }
-        None => grant.redirect_uri.is_none(),
-    };
-    if !redirect_ok {
-        return Err(TokenError::new(REDIRECT_URI_MISMATCH));
-    }
-    // A verifier without a challenge is refused too (RFC 9700 §2.1.1: PKCE
-    // downgrade).
-    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(bad_code());
-    }
-    let scopes = grant_scopes.unwrap_or(grant.scopes);
-    let lifetimes = s.expiring_tokens.then(|| github_lifetimes(true));
-    Ok(s.github
-        .issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
 }
 
 fn token_success(json: bool, issued: &Issued) -> Response {

@@ -11,10 +11,9 @@
 
 use super::book::{Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal, known_scopes};
-use super::control::{Counters, SwitchState, TOKEN_HANG};
+use super::control::{Counters, SwitchState};
 use super::oauth::{
-    authorization_token, client_credentials, parse_form, parse_scopes, pkce_s256_matches,
-    secrets_equal,
+    AuthMethod, authenticate, authorization_token, exchange_code, parse_form, parse_scopes,
 };
 use super::pages::Wording;
 use super::pats::{Flavour, Pat};
@@ -45,7 +44,6 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
 const ACCESS_SECONDS: i64 = 7_200;
 /// GitLab refresh tokens do not expire with time; the book needs a lifetime.
 const REFRESH_DAYS: i64 = 3_650;
-const CODE_MINUTES: i64 = 10;
 const RATE_LIMIT: u64 = 2_000;
 const RETRY_AFTER_SECONDS: i64 = 60;
 const BANNER: &str = "Mock GitLab";
@@ -219,16 +217,8 @@ fn no_store() -> [(HeaderName, HeaderValue); 2] {
 
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     Counters::bump(&s.counters.token_requests);
-    let switches = s.switches.get();
-    // Decided before hanging, so a hung answer still issued its tokens: the
-    // case that makes retrying a code exchange or a refresh wrong.
-    let response = token_response(&s, &headers, &body, &switches);
-    if switches.token_hang {
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < TOKEN_HANG && s.switches.get().token_hang {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+    let response = token_response(&s, &headers, &body, &s.switches.get());
+    s.switches.token_hang_wait().await;
     response
 }
 
@@ -249,7 +239,7 @@ fn token_response(
         };
         return TokenError::new(code, description).into_response();
     }
-    match token_grant(s, headers, body, switches.grant_scopes.clone()) {
+    match token_grant(s, headers, body) {
         Ok(issued) => token_success(&issued),
         Err(err) => {
             tracing::debug!(error = %err.error, "mock gitlab token request refused");
@@ -258,21 +248,25 @@ fn token_response(
     }
 }
 
-fn token_grant(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
+fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, TokenError> {
     let form = parse_form(body).ok_or_else(|| {
         TokenError::new(
             "invalid_request",
             "The request is missing a required parameter, includes an unsupported parameter value, or is otherwise malformed.",
         )
     })?;
-    let app = authenticate(s, headers, &form)?;
+    let app = client(s, headers, &form)?;
     match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => exchange_code(s, &app, &form, grant_scopes),
+        Some("authorization_code") => {
+            // both required, and checked before the code is spent
+            for parameter in ["code", "redirect_uri"] {
+                if !form.contains_key(parameter) {
+                    return Err(TokenError::missing(parameter));
+                }
+            }
+            exchange_code(s, &s.gitlab, &app, &form, Some(lifetimes()))
+                .map_err(|_| TokenError::invalid_grant())
+        }
         Some("refresh_token") => {
             let refresh_token = form
                 .get("refresh_token")
@@ -292,63 +286,13 @@ fn token_grant(
 
 /// The OAuth application behind the request's client credentials (HTTP
 /// Basic or form, both accepted by GitLab).
-fn authenticate(
+fn client(
     s: &Shared,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<MockOAuthApp, TokenError> {
-    let refused = || TokenError::new("invalid_client", INVALID_CLIENT);
-    let creds = client_credentials(headers, form).map_err(|_| refused())?;
-    let app = s.oauth_app(&creds.id).ok_or_else(refused)?;
-    if secrets_equal(&creds.secret, &app.client_secret) {
-        Ok(app)
-    } else {
-        Err(refused())
-    }
-}
-
-fn exchange_code(
-    s: &Shared,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
-    let code = form
-        .get("code")
-        .ok_or_else(|| TokenError::missing("code"))?;
-    let redirect_uri = form
-        .get("redirect_uri")
-        .ok_or_else(|| TokenError::missing("redirect_uri"))?;
-    // Taken before any other check: a code that reached the endpoint once
-    // is spent, whatever else was wrong with the request.
-    let grant = s
-        .gitlab
-        .take_code(code)
-        .ok_or_else(TokenError::invalid_grant)?;
-    let now = s.now();
-    if grant.client_id != app.client_id
-        || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
-        || grant.redirect_uri.as_deref() != Some(redirect_uri.as_str())
-    {
-        return Err(TokenError::invalid_grant());
-    }
-    // A verifier without a challenge is refused too (RFC 9700 §2.1.1).
-    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(TokenError::invalid_grant());
-    }
-    let scopes = grant_scopes.unwrap_or(grant.scopes);
-    Ok(s.gitlab.issue(
-        &grant.subject,
-        &app.client_id,
-        scopes,
-        now,
-        Some(lifetimes()),
-    ))
+    authenticate(s, headers, form, &[AuthMethod::Basic, AuthMethod::Post])
+        .ok_or_else(|| TokenError::new("invalid_client", INVALID_CLIENT))
 }
 
 fn token_success(issued: &Issued) -> Response {
@@ -436,7 +380,7 @@ async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
     let Some(form) = parse_form(&body) else {
         return TokenError::new("invalid_request", "The request is malformed.").into_response();
     };
-    let app = match authenticate(&s, &headers, &form) {
+    let app = match client(&s, &headers, &form) {
         Ok(app) => app,
         Err(err) => return err.into_response(),
     };

@@ -1,10 +1,14 @@
 //! Protocol pieces every flavour needs: PKCE (RFC 7636), client
-//! authentication (RFC 6749 §2.3.1), bearer tokens, form bodies, redirects.
+//! authentication (RFC 6749 §2.3.1), the code exchange's checks (§4.1.3),
+//! bearer tokens, form bodies, redirects.
 
+use super::book::{Issued, Lifetimes, TokenBook};
+use super::{MockOAuthApp, Shared};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::Duration;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -110,6 +114,80 @@ pub(crate) fn client_credentials(
         },
         (None, None) => Err(ClientAuthError::Missing),
     }
+}
+
+/// The registered OAuth app whose credentials the request carries, sent
+/// in one of `methods`.
+pub(crate) fn authenticate(
+    s: &Shared,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    methods: &[AuthMethod],
+) -> Option<MockOAuthApp> {
+    let creds = client_credentials(headers, form).ok()?;
+    let app = s.oauth_app(&creds.id)?;
+    (methods.contains(&creds.method) && secrets_equal(&creds.secret, &app.client_secret))
+        .then_some(app)
+}
+
+/// How long an authorization code lives.
+const CODE_MINUTES: i64 = 10;
+
+/// Why a code exchange was refused; each flavour words it its own way.
+pub(crate) enum CodeRefused {
+    /// Missing, unknown, spent, expired, or issued to another client.
+    BadCode,
+    /// Not the `redirect_uri` of the authorization request.
+    RedirectMismatch,
+    /// A verifier that does not match the challenge, or one without the
+    /// other.
+    Verifier,
+}
+
+/// `grant_type=authorization_code` for `app`: the code's checks, then
+/// tokens from `book` with the scopes it granted (or the `grant_scopes`
+/// switch's).
+pub(crate) fn exchange_code(
+    s: &Shared,
+    book: &TokenBook,
+    app: &MockOAuthApp,
+    form: &HashMap<String, String>,
+    lifetimes: Option<Lifetimes>,
+) -> Result<Issued, CodeRefused> {
+    let code = form.get("code").ok_or(CodeRefused::BadCode)?;
+    // Taken before any other check: a code that reached the endpoint once is
+    // spent, whatever else was wrong with the request.
+    let grant = book.take_code(code).ok_or(CodeRefused::BadCode)?;
+    let now = s.now();
+    if grant.client_id != app.client_id || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
+    {
+        return Err(CodeRefused::BadCode);
+    }
+    // RFC 6749 §4.1.3: the same redirect_uri as the authorization request,
+    // and none if it had none.
+    let redirect_ok = match form.get("redirect_uri") {
+        Some(r) => {
+            *r == grant
+                .redirect_uri
+                .unwrap_or_else(|| app.callback_url.clone())
+        }
+        None => grant.redirect_uri.is_none(),
+    };
+    if !redirect_ok {
+        return Err(CodeRefused::RedirectMismatch);
+    }
+    // A verifier without a challenge is refused too (RFC 9700 §2.1.1: PKCE
+    // downgrade).
+    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
+        (None, None) => true,
+        _ => false,
+    };
+    if !pkce_ok {
+        return Err(CodeRefused::Verifier);
+    }
+    let scopes = s.switches.get().grant_scopes.unwrap_or(grant.scopes);
+    Ok(book.issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
 }
 
 /// The user and password of an HTTP Basic `Authorization` header: `None`
