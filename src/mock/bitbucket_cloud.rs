@@ -21,7 +21,7 @@ use super::consent::{self, Consent, Refusal};
 use super::control::Counters;
 use super::oauth::{
     AuthMethod, CodeRefused, authenticate, authorization_token, basic_auth, exchange_code,
-    parse_form,
+    header_pair, parse_form, token_endpoint, with_headers,
 };
 use super::pages::Wording;
 use super::pats::Flavour;
@@ -30,25 +30,19 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Duration;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "",
-    access_len: 128,
-    refresh_prefix: "",
-    refresh_len: 24,
-    code_len: 18,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 128), ("", 24), 18);
 
 /// Bitbucket Cloud's access tokens live two hours. Refresh tokens do not
 /// expire as far as the documentation says; ten years stands for that.
 const ACCESS_SECONDS: i64 = 7_200;
 const REFRESH_DAYS: i64 = 3_650;
+const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 /// The permissions every mock consumer is configured with: the ones
 /// docs/providers.md tells admins to tick for Git user tokens. The
@@ -64,13 +58,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/site/oauth2/authorize", consent::route(&CONSENT))
         .route("/site/oauth2/access_token", post(access_token))
         .route("/2.0/user", get(user))
-}
-
-fn lifetimes() -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: Some(Duration::days(REFRESH_DAYS)),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -163,39 +150,26 @@ impl OAuthError {
     }
 }
 
-/// The answer the `token_status`, `token_error` switches ask for, if any.
-fn switched_token_answer(s: &Shared) -> Option<Response> {
-    let switches = s.switches.get();
-    if let Some(status) = switches.token_status {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return Some(
-            (
-                status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                )],
-                "<!DOCTYPE html>\n<html><head><title>Something went wrong</title></head>\
-                 <body><p>Something went wrong. Try again later.</p></body></html>\n",
-            )
-                .into_response(),
-        );
-    }
-    switches.token_error.map(|code| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            &code,
-            "The mock provider was told to fail this request.",
-        )
+/// What the `token_status` switch answers.
+fn error_page(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        "<!DOCTYPE html>\n<html><head><title>Something went wrong</title></head>\
+         <body><p>Something went wrong. Try again later.</p></body></html>\n",
+    )
         .into_response()
-    })
 }
 
 /// Both flavours' token endpoint: the switches, then the client
 /// authenticated as `methods` allow, then `grant_type=authorization_code`
 /// or `refresh_token` against `book`. The answer is `fields` (given the
 /// grant type) and the refresh token.
-pub(crate) async fn token_endpoint(
+pub(crate) async fn token_request(
     s: &Shared,
     headers: &HeaderMap,
     body: &[u8],
@@ -204,25 +178,28 @@ pub(crate) async fn token_endpoint(
     lifetimes: Lifetimes,
     fields: fn(&Issued, &str) -> Value,
 ) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = switched_token_answer(s).unwrap_or_else(|| {
+    token_endpoint(s, error_page, |switches| {
+        if let Some(code) = &switches.token_error {
+            let told = "The mock provider was told to fail this request.";
+            return OAuthError::new(StatusCode::BAD_REQUEST, code, told).into_response();
+        }
         match grant(s, headers, body, methods, book, lifetimes) {
             Ok((issued, grant_type)) => {
-                let mut body = fields(&issued, grant_type);
-                if let (Some(refresh), Some(map)) = (&issued.refresh_token, body.as_object_mut()) {
+                let mut answer = fields(&issued, grant_type);
+                if let (Some(refresh), Some(map)) = (&issued.refresh_token, answer.as_object_mut())
+                {
                     map.insert("refresh_token".into(), Value::from(refresh.as_str()));
                 }
                 (
                     [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-                    Json(body),
+                    Json(answer),
                 )
                     .into_response()
             }
             Err(e) => e.into_response(),
         }
-    });
-    s.switches.token_hang_wait().await;
-    response
+    })
+    .await
 }
 
 fn grant(
@@ -275,13 +252,13 @@ fn grant(
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     // Bitbucket's documentation authenticates consumers with HTTP Basic;
     // the mock insists, so a broker sending the secret in the body finds out.
-    token_endpoint(
+    token_request(
         &s,
         &headers,
         &body,
         &[AuthMethod::Basic],
         &s.bitbucket_cloud,
-        lifetimes(),
+        LIFETIMES,
         |issued, grant_type| {
             // `scopes` (not `scope`), and a `state` that names the grant type
             json!({
@@ -309,12 +286,6 @@ fn api_error(status: StatusCode, message: &str) -> Response {
 
 fn unauthorized() -> Response {
     api_error(StatusCode::UNAUTHORIZED, "Invalid credentials")
-}
-
-pub(crate) fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value)
-        .ok()
-        .map(|v| (HeaderName::from_static(name), v))
 }
 
 /// What `user_api_status` asks for; 429 says how long to wait.
@@ -413,25 +384,24 @@ async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(response) => return response,
     };
-    let mut out: Vec<(HeaderName, HeaderValue)> = Vec::new();
-    out.extend(header_pair("x-oauth-scopes", &c.scopes.join(", ")));
-    out.extend(header_pair("x-credential-type", c.credential));
+    let out: Vec<_> = [
+        header_pair("x-oauth-scopes", &c.scopes.join(", ")),
+        header_pair("x-credential-type", c.credential),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !may_read_account(&c) {
         let required = if c.credential == "api_token" {
             "read:user:bitbucket"
         } else {
             "account"
         };
-        let mut r = (
-            StatusCode::FORBIDDEN,
-            Json(json!({ "type": "error", "error": {
-                "message": "Your credentials lack one or more required privilege scopes.",
-                "detail": { "granted": c.scopes, "required": [required] },
-            }})),
-        )
-            .into_response();
-        r.headers_mut().extend(out);
-        return r;
+        let body = json!({ "type": "error", "error": {
+            "message": "Your credentials lack one or more required privilege scopes.",
+            "detail": { "granted": c.scopes, "required": [required] },
+        }});
+        return with_headers(out, (StatusCode::FORBIDDEN, Json(body)).into_response());
     }
     let body = match &c.login {
         Some(login) => match s.github_user(login) {
@@ -445,9 +415,7 @@ async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             "uuid": "{00000000-0000-4000-8000-00000000a0a0}",
         }),
     };
-    let mut r = Json(body).into_response();
-    r.headers_mut().extend(out);
-    r
+    with_headers(out, Json(body).into_response())
 }
 
 fn user_json(s: &Shared, u: &MockGitUser) -> Value {

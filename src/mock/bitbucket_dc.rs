@@ -17,11 +17,13 @@
 //! `application-properties` counts as `user_requests`.
 
 use super::Shared;
-use super::bitbucket_cloud::{self, header_pair, token_endpoint};
+use super::bitbucket_cloud::{self, token_request};
 use super::book::{Lifetimes, TokenStyle};
 use super::consent::{self, Consent, known_scopes};
 use super::control::Counters;
-use super::oauth::{AuthMethod, SPACE_OR_COMMA, authorization_token, basic_auth, parse_scopes};
+use super::oauth::{
+    AuthMethod, SPACE_OR_COMMA, authorization_token, basic_auth, header_pair, parse_scopes,
+};
 use super::pats::Flavour;
 use axum::Json;
 use axum::Router;
@@ -30,22 +32,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "",
-    access_len: 44,
-    refresh_prefix: "",
-    refresh_len: 44,
-    code_len: 32,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 44), ("", 44), 32);
 
 /// Data Center's defaults: access tokens one hour, refresh tokens 90 days.
 const ACCESS_SECONDS: i64 = 3_600;
 const REFRESH_DAYS: i64 = 90;
+const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 const SCOPES: &[&str] = &[
     "PUBLIC_REPOS",
@@ -81,21 +77,14 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/rest/api/1.0/users/{slug}", get(user))
 }
 
-fn lifetimes() -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: Some(Duration::days(REFRESH_DAYS)),
-    }
-}
-
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    token_endpoint(
+    token_request(
         &s,
         &headers,
         &body,
         &[AuthMethod::Post, AuthMethod::Basic],
         &s.bitbucket_dc,
-        lifetimes(),
+        LIFETIMES,
         |issued, _| {
             json!({
                 "scope": issued.grant.scopes.join(" "),

@@ -12,7 +12,8 @@ use super::consent::{self, Consent, Refusal};
 use super::control::{Counters, SwitchState};
 use super::oauth::{
     AuthMethod, CodeRefused, SPACE_OR_COMMA, authenticate, authorization_token, basic_auth,
-    exchange_code, parse_form, parse_scopes, secrets_equal, wants_json,
+    exchange_code, header_pair, parse_form, parse_scopes, secrets_equal, token_endpoint,
+    wants_json, with_headers,
 };
 use super::pages::Wording;
 use super::pats::Flavour;
@@ -31,17 +32,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "gho_",
-    access_len: 36,
-    refresh_prefix: "ghr_",
-    refresh_len: 76,
-    code_len: 20,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("gho_", 36), ("ghr_", 76), 20);
 
 /// GitHub's expiring user tokens: 8 hours, refresh tokens 6 months.
 const ACCESS_SECONDS: i64 = 28_800;
 const REFRESH_SECONDS: i64 = 15_897_600;
+const LIFETIMES: Lifetimes = Lifetimes {
+    access: Duration::seconds(ACCESS_SECONDS),
+    refresh: Some(Duration::seconds(REFRESH_SECONDS)),
+};
 const RATE_LIMIT: u64 = 5_000;
 
 const TROUBLESHOOT_TOKEN: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/";
@@ -67,13 +66,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-fn github_lifetimes(with_refresh: bool) -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: with_refresh.then(|| Duration::seconds(REFRESH_SECONDS)),
-    }
-}
-
 /// A token outside any flow, for tests (`issue_token`, `/__mock/tokens`).
 pub(crate) fn issue_direct(
     s: &Shared,
@@ -81,7 +73,10 @@ pub(crate) fn issue_direct(
     client_id: &str,
     scopes: Vec<String>,
 ) -> String {
-    let lifetimes = s.expiring_tokens.then(|| github_lifetimes(false));
+    let lifetimes = s.expiring_tokens.then_some(Lifetimes {
+        refresh: None,
+        ..LIFETIMES
+    });
     s.github
         .issue(login, client_id, scopes, s.now(), lifetimes)
         .access_token
@@ -244,10 +239,10 @@ fn oauth_body(json: bool, fields: &[(&str, Field<'_>)]) -> Response {
 }
 
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = token_response(&s, &headers, &body, &s.switches.get());
-    s.switches.token_hang_wait().await;
-    response
+    token_endpoint(&s, unicorn, |switches| {
+        token_response(&s, &headers, &body, switches)
+    })
+    .await
 }
 
 fn token_response(
@@ -256,9 +251,6 @@ fn token_response(
     body: &[u8],
     switches: &SwitchState,
 ) -> Response {
-    if let Some(status) = switches.token_status {
-        return unicorn(status);
-    }
     let json = wants_json(headers);
     if let Some(code) = &switches.token_error {
         return TokenError::new(code).into_response(json);
@@ -280,7 +272,7 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
         .ok_or_else(|| TokenError::new(INCORRECT_CLIENT_CREDENTIALS))?;
     match form.get("grant_type").map(String::as_str) {
         None | Some("authorization_code") => {
-            let lifetimes = s.expiring_tokens.then(|| github_lifetimes(true));
+            let lifetimes = s.expiring_tokens.then_some(LIFETIMES);
             exchange_code(s, &s.github, &app, &form, lifetimes).map_err(|refused| {
                 TokenError::new(match refused {
                     CodeRefused::RedirectMismatch => REDIRECT_URI_MISMATCH,
@@ -293,12 +285,7 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))?;
             s.github
-                .refresh(
-                    refresh_token,
-                    &app.client_id,
-                    s.now(),
-                    github_lifetimes(true),
-                )
+                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))
         }
         Some(_) => Err(TokenError::new(UNSUPPORTED_GRANT_TYPE)),
@@ -358,30 +345,18 @@ pub(crate) async fn not_found() -> Response {
     api_error(StatusCode::NOT_FOUND, "Not Found", REST_DOCS)
 }
 
-fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value)
-        .ok()
-        .map(|v| (HeaderName::from_static(name), v))
-}
-
 fn rate_limit_headers(used: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, HeaderValue)> {
     let used = used.min(RATE_LIMIT);
     [
-        header("x-ratelimit-limit", &RATE_LIMIT.to_string()),
-        header("x-ratelimit-remaining", &(RATE_LIMIT - used).to_string()),
-        header("x-ratelimit-reset", &reset.timestamp().to_string()),
-        header("x-ratelimit-used", &used.to_string()),
-        header("x-ratelimit-resource", "core"),
+        header_pair("x-ratelimit-limit", &RATE_LIMIT.to_string()),
+        header_pair("x-ratelimit-remaining", &(RATE_LIMIT - used).to_string()),
+        header_pair("x-ratelimit-reset", &reset.timestamp().to_string()),
+        header_pair("x-ratelimit-used", &used.to_string()),
+        header_pair("x-ratelimit-resource", "core"),
     ]
     .into_iter()
     .flatten()
     .collect()
-}
-
-fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, response: Response) -> Response {
-    let mut response = response;
-    response.headers_mut().extend(headers);
-    response
 }
 
 /// What a bearer token may do, as the API sees it.
@@ -462,16 +437,16 @@ impl Caller {
     fn headers(&self, accepted_scopes: &str) -> Vec<(HeaderName, HeaderValue)> {
         let mut out = Vec::new();
         if let Access::Scopes(scopes) = &self.access {
-            out.extend(header("x-oauth-scopes", &scopes.join(", ")));
-            out.extend(header("x-accepted-oauth-scopes", accepted_scopes));
+            out.extend(header_pair("x-oauth-scopes", &scopes.join(", ")));
+            out.extend(header_pair("x-accepted-oauth-scopes", accepted_scopes));
         }
         if let Some(at) = self.expires_at {
-            out.extend(header(
+            out.extend(header_pair(
                 "github-authentication-token-expiration",
                 &at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             ));
         }
-        out.extend(header("x-github-media-type", "github.v3; format=json"));
+        out.extend(header_pair("x-github-media-type", "github.v3; format=json"));
         out
     }
 
@@ -623,7 +598,10 @@ async fn user_repos(
         // A public-only token has no repository permissions to select, so
         // it is not held to Metadata.
         Access::Permissions(p) if !p.iter().any(|x| x == "metadata:read" || x == PUBLIC_ONLY) => {
-            out.extend(header("x-accepted-github-permissions", "metadata=read"));
+            out.extend(header_pair(
+                "x-accepted-github-permissions",
+                "metadata=read",
+            ));
             return with_headers(out, not_accessible(LIST_REPOS_DOCS));
         }
         Access::Permissions(_) => &caller.repositories,
@@ -655,7 +633,7 @@ async fn user_repos(
             s.base_url(),
             number + 1
         );
-        out.extend(header("link", &next));
+        out.extend(header_pair("link", &next));
     }
     with_headers(out, Json(Value::Array(items)).into_response())
 }
@@ -713,11 +691,11 @@ async fn repo_write(
         Access::Scopes(_) => return Err(not_found(out)),
         Access::Permissions(_) | Access::Installation(_) if caller.can_write(needs.permission) => {}
         Access::Permissions(_) => {
-            out.extend(header("x-accepted-github-permissions", needs.accepted));
+            out.extend(header_pair("x-accepted-github-permissions", needs.accepted));
             return Err(with_headers(out, not_accessible(needs.docs)));
         }
         Access::Installation(_) => {
-            out.extend(header("x-accepted-github-permissions", needs.accepted));
+            out.extend(header_pair("x-accepted-github-permissions", needs.accepted));
             return Err(with_headers(
                 out,
                 api_error(

@@ -13,7 +13,8 @@ use super::book::{Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal, known_scopes};
 use super::control::{Counters, SwitchState};
 use super::oauth::{
-    AuthMethod, authenticate, authorization_token, exchange_code, parse_form, parse_scopes,
+    AuthMethod, authenticate, authorization_token, exchange_code, header_pair, parse_form,
+    parse_scopes, token_endpoint, with_headers,
 };
 use super::pages::Wording;
 use super::pats::{Flavour, Pat};
@@ -32,18 +33,13 @@ use std::sync::Arc;
 
 /// GitLab's OAuth tokens and codes: 64 hex-like characters, no prefix
 /// (only personal access tokens have one, `glpat-`).
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "",
-    access_len: 64,
-    refresh_prefix: "",
-    refresh_len: 64,
-    code_len: 64,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 64), ("", 64), 64);
 
 /// OAuth access tokens live 2 hours on every GitLab since 15.0.
 const ACCESS_SECONDS: i64 = 7_200;
 /// GitLab refresh tokens do not expire with time; the book needs a lifetime.
 const REFRESH_DAYS: i64 = 3_650;
+const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 const RATE_LIMIT: u64 = 2_000;
 const RETRY_AFTER_SECONDS: i64 = 60;
 const BANNER: &str = "Mock GitLab";
@@ -95,13 +91,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v4/user", get(user))
         .route("/api/v4/personal_access_tokens/self", get(pat_self))
         .fallback(not_found)
-}
-
-fn lifetimes() -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: Some(Duration::days(REFRESH_DAYS)),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -216,10 +205,10 @@ fn no_store() -> [(HeaderName, HeaderValue); 2] {
 }
 
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = token_response(&s, &headers, &body, &s.switches.get());
-    s.switches.token_hang_wait().await;
-    response
+    token_endpoint(&s, error_page, |switches| {
+        token_response(&s, &headers, &body, switches)
+    })
+    .await
 }
 
 fn token_response(
@@ -228,9 +217,6 @@ fn token_response(
     body: &[u8],
     switches: &SwitchState,
 ) -> Response {
-    if let Some(status) = switches.token_status {
-        return error_page(status);
-    }
     if let Some(code) = &switches.token_error {
         let description = match code.as_str() {
             "invalid_grant" => INVALID_GRANT,
@@ -264,7 +250,7 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
                     return Err(TokenError::missing(parameter));
                 }
             }
-            exchange_code(s, &s.gitlab, &app, &form, Some(lifetimes()))
+            exchange_code(s, &s.gitlab, &app, &form, Some(LIFETIMES))
                 .map_err(|_| TokenError::invalid_grant())
         }
         Some("refresh_token") => {
@@ -273,7 +259,7 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
                 .ok_or_else(|| TokenError::missing("refresh_token"))?;
             // Rotation: the old access and refresh tokens die here.
             s.gitlab
-                .refresh(refresh_token, &app.client_id, s.now(), lifetimes())
+                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
                 .ok_or_else(TokenError::invalid_grant)
         }
         Some(_) => Err(TokenError::new(
@@ -429,12 +415,6 @@ fn api_invalid_token(description: &str) -> Response {
         .into_response()
 }
 
-fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value)
-        .ok()
-        .map(|v| (HeaderName::from_static(name), v))
-}
-
 /// GitLab.com's `RateLimit-*` headers for the authenticated API throttle.
 fn rate_limit_headers(observed: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, HeaderValue)> {
     [
@@ -454,11 +434,6 @@ fn rate_limit_headers(observed: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, H
     .into_iter()
     .flatten()
     .collect()
-}
-
-fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, mut response: Response) -> Response {
-    response.headers_mut().extend(headers);
-    response
 }
 
 /// The answer `user_api_status` asks for: 429 as GitLab's throttle sends it

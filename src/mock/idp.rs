@@ -38,13 +38,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "idp_at_",
-    access_len: 40,
-    refresh_prefix: "idp_rt_",
-    refresh_len: 40,
-    code_len: 32,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("idp_at_", 40), ("idp_rt_", 40), 32);
 
 const ACCESS_SECONDS: i64 = 3_600;
 const ID_TOKEN_MINUTES: i64 = 10;

@@ -3,8 +3,9 @@
 //! bearer tokens, form bodies, redirects.
 
 use super::book::{Issued, Lifetimes, TokenBook};
+use super::control::{Counters, SwitchState};
 use super::{MockOAuthApp, Shared};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -190,6 +191,24 @@ pub(crate) fn exchange_code(
     Ok(book.issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
 }
 
+/// Every flavour's token endpoint: counted; answered with its HTML
+/// `error_page` while the `token_status` switch is on, else as `answer`
+/// decides given the switches; then held back while `token_hang` is on.
+pub(crate) async fn token_endpoint(
+    s: &Shared,
+    error_page: fn(u16) -> Response,
+    answer: impl FnOnce(&SwitchState) -> Response,
+) -> Response {
+    Counters::bump(&s.counters.token_requests);
+    let switches = s.switches.get();
+    let response = match switches.token_status {
+        Some(status) => error_page(status),
+        None => answer(&switches),
+    };
+    s.switches.token_hang_wait().await;
+    response
+}
+
 /// The user and password of an HTTP Basic `Authorization` header: `None`
 /// when there is no Basic header, `Err` when it does not decode.
 pub(crate) fn basic_auth(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
@@ -248,6 +267,21 @@ pub(crate) fn redirect_url(redirect_uri: &str, params: &[(&str, &str)]) -> Optio
     Some(url.into())
 }
 
+/// A header to add to a response; `None` for a value no header can carry.
+pub(crate) fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(value)
+        .ok()
+        .map(|v| (HeaderName::from_static(name), v))
+}
+
+pub(crate) fn with_headers(
+    headers: Vec<(HeaderName, HeaderValue)>,
+    mut response: Response,
+) -> Response {
+    response.headers_mut().extend(headers);
+    response
+}
+
 /// A 302, which is what GitHub and most identity providers send.
 pub(crate) fn found(location: &str) -> Response {
     match HeaderValue::from_str(location) {
@@ -299,14 +333,15 @@ mod tests {
         assert!(!pkce_s256_matches(challenge, "short"));
     }
 
+    fn basic(user_password: &str) -> HeaderMap {
+        let encoded = STANDARD.encode(user_password);
+        let value = HeaderValue::from_str(&format!("Basic {encoded}")).unwrap();
+        HeaderMap::from_iter([(header::AUTHORIZATION, value)])
+    }
+
     #[test]
     fn basic_credentials_are_form_urldecoded() {
-        let mut headers = HeaderMap::new();
-        let encoded = STANDARD.encode("my%20app:s%3Acret");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
-        );
+        let headers = basic("my%20app:s%3Acret");
         let Ok(creds) = client_credentials(&headers, &HashMap::new()) else {
             panic!("credentials expected");
         };
@@ -316,12 +351,7 @@ mod tests {
 
     #[test]
     fn two_client_auth_methods_are_refused() {
-        let mut headers = HeaderMap::new();
-        let encoded = STANDARD.encode("app:secret");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
-        );
+        let headers = basic("app:secret");
         let form = HashMap::from([("client_secret".to_owned(), "secret".to_owned())]);
         assert!(matches!(
             client_credentials(&headers, &form),
