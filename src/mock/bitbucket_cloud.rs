@@ -9,9 +9,10 @@
 //! tokens (Bearer, answered as an app user). App passwords always get 401
 //! with a body saying they are no longer supported.
 //!
-//! The consent page and the code exchange checks are shared with the Data
-//! Center flavour (`bitbucket_dc`), which differs in where scopes come from
-//! and how the token answer looks.
+//! The consent page (`consent`) and the code exchange's checks (`oauth`)
+//! are every flavour's; the wording of this one's, and its token endpoint,
+//! are shared with the Data Center flavour (`bitbucket_dc`), which differs
+//! in where scopes come from and how the token answer looks.
 //!
 //! Counters: the authorize page counts as `authorize_requests`, the token
 //! endpoint as `token_requests`, `/2.0/user` as `user_requests`.

@@ -121,8 +121,8 @@ fn validate(s: &Shared, c: &Consent, p: &AuthorizeParams) -> Result<AuthRequest,
         let (status, title, message) = c.unknown_client;
         return Err(pages::error(c.banner, status, title, message));
     };
-    // The providers also allow sub-paths of the callback; the mock is
-    // stricter so that a broker sending a wrong callback finds out.
+    // GitHub also allows sub-paths of the callback; the mock is stricter
+    // so that a broker sending a wrong callback finds out.
     let redirect_to = match p.redirect_uri.as_deref() {
         None if !c.redirect_required => app.callback_url.clone(),
         Some(r) if r == app.callback_url => r.to_owned(),
