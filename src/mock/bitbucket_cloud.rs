@@ -9,49 +9,41 @@
 //! tokens (Bearer, answered as an app user). App passwords always get 401
 //! with a body saying they are no longer supported.
 //!
-//! The consent page and the code exchange checks are shared with the Data
-//! Center flavour (`bitbucket_dc`), which differs in where scopes come from
-//! and how the token answer looks.
+//! The consent page (`consent`) and the code exchange's checks (`oauth`)
+//! are every flavour's; the wording of this one's, and its token endpoint,
+//! are shared with the Data Center flavour (`bitbucket_dc`), which differs
+//! in where scopes come from and how the token answer looks.
 //!
 //! Counters: the authorize page counts as `authorize_requests`, the token
 //! endpoint as `token_requests`, `/2.0/user` as `user_requests`.
 
-use super::book::{CodeGrant, Issued, Lifetimes, TokenBook, TokenStyle};
-use super::control::{Counters, TOKEN_HANG};
+use super::book::{Issued, Lifetimes, TokenBook, TokenStyle};
+use super::consent::{self, Consent, Refusal};
+use super::control::Counters;
 use super::oauth::{
-    AuthMethod, authorization_token, basic_auth, client_credentials, found, parse_form,
-    parse_scopes, pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string,
+    AuthMethod, CodeRefused, authenticate, authorization_token, basic_auth, exchange_code,
+    header_pair, parse_form, token_endpoint, with_headers,
 };
-use super::pages;
+use super::pages::Wording;
 use super::pats::Flavour;
-use super::{MockGitUser, MockOAuthApp, Shared};
-use askama::Template;
+use super::{MockGitUser, Shared};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Form, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Duration;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "",
-    access_len: 128,
-    refresh_prefix: "",
-    refresh_len: 24,
-    code_len: 18,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 128), ("", 24), 18);
 
 /// Bitbucket Cloud's access tokens live two hours. Refresh tokens do not
 /// expire as far as the documentation says; ten years stands for that.
 const ACCESS_SECONDS: i64 = 7_200;
 const REFRESH_DAYS: i64 = 3_650;
-pub(crate) const CODE_MINUTES: i64 = 10;
+const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 /// The permissions every mock consumer is configured with: the ones
 /// docs/providers.md tells admins to tick for Git user tokens. The
@@ -64,276 +56,72 @@ const APP_PASSWORDS_GONE: &str = "App passwords are no longer supported: Bitbuck
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/site/oauth2/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/site/oauth2/authorize", consent::route(&CONSENT))
         .route("/site/oauth2/access_token", post(access_token))
         .route("/2.0/user", get(user))
 }
 
-fn lifetimes() -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: Some(Duration::days(REFRESH_DAYS)),
-    }
-}
-
 // ---------------------------------------------------------------------------
-// Authorization, shared with the Data Center flavour.
+// Authorization: Data Center's is the same but for its scopes.
 
-/// What differs between the two flavours' authorization steps.
-pub(crate) struct Consent {
-    pub banner: &'static str,
-    pub book: fn(&Shared) -> &TokenBook,
-    /// Cloud: the consumer's scopes, whatever the request says. Data
-    /// Center: `None`, the request's `scope`, checked against `known`.
-    pub consumer_scopes: Option<&'static [&'static str]>,
-    pub known_scopes: &'static [&'static str],
-}
+const INVALID_PKCE: Refusal = Refusal::Back(
+    "invalid_request",
+    "code_challenge must be an S256 challenge with code_challenge_method=S256",
+);
+const BAD_DECISION: &str = "Choose a user, then grant or deny access.";
 
-const CLOUD: Consent = Consent {
+pub(crate) const CONSENT: Consent = Consent {
     banner: BANNER,
+    wording: Wording {
+        heading: "",
+        lead: "",
+        asks: "is requesting access to your account:",
+        no_scopes: "Public projects and repositories (read-only).",
+        user_prefix: "",
+        approve: "Grant access",
+        redirect_note: "Granting access will redirect to",
+    },
     book: |s| &s.bitbucket_cloud,
-    consumer_scopes: Some(CONSUMER_SCOPES),
-    known_scopes: &[],
+    unknown_client: (
+        StatusCode::BAD_REQUEST,
+        "Invalid client_id",
+        "No OAuth consumer is registered with this key.",
+    ),
+    redirect_required: false,
+    bad_redirect: (
+        "Invalid redirect_uri",
+        "The redirect_uri does not match the consumer's callback URL.",
+    ),
+    bad_callback: (
+        "Invalid callback URL",
+        "The consumer's callback URL is not an absolute URL.",
+    ),
+    response_type: Some(Refusal::Back(
+        "unsupported_response_type",
+        "response_type must be code",
+    )),
+    // the consumer's, whatever the request says
+    scopes: |_| Ok(CONSUMER_SCOPES.iter().map(|x| (*x).to_owned()).collect()),
+    scopes_first: false,
+    bad_challenge: INVALID_PKCE,
+    bad_method: INVALID_PKCE,
+    no_login: BAD_DECISION,
+    bad_decision: BAD_DECISION,
+    no_user: "There is no user with that name.",
+    denied: &[("error_description", "The user denied access.")],
 };
 
-#[derive(Template)]
-#[template(path = "mock/bitbucket_authorize.html")]
-struct AuthorizePage<'a> {
-    banner: &'a str,
-    app_name: &'a str,
-    scopes: &'a [String],
-    users: &'a [MockGitUser],
-    redirect_uri: &'a str,
-    hidden: Vec<(&'static str, String)>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct AuthorizeParams {
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    response_type: Option<String>,
-    scope: Option<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
-    /// The decision form only.
-    login: Option<String>,
-    decision: Option<String>,
-}
-
-struct AuthRequest {
-    app: MockOAuthApp,
-    redirect_to: String,
-    requested_redirect: Option<String>,
-    scope: Option<String>,
-    scopes: Vec<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-}
-
-/// Checks an authorization request. Problems with the client or its
-/// callback get an error page (nothing can be trusted to redirect to);
-/// the others are redirected back as RFC 6749 §4.1.2.1 says.
-fn validate(s: &Shared, c: &Consent, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
-    let Some(app) = p.client_id.as_deref().and_then(|id| s.oauth_app(id)) else {
-        return Err(pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Invalid client_id",
-            "No OAuth consumer is registered with this key.",
-        ));
-    };
-    let redirect_to = match p.redirect_uri.as_deref() {
-        None => app.callback_url.clone(),
-        Some(r) if r == app.callback_url => r.to_owned(),
-        Some(_) => {
-            return Err(pages::error(
-                c.banner,
-                StatusCode::BAD_REQUEST,
-                "Invalid redirect_uri",
-                "The redirect_uri does not match the consumer's callback URL.",
-            ));
-        }
-    };
-    let back_with = |error: &str, description: &str| {
-        let mut params = vec![("error", error), ("error_description", description)];
-        params.extend(p.state.as_deref().map(|st| ("state", st)));
-        redirect_back(c, &redirect_to, &params)
-    };
-    if p.response_type.as_deref() != Some("code") {
-        return Err(back_with(
-            "unsupported_response_type",
-            "response_type must be code",
-        ));
-    }
-    let code_challenge = match (
-        p.code_challenge.as_deref(),
-        p.code_challenge_method.as_deref(),
-    ) {
-        (None, None) => None,
-        (Some(ch), Some("S256")) if ch.len() == 43 && valid_pkce_string(ch) => Some(ch.to_owned()),
-        _ => {
-            return Err(back_with(
-                "invalid_request",
-                "code_challenge must be an S256 challenge with code_challenge_method=S256",
-            ));
-        }
-    };
-    let scopes = match c.consumer_scopes {
-        Some(fixed) => fixed.iter().map(|x| (*x).to_owned()).collect(),
-        None => {
-            let asked = parse_scopes(p.scope.as_deref());
-            if asked.iter().any(|x| !c.known_scopes.contains(&x.as_str())) {
-                return Err(back_with("invalid_scope", "unknown scope requested"));
-            }
-            asked
-        }
-    };
-    Ok(AuthRequest {
-        redirect_to: redirect_to.clone(),
-        requested_redirect: p.redirect_uri.clone(),
-        scope: p.scope.clone(),
-        scopes,
-        state: p.state.clone(),
-        code_challenge,
-        app,
-    })
-}
-
-pub(crate) fn authorize_page_for(s: &Shared, c: &Consent, params: &AuthorizeParams) -> Response {
-    Counters::bump(&s.counters.authorize_requests);
-    let req = match validate(s, c, params) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    let switches = s.switches.get();
-    if switches.deny {
-        return denied(c, &req);
-    }
-    if let Some(login) = switches.auto_approve {
-        return approve(s, c, req, &login);
-    }
-    let hidden = [
-        ("client_id", Some(req.app.client_id.clone())),
-        ("response_type", Some("code".to_owned())),
-        ("redirect_uri", req.requested_redirect.clone()),
-        ("scope", req.scope.clone()),
-        ("state", req.state.clone()),
-        ("code_challenge", req.code_challenge.clone()),
-        (
-            "code_challenge_method",
-            req.code_challenge.as_ref().map(|_| "S256".to_owned()),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.map(|v| (name, v)))
-    .collect();
-    pages::html(
-        StatusCode::OK,
-        &AuthorizePage {
-            banner: c.banner,
-            app_name: &req.app.name,
-            scopes: &req.scopes,
-            users: &s.github_users,
-            redirect_uri: &req.redirect_to,
-            hidden,
-        },
-    )
-}
-
-pub(crate) fn authorize_decision_for(
-    s: &Shared,
-    c: &Consent,
-    params: &AuthorizeParams,
-) -> Response {
-    let req = match validate(s, c, params) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    match (params.decision.as_deref(), params.login.as_deref()) {
-        (Some("approve"), Some(login)) => approve(s, c, req, login),
-        (Some("deny"), _) => denied(c, &req),
-        _ => pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "Choose a user, then grant or deny access.",
-        ),
-    }
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    authorize_page_for(&s, &CLOUD, &params)
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    authorize_decision_for(&s, &CLOUD, &params)
-}
-
-fn approve(s: &Shared, c: &Consent, req: AuthRequest, login: &str) -> Response {
-    if s.github_user(login).is_none() {
-        return pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "There is no user with that name.",
-        );
-    }
-    let code = (c.book)(s).put_code(CodeGrant {
-        client_id: req.app.client_id.clone(),
-        redirect_uri: req.requested_redirect,
-        subject: login.to_owned(),
-        scopes: req.scopes,
-        code_challenge: req.code_challenge,
-        nonce: None,
-        issued_at: s.now(),
-    });
-    let mut params = vec![("code", code.as_str())];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(c, &req.redirect_to, &params)
-}
-
-fn denied(c: &Consent, req: &AuthRequest) -> Response {
-    let mut params = vec![
-        ("error", "access_denied"),
-        ("error_description", "The user denied access."),
-    ];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(c, &req.redirect_to, &params)
-}
-
-fn redirect_back(c: &Consent, redirect_to: &str, params: &[(&str, &str)]) -> Response {
-    match redirect_url(redirect_to, params) {
-        Some(url) => found(&url),
-        None => pages::error(
-            c.banner,
-            StatusCode::BAD_REQUEST,
-            "Invalid callback URL",
-            "The consumer's callback URL is not an absolute URL.",
-        ),
-    }
-}
-
 // ---------------------------------------------------------------------------
-// The token endpoint: RFC 6749 errors, shared with the Data Center flavour.
+// The token endpoint, shared with the Data Center flavour: RFC 6749 errors.
 
-pub(crate) struct OAuthError {
+struct OAuthError {
     status: StatusCode,
     error: String,
     description: &'static str,
 }
 
 impl OAuthError {
-    pub fn new(status: StatusCode, error: &str, description: &'static str) -> Self {
+    fn new(status: StatusCode, error: &str, description: &'static str) -> Self {
         Self {
             status,
             error: error.to_owned(),
@@ -341,11 +129,11 @@ impl OAuthError {
         }
     }
 
-    pub fn invalid_grant(description: &'static str) -> Self {
+    fn invalid_grant(description: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
     }
 
-    pub fn invalid_client() -> Self {
+    fn invalid_client() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -353,7 +141,7 @@ impl OAuthError {
         )
     }
 
-    pub fn into_response(self) -> Response {
+    fn into_response(self) -> Response {
         (
             self.status,
             [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -363,81 +151,96 @@ impl OAuthError {
     }
 }
 
-/// The answer the `token_status`, `token_error` switches ask for, if any.
-pub(crate) fn switched_token_answer(s: &Shared) -> Option<Response> {
-    let switches = s.switches.get();
-    if let Some(status) = switches.token_status {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return Some(
-            (
-                status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                )],
-                "<!DOCTYPE html>\n<html><head><title>Something went wrong</title></head>\
-                 <body><p>Something went wrong. Try again later.</p></body></html>\n",
-            )
-                .into_response(),
-        );
-    }
-    switches.token_error.map(|code| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            &code,
-            "The mock provider was told to fail this request.",
-        )
+/// What the `token_status` switch answers.
+fn error_page(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        "<!DOCTYPE html>\n<html><head><title>Something went wrong</title></head>\
+         <body><p>Something went wrong. Try again later.</p></body></html>\n",
+    )
         .into_response()
-    })
 }
 
-/// Waits out [`TOKEN_HANG`] while `token_hang` is on: the answer was
-/// decided (and the code spent) before, as with a provider whose answer
-/// never arrives.
-pub(crate) async fn hang_if_asked(s: &Shared) {
-    let started = tokio::time::Instant::now();
-    while s.switches.get().token_hang && started.elapsed() < TOKEN_HANG {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// The client, authenticated as `methods` allow.
-pub(crate) fn authenticate(
+/// Both flavours' token endpoint: the switches, then the client
+/// authenticated as `methods` allow, then `grant_type=authorization_code`
+/// or `refresh_token` against `book`. The answer is `fields` (given the
+/// grant type) and the refresh token.
+pub(crate) async fn token_request(
     s: &Shared,
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
+    body: &[u8],
     methods: &[AuthMethod],
-) -> Result<MockOAuthApp, OAuthError> {
-    let creds = client_credentials(headers, form).map_err(|_| OAuthError::invalid_client())?;
-    if !methods.contains(&creds.method) {
-        return Err(OAuthError::invalid_client());
-    }
-    let app = s
-        .oauth_app(&creds.id)
-        .ok_or_else(OAuthError::invalid_client)?;
-    if secrets_equal(&creds.secret, &app.client_secret) {
-        Ok(app)
-    } else {
-        Err(OAuthError::invalid_client())
-    }
+    book: &TokenBook,
+    lifetimes: Lifetimes,
+    fields: fn(&Issued, &str) -> Value,
+) -> Response {
+    token_endpoint(s, error_page, |switches| {
+        if let Some(code) = &switches.token_error {
+            let told = "The mock provider was told to fail this request.";
+            return OAuthError::new(StatusCode::BAD_REQUEST, code, told).into_response();
+        }
+        match grant(s, headers, body, methods, book, lifetimes) {
+            Ok((issued, grant_type)) => {
+                let mut answer = fields(&issued, grant_type);
+                if let (Some(refresh), Some(map)) = (&issued.refresh_token, answer.as_object_mut())
+                {
+                    map.insert("refresh_token".into(), Value::from(refresh.as_str()));
+                }
+                (
+                    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                    Json(answer),
+                )
+                    .into_response()
+            }
+            Err(e) => e.into_response(),
+        }
+    })
+    .await
 }
 
-/// `grant_type=authorization_code` or `refresh_token` against `book`.
-pub(crate) fn grant(
+fn grant(
     s: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    methods: &[AuthMethod],
     book: &TokenBook,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
     lifetimes: Lifetimes,
-) -> Result<Issued, OAuthError> {
+) -> Result<(Issued, &'static str), OAuthError> {
+    let form = parse_form(body).ok_or_else(|| {
+        OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request body is not a valid form.",
+        )
+    })?;
+    let app = authenticate(s, headers, &form, methods).ok_or_else(OAuthError::invalid_client)?;
     match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => exchange_code(s, book, app, form, lifetimes),
+        Some("authorization_code") => {
+            let issued =
+                exchange_code(s, book, &app, &form, Some(lifetimes)).map_err(|refused| {
+                    OAuthError::invalid_grant(match refused {
+                        CodeRefused::BadCode => "The authorization code is invalid or expired.",
+                        CodeRefused::RedirectMismatch => {
+                            "redirect_uri does not match the authorization request"
+                        }
+                        CodeRefused::Verifier => "code_verifier does not match",
+                    })
+                })?;
+            Ok((issued, "authorization_code"))
+        }
         Some("refresh_token") => {
             let refresh = form
                 .get("refresh_token")
                 .ok_or_else(|| OAuthError::invalid_grant("refresh_token is missing"))?;
-            book.refresh(refresh, &app.client_id, s.now(), lifetimes)
-                .ok_or_else(|| OAuthError::invalid_grant("Invalid refresh_token"))
+            let issued = book
+                .refresh(refresh, &app.client_id, s.now(), lifetimes)
+                .ok_or_else(|| OAuthError::invalid_grant("Invalid refresh_token"))?;
+            Ok((issued, "refresh_token"))
         }
         _ => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -447,105 +250,28 @@ pub(crate) fn grant(
     }
 }
 
-fn exchange_code(
-    s: &Shared,
-    book: &TokenBook,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
-    lifetimes: Lifetimes,
-) -> Result<Issued, OAuthError> {
-    let bad_code = || OAuthError::invalid_grant("The authorization code is invalid or expired.");
-    let code = form.get("code").ok_or_else(bad_code)?;
-    // spent whatever else is wrong with the request
-    let grant = book.take_code(code).ok_or_else(bad_code)?;
-    let now = s.now();
-    if grant.client_id != app.client_id || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
-    {
-        return Err(bad_code());
-    }
-    // RFC 6749 §4.1.3: the same redirect_uri as the authorization request
-    let redirect_ok = match form.get("redirect_uri") {
-        Some(r) => {
-            *r == grant
-                .redirect_uri
-                .unwrap_or_else(|| app.callback_url.clone())
-        }
-        None => grant.redirect_uri.is_none(),
-    };
-    if !redirect_ok {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri does not match the authorization request",
-        ));
-    }
-    // a verifier without a challenge is a PKCE downgrade (RFC 9700 §2.1.1)
-    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(OAuthError::invalid_grant("code_verifier does not match"));
-    }
-    let scopes = s.switches.get().grant_scopes.unwrap_or(grant.scopes);
-    Ok(book.issue(&grant.subject, &app.client_id, scopes, now, Some(lifetimes)))
-}
-
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = match switched_token_answer(&s) {
-        Some(r) => r,
-        None => match cloud_token(&s, &headers, &body) {
-            Ok((issued, grant_type)) => cloud_token_success(&issued, grant_type),
-            Err(e) => e.into_response(),
-        },
-    };
-    hang_if_asked(&s).await;
-    response
-}
-
-fn cloud_token(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Issued, &'static str), OAuthError> {
-    let form = parse_form(body).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request body is not a valid form.",
-        )
-    })?;
     // Bitbucket's documentation authenticates consumers with HTTP Basic;
     // the mock insists, so a broker sending the secret in the body finds out.
-    let app = authenticate(s, headers, &form, &[AuthMethod::Basic])?;
-    let grant_type = match form.get("grant_type").map(String::as_str) {
-        Some("refresh_token") => "refresh_token",
-        _ => "authorization_code",
-    };
-    Ok((
-        grant(s, &s.bitbucket_cloud, &app, &form, lifetimes())?,
-        grant_type,
-    ))
-}
-
-/// Bitbucket Cloud's answer: `scopes` (not `scope`), and a `state` field
-/// that names the grant type.
-fn cloud_token_success(issued: &Issued, grant_type: &str) -> Response {
-    let mut body = json!({
-        "access_token": issued.access_token,
-        "scopes": issued.grant.scopes.join(" "),
-        "token_type": "bearer",
-        "expires_in": ACCESS_SECONDS,
-        "state": grant_type,
-    });
-    if let (Some(refresh), Some(map)) = (&issued.refresh_token, body.as_object_mut()) {
-        map.insert("refresh_token".into(), Value::from(refresh.as_str()));
-    }
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(body),
+    token_request(
+        &s,
+        &headers,
+        &body,
+        &[AuthMethod::Basic],
+        &s.bitbucket_cloud,
+        LIFETIMES,
+        |issued, grant_type| {
+            // `scopes` (not `scope`), and a `state` that names the grant type
+            json!({
+                "access_token": issued.access_token,
+                "scopes": issued.grant.scopes.join(" "),
+                "token_type": "bearer",
+                "expires_in": ACCESS_SECONDS,
+                "state": grant_type,
+            })
+        },
     )
-        .into_response()
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -561,12 +287,6 @@ fn api_error(status: StatusCode, message: &str) -> Response {
 
 fn unauthorized() -> Response {
     api_error(StatusCode::UNAUTHORIZED, "Invalid credentials")
-}
-
-pub(crate) fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value)
-        .ok()
-        .map(|v| (HeaderName::from_static(name), v))
 }
 
 /// What `user_api_status` asks for; 429 says how long to wait.
@@ -665,25 +385,24 @@ async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(response) => return response,
     };
-    let mut out: Vec<(HeaderName, HeaderValue)> = Vec::new();
-    out.extend(header_pair("x-oauth-scopes", &c.scopes.join(", ")));
-    out.extend(header_pair("x-credential-type", c.credential));
+    let out: Vec<_> = [
+        header_pair("x-oauth-scopes", &c.scopes.join(", ")),
+        header_pair("x-credential-type", c.credential),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !may_read_account(&c) {
         let required = if c.credential == "api_token" {
             "read:user:bitbucket"
         } else {
             "account"
         };
-        let mut r = (
-            StatusCode::FORBIDDEN,
-            Json(json!({ "type": "error", "error": {
-                "message": "Your credentials lack one or more required privilege scopes.",
-                "detail": { "granted": c.scopes, "required": [required] },
-            }})),
-        )
-            .into_response();
-        r.headers_mut().extend(out);
-        return r;
+        let body = json!({ "type": "error", "error": {
+            "message": "Your credentials lack one or more required privilege scopes.",
+            "detail": { "granted": c.scopes, "required": [required] },
+        }});
+        return with_headers(out, (StatusCode::FORBIDDEN, Json(body)).into_response());
     }
     let body = match &c.login {
         Some(login) => match s.github_user(login) {
@@ -697,9 +416,7 @@ async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             "uuid": "{00000000-0000-4000-8000-00000000a0a0}",
         }),
     };
-    let mut r = Json(body).into_response();
-    r.headers_mut().extend(out);
-    r
+    with_headers(out, Json(body).into_response())
 }
 
 fn user_json(s: &Shared, u: &MockGitUser) -> Value {

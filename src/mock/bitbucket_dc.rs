@@ -17,37 +17,31 @@
 //! `application-properties` counts as `user_requests`.
 
 use super::Shared;
-use super::bitbucket_cloud::{
-    AuthorizeParams, Consent, OAuthError, authenticate, authorize_decision_for, authorize_page_for,
-    grant, hang_if_asked, header_pair, switched_token_answer,
-};
-use super::book::{Issued, Lifetimes, TokenStyle};
+use super::bitbucket_cloud::{self, token_request};
+use super::book::{Lifetimes, TokenStyle};
+use super::consent::{self, Consent, known_scopes};
 use super::control::Counters;
-use super::oauth::{AuthMethod, authorization_token, basic_auth, parse_form};
+use super::oauth::{
+    AuthMethod, SPACE_OR_COMMA, authorization_token, basic_auth, header_pair, parse_scopes,
+};
 use super::pats::Flavour;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "",
-    access_len: 44,
-    refresh_prefix: "",
-    refresh_len: 44,
-    code_len: 32,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 44), ("", 44), 32);
 
 /// Data Center's defaults: access tokens one hour, refresh tokens 90 days.
 const ACCESS_SECONDS: i64 = 3_600;
 const REFRESH_DAYS: i64 = 90;
+const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 const SCOPES: &[&str] = &[
     "PUBLIC_REPOS",
@@ -60,19 +54,20 @@ const SCOPES: &[&str] = &[
     "SYSTEM_ADMIN",
 ];
 
-const DC: Consent = Consent {
+const CONSENT: Consent = Consent {
     banner: "Mock Bitbucket Data Center",
     book: |s| &s.bitbucket_dc,
-    consumer_scopes: None,
-    known_scopes: SCOPES,
+    // the request's, each one Data Center knows
+    scopes: |scope| {
+        let asked = parse_scopes(scope, SPACE_OR_COMMA);
+        known_scopes(asked, SCOPES, "unknown scope requested")
+    },
+    ..bitbucket_cloud::CONSENT
 };
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/rest/oauth2/latest/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/rest/oauth2/latest/authorize", consent::route(&CONSENT))
         .route("/rest/oauth2/latest/token", post(token))
         .route(
             "/rest/api/1.0/application-properties",
@@ -82,67 +77,24 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/rest/api/1.0/users/{slug}", get(user))
 }
 
-fn lifetimes() -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: Some(Duration::days(REFRESH_DAYS)),
-    }
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    authorize_page_for(&s, &DC, &params)
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    authorize_decision_for(&s, &DC, &params)
-}
-
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let response = match switched_token_answer(&s) {
-        Some(r) => r,
-        None => match dc_token(&s, &headers, &body) {
-            Ok(issued) => token_success(&issued),
-            Err(e) => e.into_response(),
+    token_request(
+        &s,
+        &headers,
+        &body,
+        &[AuthMethod::Post, AuthMethod::Basic],
+        &s.bitbucket_dc,
+        LIFETIMES,
+        |issued, _| {
+            json!({
+                "scope": issued.grant.scopes.join(" "),
+                "access_token": issued.access_token,
+                "token_type": "bearer",
+                "expires_in": ACCESS_SECONDS,
+            })
         },
-    };
-    hang_if_asked(&s).await;
-    response
-}
-
-fn dc_token(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, OAuthError> {
-    let form = parse_form(body).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request body is not a valid form.",
-        )
-    })?;
-    let app = authenticate(s, headers, &form, &[AuthMethod::Post, AuthMethod::Basic])?;
-    grant(s, &s.bitbucket_dc, &app, &form, lifetimes())
-}
-
-fn token_success(issued: &Issued) -> Response {
-    let mut body = json!({
-        "scope": issued.grant.scopes.join(" "),
-        "access_token": issued.access_token,
-        "token_type": "bearer",
-        "expires_in": ACCESS_SECONDS,
-    });
-    if let (Some(refresh), Some(map)) = (&issued.refresh_token, body.as_object_mut()) {
-        map.insert("refresh_token".into(), Value::from(refresh.as_str()));
-    }
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(body),
     )
-        .into_response()
+    .await
 }
 
 // ---------------------------------------------------------------------------

@@ -18,6 +18,24 @@ pub(crate) struct TokenStyle {
     pub code_len: usize,
 }
 
+impl TokenStyle {
+    /// Access and refresh tokens as (prefix, number of random characters
+    /// after it), and the length of codes.
+    pub const fn new(
+        access: (&'static str, usize),
+        refresh: (&'static str, usize),
+        code_len: usize,
+    ) -> Self {
+        Self {
+            access_prefix: access.0,
+            access_len: access.1,
+            refresh_prefix: refresh.0,
+            refresh_len: refresh.1,
+            code_len,
+        }
+    }
+}
+
 /// What an authorization request granted, waiting for the code exchange.
 pub(crate) struct CodeGrant {
     pub client_id: String,
@@ -48,6 +66,17 @@ pub(crate) struct Lifetimes {
     pub access: Duration,
     /// `None`: no refresh token is issued.
     pub refresh: Option<Duration>,
+}
+
+impl Lifetimes {
+    /// Access tokens that live `access_seconds`, with refresh tokens that
+    /// live `refresh_days`.
+    pub const fn new(access_seconds: i64, refresh_days: i64) -> Self {
+        Self {
+            access: Duration::seconds(access_seconds),
+            refresh: Some(Duration::days(refresh_days)),
+        }
+    }
 }
 
 pub(crate) struct Issued {

@@ -98,8 +98,21 @@ impl Switches {
     /// Waits while `api_hang` is on (at most [`TOKEN_HANG`]); API handlers
     /// call this first.
     pub async fn api_hang_wait(&self) {
+        self.hang_while(|s| s.api_hang).await;
+    }
+
+    /// Waits while `token_hang` is on (at most [`TOKEN_HANG`]). Token
+    /// endpoints call this once their answer is decided, in a way a client
+    /// disconnect cannot cancel: like a provider that issued the token but
+    /// whose answer never arrived, which is what makes retrying a code
+    /// exchange wrong.
+    pub(crate) async fn token_hang_wait(&self) {
+        self.hang_while(|s| s.token_hang).await;
+    }
+
+    async fn hang_while(&self, on: fn(&SwitchState) -> bool) {
         let started = std::time::Instant::now();
-        while self.get().api_hang && started.elapsed() < TOKEN_HANG {
+        while on(&self.get()) && started.elapsed() < TOKEN_HANG {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

@@ -7,17 +7,19 @@
 //! `POST …/hooks`, `PATCH /repos/{owner}/{repo}`) that check the token's
 //! scope or permission before the body, as GitHub does, and store nothing.
 
-use super::book::{CodeGrant, Grant, Issued, Lifetimes, TokenStyle};
-use super::control::{Counters, SwitchState, TOKEN_HANG};
+use super::book::{Grant, Issued, Lifetimes, TokenStyle};
+use super::consent::{self, Consent, Refusal};
+use super::control::{Counters, SwitchState};
 use super::oauth::{
-    authorization_token, basic_auth, client_credentials, found, parse_form, parse_scopes,
-    pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string, wants_json,
+    AuthMethod, CodeRefused, SPACE_OR_COMMA, authenticate, authorization_token, basic_auth,
+    exchange_code, header_pair, parse_form, parse_scopes, secrets_equal, token_endpoint,
+    wants_json, with_headers,
 };
-use super::pages::{self, GithubAuthorize};
+use super::pages::Wording;
 use super::pats::Flavour;
 use super::{MockGitUser, MockOAuthApp, Shared};
 use axum::body::Bytes;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
@@ -28,34 +30,26 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "gho_",
-    access_len: 36,
-    refresh_prefix: "ghr_",
-    refresh_len: 76,
-    code_len: 20,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("gho_", 36), ("ghr_", 76), 20);
 
 /// GitHub's expiring user tokens: 8 hours, refresh tokens 6 months.
 const ACCESS_SECONDS: i64 = 28_800;
 const REFRESH_SECONDS: i64 = 15_897_600;
-const CODE_MINUTES: i64 = 10;
+const LIFETIMES: Lifetimes = Lifetimes {
+    access: Duration::seconds(ACCESS_SECONDS),
+    refresh: Some(Duration::seconds(REFRESH_SECONDS)),
+};
 const RATE_LIMIT: u64 = 5_000;
 
 const TROUBLESHOOT_TOKEN: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/";
-const TROUBLESHOOT_AUTHORIZE: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/";
 const REST_DOCS: &str = "https://docs.github.com/rest";
 const BANNER: &str = "Mock GitHub";
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/login/oauth/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/login/oauth/authorize", consent::route(&CONSENT))
         .route("/login/oauth/access_token", post(access_token))
         .route("/api/v3/user", get(user))
         .route("/api/v3/user/repos", get(user_repos))
@@ -72,13 +66,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-fn github_lifetimes(with_refresh: bool) -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: with_refresh.then(|| Duration::seconds(REFRESH_SECONDS)),
-    }
-}
-
 /// A token outside any flow, for tests (`issue_token`, `/__mock/tokens`).
 pub(crate) fn issue_direct(
     s: &Shared,
@@ -86,7 +73,10 @@ pub(crate) fn issue_direct(
     client_id: &str,
     scopes: Vec<String>,
 ) -> String {
-    let lifetimes = s.expiring_tokens.then(|| github_lifetimes(false));
+    let lifetimes = s.expiring_tokens.then_some(Lifetimes {
+        refresh: None,
+        ..LIFETIMES
+    });
     s.github
         .issue(login, client_id, scopes, s.now(), lifetimes)
         .access_token
@@ -95,196 +85,57 @@ pub(crate) fn issue_direct(
 // ---------------------------------------------------------------------------
 // Authorization: the consent page and its decision.
 
-#[derive(Deserialize)]
-struct AuthorizeParams {
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    scope: Option<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
-    /// The decision form only: who approves, and what they decided.
-    login: Option<String>,
-    decision: Option<String>,
-}
-
-/// An authorization request that passed the checks that come before any
-/// redirect can be trusted.
-struct AuthRequest {
-    app: MockOAuthApp,
-    /// Where to send the user back: the registered callback.
-    redirect_to: String,
-    requested_redirect: Option<String>,
-    scope: Option<String>,
-    scopes: Vec<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-}
-
-fn validate(s: &Shared, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
-    let Some(app) = p.client_id.as_deref().and_then(|id| s.oauth_app(id)) else {
-        return Err(pages::error(
-            BANNER,
-            StatusCode::NOT_FOUND,
-            "Unknown OAuth application",
-            "No OAuth application is registered with this client_id.",
-        ));
-    };
-    // GitHub also allows sub-paths of the callback; the mock is stricter so
-    // that a broker sending a wrong callback finds out.
-    let redirect_to = match p.redirect_uri.as_deref() {
-        None => app.callback_url.clone(),
-        Some(r) if r == app.callback_url => r.to_owned(),
-        Some(_) => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "Redirect URI mismatch",
-                "The redirect_uri MUST match the registered callback URL for this application.",
-            ));
-        }
-    };
-    let code_challenge = match (
-        p.code_challenge.as_deref(),
-        p.code_challenge_method.as_deref(),
-    ) {
-        (None, None) => None,
-        (Some(c), Some("S256")) if c.len() == 43 && valid_pkce_string(c) => Some(c.to_owned()),
-        (Some(_), Some("S256")) => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "Invalid code_challenge",
-                "An S256 code_challenge is 43 characters of base64url.",
-            ));
-        }
-        _ => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "Unsupported code_challenge_method",
-                "Only code_challenge_method=S256 is supported, together with a code_challenge.",
-            ));
-        }
-    };
-    Ok(AuthRequest {
-        redirect_to,
-        requested_redirect: p.redirect_uri.clone(),
-        scope: p.scope.clone(),
-        scopes: parse_scopes(p.scope.as_deref()),
-        state: p.state.clone(),
-        code_challenge,
-        app,
-    })
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    Counters::bump(&s.counters.authorize_requests);
-    let req = match validate(&s, &params) {
-        Ok(req) => req,
-        Err(page) => return page,
-    };
-    let switches = s.switches.get();
-    if switches.deny {
-        return denied(&req);
-    }
-    if let Some(login) = switches.auto_approve {
-        return approve(&s, req, &login);
-    }
-    let hidden = [
-        ("client_id", Some(req.app.client_id.clone())),
-        ("redirect_uri", req.requested_redirect.clone()),
-        ("scope", req.scope.clone()),
-        ("state", req.state.clone()),
-        ("code_challenge", req.code_challenge.clone()),
-        (
-            "code_challenge_method",
-            req.code_challenge.as_ref().map(|_| "S256".to_owned()),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.map(|v| (name, v)))
-    .collect();
-    pages::html(
-        StatusCode::OK,
-        &GithubAuthorize {
-            app_name: &req.app.name,
-            scopes: &req.scopes,
-            users: &s.github_users,
-            redirect_uri: &req.redirect_to,
-            hidden,
-        },
-    )
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    let req = match validate(&s, &params) {
-        Ok(req) => req,
-        Err(page) => return page,
-    };
-    match params.decision.as_deref() {
-        Some("approve") => match params.login.as_deref() {
-            Some(login) => approve(&s, req, login),
-            None => bad_decision("No login was chosen."),
-        },
-        Some("deny") => denied(&req),
-        _ => bad_decision("decision must be approve or deny."),
-    }
-}
-
-fn bad_decision(message: &str) -> Response {
-    pages::error(BANNER, StatusCode::BAD_REQUEST, "Bad request", message)
-}
-
-fn approve(s: &Shared, req: AuthRequest, login: &str) -> Response {
-    if s.github_user(login).is_none() {
-        return bad_decision("There is no GitHub user with that login.");
-    }
-    let code = s.github.put_code(CodeGrant {
-        client_id: req.app.client_id.clone(),
-        redirect_uri: req.requested_redirect,
-        subject: login.to_owned(),
-        scopes: req.scopes,
-        code_challenge: req.code_challenge,
-        nonce: None,
-        issued_at: s.now(),
-    });
-    let mut params = vec![("code", code.as_str())];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(&req.redirect_to, &params)
-}
-
-fn denied(req: &AuthRequest) -> Response {
-    let error_uri = format!("{TROUBLESHOOT_AUTHORIZE}#access-denied");
-    let mut params = vec![
-        ("error", "access_denied"),
+const CONSENT: Consent = Consent {
+    banner: BANNER,
+    wording: Wording {
+        heading: "",
+        lead: "",
+        asks: "would like permission to:",
+        no_scopes: "Access public information (read-only).",
+        user_prefix: "",
+        approve: "Approve",
+        redirect_note: "Authorizing will redirect to",
+    },
+    book: |s| &s.github,
+    unknown_client: (
+        StatusCode::NOT_FOUND,
+        "Unknown OAuth application",
+        "No OAuth application is registered with this client_id.",
+    ),
+    redirect_required: false,
+    bad_redirect: (
+        "Redirect URI mismatch",
+        "The redirect_uri MUST match the registered callback URL for this application.",
+    ),
+    bad_callback: (
+        "Invalid callback URL",
+        "The application's callback URL is not an absolute URL.",
+    ),
+    response_type: None,
+    scopes: |scope| Ok(parse_scopes(scope, SPACE_OR_COMMA)),
+    scopes_first: false,
+    bad_challenge: Refusal::Page(
+        "Invalid code_challenge",
+        "An S256 code_challenge is 43 characters of base64url.",
+    ),
+    bad_method: Refusal::Page(
+        "Unsupported code_challenge_method",
+        "Only code_challenge_method=S256 is supported, together with a code_challenge.",
+    ),
+    no_login: "No login was chosen.",
+    bad_decision: "decision must be approve or deny.",
+    no_user: "There is no GitHub user with that login.",
+    denied: &[
         (
             "error_description",
             "The user has denied your application access.",
         ),
-        ("error_uri", error_uri.as_str()),
-    ];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(&req.redirect_to, &params)
-}
-
-fn redirect_back(redirect_to: &str, params: &[(&str, &str)]) -> Response {
-    match redirect_url(redirect_to, params) {
-        Some(url) => found(&url),
-        None => pages::error(
-            BANNER,
-            StatusCode::BAD_REQUEST,
-            "Invalid callback URL",
-            "The application's callback URL is not an absolute URL.",
+        (
+            "error_uri",
+            "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#access-denied",
         ),
-    }
-}
+    ],
+};
 
 // ---------------------------------------------------------------------------
 // The token endpoint.
@@ -388,24 +239,10 @@ fn oauth_body(json: bool, fields: &[(&str, Field<'_>)]) -> Response {
 }
 
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let switches = s.switches.get();
-    // Decided before hanging, and in a way a client disconnect cannot cancel:
-    // like a provider that issued the token but whose answer never arrived,
-    // which is what makes retrying a code exchange wrong.
-    let response = token_response(&s, &headers, &body, &switches);
-    if switches.token_hang {
-        hang(&s).await;
-    }
-    response
-}
-
-/// Waits out [`TOKEN_HANG`], or until the switch is turned off.
-async fn hang(s: &Shared) {
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < TOKEN_HANG && s.switches.get().token_hang {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    token_endpoint(&s, unicorn, |switches| {
+        token_response(&s, &headers, &body, switches)
+    })
+    .await
 }
 
 fn token_response(
@@ -414,14 +251,11 @@ fn token_response(
     body: &[u8],
     switches: &SwitchState,
 ) -> Response {
-    if let Some(status) = switches.token_status {
-        return unicorn(status);
-    }
     let json = wants_json(headers);
     if let Some(code) = &switches.token_error {
         return TokenError::new(code).into_response(json);
     }
-    match token_grant(s, headers, body, switches.grant_scopes.clone()) {
+    match token_grant(s, headers, body) {
         Ok(issued) => token_success(json, &issued),
         Err(err) => {
             tracing::debug!(error = %err.0, "mock github token request refused");
@@ -430,93 +264,32 @@ fn token_response(
     }
 }
 
-fn token_grant(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
+fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, TokenError> {
     // GitHub has no error for a malformed body; a code it cannot read is a
     // bad code.
     let form = parse_form(body).ok_or_else(|| TokenError::new(BAD_VERIFICATION_CODE))?;
-    let app = authenticate(s, headers, &form)?;
+    let app = authenticate(s, headers, &form, &[AuthMethod::Basic, AuthMethod::Post])
+        .ok_or_else(|| TokenError::new(INCORRECT_CLIENT_CREDENTIALS))?;
     match form.get("grant_type").map(String::as_str) {
-        None | Some("authorization_code") => exchange_code(s, &app, &form, grant_scopes),
+        None | Some("authorization_code") => {
+            let lifetimes = s.expiring_tokens.then_some(LIFETIMES);
+            exchange_code(s, &s.github, &app, &form, lifetimes).map_err(|refused| {
+                TokenError::new(match refused {
+                    CodeRefused::RedirectMismatch => REDIRECT_URI_MISMATCH,
+                    CodeRefused::BadCode | CodeRefused::Verifier => BAD_VERIFICATION_CODE,
+                })
+            })
+        }
         Some("refresh_token") => {
             let refresh_token = form
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))?;
             s.github
-                .refresh(
-                    refresh_token,
-                    &app.client_id,
-                    s.now(),
-                    github_lifetimes(true),
-                )
+                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))
         }
         Some(_) => Err(TokenError::new(UNSUPPORTED_GRANT_TYPE)),
     }
-}
-
-fn authenticate(
-    s: &Shared,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<MockOAuthApp, TokenError> {
-    let refused = || TokenError::new(INCORRECT_CLIENT_CREDENTIALS);
-    let creds = client_credentials(headers, form).map_err(|_| refused())?;
-    let app = s.oauth_app(&creds.id).ok_or_else(refused)?;
-    if secrets_equal(&creds.secret, &app.client_secret) {
-        Ok(app)
-    } else {
-        Err(refused())
-    }
-}
-
-fn exchange_code(
-    s: &Shared,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
-    let bad_code = || TokenError::new(BAD_VERIFICATION_CODE);
-    let code = form.get("code").ok_or_else(bad_code)?;
-    // Taken before any other check: a code that reached the endpoint once is
-    // spent, whatever else was wrong with the request.
-    let grant = s.github.take_code(code).ok_or_else(bad_code)?;
-    let now = s.now();
-    if grant.client_id != app.client_id || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
-    {
-        return Err(bad_code());
-    }
-    // RFC 6749 §4.1.3: the same redirect_uri as the authorization request,
-    // and none if it had none.
-    let redirect_ok = match form.get("redirect_uri") {
-        Some(r) => {
-            *r == grant
-                .redirect_uri
-                .unwrap_or_else(|| app.callback_url.clone())
-        }
-        None => grant.redirect_uri.is_none(),
-    };
-    if !redirect_ok {
-        return Err(TokenError::new(REDIRECT_URI_MISMATCH));
-    }
-    // A verifier without a challenge is refused too (RFC 9700 §2.1.1: PKCE
-    // downgrade).
-    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(bad_code());
-    }
-    let scopes = grant_scopes.unwrap_or(grant.scopes);
-    let lifetimes = s.expiring_tokens.then(|| github_lifetimes(true));
-    Ok(s.github
-        .issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
 }
 
 fn token_success(json: bool, issued: &Issued) -> Response {
@@ -572,30 +345,18 @@ pub(crate) async fn not_found() -> Response {
     api_error(StatusCode::NOT_FOUND, "Not Found", REST_DOCS)
 }
 
-fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value)
-        .ok()
-        .map(|v| (HeaderName::from_static(name), v))
-}
-
 fn rate_limit_headers(used: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, HeaderValue)> {
     let used = used.min(RATE_LIMIT);
     [
-        header("x-ratelimit-limit", &RATE_LIMIT.to_string()),
-        header("x-ratelimit-remaining", &(RATE_LIMIT - used).to_string()),
-        header("x-ratelimit-reset", &reset.timestamp().to_string()),
-        header("x-ratelimit-used", &used.to_string()),
-        header("x-ratelimit-resource", "core"),
+        header_pair("x-ratelimit-limit", &RATE_LIMIT.to_string()),
+        header_pair("x-ratelimit-remaining", &(RATE_LIMIT - used).to_string()),
+        header_pair("x-ratelimit-reset", &reset.timestamp().to_string()),
+        header_pair("x-ratelimit-used", &used.to_string()),
+        header_pair("x-ratelimit-resource", "core"),
     ]
     .into_iter()
     .flatten()
     .collect()
-}
-
-fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, response: Response) -> Response {
-    let mut response = response;
-    response.headers_mut().extend(headers);
-    response
 }
 
 /// What a bearer token may do, as the API sees it.
@@ -676,16 +437,16 @@ impl Caller {
     fn headers(&self, accepted_scopes: &str) -> Vec<(HeaderName, HeaderValue)> {
         let mut out = Vec::new();
         if let Access::Scopes(scopes) = &self.access {
-            out.extend(header("x-oauth-scopes", &scopes.join(", ")));
-            out.extend(header("x-accepted-oauth-scopes", accepted_scopes));
+            out.extend(header_pair("x-oauth-scopes", &scopes.join(", ")));
+            out.extend(header_pair("x-accepted-oauth-scopes", accepted_scopes));
         }
         if let Some(at) = self.expires_at {
-            out.extend(header(
+            out.extend(header_pair(
                 "github-authentication-token-expiration",
                 &at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             ));
         }
-        out.extend(header("x-github-media-type", "github.v3; format=json"));
+        out.extend(header_pair("x-github-media-type", "github.v3; format=json"));
         out
     }
 
@@ -837,7 +598,10 @@ async fn user_repos(
         // A public-only token has no repository permissions to select, so
         // it is not held to Metadata.
         Access::Permissions(p) if !p.iter().any(|x| x == "metadata:read" || x == PUBLIC_ONLY) => {
-            out.extend(header("x-accepted-github-permissions", "metadata=read"));
+            out.extend(header_pair(
+                "x-accepted-github-permissions",
+                "metadata=read",
+            ));
             return with_headers(out, not_accessible(LIST_REPOS_DOCS));
         }
         Access::Permissions(_) => &caller.repositories,
@@ -869,7 +633,7 @@ async fn user_repos(
             s.base_url(),
             number + 1
         );
-        out.extend(header("link", &next));
+        out.extend(header_pair("link", &next));
     }
     with_headers(out, Json(Value::Array(items)).into_response())
 }
@@ -927,11 +691,11 @@ async fn repo_write(
         Access::Scopes(_) => return Err(not_found(out)),
         Access::Permissions(_) | Access::Installation(_) if caller.can_write(needs.permission) => {}
         Access::Permissions(_) => {
-            out.extend(header("x-accepted-github-permissions", needs.accepted));
+            out.extend(header_pair("x-accepted-github-permissions", needs.accepted));
             return Err(with_headers(out, not_accessible(needs.docs)));
         }
         Access::Installation(_) => {
-            out.extend(header("x-accepted-github-permissions", needs.accepted));
+            out.extend(header_pair("x-accepted-github-permissions", needs.accepted));
             return Err(with_headers(
                 out,
                 api_error(

@@ -9,24 +9,23 @@
 //! Personal access tokens come from the shared `PatBook` (flavour `gitlab`):
 //! kind `personal` belongs to its owner, `project` and `group` to a bot user.
 
-use super::book::{CodeGrant, Issued, Lifetimes, TokenStyle};
-use super::control::{Counters, SwitchState, TOKEN_HANG};
+use super::book::{Issued, Lifetimes, TokenStyle};
+use super::consent::{self, Consent, Refusal, known_scopes};
+use super::control::{Counters, SwitchState};
 use super::oauth::{
-    authorization_token, client_credentials, found, parse_form, pkce_s256_matches, redirect_url,
-    secrets_equal, valid_pkce_string,
+    AuthMethod, authenticate, authorization_token, exchange_code, header_pair, parse_form,
+    parse_scopes, token_endpoint, with_headers,
 };
-use super::pages;
+use super::pages::Wording;
 use super::pats::{Flavour, Pat};
 use super::{MockGitUser, MockOAuthApp, Shared};
-use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Form, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -34,19 +33,13 @@ use std::sync::Arc;
 
 /// GitLab's OAuth tokens and codes: 64 hex-like characters, no prefix
 /// (only personal access tokens have one, `glpat-`).
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "",
-    access_len: 64,
-    refresh_prefix: "",
-    refresh_len: 64,
-    code_len: 64,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 64), ("", 64), 64);
 
 /// OAuth access tokens live 2 hours on every GitLab since 15.0.
 const ACCESS_SECONDS: i64 = 7_200;
 /// GitLab refresh tokens do not expire with time; the book needs a lifetime.
 const REFRESH_DAYS: i64 = 3_650;
-const CODE_MINUTES: i64 = 10;
+const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 const RATE_LIMIT: u64 = 2_000;
 const RETRY_AFTER_SECONDS: i64 = 60;
 const BANNER: &str = "Mock GitLab";
@@ -91,10 +84,7 @@ const TOKEN_REVOKED: &str = "Token was revoked. You have to re-authorize from th
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/oauth/authorize",
-            get(authorize_page).post(authorize_decision),
-        )
+        .route("/oauth/authorize", consent::route(&CONSENT))
         .route("/oauth/token", post(token))
         .route("/oauth/token/info", get(token_info))
         .route("/oauth/revoke", post(revoke))
@@ -103,222 +93,56 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .fallback(not_found)
 }
 
-fn lifetimes() -> Lifetimes {
-    Lifetimes {
-        access: Duration::seconds(ACCESS_SECONDS),
-        refresh: Some(Duration::days(REFRESH_DAYS)),
-    }
-}
-
-/// The consent page. Same form shape as the GitHub flavour's (`#approve`,
-/// `#deny`, a login picker), so browser-driving tests work for both.
-#[derive(Template)]
-#[template(path = "mock/gitlab_authorize.html")]
-struct GitlabAuthorize<'a> {
-    app_name: &'a str,
-    scopes: &'a [String],
-    users: &'a [MockGitUser],
-    redirect_uri: &'a str,
-    hidden: Vec<(&'static str, String)>,
-}
-
 // ---------------------------------------------------------------------------
-// Authorization: the consent page and its decision.
+// Authorization: the consent page and its decision. Errors about the client
+// or the redirect URI are shown as a page; the others go back to the client,
+// as Doorkeeper does.
 
-#[derive(Deserialize)]
-struct AuthorizeParams {
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    response_type: Option<String>,
-    scope: Option<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
-    /// The decision form only: who approves, and what they decided.
-    login: Option<String>,
-    decision: Option<String>,
-}
+const INVALID_PKCE: Refusal = Refusal::Back(
+    "invalid_request",
+    "The request is missing a required parameter, includes an unsupported parameter value, or is otherwise malformed. Only code_challenge_method=S256 with a valid code_challenge is supported.",
+);
 
-struct AuthRequest {
-    app: MockOAuthApp,
-    redirect_uri: String,
-    scope: Option<String>,
-    scopes: Vec<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-}
-
-/// Checks an authorization request. Errors about the client or the
-/// redirect URI are shown as a page (the redirect cannot be trusted); the
-/// others go back to the client, as Doorkeeper does.
-fn validate(s: &Shared, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
-    let Some(app) = p.client_id.as_deref().and_then(|id| s.oauth_app(id)) else {
-        return Err(pages::error(
-            BANNER,
-            StatusCode::UNAUTHORIZED,
-            "An error has occurred",
-            INVALID_CLIENT,
-        ));
-    };
-    let redirect_uri = match p.redirect_uri.as_deref() {
-        Some(r) if r == app.callback_url => r.to_owned(),
-        _ => {
-            return Err(pages::error(
-                BANNER,
-                StatusCode::BAD_REQUEST,
-                "An error has occurred",
-                "The redirect URI included is not valid.",
-            ));
-        }
-    };
-    let back_with = |error: &str, description: &str| {
-        let mut params = vec![("error", error), ("error_description", description)];
-        params.extend(p.state.as_deref().map(|st| ("state", st)));
-        redirect_back(&redirect_uri, &params)
-    };
-    if p.response_type.as_deref() != Some("code") {
-        return Err(back_with(
-            "unsupported_response_type",
-            UNSUPPORTED_RESPONSE_TYPE,
-        ));
-    }
-    // Scopes are space-separated; GitLab does not split on commas.
-    let mut scopes: Vec<String> = Vec::new();
-    for scope in p.scope.as_deref().unwrap_or_default().split(' ') {
-        if scope.is_empty() || scopes.iter().any(|s| s == scope) {
-            continue;
-        }
-        if !KNOWN_SCOPES.contains(&scope) {
-            return Err(back_with("invalid_scope", INVALID_SCOPE));
-        }
-        scopes.push(scope.to_owned());
-    }
-    let code_challenge = match (
-        p.code_challenge.as_deref(),
-        p.code_challenge_method.as_deref(),
-    ) {
-        (None, None) => None,
-        (Some(c), Some("S256")) if c.len() == 43 && valid_pkce_string(c) => Some(c.to_owned()),
-        _ => {
-            return Err(back_with(
-                "invalid_request",
-                "The request is missing a required parameter, includes an unsupported parameter value, or is otherwise malformed. Only code_challenge_method=S256 with a valid code_challenge is supported.",
-            ));
-        }
-    };
-    Ok(AuthRequest {
-        redirect_uri,
-        scope: p.scope.clone(),
-        scopes,
-        state: p.state.clone(),
-        code_challenge,
-        app,
-    })
-}
-
-async fn authorize_page(
-    State(s): State<Arc<Shared>>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    Counters::bump(&s.counters.authorize_requests);
-    let req = match validate(&s, &params) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    let switches = s.switches.get();
-    if switches.deny {
-        return denied(&req);
-    }
-    if let Some(login) = switches.auto_approve {
-        return approve(&s, req, &login);
-    }
-    let hidden = [
-        ("client_id", Some(req.app.client_id.clone())),
-        ("redirect_uri", Some(req.redirect_uri.clone())),
-        ("response_type", Some("code".to_owned())),
-        ("scope", req.scope.clone()),
-        ("state", req.state.clone()),
-        ("code_challenge", req.code_challenge.clone()),
-        (
-            "code_challenge_method",
-            req.code_challenge.as_ref().map(|_| "S256".to_owned()),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.map(|v| (name, v)))
-    .collect();
-    pages::html(
-        StatusCode::OK,
-        &GitlabAuthorize {
-            app_name: &req.app.name,
-            scopes: &req.scopes,
-            users: &s.github_users,
-            redirect_uri: &req.redirect_uri,
-            hidden,
-        },
-    )
-}
-
-async fn authorize_decision(
-    State(s): State<Arc<Shared>>,
-    Form(params): Form<AuthorizeParams>,
-) -> Response {
-    let req = match validate(&s, &params) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    match params.decision.as_deref() {
-        Some("approve") => match params.login.as_deref() {
-            Some(login) => approve(&s, req, login),
-            None => bad_decision("No user was chosen."),
-        },
-        Some("deny") => denied(&req),
-        _ => bad_decision("decision must be approve or deny."),
-    }
-}
-
-fn bad_decision(message: &str) -> Response {
-    pages::error(BANNER, StatusCode::BAD_REQUEST, "Bad request", message)
-}
-
-fn approve(s: &Shared, req: AuthRequest, login: &str) -> Response {
-    if s.github_user(login).is_none() {
-        return bad_decision("There is no GitLab user with that username.");
-    }
-    let code = s.gitlab.put_code(CodeGrant {
-        client_id: req.app.client_id.clone(),
-        redirect_uri: Some(req.redirect_uri.clone()),
-        subject: login.to_owned(),
-        scopes: req.scopes,
-        code_challenge: req.code_challenge,
-        nonce: None,
-        issued_at: s.now(),
-    });
-    let mut params = vec![("code", code.as_str())];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(&req.redirect_uri, &params)
-}
-
-fn denied(req: &AuthRequest) -> Response {
-    let mut params = vec![
-        ("error", "access_denied"),
-        ("error_description", ACCESS_DENIED),
-    ];
-    params.extend(req.state.as_deref().map(|st| ("state", st)));
-    redirect_back(&req.redirect_uri, &params)
-}
-
-fn redirect_back(redirect_to: &str, params: &[(&str, &str)]) -> Response {
-    match redirect_url(redirect_to, params) {
-        Some(url) => found(&url),
-        None => pages::error(
-            BANNER,
-            StatusCode::BAD_REQUEST,
-            "An error has occurred",
-            "The application's redirect URI is not an absolute URL.",
-        ),
-    }
-}
+const CONSENT: Consent = Consent {
+    banner: BANNER,
+    wording: Wording {
+        heading: " to use your account?",
+        lead: "An application called ",
+        asks: "is requesting access to your GitLab account. This application will be able to:",
+        no_scopes: "Use the application's default scopes.",
+        user_prefix: "@",
+        approve: "Authorize",
+        redirect_note: "You will then be redirected to",
+    },
+    book: |s| &s.gitlab,
+    unknown_client: (
+        StatusCode::UNAUTHORIZED,
+        "An error has occurred",
+        INVALID_CLIENT,
+    ),
+    redirect_required: true,
+    bad_redirect: (
+        "An error has occurred",
+        "The redirect URI included is not valid.",
+    ),
+    bad_callback: (
+        "An error has occurred",
+        "The application's redirect URI is not an absolute URL.",
+    ),
+    response_type: Some(Refusal::Back(
+        "unsupported_response_type",
+        UNSUPPORTED_RESPONSE_TYPE,
+    )),
+    // Space-separated; GitLab does not split on commas.
+    scopes: |scope| known_scopes(parse_scopes(scope, &[' ']), KNOWN_SCOPES, INVALID_SCOPE),
+    scopes_first: true,
+    bad_challenge: INVALID_PKCE,
+    bad_method: INVALID_PKCE,
+    no_login: "No user was chosen.",
+    bad_decision: "decision must be approve or deny.",
+    no_user: "There is no GitLab user with that username.",
+    denied: &[("error_description", ACCESS_DENIED)],
+};
 
 // ---------------------------------------------------------------------------
 // The token endpoint.
@@ -381,18 +205,10 @@ fn no_store() -> [(HeaderName, HeaderValue); 2] {
 }
 
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    Counters::bump(&s.counters.token_requests);
-    let switches = s.switches.get();
-    // Decided before hanging, so a hung answer still issued its tokens: the
-    // case that makes retrying a code exchange or a refresh wrong.
-    let response = token_response(&s, &headers, &body, &switches);
-    if switches.token_hang {
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < TOKEN_HANG && s.switches.get().token_hang {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-    response
+    token_endpoint(&s, error_page, |switches| {
+        token_response(&s, &headers, &body, switches)
+    })
+    .await
 }
 
 fn token_response(
@@ -401,9 +217,6 @@ fn token_response(
     body: &[u8],
     switches: &SwitchState,
 ) -> Response {
-    if let Some(status) = switches.token_status {
-        return error_page(status);
-    }
     if let Some(code) = &switches.token_error {
         let description = match code.as_str() {
             "invalid_grant" => INVALID_GRANT,
@@ -412,7 +225,7 @@ fn token_response(
         };
         return TokenError::new(code, description).into_response();
     }
-    match token_grant(s, headers, body, switches.grant_scopes.clone()) {
+    match token_grant(s, headers, body) {
         Ok(issued) => token_success(&issued),
         Err(err) => {
             tracing::debug!(error = %err.error, "mock gitlab token request refused");
@@ -421,28 +234,32 @@ fn token_response(
     }
 }
 
-fn token_grant(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
+fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, TokenError> {
     let form = parse_form(body).ok_or_else(|| {
         TokenError::new(
             "invalid_request",
             "The request is missing a required parameter, includes an unsupported parameter value, or is otherwise malformed.",
         )
     })?;
-    let app = authenticate(s, headers, &form)?;
+    let app = client(s, headers, &form)?;
     match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => exchange_code(s, &app, &form, grant_scopes),
+        Some("authorization_code") => {
+            // both required, and checked before the code is spent
+            for parameter in ["code", "redirect_uri"] {
+                if !form.contains_key(parameter) {
+                    return Err(TokenError::missing(parameter));
+                }
+            }
+            exchange_code(s, &s.gitlab, &app, &form, Some(LIFETIMES))
+                .map_err(|_| TokenError::invalid_grant())
+        }
         Some("refresh_token") => {
             let refresh_token = form
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::missing("refresh_token"))?;
             // Rotation: the old access and refresh tokens die here.
             s.gitlab
-                .refresh(refresh_token, &app.client_id, s.now(), lifetimes())
+                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
                 .ok_or_else(TokenError::invalid_grant)
         }
         Some(_) => Err(TokenError::new(
@@ -455,63 +272,13 @@ fn token_grant(
 
 /// The OAuth application behind the request's client credentials (HTTP
 /// Basic or form, both accepted by GitLab).
-fn authenticate(
+fn client(
     s: &Shared,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<MockOAuthApp, TokenError> {
-    let refused = || TokenError::new("invalid_client", INVALID_CLIENT);
-    let creds = client_credentials(headers, form).map_err(|_| refused())?;
-    let app = s.oauth_app(&creds.id).ok_or_else(refused)?;
-    if secrets_equal(&creds.secret, &app.client_secret) {
-        Ok(app)
-    } else {
-        Err(refused())
-    }
-}
-
-fn exchange_code(
-    s: &Shared,
-    app: &MockOAuthApp,
-    form: &HashMap<String, String>,
-    grant_scopes: Option<Vec<String>>,
-) -> Result<Issued, TokenError> {
-    let code = form
-        .get("code")
-        .ok_or_else(|| TokenError::missing("code"))?;
-    let redirect_uri = form
-        .get("redirect_uri")
-        .ok_or_else(|| TokenError::missing("redirect_uri"))?;
-    // Taken before any other check: a code that reached the endpoint once
-    // is spent, whatever else was wrong with the request.
-    let grant = s
-        .gitlab
-        .take_code(code)
-        .ok_or_else(TokenError::invalid_grant)?;
-    let now = s.now();
-    if grant.client_id != app.client_id
-        || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
-        || grant.redirect_uri.as_deref() != Some(redirect_uri.as_str())
-    {
-        return Err(TokenError::invalid_grant());
-    }
-    // A verifier without a challenge is refused too (RFC 9700 §2.1.1).
-    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(TokenError::invalid_grant());
-    }
-    let scopes = grant_scopes.unwrap_or(grant.scopes);
-    Ok(s.gitlab.issue(
-        &grant.subject,
-        &app.client_id,
-        scopes,
-        now,
-        Some(lifetimes()),
-    ))
+    authenticate(s, headers, form, &[AuthMethod::Basic, AuthMethod::Post])
+        .ok_or_else(|| TokenError::new("invalid_client", INVALID_CLIENT))
 }
 
 fn token_success(issued: &Issued) -> Response {
@@ -599,7 +366,7 @@ async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
     let Some(form) = parse_form(&body) else {
         return TokenError::new("invalid_request", "The request is malformed.").into_response();
     };
-    let app = match authenticate(&s, &headers, &form) {
+    let app = match client(&s, &headers, &form) {
         Ok(app) => app,
         Err(err) => return err.into_response(),
     };
@@ -648,12 +415,6 @@ fn api_invalid_token(description: &str) -> Response {
         .into_response()
 }
 
-fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value)
-        .ok()
-        .map(|v| (HeaderName::from_static(name), v))
-}
-
 /// GitLab.com's `RateLimit-*` headers for the authenticated API throttle.
 fn rate_limit_headers(observed: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, HeaderValue)> {
     [
@@ -673,11 +434,6 @@ fn rate_limit_headers(observed: u64, reset: DateTime<Utc>) -> Vec<(HeaderName, H
     .into_iter()
     .flatten()
     .collect()
-}
-
-fn with_headers(headers: Vec<(HeaderName, HeaderValue)>, mut response: Response) -> Response {
-    response.headers_mut().extend(headers);
-    response
 }
 
 /// The answer `user_api_status` asks for: 429 as GitLab's throttle sends it

@@ -6,8 +6,8 @@
 use super::book::{CodeGrant, Lifetimes, TokenStyle};
 use super::control::Counters;
 use super::oauth::{
-    AuthMethod, ClientAuthError, authorization_token, client_credentials, found, parse_form,
-    parse_scopes, pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string,
+    AuthMethod, ClientAuthError, SPACE_OR_COMMA, authorization_token, client_credentials, found,
+    parse_form, parse_scopes, pkce_s256_matches, redirect_url, secrets_equal, valid_pkce_string,
 };
 use super::pages::{self, IdpSignIn};
 use super::{MockIdpClient, MockIdpUser, Shared};
@@ -38,13 +38,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle {
-    access_prefix: "idp_at_",
-    access_len: 40,
-    refresh_prefix: "idp_rt_",
-    refresh_len: 40,
-    code_len: 32,
-};
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("idp_at_", 40), ("idp_rt_", 40), 32);
 
 const ACCESS_SECONDS: i64 = 3_600;
 const ID_TOKEN_MINUTES: i64 = 10;
@@ -288,7 +282,10 @@ fn validate(s: &Shared, p: &AuthorizeParams) -> Result<AuthRequest, Response> {
         ));
     }
     let scope = p.scope.clone().unwrap_or_default();
-    if !parse_scopes(Some(&scope)).iter().any(|s| s == "openid") {
+    if !parse_scopes(Some(&scope), SPACE_OR_COMMA)
+        .iter()
+        .any(|s| s == "openid")
+    {
         return Err(back("invalid_scope", "The openid scope is required."));
     }
     let Some(state) = p.state.clone().filter(|s| !s.is_empty()) else {
@@ -401,7 +398,7 @@ async fn authorize_decision(
         client_id: req.client.client_id.clone(),
         redirect_uri: Some(req.redirect_uri.clone()),
         subject: user.username.clone(),
-        scopes: parse_scopes(Some(&req.scope)),
+        scopes: parse_scopes(Some(&req.scope), SPACE_OR_COMMA),
         code_challenge: Some(req.code_challenge),
         nonce: Some(req.nonce),
         issued_at: s.now(),

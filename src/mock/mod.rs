@@ -38,6 +38,7 @@
 mod bitbucket_cloud;
 mod bitbucket_dc;
 mod book;
+mod consent;
 mod control;
 mod github;
 mod gitlab;

@@ -1,10 +1,15 @@
 //! Protocol pieces every flavour needs: PKCE (RFC 7636), client
-//! authentication (RFC 6749 §2.3.1), bearer tokens, form bodies, redirects.
+//! authentication (RFC 6749 §2.3.1), the code exchange's checks (§4.1.3),
+//! bearer tokens, form bodies, redirects.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use super::book::{Issued, Lifetimes, TokenBook};
+use super::control::{Counters, SwitchState};
+use super::{MockOAuthApp, Shared};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::Duration;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -112,6 +117,98 @@ pub(crate) fn client_credentials(
     }
 }
 
+/// The registered OAuth app whose credentials the request carries, sent
+/// in one of `methods`.
+pub(crate) fn authenticate(
+    s: &Shared,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    methods: &[AuthMethod],
+) -> Option<MockOAuthApp> {
+    let creds = client_credentials(headers, form).ok()?;
+    let app = s.oauth_app(&creds.id)?;
+    (methods.contains(&creds.method) && secrets_equal(&creds.secret, &app.client_secret))
+        .then_some(app)
+}
+
+/// How long an authorization code lives.
+const CODE_MINUTES: i64 = 10;
+
+/// Why a code exchange was refused; each flavour words it its own way.
+pub(crate) enum CodeRefused {
+    /// Missing, unknown, spent, expired, or issued to another client.
+    BadCode,
+    /// Not the `redirect_uri` of the authorization request.
+    RedirectMismatch,
+    /// A verifier that does not match the challenge, or one without the
+    /// other.
+    Verifier,
+}
+
+/// `grant_type=authorization_code` for `app`: the code's checks, then
+/// tokens from `book` with the scopes it granted (or the `grant_scopes`
+/// switch's).
+pub(crate) fn exchange_code(
+    s: &Shared,
+    book: &TokenBook,
+    app: &MockOAuthApp,
+    form: &HashMap<String, String>,
+    lifetimes: Option<Lifetimes>,
+) -> Result<Issued, CodeRefused> {
+    let code = form.get("code").ok_or(CodeRefused::BadCode)?;
+    // Taken before any other check: a code that reached the endpoint once is
+    // spent, whatever else was wrong with the request.
+    let grant = book.take_code(code).ok_or(CodeRefused::BadCode)?;
+    let now = s.now();
+    if grant.client_id != app.client_id || now - grant.issued_at >= Duration::minutes(CODE_MINUTES)
+    {
+        return Err(CodeRefused::BadCode);
+    }
+    // RFC 6749 §4.1.3: the same redirect_uri as the authorization request,
+    // and none if it had none.
+    let redirect_ok = match form.get("redirect_uri") {
+        Some(r) => {
+            *r == grant
+                .redirect_uri
+                .unwrap_or_else(|| app.callback_url.clone())
+        }
+        None => grant.redirect_uri.is_none(),
+    };
+    if !redirect_ok {
+        return Err(CodeRefused::RedirectMismatch);
+    }
+    // A verifier without a challenge is refused too (RFC 9700 §2.1.1: PKCE
+    // downgrade).
+    let pkce_ok = match (&grant.code_challenge, form.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) => pkce_s256_matches(challenge, verifier),
+        (None, None) => true,
+        _ => false,
+    };
+    if !pkce_ok {
+        return Err(CodeRefused::Verifier);
+    }
+    let scopes = s.switches.get().grant_scopes.unwrap_or(grant.scopes);
+    Ok(book.issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
+}
+
+/// Every flavour's token endpoint: counted; answered with its HTML
+/// `error_page` while the `token_status` switch is on, else as `answer`
+/// decides given the switches; then held back while `token_hang` is on.
+pub(crate) async fn token_endpoint(
+    s: &Shared,
+    error_page: fn(u16) -> Response,
+    answer: impl FnOnce(&SwitchState) -> Response,
+) -> Response {
+    Counters::bump(&s.counters.token_requests);
+    let switches = s.switches.get();
+    let response = match switches.token_status {
+        Some(status) => error_page(status),
+        None => answer(&switches),
+    };
+    s.switches.token_hang_wait().await;
+    response
+}
+
 /// The user and password of an HTTP Basic `Authorization` header: `None`
 /// when there is no Basic header, `Err` when it does not decode.
 pub(crate) fn basic_auth(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
@@ -170,6 +267,21 @@ pub(crate) fn redirect_url(redirect_uri: &str, params: &[(&str, &str)]) -> Optio
     Some(url.into())
 }
 
+/// A header to add to a response; `None` for a value no header can carry.
+pub(crate) fn header_pair(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(value)
+        .ok()
+        .map(|v| (HeaderName::from_static(name), v))
+}
+
+pub(crate) fn with_headers(
+    headers: Vec<(HeaderName, HeaderValue)>,
+    mut response: Response,
+) -> Response {
+    response.headers_mut().extend(headers);
+    response
+}
+
 /// A 302, which is what GitHub and most identity providers send.
 pub(crate) fn found(location: &str) -> Response {
     match HeaderValue::from_str(location) {
@@ -185,13 +297,16 @@ pub(crate) fn found(location: &str) -> Response {
     }
 }
 
-/// Splits a scope parameter on spaces (the standard) and commas (GitHub
-/// accepts both), dropping duplicates but keeping the order asked for.
-pub(crate) fn parse_scopes(scope: Option<&str>) -> Vec<String> {
+/// Spaces (the standard) and commas, which GitHub accepts too.
+pub(crate) const SPACE_OR_COMMA: &[char] = &[' ', ','];
+
+/// Splits a scope parameter on `separators`, dropping duplicates but
+/// keeping the order asked for.
+pub(crate) fn parse_scopes(scope: Option<&str>, separators: &[char]) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     for s in scope
         .unwrap_or_default()
-        .split([' ', ','])
+        .split(separators)
         .filter(|s| !s.is_empty())
     {
         if !scopes.iter().any(|have| have == s) {
@@ -218,14 +333,15 @@ mod tests {
         assert!(!pkce_s256_matches(challenge, "short"));
     }
 
+    fn basic(user_password: &str) -> HeaderMap {
+        let encoded = STANDARD.encode(user_password);
+        let value = HeaderValue::from_str(&format!("Basic {encoded}")).unwrap();
+        HeaderMap::from_iter([(header::AUTHORIZATION, value)])
+    }
+
     #[test]
     fn basic_credentials_are_form_urldecoded() {
-        let mut headers = HeaderMap::new();
-        let encoded = STANDARD.encode("my%20app:s%3Acret");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
-        );
+        let headers = basic("my%20app:s%3Acret");
         let Ok(creds) = client_credentials(&headers, &HashMap::new()) else {
             panic!("credentials expected");
         };
@@ -235,12 +351,7 @@ mod tests {
 
     #[test]
     fn two_client_auth_methods_are_refused() {
-        let mut headers = HeaderMap::new();
-        let encoded = STANDARD.encode("app:secret");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
-        );
+        let headers = basic("app:secret");
         let form = HashMap::from([("client_secret".to_owned(), "secret".to_owned())]);
         assert!(matches!(
             client_credentials(&headers, &form),
@@ -263,9 +374,10 @@ mod tests {
     #[test]
     fn scopes_split_on_spaces_and_commas() {
         assert_eq!(
-            parse_scopes(Some("repo gist,repo  admin:repo_hook")),
+            parse_scopes(Some("repo gist,repo  admin:repo_hook"), SPACE_OR_COMMA),
             vec!["repo", "gist", "admin:repo_hook"]
         );
-        assert!(parse_scopes(None).is_empty());
+        assert_eq!(parse_scopes(Some("a,b b"), &[' ']), vec!["a,b", "b"]);
+        assert!(parse_scopes(None, SPACE_OR_COMMA).is_empty());
     }
 }

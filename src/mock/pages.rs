@@ -1,15 +1,34 @@
 //! The mock's HTML pages (templates under `templates/mock/`, escaped by
-//! askama): GitHub's consent page, the identity provider's sign-in page and
-//! an error page for requests that must not be redirected anywhere.
+//! askama): the Git flavours' consent page, the identity provider's sign-in
+//! page and an error page for requests that must not be redirected anywhere.
 
 use super::{MockGitUser, MockIdpUser};
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// A flavour's wording of its consent page.
+pub(crate) struct Wording {
+    /// After "Authorize <app>" in the heading.
+    pub heading: &'static str,
+    /// The request: `lead`, the app's name, then `asks`.
+    pub lead: &'static str,
+    pub asks: &'static str,
+    /// In place of an empty scope list.
+    pub no_scopes: &'static str,
+    /// Before each login in the user picker.
+    pub user_prefix: &'static str,
+    pub approve: &'static str,
+    /// Before the callback URL, at the bottom.
+    pub redirect_note: &'static str,
+}
+
+/// The consent page of the Git flavours.
 #[derive(Template)]
-#[template(path = "mock/github_authorize.html")]
-pub(crate) struct GithubAuthorize<'a> {
+#[template(path = "mock/authorize.html")]
+pub(crate) struct AuthorizePage<'a> {
+    pub banner: &'a str,
+    pub wording: &'a Wording,
     pub app_name: &'a str,
     pub scopes: &'a [String],
     pub users: &'a [MockGitUser],
