@@ -212,17 +212,9 @@ impl Flows {
         // "not yours" and "does not exist" look the same.
         let runtime = self
             .registry
-            .runtime(runtime_id)
+            .runtime_for_groups(&session.user.groups, runtime_id)
             .await?
             .ok_or(FlowError::RuntimeNotFound)?;
-        let mine = self
-            .registry
-            .accounts_for_groups(&session.user.groups)
-            .iter()
-            .any(|a| a.id == runtime.account);
-        if !mine {
-            return Err(FlowError::RuntimeNotFound);
-        }
         let app_id = runtime
             .oauth_app
             .clone()

@@ -197,6 +197,21 @@ impl Registry {
         self.accounts.iter().find(|a| a.id == id)
     }
 
+    /// A runtime of one of the accounts `groups` belong to. `None` both when
+    /// it does not exist and when it is not the user's: the two look the
+    /// same to the user (no IDOR oracle).
+    pub async fn runtime_for_groups(
+        &self,
+        groups: &[String],
+        id: &str,
+    ) -> Result<Option<Runtime>, RegistryError> {
+        Ok(self.runtime(id).await?.filter(|rt| {
+            self.accounts_for_groups(groups)
+                .iter()
+                .any(|a| a.id == rt.account)
+        }))
+    }
+
     /// The accounts whose groups intersect `groups`.
     pub fn accounts_for_groups(&self, groups: &[String]) -> Vec<&AccountSettings> {
         self.accounts

@@ -63,12 +63,10 @@ impl TokenService {
 
     /// A runtime of one of the user's accounts; anything else looks absent.
     pub async fn user_runtime(&self, user: &SessionUser, id: &str) -> Result<Runtime, AssignError> {
-        let rt = self.registry.runtime(id).await?;
-        let accounts = self.registry.accounts_for_groups(&user.groups);
-        match rt {
-            Some(rt) if accounts.iter().any(|a| a.id == rt.account) => Ok(rt),
-            _ => Err(AssignError::RuntimeNotFound(id.to_owned())),
-        }
+        self.registry
+            .runtime_for_groups(&user.groups, id)
+            .await?
+            .ok_or_else(|| AssignError::RuntimeNotFound(id.to_owned()))
     }
 
     /// Validates a pasted token once and assigns it to `runtime` and each of

@@ -432,15 +432,12 @@ pub async fn delete_token(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
-    let rt = state.registry.runtime(&runtime).await?;
-    let mine = rt.as_ref().is_some_and(|rt| {
-        state
-            .registry
-            .accounts_for_groups(&session.user.groups)
-            .iter()
-            .any(|a| a.id == rt.account)
-    });
-    if !mine {
+    if state
+        .registry
+        .runtime_for_groups(&session.user.groups, &runtime)
+        .await?
+        .is_none()
+    {
         return Err(PageError::from(FlowError::RuntimeNotFound));
     }
     let text = match state.tokens.get(&runtime, &session.user.sub).await? {
