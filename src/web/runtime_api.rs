@@ -5,8 +5,10 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::providers;
+use crate::registry::Runtime;
 use crate::tokens::TokenSource;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -19,21 +21,32 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The runtime whose credential came as the bearer token; 401 otherwise.
+pub struct RuntimeCaller(pub Runtime);
+
+impl FromRequestParts<AppState> for RuntimeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized(
+                "send the runtime credential as `Authorization: Bearer <credential>`",
+            )
+        })?;
+        state
+            .registry
+            .runtime_for_credential(credential)
+            .await?
+            .map(RuntimeCaller)
+            .ok_or_else(|| ApiError::unauthorized("the runtime credential is not valid"))
+    }
+}
+
 pub async fn user_token(
     State(state): State<AppState>,
     Path((runtime, user)): Path<(String, String)>,
-    headers: HeaderMap,
+    RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
-    let credential = bearer(&headers).ok_or_else(|| {
-        ApiError::unauthorized(
-            "send the runtime credential as `Authorization: Bearer <credential>`",
-        )
-    })?;
-    let caller = state
-        .registry
-        .runtime_for_credential(credential)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the runtime credential is not valid"))?;
     let absent = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -118,18 +131,8 @@ pub async fn user_token(
 pub async fn runtime_token(
     State(state): State<AppState>,
     Path(runtime): Path<String>,
-    headers: HeaderMap,
+    RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
-    let credential = bearer(&headers).ok_or_else(|| {
-        ApiError::unauthorized(
-            "send the runtime credential as `Authorization: Bearer <credential>`",
-        )
-    })?;
-    let caller = state
-        .registry
-        .runtime_for_credential(credential)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the runtime credential is not valid"))?;
     let absent = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
