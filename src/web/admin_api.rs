@@ -5,15 +5,16 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::me_api::Me;
 use super::runtime_api::bearer;
-use super::security::{csrf_ok, session_cookie_name};
+use super::security::session_cookie_name;
 use crate::crypto;
 use crate::providers::PatInput;
 use crate::registry::{OAuthApp, OAuthAppInput, Runtime, RuntimeInput};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -63,34 +64,19 @@ impl FromRequestParts<AppState> for Admin {
             };
         }
         let jar = CookieJar::from_headers(&parts.headers);
-        let Some(cookie) = jar.get(session_cookie_name(state.secure_cookies)) else {
+        if jar.get(session_cookie_name(state.secure_cookies)).is_none() {
             return Err(ApiError::unauthorized(
                 "sign in as an admin or send the admin API token as a bearer token",
             ));
-        };
-        let session = state
-            .sessions
-            .load(cookie.value())
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the session has expired; sign in again"))?;
+        }
+        // the same session and CSRF-header check as the user API
+        let Me(session) = Me::from_request_parts(parts, state).await?;
         let is_admin = state
             .admin_group
             .as_ref()
             .is_some_and(|g| session.user.groups.contains(g));
         if !is_admin {
             return Err(ApiError::forbidden("you are not in the admin group"));
-        }
-        if parts.method != Method::GET {
-            let given = parts
-                .headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !csrf_ok(&session.csrf, given) {
-                return Err(ApiError::forbidden(
-                    "changes through a session need the X-CSRF-Token header",
-                ));
-            }
         }
         Ok(Admin {
             who: session.user.sub,

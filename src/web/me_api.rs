@@ -26,7 +26,9 @@ pub fn router() -> Router<AppState> {
         .route("/runtimes/{runtime}/token", put(put_pat).delete(delete))
 }
 
-pub struct Me(Session);
+/// The signed-in user of a session cookie; changes (any method but GET)
+/// also need the session's CSRF token in `X-CSRF-Token`.
+pub struct Me(pub Session);
 
 impl FromRequestParts<AppState> for Me {
     type Rejection = ApiError;
@@ -48,7 +50,9 @@ impl FromRequestParts<AppState> for Me {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !csrf_ok(&session.csrf, given) {
-                return Err(ApiError::forbidden("changes need the X-CSRF-Token header"));
+                return Err(ApiError::forbidden(
+                    "changes through a session need the X-CSRF-Token header",
+                ));
             }
         }
         Ok(Me(session))
