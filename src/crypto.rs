@@ -143,6 +143,27 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(crate::config::sha256(data))
 }
 
+/// The name of the cookie that binds a one-time round trip (sign-in, OAuth
+/// flow) to the browser that started it: one cookie per round trip, so
+/// several tabs can run at once, named from the state's digest, never the
+/// state itself. `__Host-` when cookies are secure.
+pub fn binding_cookie_name(purpose: &str, state: &str, secure: bool) -> String {
+    let digest = sha256_hex(state.as_bytes());
+    let prefix = if secure { "__Host-" } else { "" };
+    format!("{prefix}gb_{purpose}_{}", &digest[..16])
+}
+
+/// Whether the browser's binding cookie value matches the SHA-256 (hex)
+/// recorded at the start, compared in constant time.
+pub fn binding_matches(cookie_value: Option<&str>, recorded_sha256: &str) -> bool {
+    cookie_value.is_some_and(|b| {
+        ct_eq(
+            sha256_hex(b.as_bytes()).as_bytes(),
+            recorded_sha256.as_bytes(),
+        )
+    })
+}
+
 /// Constant-time equality of two byte strings of any length.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))

@@ -44,9 +44,7 @@ pub struct StartedLogin {
 }
 
 pub fn login_cookie_name(state: &str, secure: bool) -> String {
-    let digest = crypto::sha256_hex(state.as_bytes());
-    let prefix = if secure { "__Host-" } else { "" };
-    format!("{prefix}gb_login_{}", &digest[..16])
+    crypto::binding_cookie_name("login", state, secure)
 }
 
 pub struct Logins {
@@ -116,13 +114,7 @@ impl Logins {
             .ok_or(LoginError::UnknownState)?;
         let record: LoginRecord =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let bound = binding.is_some_and(|b| {
-            crypto::ct_eq(
-                crypto::sha256_hex(b.as_bytes()).as_bytes(),
-                record.binding_sha256.as_bytes(),
-            )
-        });
-        if !bound {
+        if !crypto::binding_matches(binding, &record.binding_sha256) {
             return Err(LoginError::Forbidden);
         }
         if let Some(error) = error {

@@ -130,9 +130,7 @@ pub struct Completed {
 /// The flow cookie's name for a flow: one cookie per flow, so several tabs
 /// can run flows at once. Derived from the state's digest, not the state.
 pub fn flow_cookie_name(state: &str, secure: bool) -> String {
-    let digest = crypto::sha256_hex(state.as_bytes());
-    let prefix = if secure { "__Host-" } else { "" };
-    format!("{prefix}gb_flow_{}", &digest[..16])
+    crypto::binding_cookie_name("flow", state, secure)
 }
 
 pub struct Flows {
@@ -290,12 +288,7 @@ impl Flows {
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
 
         // 2. binding: same browser (flow cookie) and same signed-in user and session.
-        let browser_ok = binding.is_some_and(|b| {
-            crypto::ct_eq(
-                crypto::sha256_hex(b.as_bytes()).as_bytes(),
-                record.binding_sha256.as_bytes(),
-            )
-        });
+        let browser_ok = crypto::binding_matches(binding, &record.binding_sha256);
         let session_ok =
             session.is_some_and(|s| s.user.sub == record.user_sub && s.key == record.session_key);
         if !(browser_ok && session_ok) {
