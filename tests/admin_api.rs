@@ -54,8 +54,7 @@ async fn admin_authentication() {
     let r = alice.client.post(&url).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let tokens = alice.get("/tokens").await;
-    let i = tokens.body.find("name=\"csrf\" value=\"").unwrap() + 19;
-    let csrf = &tokens.body[i..i + tokens.body[i..].find('"').unwrap()];
+    let csrf = &tokens.csrf();
     let r = alice
         .client
         .post(&url)

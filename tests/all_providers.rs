@@ -125,28 +125,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn csrf_of(body: &str) -> String {
-    let i = body.find("name=\"csrf\" value=\"").unwrap() + 19;
-    body[i..i + body[i..].find('"').unwrap()].to_owned()
-}
-
-fn flash(page: &Page) -> String {
-    let Some(i) = page.body.find("id=\"flash\"") else {
-        panic!(
-            "no flash message on {} ({}):\n{}",
-            page.url, page.status, page.body
-        )
-    };
-    let start = i + page.body[i..].find('>').unwrap() + 1;
-    let end = start + page.body[start..].find("</div>").unwrap();
-    page.body[start..end]
-        .replace("&#62;", ">")
-        .replace("&#60;", "<")
-        .replace("&#39;", "'")
-        .replace("&#34;", "\"")
-        .replace("&amp;", "&")
-}
-
 fn spec(
     c: &Case,
     kind: &str,
@@ -167,7 +145,7 @@ fn spec(
 async fn paste(b: &Browser, c: &Case, token: &str) -> String {
     let tokens = b.get("/tokens").await;
     let mut form = vec![
-        ("csrf".to_owned(), csrf_of(&tokens.body)),
+        ("csrf".to_owned(), tokens.csrf()),
         ("token".to_owned(), token.to_owned()),
     ];
     if c.username {
@@ -179,7 +157,7 @@ async fn paste(b: &Browser, c: &Case, token: &str) -> String {
     let page = b
         .follow(b.post(&format!("/tokens/{}/pat", c.runtime), &form).await)
         .await;
-    flash(&page)
+    page.flash()
 }
 
 async fn stored_token(h: &Harness, runtime: &str) -> Option<Value> {
@@ -220,10 +198,10 @@ async fn every_provider_oauth_and_pasted_tokens() {
         // OAuth
         let done = alice.authorize(c.runtime).await;
         assert!(
-            flash(&done).contains("authorized"),
+            done.flash().contains("authorized"),
             "{}: {}",
             c.kind,
-            flash(&done)
+            done.flash()
         );
         let v = stored_token(&h, c.runtime)
             .await

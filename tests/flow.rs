@@ -267,7 +267,7 @@ async fn case_other_account_runtime_refused(h: Harness) {
         !tokens.body.contains("globex-prod"),
         "other accounts' runtimes are not listed"
     );
-    let csrf = csrf_of(&tokens.body);
+    let csrf = tokens.csrf();
     let r = alice
         .post(
             "/tokens/globex-prod/authorize",
@@ -287,11 +287,6 @@ async fn case_other_account_runtime_refused(h: Harness) {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(h.mock.provider.stats().authorize_requests, 0);
-}
-
-fn csrf_of(body: &str) -> String {
-    let i = body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-    body[i..i + body[i..].find('"').unwrap()].to_owned()
 }
 
 async fn case_csrf_required(h: Harness) {

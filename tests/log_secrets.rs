@@ -106,10 +106,7 @@ async fn no_secret_reaches_the_logs() {
     let pat = h.github_pat("alice", &["repo"]);
     secrets.push(pat.clone());
     let tokens = alice.get("/tokens").await;
-    let csrf = {
-        let i = tokens.body.find("name=\"csrf\" value=\"").unwrap() + 19;
-        tokens.body[i..i + tokens.body[i..].find('"').unwrap()].to_owned()
-    };
+    let csrf = tokens.csrf();
     let page = alice
         .follow(
             alice

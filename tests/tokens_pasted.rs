@@ -12,32 +12,15 @@ use support::*;
 
 const ALICE: &str = "u-1001";
 
-fn csrf_of(body: &str) -> String {
-    let i = body.find("name=\"csrf\" value=\"").unwrap() + 19;
-    body[i..i + body[i..].find('"').unwrap()].to_owned()
-}
-
 async fn paste(b: &Browser, runtime: &str, token: &str, also: &[&str]) -> Page {
     let tokens = b.get("/tokens").await;
     let mut form = vec![
-        ("csrf".to_owned(), csrf_of(&tokens.body)),
+        ("csrf".to_owned(), tokens.csrf()),
         ("token".to_owned(), token.to_owned()),
     ];
     form.extend(also.iter().map(|a| ("also".to_owned(), (*a).to_owned())));
     b.follow(b.post(&format!("/tokens/{runtime}/pat"), &form).await)
         .await
-}
-
-fn flash(page: &Page) -> String {
-    let i = page.body.find("id=\"flash\"").expect("a flash message");
-    let start = i + page.body[i..].find('>').unwrap() + 1;
-    let end = start + page.body[start..].find("</div>").unwrap();
-    page.body[start..end]
-        .replace("&#62;", ">")
-        .replace("&#60;", "<")
-        .replace("&#39;", "'")
-        .replace("&#34;", "\"")
-        .replace("&amp;", "&")
 }
 
 async fn pat_cases(backend: Backend) {
@@ -55,7 +38,7 @@ async fn pat_cases(backend: Backend) {
     let pat = h.github_pat("alice", &["repo", "gist"]);
     let page = paste(&alice, "acme-prod", &pat, &["acme-staging"]).await;
     assert_eq!(
-        flash(&page),
+        page.flash(),
         "GitHub token of alice (classic personal access token) added to runtime acme-prod, acme-staging."
     );
     for rt in ["acme-prod", "acme-staging"] {
@@ -73,7 +56,7 @@ async fn pat_cases(backend: Backend) {
     // missing scope: exact message, nothing changed
     let weak = h.github_pat("alice", &["public_repo"]);
     let page = paste(&alice, "acme-prod", &weak, &[]).await;
-    let msg = flash(&page);
+    let msg = page.flash();
     assert!(msg.starts_with("Runtime acme-prod: This token lacks the required scopes: repo. Create one in GitHub under Settings > Developer settings"), "{msg}");
     let v: Value = h
         .runtime_get("acme-prod", "acme-prod", ALICE)
@@ -90,17 +73,17 @@ async fn pat_cases(backend: Backend) {
         &["repo"],
         Some(Utc::now() - Duration::days(1)),
     );
-    let msg = flash(&paste(&alice, "acme-prod", &expired, &[]).await);
+    let msg = paste(&alice, "acme-prod", &expired, &[]).await.flash();
     assert!(
         msg.contains("GitHub does not accept this token: it is revoked, expired or mistyped."),
         "{msg}"
     );
     let revoked = h.github_pat("alice", &["repo"]);
     h.mock.provider.revoke_pat(&revoked);
-    let msg = flash(&paste(&alice, "acme-prod", &revoked, &[]).await);
+    let msg = paste(&alice, "acme-prod", &revoked, &[]).await.flash();
     assert!(msg.contains("does not accept this token"), "{msg}");
     let installation = h.pat("alice", "installation", &[], None);
-    let msg = flash(&paste(&alice, "acme-prod", &installation, &[]).await);
+    let msg = paste(&alice, "acme-prod", &installation, &[]).await.flash();
     assert!(
         msg.contains("GitHub App installation token (ghs_): it acts as the app, not as a person"),
         "{msg}"
@@ -125,7 +108,9 @@ async fn pat_cases(backend: Backend) {
     // provider failures while validating: "try again", never "invalid"; nothing lost
     for status in [502u16, 429] {
         h.mock.provider.switches().set_user_api_status(Some(status));
-        let msg = flash(&paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[]).await);
+        let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
+            .await
+            .flash();
         assert!(
             msg.contains("GitHub could not validate the token right now"),
             "{status}: {msg}"
@@ -134,7 +119,9 @@ async fn pat_cases(backend: Backend) {
     }
     h.mock.provider.switches().set_user_api_status(None);
     h.mock.provider.switches().set_api_hang(true);
-    let msg = flash(&paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[]).await);
+    let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
+        .await
+        .flash();
     assert!(
         msg.contains("could not validate the token right now (timed out)"),
         "{msg}"
@@ -153,7 +140,7 @@ async fn pat_cases(backend: Backend) {
         .post(
             "/tokens/acme-prod/pat",
             &[
-                ("csrf".into(), csrf_of(&alice.get("/tokens").await.body)),
+                ("csrf".into(), alice.get("/tokens").await.csrf()),
                 ("token".into(), h.github_pat("alice", &["repo"])),
                 ("also".into(), "globex-prod".into()),
             ],
@@ -184,7 +171,7 @@ async fn pasted_tokens_redis() {
 async fn user_api_paste_and_delete() {
     let h = Harness::start(Backend::Embedded).await;
     let alice = h.signed_in("alice").await;
-    let csrf = csrf_of(&alice.get("/tokens").await.body);
+    let csrf = alice.get("/tokens").await.csrf();
     let url = format!("{}/api/v1/me/runtimes/acme-prod/token", h.url);
     let pat = h.github_pat("alice", &["repo"]);
     let r = alice

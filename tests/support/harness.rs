@@ -410,6 +410,37 @@ pub struct Page {
     pub body: String,
 }
 
+impl Page {
+    /// The CSRF token of this page's forms.
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let i = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("no CSRF field on {}:\n{}", self.url, self.body))
+            + marker.len();
+        self.body[i..i + self.body[i..].find('"').unwrap()].to_owned()
+    }
+
+    /// The one-time message (`#flash`), with the template's escaping undone.
+    pub fn flash(&self) -> String {
+        let Some(i) = self.body.find("id=\"flash\"") else {
+            panic!(
+                "no flash message on {} ({}):\n{}",
+                self.url, self.status, self.body
+            )
+        };
+        let start = i + self.body[i..].find('>').unwrap() + 1;
+        let end = start + self.body[start..].find("</div>").unwrap();
+        self.body[start..end]
+            .replace("&#62;", ">")
+            .replace("&#60;", "<")
+            .replace("&#39;", "'")
+            .replace("&#34;", "\"")
+            .replace("&amp;", "&")
+    }
+}
+
 impl Browser {
     pub fn new(base: &str) -> Browser {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
