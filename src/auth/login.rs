@@ -82,7 +82,8 @@ impl Logins {
             binding_sha256: crypto::sha256_hex(binding.as_bytes()),
             return_to,
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&record).map_err(|e| StoreError::corrupt("sign-in record", &e))?;
         let key = EphemeralKey::new(NS, crypto::sha256_hex(challenge.state.as_bytes()));
         if !self.store.put_new(&key, &bytes, self.ttl).await? {
             return Err(StoreError::Conflict.into());
@@ -112,8 +113,8 @@ impl Logins {
             .take(&key)
             .await?
             .ok_or(LoginError::UnknownState)?;
-        let record: LoginRecord =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let record: LoginRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::corrupt("sign-in record", &e))?;
         if !crypto::binding_matches(binding, &record.binding_sha256) {
             return Err(LoginError::Forbidden);
         }

@@ -70,7 +70,7 @@ pub struct SessionStore {
 }
 
 fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(format!("session: {e}"))
+    StoreError::corrupt("session", &e)
 }
 
 impl SessionStore {

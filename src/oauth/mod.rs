@@ -244,7 +244,8 @@ impl Flows {
             return_to: "/tokens".into(),
             created_at: self.clock.now(),
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&record).map_err(|e| StoreError::corrupt("flow record", &e))?;
         let key = EphemeralKey::new(NS, crypto::sha256_hex(state.as_bytes()));
         if !self.store.put_new(&key, &bytes, self.ttl).await? {
             // 256 random bits collided: refuse rather than overwrite
@@ -285,7 +286,7 @@ impl Flows {
             .await?
             .ok_or(FlowError::UnknownState)?;
         let record: FlowRecord =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt("flow record", &e))?;
 
         // 2. binding: same browser (flow cookie) and same signed-in user and session.
         let browser_ok = crypto::binding_matches(binding, &record.binding_sha256);

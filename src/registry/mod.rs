@@ -156,7 +156,7 @@ fn all(kind: &'static str) -> Collection {
 }
 
 fn corrupt(e: serde_json::Error) -> RegistryError {
-    RegistryError::Store(StoreError::Corrupt(e.to_string()))
+    RegistryError::Store(StoreError::corrupt("registry record", &e))
 }
 
 pub struct Registry {

@@ -30,6 +30,20 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// A record that does not (de)serialize. Only the error's category and
+    /// position are kept: serde's message can quote a value, and records
+    /// hold secrets (CSRF tokens, PKCE verifiers, nonces).
+    pub fn corrupt(what: &str, e: &serde_json::Error) -> Self {
+        Self::Corrupt(format!(
+            "{what}: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    }
+}
+
 /// Key of an ephemeral value. `namespace` is a fixed name chosen by the
 /// caller (`"flow"`, `"session"`, …); `id` is arbitrary text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -130,4 +144,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Answers when the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn corrupt_records_never_quote_their_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Record {
+            verifier: u64,
+        }
+        let e = serde_json::from_str::<Record>(r#"{"verifier":"s3cret-verifier"}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("s3cret-verifier"),
+            "serde quotes values"
+        );
+        let msg = StoreError::corrupt("flow record", &e).to_string();
+        assert!(!msg.contains("s3cret"), "{msg}");
+        assert!(
+            msg.contains("flow record") && msg.contains("line 1"),
+            "{msg}"
+        );
+    }
 }

@@ -120,7 +120,7 @@ impl TokenRepo {
             return Ok(None);
         };
         let stored: StoredToken = serde_json::from_slice(&rec.value)
-            .map_err(|e| StoreError::Corrupt(format!("user token: {e}")))?;
+            .map_err(|e| StoreError::corrupt("user token", &e))?;
         let plain = self.keyring.open(&aad(runtime, user), &stored.secrets)?;
         let secrets: Secrets = serde_json::from_slice(&plain)
             .map_err(|_| StoreError::Corrupt("user token secrets".into()))?;
@@ -152,7 +152,7 @@ impl TokenRepo {
                 .map(|r| r.expose_secret().to_owned()),
         };
         let plain = serde_json::to_vec(&secrets)
-            .map_err(|e| StoreError::Corrupt(format!("user token secrets: {e}")))?;
+            .map_err(|e| StoreError::corrupt("user token secrets", &e))?;
         let stored = StoredToken {
             provider: token.provider,
             provider_login: token.provider_login.clone(),
@@ -165,8 +165,8 @@ impl TokenRepo {
                 .keyring
                 .seal(&aad(&token.runtime, &token.user), &plain)?,
         };
-        let bytes = serde_json::to_vec(&stored)
-            .map_err(|e| StoreError::Corrupt(format!("user token: {e}")))?;
+        let bytes =
+            serde_json::to_vec(&stored).map_err(|e| StoreError::corrupt("user token", &e))?;
         Ok(self
             .store
             .record_put(

@@ -65,7 +65,8 @@ impl RuntimeTokenRepo {
                 .keyring
                 .seal(&aad(&status.runtime), token.expose_secret().as_bytes())?,
         };
-        let bytes = serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&stored).map_err(|e| StoreError::corrupt("runtime token", &e))?;
         Ok(self
             .store
             .record_put(&all(), &status.runtime, &bytes, Expect::Any)
@@ -95,7 +96,7 @@ impl RuntimeTokenRepo {
             return Ok(None);
         };
         let stored: Stored = serde_json::from_slice(&rec.value)
-            .map_err(|e| StoreError::Corrupt(format!("runtime token: {e}")))?;
+            .map_err(|e| StoreError::corrupt("runtime token", &e))?;
         if stored.status.runtime != runtime {
             return Err(
                 StoreError::Corrupt("runtime token filed under another runtime".into()).into(),
