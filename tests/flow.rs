@@ -455,6 +455,72 @@ async fn case_sign_out(h: Harness) {
     assert_eq!(again.status, 303, "session destroyed");
 }
 
+/// Requests in flight with a copied cookie while the user signs out: the
+/// session stays ended (each write-back only updates a session that still
+/// exists), so afterwards the copied cookie is refused every time.
+async fn case_sign_out_ends_a_session_in_use(h: Harness) {
+    for trial in 0..5 {
+        let alice = h.signed_in("alice").await;
+        let cookie = session_cookie(&alice, &h);
+        let tokens = alice.get("/tokens").await;
+        let csrf = tokens.csrf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(8);
+        let loops: Vec<_> = (0..8)
+            .map(|_| {
+                let stolen = Browser::new(&h.url);
+                stolen.jar.add_cookie_str(
+                    &format!("gitbroker_session={cookie}"),
+                    &url::Url::parse(&h.url).unwrap(),
+                );
+                let (stop, csrf, started) = (stop.clone(), csrf.clone(), started_tx.clone());
+                tokio::spawn(async move {
+                    let mut first = true;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        // each delete writes a flash message into the session
+                        let form = vec![("csrf".to_owned(), csrf.clone())];
+                        stolen.post("/tokens/acme-prod/delete", &form).await;
+                        stolen.get("/tokens").await;
+                        if first {
+                            first = false;
+                            let _ = started.send(()).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..8 {
+            started_rx.recv().await.unwrap();
+        }
+        let page = alice.get("/tokens").await;
+        let out = alice.submit(&page, "sign-out").await;
+        assert_eq!(out.status, 303);
+        // the loops keep writing for a while after the sign-out
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+            alice.get("/signed-out").await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for l in loops {
+            l.await.unwrap();
+        }
+        let stolen = Browser::new(&h.url);
+        stolen.jar.add_cookie_str(
+            &format!("gitbroker_session={cookie}"),
+            &url::Url::parse(&h.url).unwrap(),
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                stolen.get("/tokens").await.status,
+                303,
+                "trial {trial}: the ended session came back"
+            );
+            let api = stolen.get("/api/v1/me/tokens").await;
+            assert_eq!(api.status, 401, "trial {trial}: {}", api.body);
+        }
+    }
+}
+
 async fn case_flows_in_two_tabs(h: Harness) {
     let alice = h.signed_in("alice").await;
     let p1 = alice.start_authorize("acme-prod").await;
@@ -553,6 +619,7 @@ suite!(
     case_expired_flow,
     case_page_security_headers,
     case_sign_out,
+    case_sign_out_ends_a_session_in_use,
     case_flows_in_two_tabs,
     case_start_and_callback_on_different_replicas,
     case_new_session_id_at_login,

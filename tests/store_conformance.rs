@@ -64,6 +64,9 @@ conformance!(
     concurrent_put_new_admits_exactly_one,
     values_expire_after_their_ttl,
     put_renews_the_ttl,
+    replace_only_updates_a_live_value,
+    replace_renews_the_ttl_and_never_revives_an_expired_value,
+    replace_never_resurrects_a_removed_value,
     remove_if_eq_needs_the_matching_value,
     ephemeral_namespaces_are_independent,
     record_versions_count_writes,
@@ -179,6 +182,78 @@ async fn put_renews_the_ttl(store: Arc<dyn Store>) {
     assert_eq!(store.get(&key("r")).await.unwrap(), Some(b"2".to_vec()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(store.get(&key("r")).await.unwrap(), None);
+}
+
+async fn replace_only_updates_a_live_value(store: Arc<dyn Store>) {
+    assert!(!store.replace(&key("s"), b"ghost", TTL).await.unwrap());
+    assert_eq!(store.get(&key("s")).await.unwrap(), None);
+    store.put(&key("s"), b"one", TTL).await.unwrap();
+    assert!(store.replace(&key("s"), b"two", TTL).await.unwrap());
+    assert_eq!(store.get(&key("s")).await.unwrap(), Some(b"two".to_vec()));
+    assert!(store.remove(&key("s")).await.unwrap());
+    assert!(!store.replace(&key("s"), b"three", TTL).await.unwrap());
+    assert_eq!(store.get(&key("s")).await.unwrap(), None);
+}
+
+async fn replace_renews_the_ttl_and_never_revives_an_expired_value(store: Arc<dyn Store>) {
+    let ttl = Duration::from_millis(500);
+    store.put(&key("r"), b"1", ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.replace(&key("r"), b"2", ttl).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // alive only because the replace renewed it
+    assert_eq!(store.get(&key("r")).await.unwrap(), Some(b"2".to_vec()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!store.replace(&key("r"), b"3", ttl).await.unwrap());
+    assert_eq!(store.get(&key("r")).await.unwrap(), None);
+}
+
+/// Sign-out racing requests that write the session back: once the remove
+/// has returned, no writer can bring the value back.
+async fn replace_never_resurrects_a_removed_value(store: Arc<dyn Store>) {
+    for round in 0..5 {
+        let k = key(&format!("session-{round}"));
+        store.put(&k, b"live", TTL).await.unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, k, stop) = (store.clone(), k.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut replaced = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        if store
+                            .replace(&k, format!("w{i}").as_bytes(), TTL)
+                            .await
+                            .unwrap()
+                        {
+                            replaced += 1;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    replaced
+                })
+            })
+            .collect();
+        // let the writers run against the live value, then remove it under them
+        while store.get(&k).await.unwrap().as_deref() == Some(b"live".as_slice()) {
+            tokio::task::yield_now().await;
+        }
+        assert!(store.remove(&k).await.unwrap());
+        for _ in 0..20 {
+            assert_eq!(store.get(&k).await.unwrap(), None, "round {round}");
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = 0;
+        for w in writers {
+            total += w.await.unwrap();
+        }
+        assert!(
+            total > 0,
+            "the writers replaced the live value at least once"
+        );
+        assert_eq!(store.get(&k).await.unwrap(), None, "round {round}");
+    }
 }
 
 async fn remove_if_eq_needs_the_matching_value(store: Arc<dyn Store>) {

@@ -145,24 +145,31 @@ impl SessionStore {
         }
         if (now - session.last_seen).num_seconds() >= TOUCH_AFTER_SECS {
             session.last_seen = now;
-            self.save_with_ttl(&session, ttl).await?;
+            // ended (signed out) between our read and this write: it stays ended
+            if !self.save_with_ttl(&session, ttl).await? {
+                return Ok(None);
+            }
         }
         Ok(Some(session))
     }
 
-    async fn save_with_ttl(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
+    /// Writes the session back only while it still exists (`SET XX`): a
+    /// request in flight when the user signs out, or signs in again, can
+    /// never bring the ended session back. `false` when it had ended.
+    async fn save_with_ttl(&self, session: &Session, ttl: Duration) -> Result<bool, StoreError> {
         let bytes = serde_json::to_vec(session).map_err(corrupt)?;
         self.store
-            .put(&EphemeralKey::new(NS, session.key.clone()), &bytes, ttl)
+            .replace(&EphemeralKey::new(NS, session.key.clone()), &bytes, ttl)
             .await
     }
 
-    /// Writes the session back (for example after setting a flash message).
-    pub async fn save(&self, session: &Session) -> Result<(), StoreError> {
+    /// Writes the session back (for example after setting a flash message);
+    /// `false` when the session has ended meanwhile (nothing is written).
+    pub async fn save(&self, session: &Session) -> Result<bool, StoreError> {
         let now = self.clock.now();
         match self.ttl(session, now) {
             Some(ttl) => self.save_with_ttl(session, ttl).await,
-            None => Ok(()),
+            None => Ok(false),
         }
     }
 
@@ -177,7 +184,7 @@ impl SessionStore {
             kind,
             text: text.into(),
         });
-        self.save(session).await
+        self.save(session).await.map(|_| ())
     }
 
     /// Removes and returns the flash message, if any.

@@ -288,6 +288,34 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn replace(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = ephemeral_key(key);
+        let value = value.to_vec();
+        self.blocking(move |inner| {
+            inner.write(|txn| {
+                let now = inner.now_ms();
+                let expires_at = now.saturating_add(ttl_millis(ttl));
+                let mut eph = txn.open_table(EPHEMERAL).map_err(storage_error)?;
+                let mut exp = txn.open_table(EXPIRY).map_err(storage_error)?;
+                let present = eph
+                    .get(key.as_str())
+                    .map_err(storage_error)?
+                    .is_some_and(|g| live(g.value(), now).is_some());
+                if !present {
+                    return Ok((false, false));
+                }
+                insert_entry(&mut eph, &mut exp, &key, expires_at, &value)?;
+                Ok((true, true))
+            })
+        })
+        .await
+    }
+
     async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
         let key = ephemeral_key(key);
         self.blocking(move |inner| inner.get(&key)).await

@@ -6,7 +6,8 @@
 //! Two families of data:
 //! - **ephemeral values** (flows, sessions, leases): opaque bytes under a
 //!   `(namespace, id)` key, always with a TTL; `put_new` is `SET NX PX`,
-//!   `take` is an atomic `GETDEL`, so a one-time value is consumed once.
+//!   `replace` is `SET XX PX`, `take` is an atomic `GETDEL`, so a one-time
+//!   value is consumed once and a deleted one is never resurrected.
 //! - **durable records** (tokens, OAuth apps, runtimes): opaque bytes in a
 //!   collection `(kind, group)` under an id, each with a version that every
 //!   write bumps, so updates can be compare-and-swap.
@@ -108,6 +109,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Stores `value`, replacing what was there, with a fresh TTL.
     async fn put(&self, key: &EphemeralKey, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// Replaces the value, with a fresh TTL, only while `key` holds something
+    /// live (`SET XX PX`): a value deleted meanwhile (a session ended by
+    /// sign-out) is never brought back. `true` when replaced.
+    async fn replace(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Atomically reads and deletes: of many concurrent callers, one gets the value.
     async fn take(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError>;

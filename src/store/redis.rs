@@ -316,6 +316,27 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn replace(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.ephemeral_key(key))
+                    .arg(value)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(ttl_millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
     async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         self.run(
