@@ -3,7 +3,13 @@
 //! decryption) — on both store backends, over real loopback HTTP.
 //!
 //! `cargo bench --bench runtime_api` (optional: BENCH_SECS, BENCH_CONCURRENCY).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -27,24 +33,8 @@ async fn run(backend: Backend, secs: u64, concurrency: usize) {
     // 50 users with tokens on one runtime
     let users: Vec<String> = (0..50).map(|i| format!("bench-user-{i}")).collect();
     for u in &users {
-        let token = gitbroker::tokens::UserToken {
-            runtime: "acme-prod".into(),
-            user: u.clone(),
-            access_token: secrecy::SecretString::from(format!("gho_bench_{u}")),
-            refresh_token: None,
-            git_username: u.clone(),
-            provider: gitbroker::providers::ProviderKind::Github,
-            provider_login: u.clone(),
-            scopes: vec!["repo".into()],
-            issued_at: chrono::Utc::now(),
-            expires_at: None,
-            source: gitbroker::tokens::TokenSource::Pat,
-        };
-        h.state
-            .tokens
-            .put(&token, gitbroker::store::Expect::Any)
-            .await
-            .unwrap();
+        let pat = h.github_pat("alice", &["repo"]);
+        h.assign_pat_as(u, "acme-prod", &pat).await;
     }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)

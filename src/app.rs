@@ -14,9 +14,7 @@ use crate::registry::Registry;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
-use crate::tokens::TokenRepo;
-use crate::tokens::runtime::RuntimeTokenRepo;
-use crate::tokens::service::TokenService;
+use crate::tokens::{Lifecycle, TokenError};
 use crate::web::{AppState, Services};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -31,6 +29,10 @@ pub enum StartError {
     Http(String),
     #[error("loading OAuth apps and runtimes: {0}")]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    Config(String),
+    #[error("preparing stored tokens: {0}")]
+    Tokens(#[from] TokenError),
 }
 
 /// Opens the configured store backend.
@@ -58,18 +60,30 @@ pub async fn build(
 ) -> Result<AppState, StartError> {
     let keyring = Arc::new(Keyring::new(&settings.active_key, &settings.keys)?);
     let http = providers::http_client(settings.provider_connect_timeout, settings.provider_timeout)
-        .map_err(|e| StartError::Http(e.to_string()))?;
+        .map_err(|e| StartError::Http(e.to_string()))?
+        .with_pacing(
+            settings.lifecycle.check_concurrency,
+            settings.lifecycle.rate_limit_reserve,
+        );
     let registry = Arc::new(Registry::new(store.clone(), keyring.clone(), &settings));
-    registry.load_from_config(&settings).await?;
-    let tokens = Arc::new(TokenRepo::new(store.clone(), keyring.clone()));
-    let runtime_tokens = Arc::new(RuntimeTokenRepo::new(store.clone(), keyring.clone()));
-    let token_service = TokenService::new(
+    let lifecycle = Arc::new(Lifecycle::new(
+        store.clone(),
+        keyring.clone(),
         registry.clone(),
-        tokens.clone(),
-        runtime_tokens.clone(),
         http.clone(),
         clock.clone(),
-    );
+        settings.lifecycle.clone(),
+        settings.provider_timeout,
+    ));
+    lifecycle
+        .check_file_runtimes(&settings.runtimes)
+        .await
+        .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].account: {m}")))?;
+    registry.load_from_config(&settings).await?;
+    lifecycle.start().await?;
+    if settings.lifecycle.background {
+        lifecycle.spawn_background();
+    }
     let sessions = Arc::new(SessionStore::new(
         store.clone(),
         clock.clone(),
@@ -89,7 +103,7 @@ pub async fn build(
         admin_api_token_sha256,
         ..
     } = settings;
-    let oidc = Arc::new(Oidc::new(oidc, oidc_redirect, http.clone()));
+    let oidc = Arc::new(Oidc::new(oidc, oidc_redirect, http.reqwest().clone()));
     let logins = Logins::new(
         store.clone(),
         oidc,
@@ -100,7 +114,7 @@ pub async fn build(
     let flows = Flows::new(
         store.clone(),
         registry.clone(),
-        tokens.clone(),
+        lifecycle.clone(),
         http,
         clock.clone(),
         public_url.clone(),
@@ -111,12 +125,10 @@ pub async fn build(
         store,
         clock,
         registry,
-        tokens,
+        lifecycle,
         sessions,
         logins,
         flows,
-        runtime_tokens,
-        token_service,
         secure_cookies,
         admin_group,
         admin_api_token_sha256,

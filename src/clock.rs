@@ -19,6 +19,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// Real time, for comparing with instants that other systems name (a
+/// provider's rate-limit reset): those are wall-clock instants whatever
+/// clock the broker's own logic runs on. Never for the broker's logic.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_now() -> DateTime<Utc> {
+    Utc::now()
+}
+
 /// A clock that only moves when told to; for tests.
 #[derive(Debug)]
 pub struct ManualClock(Mutex<DateTime<Utc>>);

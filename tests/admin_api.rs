@@ -1,7 +1,13 @@
 //! The admin API: authentication, OAuth apps with write-only secrets,
 //! runtimes with a credential shown once, validation messages, deletion
 //! cascading to tokens, persistence across replicas.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 
@@ -248,8 +254,8 @@ async fn runtime_credential_shown_once_and_deletion_cascades() {
     assert!(replica.registry.runtime("new-rt").await.unwrap().is_some());
     assert!(
         replica
-            .tokens
-            .get("new-rt", "u-1001")
+            .lifecycle
+            .assigned_grant("new-rt", "u-1001")
             .await
             .unwrap()
             .is_some()
@@ -268,16 +274,17 @@ async fn runtime_credential_shown_once_and_deletion_cascades() {
     );
     assert!(
         h.state
-            .tokens
-            .get("new-rt", "u-1001")
+            .lifecycle
+            .assigned_grant("new-rt", "u-1001")
             .await
             .unwrap()
             .is_none(),
         "tokens deleted"
     );
+    // the grant had no other runtime: it is gone too
     let rest = h
         .store
-        .record_list(&gitbroker::store::Collection::new("user_token", "new-rt"))
+        .record_list(&gitbroker::store::Collection::new("grant", "u-1001"))
         .await
         .unwrap();
     assert!(rest.is_empty());
@@ -318,10 +325,11 @@ async fn changing_app_scopes_requires_reauthorization() {
     let r = h.runtime_get("acme-prod", "acme-prod", "u-1001").await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["type"], "urn:gitbroker:problem:user-token-reauthorize");
+    assert_eq!(v["type"], "urn:gitbroker:problem:user-token-missing-scopes");
     assert!(v["detail"].as_str().unwrap().contains("admin:repo_hook"));
     let page = alice.get("/tokens").await;
-    assert!(page.body.contains("Scopes changed"));
+    assert!(page.body.contains("Missing scopes"), "{}", page.body);
+    assert!(page.body.contains("data-status=\"missing_scopes\""));
 }
 
 /// Key rotation: a new active key seals new writes, old keys still open old
@@ -346,8 +354,8 @@ async fn encryption_key_rotation() {
         ))
         .await;
     let (t, _) = rotated
-        .tokens
-        .get("acme-prod", "u-1001")
+        .lifecycle
+        .assigned_grant("acme-prod", "u-1001")
         .await
         .unwrap()
         .unwrap();
@@ -356,16 +364,14 @@ async fn encryption_key_rotation() {
         old_token.as_str().unwrap()
     );
     rotated
-        .tokens
+        .lifecycle
+        .grants()
         .put(&t, gitbroker::store::Expect::Any)
         .await
         .unwrap();
     let raw = h
         .store
-        .record_get(
-            &gitbroker::store::Collection::new("user_token", "acme-prod"),
-            "u-1001",
-        )
+        .record_get(&gitbroker::store::Collection::new("grant", "u-1001"), &t.id)
         .await
         .unwrap()
         .unwrap();

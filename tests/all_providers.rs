@@ -2,7 +2,13 @@
 //! OAuth flow from the page, and pasted personal access tokens (valid,
 //! missing one scope, expired, revoked, of the wrong kind), each outcome
 //! and message checked on the page and at the runtime API.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 

@@ -6,7 +6,13 @@
 //! `chromium-driver`; `scripts/test.sh` installs them). `$CHROMIUM` and
 //! `$CHROMEDRIVER` override the binaries' paths. A missing browser fails the
 //! test with a message saying so; it is never skipped.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 

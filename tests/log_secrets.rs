@@ -2,7 +2,13 @@
 //! libraries emit (at debug level) through whole flows, and asserts that no
 //! token, code, state, verifier, cookie or client secret appears in them.
 //! Its own test binary: the log subscriber is process-wide.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 

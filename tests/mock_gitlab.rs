@@ -1,7 +1,13 @@
 //! The mock's `gitlab` flavour on the wire: what a GitLab client sees from
 //! the authorize endpoint, the token endpoint (RFC 6749 errors, rotation),
 //! token info, revocation and API v4, including the switches.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -2,7 +2,12 @@
 //! its subscriber is process-wide, and tracing's per-callsite caching makes a
 //! thread-local subscriber miss events when other tests run in parallel.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod mock_common;
 

@@ -4,7 +4,12 @@
 //! The identity-provider tests use `openidconnect`'s own client: they are the
 //! reference for how gitbroker's sign-in talks to an OpenID provider.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod mock_common;
 

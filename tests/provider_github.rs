@@ -5,7 +5,12 @@
 //! runs for both provider kinds (`github` with a base_url override, and
 //! `github_enterprise`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod mock_common;
 
@@ -14,7 +19,7 @@ use gitbroker::mock::{Flavour, PatSpec, RunningMock};
 use gitbroker::providers::{
     self, Endpoints, GitProvider, PatError, PatInput, ProviderKind, TokenPurpose, TokenReport,
 };
-use secrecy::SecretString;
+
 use serde_json::{Value, json};
 use url::Url;
 
@@ -87,11 +92,7 @@ impl Setup {
             std::time::Duration::from_secs(2),
         )
         .unwrap();
-        let input = PatInput {
-            token: SecretString::from(token.to_owned()),
-            username: None,
-            email: None,
-        };
+        let input = PatInput::new(token, None, None);
         self.provider()
             .validate_pat(&http, &self.endpoints, &input, purpose, now)
             .await
@@ -531,11 +532,7 @@ mod scripted {
             std::time::Duration::from_secs(1),
         )
         .unwrap();
-        let input = PatInput {
-            token: SecretString::from(format!("github_pat_{}", "x".repeat(82))),
-            username: None,
-            email: None,
-        };
+        let input = PatInput::new(&format!("github_pat_{}", "x".repeat(82)), None, None);
         p.validate_pat(&http, &endpoints, &input, USER, Utc::now())
             .await
     }

@@ -2,7 +2,13 @@
 //! personal access token validation for both kinds (gitlab.com and
 //! self-managed), the configuration's view of GitLab apps, and the OAuth
 //! flow end to end through the broker.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 
@@ -25,7 +31,7 @@ struct Gl {
     mock: RunningMock,
     kind: ProviderKind,
     endpoints: Endpoints,
-    http: reqwest::Client,
+    http: providers::ProviderClient,
 }
 
 async fn gitlab(kind: ProviderKind) -> Gl {
@@ -68,11 +74,7 @@ impl Gl {
         purpose: TokenPurpose,
         now: chrono::DateTime<Utc>,
     ) -> Result<TokenReport, PatError> {
-        let input = PatInput {
-            token: SecretString::from(token.to_owned()),
-            username: None,
-            email: None,
-        };
+        let input = PatInput::new(token, None, None);
         providers::provider(self.kind)
             .validate_pat(&self.http, &self.endpoints, &input, purpose, now)
             .await
@@ -287,7 +289,18 @@ async fn outages_are_unavailable_never_invalid() {
             assert_unavailable(&e, detail);
         }
         switches.set_user_api_status(None);
-        assert!(gl.validate(&token, TokenPurpose::User).await.is_ok());
+        // after the 429 the client honours the rate limit: the host is
+        // paused, and a request fails fast instead of reaching GitLab
+        let e = gl.validate(&token, TokenPurpose::User).await.unwrap_err();
+        assert_unavailable(&e, "rate limited; retry in");
+        // a client without that pause sees GitLab is fine again
+        let mut fresh = gl;
+        fresh.http = providers::http_client(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(fresh.validate(&token, TokenPurpose::User).await.is_ok());
     }
 }
 
@@ -317,11 +330,7 @@ async fn a_gitlab_that_is_down_is_unavailable() {
         let token = gl.pat("personal", "alice", &["api"], 10);
         let endpoints = gl.endpoints.clone();
         gl.mock.shutdown().await;
-        let input = PatInput {
-            token: SecretString::from(token),
-            username: None,
-            email: None,
-        };
+        let input = PatInput::new(&token, None, None);
         let e = providers::provider(kind)
             .validate_pat(&gl.http, &endpoints, &input, TokenPurpose::User, Utc::now())
             .await
@@ -578,11 +587,7 @@ async fn identify_and_revoke_oauth_tokens() {
             Some(vec!["read_api".to_owned(), "write_repository".to_owned()])
         );
         // an OAuth token pasted as a personal access token is named for what it is
-        let input = PatInput {
-            token: token.clone(),
-            username: None,
-            email: None,
-        };
+        let input = PatInput::new(secrecy::ExposeSecret::expose_secret(&token), None, None);
         let e = p
             .validate_pat(
                 &gl.http,

@@ -1,7 +1,13 @@
 //! One behavioural suite for every `Store` backend: each case is written once
 //! against `Arc<dyn Store>` and run on Redis (a fresh redis-server per test) and
 //! on the embedded redb store (a fresh file per test), plus backend-only extras.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 

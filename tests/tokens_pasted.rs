@@ -1,7 +1,13 @@
 //! Personal access tokens pasted on the page and through the user API, and
 //! the Git Runtime token an admin registers and rotates — against the mock
 //! GitHub over real HTTP, on both store backends where the store matters.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
 
 mod support;
 
@@ -106,17 +112,15 @@ async fn pat_cases(backend: Backend) {
     assert_eq!(v["expires_at"], json!(at));
 
     // provider failures while validating: "try again", never "invalid"; nothing lost
-    for status in [502u16, 429] {
-        h.mock.provider.switches().set_user_api_status(Some(status));
-        let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
-            .await
-            .flash();
-        assert!(
-            msg.contains("GitHub could not validate the token right now"),
-            "{status}: {msg}"
-        );
-        assert!(!msg.contains("does not accept"), "{msg}");
-    }
+    h.mock.provider.switches().set_user_api_status(Some(502));
+    let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
+        .await
+        .flash();
+    assert!(
+        msg.contains("GitHub could not validate the token right now"),
+        "{msg}"
+    );
+    assert!(!msg.contains("does not accept"), "{msg}");
     h.mock.provider.switches().set_user_api_status(None);
     h.mock.provider.switches().set_api_hang(true);
     let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
@@ -127,6 +131,27 @@ async fn pat_cases(backend: Backend) {
         "{msg}"
     );
     h.mock.provider.switches().set_api_hang(false);
+    // a rate limit is honoured: after it, gitbroker does not ask GitHub
+    // again until the reset, and says so at once
+    h.mock.provider.switches().set_user_api_status(Some(429));
+    let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
+        .await
+        .flash();
+    assert!(
+        msg.contains("GitHub could not validate the token right now (rate limited)"),
+        "{msg}"
+    );
+    h.mock.provider.switches().set_user_api_status(None);
+    let before = h.mock.provider.stats().user_requests;
+    let msg = paste(&alice, "acme-prod", &h.github_pat("alice", &["repo"]), &[])
+        .await
+        .flash();
+    assert!(msg.contains("rate limited; retry in"), "{msg}");
+    assert_eq!(
+        h.mock.provider.stats().user_requests,
+        before,
+        "GitHub was not asked"
+    );
     let v: Value = h
         .runtime_get("acme-prod", "acme-prod", ALICE)
         .await
@@ -250,7 +275,11 @@ async fn user_api_paste_and_delete() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["deleted"], true);
+    // a pasted token belongs to the user: not revoked
+    assert_eq!(v["revocation"], "kept", "{v}");
     assert_eq!(
         h.runtime_get("acme-prod", "acme-prod", ALICE)
             .await
@@ -421,16 +450,21 @@ async fn runtime_token_cases(backend: Backend) {
         .unwrap();
     h.store
         .record_put(
-            &gitbroker::store::Collection::new("user_token", "rt-a"),
-            ALICE,
+            &gitbroker::store::Collection::new("grant", ALICE),
+            "copied",
             &rec.value,
             gitbroker::store::Expect::Any,
         )
         .await
         .unwrap();
     assert!(
-        h.state.tokens.get("rt-a", ALICE).await.is_err(),
-        "never served as a user token"
+        h.state
+            .lifecycle
+            .grants()
+            .get(ALICE, "copied")
+            .await
+            .is_err(),
+        "never opens as a user token"
     );
 
     // a fine-grained token with the runtime permissions registers a runtime;
@@ -480,9 +514,11 @@ async fn runtime_token_cases(backend: Backend) {
         204
     );
     assert!(
-        h.state
-            .runtime_tokens
-            .status("rt-a")
+        h.store
+            .record_get(
+                &gitbroker::store::Collection::new("runtime_token", "all"),
+                "rt-a"
+            )
             .await
             .unwrap()
             .is_none()

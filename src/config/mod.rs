@@ -105,6 +105,128 @@ pub struct RuntimeSettings {
     pub credential_sha256: [u8; 32],
 }
 
+/// Refresh, checks and revocation retries (`[lifecycle]`).
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    pub background: bool,
+    pub refresh_margin: Duration,
+    pub refresh_keepalive: Duration,
+    pub refresh_cooldown: Duration,
+    pub refresh_cooldown_max: Duration,
+    pub check_interval: Duration,
+    pub check_jitter_percent: u64,
+    pub check_concurrency: usize,
+    pub rate_limit_reserve: u64,
+    pub expiring_soon: Duration,
+    pub revocation_retry_max: Duration,
+    pub tick: Duration,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        // the defaults of the file format are valid by construction
+        lifecycle_settings(&raw::RawLifecycle::default()).unwrap_or_else(|_| Self {
+            background: true,
+            refresh_margin: Duration::from_secs(600),
+            refresh_keepalive: Duration::from_secs(24 * 3600),
+            refresh_cooldown: Duration::from_secs(30),
+            refresh_cooldown_max: Duration::from_secs(900),
+            check_interval: Duration::from_secs(4 * 3600),
+            check_jitter_percent: 10,
+            check_concurrency: 4,
+            rate_limit_reserve: 10,
+            expiring_soon: Duration::from_secs(7 * 86400),
+            revocation_retry_max: Duration::from_secs(6 * 3600),
+            tick: Duration::from_secs(10),
+        })
+    }
+}
+
+/// Validates `[lifecycle]`; every error names its key.
+fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, ConfigError> {
+    let range = |key: &str, v: u64, lo: u64, hi: u64, unit: &str| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                format!("lifecycle.{key}"),
+                format!("must be between {lo} and {hi} {unit}"),
+            ))
+        }
+    };
+    let margin = range(
+        "refresh_margin_secs",
+        l.refresh_margin_secs,
+        60,
+        86_400,
+        "seconds",
+    )?;
+    let cooldown = range(
+        "refresh_cooldown_secs",
+        l.refresh_cooldown_secs,
+        1,
+        3600,
+        "seconds",
+    )?;
+    let cooldown_max = range(
+        "refresh_cooldown_max_secs",
+        l.refresh_cooldown_max_secs,
+        cooldown,
+        86_400,
+        "seconds (and at least refresh_cooldown_secs)",
+    )?;
+    let interval = range(
+        "check_interval_secs",
+        l.check_interval_secs,
+        60,
+        30 * 86_400,
+        "seconds",
+    )?;
+    Ok(LifecycleSettings {
+        background: l.background,
+        refresh_margin: Duration::from_secs(margin),
+        refresh_keepalive: Duration::from_secs(
+            3600 * range(
+                "refresh_keepalive_hours",
+                l.refresh_keepalive_hours,
+                1,
+                24 * 90,
+                "hours",
+            )?,
+        ),
+        refresh_cooldown: Duration::from_secs(cooldown),
+        refresh_cooldown_max: Duration::from_secs(cooldown_max),
+        check_interval: Duration::from_secs(interval),
+        check_jitter_percent: range(
+            "check_jitter_percent",
+            l.check_jitter_percent,
+            0,
+            50,
+            "percent",
+        )?,
+        check_concurrency: usize::try_from(range(
+            "check_concurrency",
+            l.check_concurrency,
+            1,
+            256,
+            "concurrent checks per provider host",
+        )?)
+        .unwrap_or(4),
+        rate_limit_reserve: l.rate_limit_reserve,
+        expiring_soon: Duration::from_secs(
+            86_400 * range("expiring_soon_days", l.expiring_soon_days, 0, 365, "days")?,
+        ),
+        revocation_retry_max: Duration::from_secs(range(
+            "revocation_retry_max_secs",
+            l.revocation_retry_max_secs,
+            60,
+            7 * 86_400,
+            "seconds",
+        )?),
+        tick: Duration::from_secs(range("tick_secs", l.tick_secs, 1, 3600, "seconds")?),
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
     /// Serve the mock provider and mock identity provider in-process here.
@@ -131,6 +253,7 @@ pub struct Settings {
     pub provider_timeout: Duration,
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
+    pub lifecycle: LifecycleSettings,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
     pub runtimes: Vec<RuntimeSettings>,
@@ -529,8 +652,13 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             scopes: crate::providers::provider(a.provider).parse_scopes(&a.scopes.join(" ")),
             token_lifetime,
         };
-        crate::providers::validate_app(&app)
-            .map_err(|(field, msg)| invalid(format!("{key}.{field}"), msg))?;
+        crate::providers::validate_app(
+            app.provider,
+            app.base_url.as_ref(),
+            app.api_url.as_ref(),
+            &app.scopes,
+        )
+        .map_err(|(field, msg)| invalid(format!("{key}.{field}"), msg))?;
         oauth_apps.push(app);
     }
 
@@ -670,6 +798,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         provider_timeout: Duration::from_secs(raw.provider.timeout_secs),
         admin_group: raw.admin.group.clone(),
         admin_api_token_sha256,
+        lifecycle: lifecycle_settings(&raw.lifecycle)?,
         accounts,
         oauth_apps,
         runtimes,

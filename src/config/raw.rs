@@ -29,6 +29,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub lifecycle: RawLifecycle,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub oauth_apps: Vec<RawOAuthApp>,
@@ -158,6 +160,44 @@ impl Default for RawProvider {
         Self {
             connect_timeout_secs: default_connect_timeout(),
             timeout_secs: default_timeout(),
+        }
+    }
+}
+
+/// What happens to stored tokens over time: refresh, checks, revocation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLifecycle {
+    /// Background refresh, checks and revocation retries on this replica.
+    pub background: bool,
+    pub refresh_margin_secs: u64,
+    pub refresh_keepalive_hours: u64,
+    pub refresh_cooldown_secs: u64,
+    pub refresh_cooldown_max_secs: u64,
+    pub check_interval_secs: u64,
+    pub check_jitter_percent: u64,
+    pub check_concurrency: u64,
+    pub rate_limit_reserve: u64,
+    pub expiring_soon_days: u64,
+    pub revocation_retry_max_secs: u64,
+    pub tick_secs: u64,
+}
+
+impl Default for RawLifecycle {
+    fn default() -> Self {
+        Self {
+            background: true,
+            refresh_margin_secs: 600,
+            refresh_keepalive_hours: 24,
+            refresh_cooldown_secs: 30,
+            refresh_cooldown_max_secs: 900,
+            check_interval_secs: 4 * 3600,
+            check_jitter_percent: 10,
+            check_concurrency: 4,
+            rate_limit_reserve: 10,
+            expiring_soon_days: 7,
+            revocation_retry_max_secs: 6 * 3600,
+            tick_secs: 10,
         }
     }
 }

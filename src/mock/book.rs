@@ -271,7 +271,12 @@ impl TokenBook {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::disallowed_methods
+    )]
     use super::*;
 
     const STYLE: TokenStyle = TokenStyle {

@@ -1,24 +1,24 @@
 //! The Git OAuth2 authorization code flow that assigns a Git user token to
 //! a runtime: start (flow record with PKCE verifier, bound to the browser
 //! and the session) → provider → callback checks in the order of the
-//! security checklist §3 → code exchange → scope check → encrypted store.
-
-mod http;
+//! security checklist §3 → code exchange → scope check → the token
+//! lifecycle stores it for the runtime (incarnation) the flow started for.
 
 use crate::auth::Session;
 use crate::clock::Clock;
 use crate::crypto;
-use crate::providers::{self, GitProvider, ProviderError};
+use crate::providers::token_endpoint::{AppClient, AppCredentials, IssuedTokens, ProviderHttp};
+use crate::providers::{self, ProviderClient};
 use crate::registry::{OAuthApp, Registry, RegistryError};
-use crate::store::{EphemeralKey, Expect, Store, StoreError};
-use crate::tokens::{TokenError, TokenRepo, TokenSource, UserToken};
+use crate::store::{EphemeralKey, Store, StoreError};
+use crate::tokens::{AssignError, Lifecycle, OAuthTokens, TokenError};
 use chrono::{DateTime, Utc};
-use oauth2::basic::{BasicClient, BasicTokenType};
+use oauth2::basic::BasicTokenType;
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse, TokenUrl,
+    AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError, Scope,
+    TokenResponse,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +86,10 @@ pub enum Failure {
         provider: &'static str,
         missing: Vec<String>,
     },
+    #[error(
+        "The runtime was deleted or moved to another account while you were authorizing. Nothing was stored. {revocation}"
+    )]
+    RuntimeChanged { revocation: String },
 }
 
 /// The server-side record of a flow in progress.
@@ -94,6 +98,9 @@ struct FlowRecord {
     user_sub: String,
     session_key: String,
     runtime: String,
+    /// The runtime's incarnation at the start: the token is stored only
+    /// for that same runtime, never for one registered later under its id.
+    runtime_incarnation: String,
     app: String,
     pkce_verifier: String,
     binding_sha256: String,
@@ -136,8 +143,8 @@ pub fn flow_cookie_name(state: &str, secure: bool) -> String {
 pub struct Flows {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
-    tokens: Arc<TokenRepo>,
-    http: reqwest::Client,
+    lifecycle: Arc<Lifecycle>,
+    http: ProviderClient,
     clock: Arc<dyn Clock>,
     public_url: Url,
     ttl: Duration,
@@ -149,8 +156,8 @@ impl Flows {
     pub fn new(
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
-        tokens: Arc<TokenRepo>,
-        http: reqwest::Client,
+        lifecycle: Arc<Lifecycle>,
+        http: ProviderClient,
         clock: Arc<dyn Clock>,
         public_url: Url,
         ttl: Duration,
@@ -159,7 +166,7 @@ impl Flows {
         Self {
             store,
             registry,
-            tokens,
+            lifecycle,
             http,
             clock,
             public_url,
@@ -176,28 +183,15 @@ impl Flows {
             .map_err(|e| FlowError::AppConfig(e.to_string()))
     }
 
-    fn oauth_client(
-        &self,
-        app: &OAuthApp,
-    ) -> Result<
-        BasicClient<
-            oauth2::EndpointSet,
-            oauth2::EndpointNotSet,
-            oauth2::EndpointNotSet,
-            oauth2::EndpointNotSet,
-            oauth2::EndpointSet,
-        >,
-        FlowError,
-    > {
+    fn oauth_client(&self, app: &OAuthApp) -> Result<AppClient, FlowError> {
         let endpoints = app.endpoints().map_err(FlowError::AppConfig)?;
-        Ok(BasicClient::new(ClientId::new(app.client_id.clone()))
-            .set_auth_type(providers::provider(app.provider).oauth_auth_type())
-            .set_client_secret(ClientSecret::new(
-                app.client_secret.expose_secret().to_owned(),
-            ))
-            .set_auth_uri(AuthUrl::from_url(endpoints.authorize))
-            .set_token_uri(TokenUrl::from_url(endpoints.token))
-            .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri(&app.id)?)))
+        let creds = AppCredentials {
+            kind: app.provider,
+            endpoints: &endpoints,
+            client_id: &app.client_id,
+            client_secret: &app.client_secret,
+        };
+        Ok(creds.client(Some(self.redirect_uri(&app.id)?)))
     }
 
     /// Starts a flow for `runtime_id` on behalf of the session's user.
@@ -238,6 +232,7 @@ impl Flows {
             user_sub: session.user.sub.clone(),
             session_key: session.key.clone(),
             runtime: runtime.id.clone(),
+            runtime_incarnation: runtime.incarnation.clone(),
             app: app.id.clone(),
             pkce_verifier: verifier.secret().to_owned(),
             binding_sha256: crypto::sha256_hex(binding.as_bytes()),
@@ -342,7 +337,7 @@ impl Flows {
 
         // 5. exchange once (codes are single-use: never retried).
         let client = self.oauth_client(&app)?;
-        let exchanger = http::ProviderHttp::new(&self.http, provider);
+        let exchanger = ProviderHttp::new(&self.http, provider);
         let response = client
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(PkceCodeVerifier::new(record.pkce_verifier.clone()))
@@ -407,64 +402,58 @@ impl Flows {
         }
         let missing = providers::missing_scopes(provider, &granted, &app.scopes);
         if !missing.is_empty() {
-            self.revoke_in_background(provider, &app, access_token);
+            let report = self
+                .lifecycle
+                .revoke_refused(&app, access_token, &record.user_sub)
+                .await;
+            tracing::info!(runtime = %record.runtime, revocation = report.as_str(), "granted token lacks scopes; refused");
             return Err(outcome(Failure::MissingScopes {
                 provider: provider.display_name(),
                 missing,
             }));
         }
 
-        // 7. encrypt and store.
+        // 7. the lifecycle re-checks the runtime and stores the grant.
         let now = self.clock.now();
-        let provider_expiry = response
-            .expires_in()
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .map(|d| now + d);
-        let admin_expiry = app
-            .token_lifetime_secs
-            .and_then(|s| i64::try_from(s).ok())
-            .map(|s| now + chrono::Duration::seconds(s));
-        let expires_at = match (provider_expiry, admin_expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let login = identity.map(|i| i.login).unwrap_or_default();
-        let token = UserToken {
-            runtime: record.runtime.clone(),
-            user: record.user_sub.clone(),
-            access_token,
-            refresh_token,
-            git_username: provider.git_username(&login),
-            provider: app.provider,
-            provider_login: login.clone(),
-            scopes: granted,
-            issued_at: now,
-            expires_at,
-            source: TokenSource::OAuth {
-                app: app.id.clone(),
+        let tokens = OAuthTokens {
+            issued: IssuedTokens {
+                access_token,
+                refresh_token,
+                scopes: None,
+                expires_at: response
+                    .expires_in()
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| now + d),
             },
+            scopes: granted,
+            login: login.clone(),
         };
-        let replaced = self
-            .tokens
-            .get(&record.runtime, &record.user_sub)
+        let Some(session) = session else {
+            return Err(FlowError::Forbidden);
+        };
+        match self
+            .lifecycle
+            .assign_oauth(
+                &session.user,
+                &record.runtime,
+                &record.runtime_incarnation,
+                &app,
+                tokens,
+            )
             .await
-            .ok()
-            .flatten()
-            .map(|(t, _)| t);
-        self.tokens.put(&token, Expect::Any).await?;
-        tracing::info!(runtime = %record.runtime, app = %app.id, "user token stored");
-        tracing::info!(target: "gitbroker::audit", action = "user_token.assign", runtime = %record.runtime, user = %record.user_sub, method = "oauth", "user token assigned");
-        // the replaced OAuth token is revoked (PATs belong to the user: kept)
-        if let Some(old) = replaced
-            && let TokenSource::OAuth { app: old_app } = &old.source
-            && let Ok(Some(old_app)) = self.registry.app(old_app).await
         {
-            self.revoke_in_background(
-                providers::provider(old_app.provider),
-                &old_app,
-                old.access_token,
-            );
+            Ok(_) => {}
+            Err(AssignError::RuntimeChanged { revocation, .. }) => {
+                return Err(outcome(Failure::RuntimeChanged {
+                    revocation: revocation.map(|r| r.describe()).unwrap_or_default(),
+                }));
+            }
+            Err(AssignError::Token(e)) => return Err(e.into()),
+            Err(AssignError::Registry(e)) => return Err(e.into()),
+            Err(e) => return Err(FlowError::AppConfig(e.to_string())),
         }
+        tracing::info!(runtime = %record.runtime, app = %app.id, "user token stored");
         Ok(Completed {
             runtime: record.runtime,
             return_to: record.return_to,
@@ -472,64 +461,6 @@ impl Flows {
             provider_login: login,
         })
     }
-
-    fn revoke_in_background(
-        &self,
-        provider: &'static dyn GitProvider,
-        app: &OAuthApp,
-        token: SecretString,
-    ) {
-        let http = self.http.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(endpoints) = app.endpoints() else {
-                return;
-            };
-            if let Err(e) = provider
-                .revoke(
-                    &http,
-                    &endpoints,
-                    &app.client_id,
-                    &app.client_secret,
-                    &token,
-                )
-                .await
-            {
-                tracing::warn!(app = %app.id, error = %e, "could not revoke a refused token");
-            }
-        });
-    }
-
-    /// Revokes a stored OAuth token at its provider, best effort.
-    pub async fn revoke(&self, token: &UserToken) -> Result<(), ProviderError> {
-        revoke_at_provider(&self.registry, &self.http, token).await
-    }
-}
-
-/// Revokes a stored OAuth token at the provider that issued it. Pasted
-/// personal access tokens belong to the user (who may use them elsewhere)
-/// and are left alone.
-pub async fn revoke_at_provider(
-    registry: &Registry,
-    http: &reqwest::Client,
-    token: &UserToken,
-) -> Result<(), ProviderError> {
-    let TokenSource::OAuth { app } = &token.source else {
-        return Ok(());
-    };
-    let Ok(Some(app)) = registry.app(app).await else {
-        return Ok(());
-    };
-    let endpoints = app.endpoints().map_err(ProviderError::Protocol)?;
-    providers::provider(app.provider)
-        .revoke(
-            http,
-            &endpoints,
-            &app.client_id,
-            &app.client_secret,
-            &token.access_token,
-        )
-        .await
 }
 
 /// Provider-supplied text is untrusted: cap its length (escaping is the

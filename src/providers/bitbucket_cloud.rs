@@ -10,8 +10,8 @@
 //! include "read", so a requirement written for API tokens lists both.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
+    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -199,7 +199,7 @@ impl GitProvider for BitbucketCloud {
 
     async fn validate_pat(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         input: &PatInput,
         purpose: TokenPurpose,
@@ -341,7 +341,7 @@ impl GitProvider for BitbucketCloud {
 
     async fn identify(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         token: &SecretString,
     ) -> Result<Identity, ProviderError> {
@@ -366,13 +366,13 @@ impl GitProvider for BitbucketCloud {
     /// deleting the local record is all that can be done.
     async fn revoke(
         &self,
-        _http: &reqwest::Client,
+        _http: &ProviderClient,
         _endpoints: &Endpoints,
         _client_id: &str,
         _client_secret: &SecretString,
         _token: &SecretString,
-    ) -> Result<(), ProviderError> {
-        Ok(())
+    ) -> Result<Revocation, ProviderError> {
+        Ok(Revocation::Unsupported)
     }
 
     /// For OAuth tokens; API tokens use the username the user entered,
@@ -410,7 +410,7 @@ struct UserAnswer {
 
 /// `GET /2.0/user`: the account, `X-OAuth-Scopes` and `X-Credential-Type`.
 async fn get_user(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     auth: Auth<'_>,
 ) -> Result<UserAnswer, ProviderError> {
@@ -420,10 +420,7 @@ async fn get_user(
         Auth::Bearer(token) => request.bearer_auth(token),
         Auth::Basic(email, token) => request.basic_auth(email, Some(token)),
     };
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_transport(&e))?;
+    let resp = http.send(request).await?;
     let scopes = resp
         .headers()
         .get("x-oauth-scopes")

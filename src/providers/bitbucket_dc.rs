@@ -9,8 +9,8 @@
 
 use super::bitbucket_cloud::check_status;
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
+    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -125,7 +125,7 @@ impl GitProvider for BitbucketDataCenter {
 
     async fn validate_pat(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         input: &PatInput,
         purpose: TokenPurpose,
@@ -203,7 +203,7 @@ impl GitProvider for BitbucketDataCenter {
 
     async fn identify(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         token: &SecretString,
     ) -> Result<Identity, ProviderError> {
@@ -220,13 +220,13 @@ impl GitProvider for BitbucketDataCenter {
     /// applications. Access tokens expire after an hour by default.
     async fn revoke(
         &self,
-        _http: &reqwest::Client,
+        _http: &ProviderClient,
         _endpoints: &Endpoints,
         _client_id: &str,
         _client_secret: &SecretString,
         _token: &SecretString,
-    ) -> Result<(), ProviderError> {
-        Ok(())
+    ) -> Result<Revocation, ProviderError> {
+        Ok(Revocation::Unsupported)
     }
 
     fn git_username(&self, identity_login: &str) -> String {
@@ -235,22 +235,22 @@ impl GitProvider for BitbucketDataCenter {
 }
 
 async fn get(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     url: Url,
     token: &str,
 ) -> Result<reqwest::Response, ProviderError> {
-    http.get(url)
-        .bearer_auth(token)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_transport(&e))
+    http.send(
+        http.get(url)
+            .bearer_auth(token)
+            .header("Accept", "application/json"),
+    )
+    .await
 }
 
 /// `GET /application-properties` answers anyone; with a token that works,
 /// `X-AUSERNAME` names its user. No header: the request ran anonymously.
 async fn who_am_i(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &str,
 ) -> Result<String, ProviderError> {
@@ -269,7 +269,7 @@ async fn who_am_i(
 /// Project and repository tokens act as service users
 /// (`GET /users/{slug}` → `"type": "SERVICE"`).
 async fn is_service_user(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &str,
     login: &str,
@@ -300,7 +300,7 @@ async fn is_service_user(
 /// `GET /repos?permission=P&limit=1`: a non-empty page means the token can
 /// use at least one repository with `permission`.
 async fn reaches_a_repository(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &str,
     permission: &str,

@@ -35,8 +35,8 @@
 //! never in accepting a token that cannot work.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
+    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -159,7 +159,7 @@ impl GitProvider for GitHub {
 
     async fn validate_pat(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         input: &PatInput,
         purpose: TokenPurpose,
@@ -255,7 +255,7 @@ impl GitProvider for GitHub {
 
     async fn identify(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         token: &SecretString,
     ) -> Result<Identity, ProviderError> {
@@ -270,26 +270,34 @@ impl GitProvider for GitHub {
 
     async fn revoke(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         client_id: &str,
         client_secret: &SecretString,
         token: &SecretString,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Revocation, ProviderError> {
         let url = join(&endpoints.api, &format!("/applications/{client_id}/token"))
             .map_err(ProviderError::Protocol)?;
-        let resp = http
+        let request = http
             .delete(url)
             .basic_auth(client_id, Some(client_secret.expose_secret()))
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION)
-            .json(&serde_json::json!({ "access_token": token.expose_secret() }))
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
+            .json(&serde_json::json!({ "access_token": token.expose_secret() }));
+        let resp = http.send(request).await?;
         match resp.status().as_u16() {
-            // 404/422: the token is already invalid — the goal is reached
-            204 | 200 | 404 | 422 => Ok(()),
+            204 | 200 => Ok(Revocation::Revoked),
+            // 404 is both "no such token" and "wrong app credentials or API
+            // URL": ask the token itself which one it is.
+            404 | 422 => match user_call(http, endpoints, token).await {
+                Err(Failure::Provider(ProviderError::InvalidToken)) => {
+                    Ok(Revocation::AlreadyInvalid)
+                }
+                Err(Failure::Provider(e @ ProviderError::Unavailable(_))) => Err(e),
+                Ok(_) | Err(_) => Err(ProviderError::Protocol(
+                    "GitHub refused the revocation (HTTP 404) although the token still works: check the OAuth app's client id and secret and the API URL".into(),
+                )),
+            },
             s if s >= 500 || s == 429 => Err(ProviderError::Unavailable(format!("HTTP {s}"))),
             s => Err(ProviderError::Protocol(format!(
                 "revocation answered HTTP {s}"
@@ -426,7 +434,7 @@ fn api_url(api: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
 
 /// Sends one authenticated API request; transport errors are `Unavailable`.
 async fn send(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     method: Method,
     url: Url,
     token: &SecretString,
@@ -440,10 +448,7 @@ async fn send(
     if let Some(body) = body {
         request = request.json(body);
     }
-    request
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_transport(&e))
+    http.send(request).await
 }
 
 struct User {
@@ -454,7 +459,7 @@ struct User {
 
 /// `GET /user`: the owner, `X-OAuth-Scopes` and the expiry header.
 async fn user_call(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &SecretString,
 ) -> Result<User, Failure> {
@@ -610,7 +615,7 @@ fn not_a_verdict(answer: Answer, what: &str) -> ProviderError {
 /// `purpose` as the module documentation describes; the granted ones as
 /// `name:level`, or every missing one.
 async fn probe_permissions(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &SecretString,
     purpose: TokenPurpose,

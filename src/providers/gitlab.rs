@@ -4,8 +4,8 @@
 //! RFC 7009 revocation, and a PAT endpoint that describes the token itself.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderError, ProviderKind,
-    TokenPurpose, TokenReport, join, missing_scopes, owned,
+    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -143,7 +143,7 @@ impl GitProvider for GitLab {
 
     async fn validate_pat(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         input: &PatInput,
         purpose: TokenPurpose,
@@ -228,7 +228,7 @@ impl GitProvider for GitLab {
 
     async fn identify(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         token: &SecretString,
     ) -> Result<Identity, ProviderError> {
@@ -252,31 +252,27 @@ impl GitProvider for GitLab {
 
     async fn revoke(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         client_id: &str,
         client_secret: &SecretString,
         token: &SecretString,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Revocation, ProviderError> {
         // `/oauth/revoke` sits next to `/oauth/token`, wherever GitLab lives.
         let url = endpoints
             .token
             .join("revoke")
             .map_err(|e| ProviderError::Protocol(format!("cannot build revocation URL: {e}")))?;
-        let resp = http
-            .post(url)
-            .header("Accept", "application/json")
-            .form(&[
-                ("client_id", client_id),
-                ("client_secret", client_secret.expose_secret()),
-                ("token", token.expose_secret()),
-            ])
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        // RFC 7009 §2.2: 200 also for tokens that were already invalid.
+        let request = http.post(url).header("Accept", "application/json").form(&[
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose_secret()),
+            ("token", token.expose_secret()),
+        ]);
+        let resp = http.send(request).await?;
+        // RFC 7009 §2.2: 200 also for tokens that were already invalid, so
+        // GitLab never tells the two apart.
         match resp.status().as_u16() {
-            200 => Ok(()),
+            200 => Ok(Revocation::Revoked),
             s if s >= 500 || s == 429 => Err(ProviderError::Unavailable(format!("HTTP {s}"))),
             s => Err(ProviderError::Protocol(format!(
                 "revocation answered HTTP {s}"
@@ -350,18 +346,16 @@ struct OAuthErrorBody {
 /// (expired and revoked told apart by GitLab's `error_description`), 429 and
 /// 5xx temporary, 403 forbidden, 404 not found.
 async fn api_get(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     url: Url,
     token: &SecretString,
     what: &str,
 ) -> Result<reqwest::Response, ApiError> {
-    let resp = http
+    let request = http
         .get(url)
         .bearer_auth(token.expose_secret())
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| ApiError::Provider(ProviderError::from_transport(&e)))?;
+        .header("Accept", "application/json");
+    let resp = http.send(request).await.map_err(ApiError::Provider)?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -418,7 +412,7 @@ struct User {
 
 /// `GET /api/v4/user`: the owner, and whether it is a bot user.
 async fn get_user(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &SecretString,
 ) -> Result<User, ApiError> {
@@ -454,7 +448,7 @@ fn yes() -> bool {
 
 /// `GET /api/v4/personal_access_tokens/self` (GitLab 15.5+).
 async fn get_pat_self(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &SecretString,
 ) -> Result<PatSelf, ApiError> {
@@ -474,7 +468,7 @@ struct TokenInfo {
 /// `GET /oauth/token/info`: an OAuth token's scopes (and expiry, unused:
 /// the token response already gave `expires_in`).
 async fn get_token_info(
-    http: &reqwest::Client,
+    http: &ProviderClient,
     endpoints: &Endpoints,
     token: &SecretString,
 ) -> Result<TokenInfo, ApiError> {

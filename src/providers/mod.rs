@@ -7,8 +7,11 @@ mod bitbucket_cloud;
 mod bitbucket_dc;
 mod github;
 mod gitlab;
+pub mod http;
+pub mod token_endpoint;
 
-use crate::config::OAuthAppSettings;
+pub use http::ProviderClient;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oauth2::HttpResponse;
@@ -89,6 +92,19 @@ impl ProviderError {
     }
 }
 
+/// What revoking a token at its provider achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// The provider revoked it.
+    Revoked,
+    /// The provider says it was no longer valid: the goal is reached.
+    AlreadyInvalid,
+    /// The provider documents no way to revoke it (Bitbucket): the user
+    /// removes the authorization at the provider.
+    Unsupported,
+}
+
 /// What a token is for: the two scope tables of the product documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,13 +115,39 @@ pub enum TokenPurpose {
     Runtime,
 }
 
-/// A pasted personal access token and what the form sent with it.
+/// A pasted personal access token and what the form sent with it, in the
+/// one normal form every path uses: trimmed, empty fields absent. Built only
+/// by [`PatInput::new`], so what is validated is exactly what is stored.
+// a private field, not #[non_exhaustive]: that would still let this crate
+// build it unnormalized
+#[allow(clippy::manual_non_exhaustive)]
 pub struct PatInput {
     pub token: SecretString,
     /// Bitbucket: the Bitbucket username (Git over HTTPS, app passwords).
     pub username: Option<String>,
     /// Bitbucket Cloud API tokens: the Atlassian account email (REST API).
     pub email: Option<String>,
+    _normalized: (),
+}
+
+impl PatInput {
+    pub fn new(token: &str, username: Option<&str>, email: Option<&str>) -> Self {
+        let field = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            token: SecretString::from(token.trim().to_owned()),
+            username: field(username),
+            email: field(email),
+            _normalized: (),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        secrecy::ExposeSecret::expose_secret(&self.token).is_empty()
+    }
 }
 
 impl std::fmt::Debug for PatInput {
@@ -114,7 +156,7 @@ impl std::fmt::Debug for PatInput {
             .field("token", &"[redacted]")
             .field("username", &self.username)
             .field("email", &self.email)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -220,7 +262,7 @@ pub trait GitProvider: Send + Sync + 'static {
     /// owner, kind, scopes or permissions, expiry.
     async fn validate_pat(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         input: &PatInput,
         purpose: TokenPurpose,
@@ -234,19 +276,20 @@ pub trait GitProvider: Send + Sync + 'static {
     /// Reads the token's owner and, where the provider reports them, its scopes.
     async fn identify(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         token: &SecretString,
     ) -> Result<Identity, ProviderError>;
-    /// Revokes an OAuth token at the provider. `Ok` also when it was already invalid.
+    /// Revokes an OAuth token at the provider and says what really
+    /// happened; an error when it could not (temporary, or refused).
     async fn revoke(
         &self,
-        http: &reqwest::Client,
+        http: &ProviderClient,
         endpoints: &Endpoints,
         client_id: &str,
         client_secret: &SecretString,
         token: &SecretString,
-    ) -> Result<(), ProviderError>;
+    ) -> Result<Revocation, ProviderError>;
     /// The username a runtime should use with this token for Git over HTTPS.
     fn git_username(&self, identity_login: &str) -> String;
 }
@@ -303,12 +346,17 @@ pub fn missing_scopes(
 }
 
 /// Checks an OAuth app's provider-specific settings; `Err((field, message))`.
-pub fn validate_app(app: &OAuthAppSettings) -> Result<(), (&'static str, String)> {
-    let p = provider(app.provider);
-    p.endpoints(app.base_url.as_ref(), app.api_url.as_ref())
+pub fn validate_app(
+    kind: ProviderKind,
+    base_url: Option<&Url>,
+    api_url: Option<&Url>,
+    scopes: &[String],
+) -> Result<(), (&'static str, String)> {
+    let p = provider(kind);
+    p.endpoints(base_url, api_url)
         .map_err(|m| ("base_url", m))?;
     let required = owned(p.required_scopes(TokenPurpose::User));
-    let missing = missing_scopes(p, &app.scopes, &required);
+    let missing = missing_scopes(p, scopes, &required);
     if !missing.is_empty() {
         return Err((
             "scopes",
@@ -323,17 +371,13 @@ pub fn validate_app(app: &OAuthAppSettings) -> Result<(), (&'static str, String)
     Ok(())
 }
 
-/// The provider HTTP client: no redirects (SSRF), connect and total timeouts.
+/// The provider HTTP client: no redirects (SSRF), connect and total
+/// timeouts, rate-limit pacing per host.
 pub fn http_client(
     connect_timeout: std::time::Duration,
     timeout: std::time::Duration,
-) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect_timeout)
-        .timeout(timeout)
-        .user_agent(concat!("gitbroker/", env!("CARGO_PKG_VERSION")))
-        .build()
+) -> Result<ProviderClient, reqwest::Error> {
+    ProviderClient::new(connect_timeout, timeout)
 }
 
 #[cfg(test)]

@@ -104,6 +104,25 @@ pub struct Runtime {
     /// Hex SHA-256 of the runtime credential.
     pub credential_sha256: String,
     pub origin: Origin,
+    /// A random id fixed when the runtime is created: a runtime deleted and
+    /// registered again under the same id is another incarnation, and
+    /// nothing stored for the old one (flows, tokens) reaches the new one.
+    /// Empty only in records written before incarnations existed, until
+    /// [`Registry::load_from_config`] gives them one.
+    #[serde(default)]
+    pub incarnation: String,
+}
+
+/// A fresh runtime incarnation: 128 random bits.
+pub fn new_incarnation() -> String {
+    crypto::random_string(16)
+}
+
+/// A checked, not yet written, change of an OAuth app.
+pub struct AppUpdate {
+    pub old: OAuthApp,
+    pub new: OAuthApp,
+    version: u64,
 }
 
 /// What the admin API accepts to create or replace an OAuth app.
@@ -177,14 +196,40 @@ impl Registry {
     }
 
     /// Writes the file's OAuth apps and runtimes into the store (the file
-    /// wins for ids it names); objects created through the API stay.
+    /// wins for ids it names); objects created through the API stay. A file
+    /// runtime keeps its incarnation while it stays in its account; moved to
+    /// another account it becomes a new incarnation (the caller refuses the
+    /// move while tokens are stored). Runtimes stored before incarnations
+    /// existed get one.
     pub async fn load_from_config(&self, settings: &Settings) -> Result<(), RegistryError> {
         for app in &settings.oauth_apps {
             self.write_app(&app_from_settings(app), Expect::Any).await?;
         }
         for rt in &settings.runtimes {
-            self.write_runtime(&runtime_from_settings(rt), Expect::Any)
-                .await?;
+            let mut runtime = runtime_from_settings(rt);
+            runtime.incarnation = match self.runtime(&rt.id).await? {
+                Some(old) if old.account == rt.account && !old.incarnation.is_empty() => {
+                    old.incarnation
+                }
+                _ => new_incarnation(),
+            };
+            self.write_runtime(&runtime, Expect::Any).await?;
+        }
+        for (id, v) in self.store.record_list(&all(RUNTIMES)).await? {
+            let mut rt: Runtime = serde_json::from_slice(&v.value).map_err(corrupt)?;
+            if rt.incarnation.is_empty() {
+                rt.incarnation = new_incarnation();
+                let bytes = serde_json::to_vec(&rt).map_err(corrupt)?;
+                match self
+                    .store
+                    .record_put(&all(RUNTIMES), &id, &bytes, Expect::Version(v.version))
+                    .await
+                {
+                    // another replica gave it one first: keep theirs
+                    Ok(_) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         Ok(())
     }
@@ -329,7 +374,13 @@ impl Registry {
                 .token_lifetime_secs
                 .map(std::time::Duration::from_secs),
         };
-        providers::validate_app(&settings).map_err(|(field, m)| invalid(field, m))?;
+        providers::validate_app(
+            settings.provider,
+            settings.base_url.as_ref(),
+            settings.api_url.as_ref(),
+            &settings.scopes,
+        )
+        .map_err(|(field, m)| invalid(field, m))?;
         let mut app = app_from_settings(&settings);
         app.origin = Origin::Api;
         Ok(app)
@@ -345,11 +396,13 @@ impl Registry {
         Ok(app)
     }
 
-    pub async fn update_app(
+    /// Checks an update of an OAuth app without writing it: the app as it
+    /// is, as it would be, and the version to write over.
+    pub async fn prepare_app_update(
         &self,
         id: &str,
         mut input: OAuthAppInput,
-    ) -> Result<OAuthApp, RegistryError> {
+    ) -> Result<AppUpdate, RegistryError> {
         if input.id != id {
             return Err(invalid("id", "must equal the id in the path"));
         }
@@ -358,12 +411,23 @@ impl Registry {
             .record_get(&all(APPS), id)
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("OAuth app `{id}`")))?;
+        let old = self.decode_app(&current.value)?;
         let secret = match input.client_secret.take() {
             Some(s) => s,
-            None => self.decode_app(&current.value)?.client_secret,
+            None => old.client_secret.clone(),
         };
-        let app = self.app_from_input(input, secret)?;
-        self.write_app(&app, Expect::Version(current.version))
+        let new = self.app_from_input(input, secret)?;
+        Ok(AppUpdate {
+            old,
+            new,
+            version: current.version,
+        })
+    }
+
+    /// Writes a prepared update, unless the app changed meanwhile.
+    pub async fn commit_app_update(&self, update: AppUpdate) -> Result<OAuthApp, RegistryError> {
+        let id = update.new.id.clone();
+        self.write_app(&update.new, Expect::Version(update.version))
             .await
             .map_err(|e| match e {
                 RegistryError::AlreadyExists(_) => {
@@ -371,7 +435,7 @@ impl Registry {
                 }
                 e => e,
             })?;
-        Ok(app)
+        Ok(update.new)
     }
 
     pub async fn delete_app(&self, id: &str) -> Result<(), RegistryError> {
@@ -558,6 +622,7 @@ impl Registry {
             oauth_app: input.oauth_app,
             credential_sha256: crypto::sha256_hex(credential.as_bytes()),
             origin: Origin::Api,
+            incarnation: new_incarnation(),
         };
         self.write_runtime(&rt, Expect::Absent).await?;
         Ok((rt, SecretString::from(credential)))
@@ -588,6 +653,7 @@ impl Registry {
             oauth_app: input.oauth_app,
             credential_sha256: prev.credential_sha256,
             origin: prev.origin,
+            incarnation: prev.incarnation,
         };
         self.write_runtime(&rt, Expect::Version(current.version))
             .await
@@ -600,29 +666,22 @@ impl Registry {
         Ok(rt)
     }
 
-    /// Deletes a runtime, its credential and every user token stored for it.
-    pub async fn delete_runtime(&self, id: &str) -> Result<(), RegistryError> {
+    /// Deletes a runtime and its credential, and returns what it was. The
+    /// runtime record goes first: from then on no check that a token may be
+    /// stored for it passes. Its tokens belong to the token lifecycle, which
+    /// the caller asks to drop them.
+    pub async fn delete_runtime(&self, id: &str) -> Result<Runtime, RegistryError> {
         let rt = self
             .runtime(id)
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
         self.store
-            .collection_delete(&crate::tokens::runtime_collection(id))
-            .await?;
-        self.store
-            .record_delete(
-                &Collection::new(crate::tokens::runtime::KIND, "all"),
-                id,
-                Expect::Any,
-            )
+            .record_delete(&all(RUNTIMES), id, Expect::Any)
             .await?;
         self.store
             .record_delete(&all(CREDENTIALS), &rt.credential_sha256, Expect::Any)
             .await?;
-        self.store
-            .record_delete(&all(RUNTIMES), id, Expect::Any)
-            .await?;
-        Ok(())
+        Ok(rt)
     }
 
     /// The runtime a credential belongs to, if any.
@@ -672,5 +731,6 @@ fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
         base_url: r.base_url.clone(),
         credential_sha256: hex::encode(r.credential_sha256),
         origin: Origin::File,
+        incarnation: String::new(),
     }
 }

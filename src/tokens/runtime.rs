@@ -1,14 +1,16 @@
 //! Git Runtime tokens, one per runtime, managed by admins. Kept apart from
-//! user tokens: another collection and another associated-data kind, so a
-//! runtime token can never be read or decrypted as a user token, nor the
-//! other way round.
+//! user tokens: another collection and another associated-data kind (which
+//! also names the runtime's incarnation), so a runtime token can never be
+//! read or decrypted as a user token, nor by a later runtime of the same id.
 
 use super::TokenError;
-use crate::crypto::{self, Keyring, Sealed};
+use super::grant::{State, Status};
+use super::repo::GrantRepo;
+use crate::crypto::{self, Keyring};
 use crate::providers::ProviderKind;
-use crate::store::{Collection, Expect, Store, StoreError};
+use crate::store::{Collection, Expect, Store};
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -27,20 +29,78 @@ pub struct RuntimeTokenStatus {
     pub expires_at: Option<DateTime<Utc>>,
     /// When an admin set or rotated it (and gitbroker validated it).
     pub set_at: DateTime<Utc>,
+    /// The last verdict of a check.
+    pub status: Status,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
+/// A runtime token as sealed in the store.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RuntimeToken {
+    pub incarnation: String,
+    /// The provider API it was validated against.
+    pub api: String,
     #[serde(flatten)]
-    status: RuntimeTokenStatus,
-    token: Sealed,
+    pub info: RuntimeTokenStatus,
+    #[serde(with = "secret")]
+    pub token: SecretString,
+    pub pat_username: Option<String>,
+    pub pat_email: Option<String>,
+    pub next_check_at: DateTime<Utc>,
 }
 
-fn aad(runtime: &str) -> Vec<u8> {
-    crypto::associated_data(KIND, &[runtime])
+impl std::fmt::Debug for RuntimeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeToken")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
 }
 
-fn all() -> Collection {
+impl RuntimeToken {
+    /// The status as of `now` (expiry overrides a stored "valid").
+    pub fn effective_status(&self, now: DateTime<Utc>, expiring_soon: chrono::Duration) -> Status {
+        let mut s = self.info.status.clone();
+        if !s.state.servable() {
+            return s;
+        }
+        match self.info.expires_at {
+            Some(at) if at <= now => {
+                s.set(
+                    State::Expired,
+                    at,
+                    Some("the token expired; an admin must rotate it".into()),
+                );
+                s.since = at;
+            }
+            Some(at) if at - now < expiring_soon => s.set(
+                State::ExpiringSoon,
+                now,
+                Some(format!("it expires on {}", at.format("%Y-%m-%d %H:%M UTC"))),
+            ),
+            _ => {}
+        }
+        s
+    }
+}
+
+mod secret {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.expose_secret())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        Ok(SecretString::from(String::deserialize(d)?))
+    }
+}
+
+fn aad(runtime: &str, incarnation: &str) -> Vec<u8> {
+    crypto::associated_data(KIND, &[runtime, incarnation])
+}
+
+pub fn collection() -> Collection {
     Collection::new(KIND, "all")
 }
 
@@ -54,61 +114,47 @@ impl RuntimeTokenRepo {
         Self { store, keyring }
     }
 
-    pub async fn put(
-        &self,
-        status: &RuntimeTokenStatus,
-        token: &SecretString,
-    ) -> Result<u64, TokenError> {
-        let stored = Stored {
-            status: status.clone(),
-            token: self
-                .keyring
-                .seal(&aad(&status.runtime), token.expose_secret().as_bytes())?,
-        };
-        let bytes =
-            serde_json::to_vec(&stored).map_err(|e| StoreError::corrupt("runtime token", &e))?;
+    pub async fn put(&self, t: &RuntimeToken, expect: Expect) -> Result<u64, TokenError> {
+        let bytes = GrantRepo::seal(&self.keyring, &aad(&t.info.runtime, &t.incarnation), t)?;
         Ok(self
             .store
-            .record_put(&all(), &status.runtime, &bytes, Expect::Any)
+            .record_put(&collection(), &t.info.runtime, &bytes, expect)
             .await?)
     }
 
-    pub async fn status(&self, runtime: &str) -> Result<Option<RuntimeTokenStatus>, TokenError> {
-        Ok(self.load(runtime).await?.map(|s| s.status))
-    }
-
-    /// The status and the token itself, for the runtime API.
+    /// The token of the runtime's current incarnation. A token stored for
+    /// an earlier incarnation does not open and reads as absent.
     pub async fn get(
         &self,
         runtime: &str,
-    ) -> Result<Option<(RuntimeTokenStatus, SecretString)>, TokenError> {
-        let Some(stored) = self.load(runtime).await? else {
+        incarnation: &str,
+    ) -> Result<Option<(RuntimeToken, u64)>, TokenError> {
+        let Some(rec) = self.store.record_get(&collection(), runtime).await? else {
             return Ok(None);
         };
-        let plain = self.keyring.open(&aad(runtime), &stored.token)?;
-        let token =
-            String::from_utf8(plain).map_err(|_| StoreError::Corrupt("runtime token".into()))?;
-        Ok(Some((stored.status, SecretString::from(token))))
-    }
-
-    async fn load(&self, runtime: &str) -> Result<Option<Stored>, TokenError> {
-        let Some(rec) = self.store.record_get(&all(), runtime).await? else {
-            return Ok(None);
-        };
-        let stored: Stored = serde_json::from_slice(&rec.value)
-            .map_err(|e| StoreError::corrupt("runtime token", &e))?;
-        if stored.status.runtime != runtime {
-            return Err(
-                StoreError::Corrupt("runtime token filed under another runtime".into()).into(),
-            );
+        match GrantRepo::open::<RuntimeToken>(
+            &self.keyring,
+            &aad(runtime, incarnation),
+            &rec.value,
+            "runtime token",
+        ) {
+            Ok(t) if t.info.runtime == runtime && t.incarnation == incarnation => {
+                Ok(Some((t, rec.version)))
+            }
+            Ok(_) => Ok(None),
+            Err(TokenError::Crypto(crypto::CryptoError::Open)) => {
+                // sealed for another incarnation (or tampered): not this runtime's
+                tracing::warn!(runtime = %runtime, "a stored runtime token does not belong to this runtime");
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Ok(Some(stored))
     }
 
     pub async fn delete(&self, runtime: &str) -> Result<bool, TokenError> {
         Ok(self
             .store
-            .record_delete(&all(), runtime, Expect::Any)
+            .record_delete(&collection(), runtime, Expect::Any)
             .await?)
     }
 }

@@ -40,6 +40,10 @@ pub fn router() -> Router<AppState> {
             "/runtimes/{id}/git-token",
             get(get_runtime_token).put(rotate_runtime_token),
         )
+        .route(
+            "/runtimes/{id}/user-tokens",
+            get(list_user_tokens).delete(delete_user_tokens),
+        )
 }
 
 /// Proof that the caller is an admin.
@@ -134,11 +138,11 @@ pub struct GitTokenBody {
 
 impl From<GitTokenBody> for PatInput {
     fn from(b: GitTokenBody) -> Self {
-        PatInput {
-            token: b.token,
-            username: b.username.filter(|u| !u.trim().is_empty()),
-            email: b.email.filter(|e| !e.trim().is_empty()),
-        }
+        PatInput::new(
+            b.token.expose_secret(),
+            b.username.as_deref(),
+            b.email.as_deref(),
+        )
     }
 }
 
@@ -160,16 +164,61 @@ async fn get_runtime_token(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if state.registry.runtime(&id).await?.is_none() {
+    let Some(rt) = state.registry.runtime(&id).await? else {
         return Err(ApiError::not_found(format!(
             "runtime `{id}` does not exist"
         )));
-    }
-    let status =
-        state.runtime_tokens.status(&id).await?.ok_or_else(|| {
-            ApiError::not_found(format!("runtime `{id}` has no Git Runtime token"))
-        })?;
+    };
+    let status = state
+        .lifecycle
+        .runtime_token_status(&rt)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("runtime `{id}` has no Git Runtime token")))?;
     Ok(Json(json!(status)))
+}
+
+/// The runtime's users and the status of each one's token (no secrets).
+async fn list_user_tokens(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(rt) = state.registry.runtime(&id).await? else {
+        return Err(ApiError::not_found(format!(
+            "runtime `{id}` does not exist"
+        )));
+    };
+    let tokens = state
+        .lifecycle
+        .runtime_user_tokens(&rt)
+        .await
+        .map_err(super::me_api::assign_error)?;
+    let users: Vec<Value> = tokens
+        .iter()
+        .map(|(user, info)| match info {
+            Some(t) => {
+                let mut v = super::me_api::token_json(t);
+                v["user"] = json!(user);
+                v
+            }
+            None => json!({ "user": user, "status": { "state": "unreadable" } }),
+        })
+        .collect();
+    Ok(Json(json!({ "runtime": rt.id, "user_tokens": users })))
+}
+
+/// Removes every user token of the runtime (it stays registered).
+async fn delete_user_tokens(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n = state
+        .lifecycle
+        .delete_user_tokens(&id, &admin.who)
+        .await
+        .map_err(super::me_api::assign_error)?;
+    Ok(Json(json!({ "runtime": id, "deleted": n })))
 }
 
 async fn rotate_runtime_token(
@@ -180,7 +229,7 @@ async fn rotate_runtime_token(
 ) -> Result<Json<Value>, ApiError> {
     let token = body(payload)?;
     let status = state
-        .token_service
+        .lifecycle
         .rotate_runtime_token(&id, token.into(), &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;
@@ -224,7 +273,11 @@ async fn update_app(
     Path(id): Path<String>,
     payload: Result<Json<OAuthAppInput>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = state.registry.update_app(&id, body(payload)?).await?;
+    let app = state
+        .lifecycle
+        .update_app(&id, body(payload)?)
+        .await
+        .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app updated");
     Ok(Json(app_view(&state, &app)))
 }
@@ -247,7 +300,8 @@ async fn list_runtimes(
     for rt in state.registry.runtimes().await? {
         let mut view = runtime_view(&rt);
         // admins see which runtimes still need their Git Runtime token
-        view["git_token"] = json!(state.runtime_tokens.status(&rt.id).await?);
+        view["git_token"] = json!(state.lifecycle.runtime_token_status(&rt).await?);
+        view["user_tokens"] = json!(state.lifecycle.user_token_count(&rt).await?);
         out.push(view);
     }
     Ok(Json(json!({ "runtimes": out })))
@@ -264,7 +318,8 @@ async fn get_runtime(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("runtime `{id}` does not exist")))?;
     let mut view = runtime_view(&rt);
-    view["git_token"] = json!(state.runtime_tokens.status(&rt.id).await?);
+    view["git_token"] = json!(state.lifecycle.runtime_token_status(&rt).await?);
+    view["user_tokens"] = json!(state.lifecycle.user_token_count(&rt).await?);
     Ok(Json(view))
 }
 
@@ -291,7 +346,7 @@ async fn create_runtime(
         base_url: b.base_url,
     };
     let (rt, credential, status) = state
-        .token_service
+        .lifecycle
         .register_runtime(input, token.into(), &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;
@@ -312,7 +367,7 @@ async fn update_runtime(
     payload: Result<Json<RuntimeInput>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let rt = state
-        .token_service
+        .lifecycle
         .update_runtime(&id, body(payload)?)
         .await
         .map_err(super::me_api::assign_error)?;
@@ -326,7 +381,7 @@ async fn delete_runtime(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .token_service
+        .lifecycle
         .delete_runtime(&id, &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;

@@ -23,9 +23,9 @@ pub struct ApiError {
     #[serde(rename = "status")]
     pub status_code: u16,
     pub detail: String,
-    /// Send `Retry-After` (temporary failures).
+    /// Send `Retry-After` with this many seconds (temporary failures).
     #[serde(skip)]
-    pub retry_after: bool,
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -36,8 +36,14 @@ impl ApiError {
             title: title.to_owned(),
             status_code: status.as_u16(),
             detail: detail.into(),
-            retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
         }
+    }
+
+    /// Sets `Retry-After` (whole seconds, at least 1).
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after.as_secs_f64().ceil().max(1.0) as u64);
+        self
     }
 
     pub fn unauthorized(detail: &str) -> Self {
@@ -96,8 +102,10 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, v);
         }
         resp
     }

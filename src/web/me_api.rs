@@ -1,5 +1,6 @@
 //! The signed-in user's API, for the same actions as the page: list my
-//! runtimes and tokens, paste a personal access token, delete a token.
+//! runtimes and tokens (with their statuses), paste a personal access
+//! token, use an existing authorization for another runtime, delete a token.
 //! Session cookie; changes need the `X-CSRF-Token` header.
 
 use super::AppState;
@@ -7,16 +8,16 @@ use super::error::ApiError;
 use super::security::{csrf_ok, session_cookie_name};
 use crate::auth::Session;
 use crate::providers::PatInput;
-use crate::tokens::TokenSource;
-use crate::tokens::service::AssignError;
+use crate::tokens::{AssignError, Released, TokenInfo, TokenSlot};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
-use axum::routing::{get, put};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use axum_extra::extract::cookie::CookieJar;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tokens", get(list))
         .route("/runtimes/{runtime}/token", put(put_pat).delete(delete))
+        .route("/runtimes/{runtime}/token/reuse", post(reuse))
 }
 
 /// The signed-in user of a session cookie; changes (any method but GET)
@@ -59,29 +61,60 @@ impl FromRequestParts<AppState> for Me {
     }
 }
 
+/// A token as the user and admin APIs show it (never its value).
+pub fn token_json(t: &TokenInfo) -> Value {
+    json!({
+        "grant": t.grant_id,
+        "provider": t.provider.as_str(),
+        "provider_login": t.login,
+        "scopes": t.scopes,
+        "issued_at": t.issued_at,
+        "authorized_at": t.authorized_at,
+        "expires_at": t.expires_at,
+        "authorization_expires_at": t.usable_until,
+        "last_refreshed_at": t.last_refreshed_at,
+        "method": t.source.method(),
+        "status": {
+            "state": t.status.state.as_str(),
+            "since": t.status.since,
+            "checked_at": t.status.checked_at,
+            "reason": t.status.reason,
+        },
+        "shared_with": t.shared_with,
+    })
+}
+
 async fn list(State(state): State<AppState>, Me(session): Me) -> Result<Json<Value>, ApiError> {
     let mut out = Vec::new();
-    let mine = state.registry.accounts_for_groups(&session.user.groups);
-    for rt in state.registry.runtimes().await? {
-        if !mine.iter().any(|a| a.id == rt.account) {
-            continue;
+    for (account, runtimes) in state
+        .lifecycle
+        .user_runtimes(&session.user)
+        .await
+        .map_err(assign_error)?
+    {
+        for r in runtimes {
+            let token = match &r.token {
+                TokenSlot::None => Value::Null,
+                // its encryption key was retired: say so, don't fail the list
+                TokenSlot::Unreadable => {
+                    json!({ "unreadable": true, "status": { "state": "unreadable" } })
+                }
+                TokenSlot::Present(t) => token_json(t),
+            };
+            let reusable: Vec<Value> = r
+                .reusable
+                .iter()
+                .map(|g| json!({ "grant": g.grant_id, "provider_login": g.login, "used_by": g.used_by }))
+                .collect();
+            out.push(json!({
+                "runtime": r.runtime.id,
+                "account": account.id,
+                "git_host": r.runtime.git_host,
+                "token": token,
+                "reusable_authorizations": reusable,
+                "token_cap_warning": r.cap_warning,
+            }));
         }
-        let token = match state.tokens.get(&rt.id, &session.user.sub).await {
-            Ok(stored) => stored.map(|(t, _)| {
-                json!({
-                    "provider": t.provider.as_str(),
-                    "provider_login": t.provider_login,
-                    "scopes": t.scopes,
-                    "issued_at": t.issued_at,
-                    "expires_at": t.expires_at,
-                    "method": match t.source { TokenSource::OAuth { .. } => "oauth", TokenSource::Pat => "pat" },
-                })
-            }),
-            // its encryption key was retired: say so, don't fail the list
-            Err(crate::tokens::TokenError::Crypto(_)) => Some(json!({ "unreadable": true })),
-            Err(e) => return Err(e.into()),
-        };
-        out.push(json!({ "runtime": rt.id, "account": rt.account, "git_host": rt.git_host, "token": token }));
     }
     Ok(Json(json!({ "user": session.user.sub, "runtimes": out })))
 }
@@ -104,25 +137,58 @@ async fn put_pat(
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) =
         payload.map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))?;
-    let input = PatInput {
-        token: body.token,
-        username: body.username.filter(|u| !u.trim().is_empty()),
-        email: body.email.filter(|e| !e.trim().is_empty()),
-    };
+    let input = PatInput::new(
+        body.token.expose_secret(),
+        body.username.as_deref(),
+        body.email.as_deref(),
+    );
     match state
-        .token_service
+        .lifecycle
         .assign_pat(&session.user, &runtime, &body.also, input)
         .await
     {
-        Ok(done) => Ok(Json(json!({
-            "runtimes": done.runtimes,
-            "provider_login": done.report.login,
-            "kind": done.report.kind,
-            "scopes": done.report.scopes,
-            "expires_at": done.report.expires_at,
-        }))),
+        Ok(done) => {
+            let report = done.report.as_ref();
+            Ok(Json(json!({
+                "runtimes": done.runtimes,
+                "skipped": done.skipped,
+                "provider_login": done.login,
+                "kind": report.map(|r| r.kind.clone()),
+                "scopes": report.map(|r| r.scopes.clone()),
+                "expires_at": report.and_then(|r| r.expires_at),
+            })))
+        }
         Err(e) => Err(assign_error(e)),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReuseBody {
+    /// The grant to use, from `reusable_authorizations` of the list.
+    grant: String,
+}
+
+/// "Use my existing authorization": assigns one of the user's grants from
+/// the runtime's OAuth app to this runtime, without a new provider token.
+async fn reuse(
+    State(state): State<AppState>,
+    Me(session): Me,
+    Path(runtime): Path<String>,
+    payload: Result<Json<ReuseBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) =
+        payload.map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))?;
+    let done = state
+        .lifecycle
+        .reuse_grant(&session.user, &runtime, &body.grant)
+        .await
+        .map_err(assign_error)?;
+    Ok(Json(json!({
+        "runtimes": done.runtimes,
+        "grant": body.grant,
+        "provider_login": done.login,
+    })))
 }
 
 /// Maps a refusal to the status a client can act on.
@@ -131,13 +197,19 @@ pub fn assign_error(e: AssignError) -> ApiError {
     let msg = e.to_string();
     match e {
         AssignError::RuntimeNotFound(_) => ApiError::not_found(msg),
-        AssignError::HostChange(_) => {
+        AssignError::Conflict(_) | AssignError::RuntimeChanged { .. } => {
             ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", msg)
         }
         AssignError::DifferentHost(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "different-host",
             "Different provider host",
+            msg,
+        ),
+        AssignError::NoOAuthApp(_) | AssignError::GrantUnusable(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "grant-unusable",
+            "Authorization cannot be used",
             msg,
         ),
         AssignError::Pat(PatError::Unavailable { .. }) => ApiError::new(
@@ -162,23 +234,31 @@ async fn delete(
     State(state): State<AppState>,
     Me(session): Me,
     Path(runtime): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state
-        .token_service
-        .user_runtime(&session.user, &runtime)
+) -> Result<Response, ApiError> {
+    match state
+        .lifecycle
+        .unassign(&session.user, &runtime)
         .await
-        .map_err(assign_error)?;
-    if let Some((token, _)) = state.tokens.get(&runtime, &session.user.sub).await?
-        && let Err(e) = state.flows.revoke(&token).await
+        .map_err(assign_error)?
     {
-        tracing::warn!(runtime = %runtime, error = %e, "revocation at the provider failed; deleted locally");
-    }
-    if state.tokens.delete(&runtime, &session.user.sub).await? {
-        tracing::info!(target: "gitbroker::audit", action = "user_token.delete", runtime = %runtime, user = %session.user.sub, "user token deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!(
+        Some(released) => {
+            let body = match released {
+                Released::StillUsed { runtimes } => json!({
+                    "deleted": true,
+                    "revocation": "not_revoked",
+                    "still_used_by": runtimes,
+                }),
+                Released::Deleted(report) => json!({
+                    "deleted": true,
+                    "revocation": report.as_str(),
+                    "detail": report.describe(),
+                }),
+                Released::Missing => json!({ "deleted": true, "revocation": "not_revoked" }),
+            };
+            Ok(Json(body).into_response())
+        }
+        None => Err(ApiError::not_found(format!(
             "you have no token for runtime `{runtime}`"
-        )))
+        ))),
     }
 }

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::oauth::Flows;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::tokens::TokenRepo;
+use crate::tokens::Lifecycle;
 use axum::Router;
 use axum::routing::{get, post};
 use std::sync::Arc;
@@ -32,12 +32,10 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub registry: Arc<Registry>,
-    pub tokens: Arc<TokenRepo>,
+    pub lifecycle: Arc<Lifecycle>,
     pub sessions: Arc<SessionStore>,
     pub logins: Logins,
     pub flows: Flows,
-    pub runtime_tokens: Arc<crate::tokens::runtime::RuntimeTokenRepo>,
-    pub token_service: crate::tokens::service::TokenService,
     pub secure_cookies: bool,
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
@@ -62,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{runtime}/authorize", post(pages::authorize))
         .route("/tokens/{runtime}/delete", post(pages::delete_token))
         .route("/tokens/{runtime}/pat", post(pages::add_pat))
+        .route("/tokens/{runtime}/reuse", post(pages::reuse_grant))
         .route("/oauth/callback/{app}", get(pages::oauth_callback))
         .route("/assets/style.css", get(pages::stylesheet))
         .route(

@@ -7,8 +7,9 @@ use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie
 use crate::auth::{Flash, FlashKind, Session};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
 use crate::providers::{self, PatInput};
-use crate::tokens::service::AssignError;
-use crate::tokens::{TokenError, TokenSource};
+use crate::tokens::{
+    AssignError, Released, State as TokenState, TokenInfo, TokenSlot, TokenSource,
+};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -17,7 +18,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use secrecy::SecretString;
 use serde::Deserialize;
 
 async fn current_session(state: &AppState, jar: &CookieJar) -> Result<Option<Session>, PageError> {
@@ -148,13 +148,23 @@ fn render<T: Template>(t: &T) -> Result<Html<String>, PageError> {
 }
 
 pub struct TokenView {
+    /// The status's machine name, for styling and tests.
     status: &'static str,
-    status_text: &'static str,
+    status_text: String,
+    /// Why, when the status is not plainly valid.
+    reason: Option<String>,
     login: String,
     scopes: String,
     expires: String,
     added: String,
     method: &'static str,
+    /// Other runtimes using this same authorization.
+    shared_with: String,
+}
+
+pub struct ReuseView {
+    grant: String,
+    label: String,
 }
 
 pub struct RuntimeView {
@@ -168,29 +178,9 @@ pub struct RuntimeView {
     token_help: &'static str,
     /// The user's other runtimes on the same provider host.
     same_host: Vec<String>,
-}
-
-/// A runtime whose stored token cannot be decrypted any more.
-fn unreadable_view(rt: &crate::registry::Runtime, can_oauth: bool) -> RuntimeView {
-    RuntimeView {
-        id: rt.id.clone(),
-        git_host: rt.git_host.clone(),
-        provider_name: "Git provider",
-        can_oauth,
-        token: Some(TokenView {
-            status: "reauthorize",
-            status_text: "Unreadable (its encryption key was retired) — add the token again",
-            login: "—".into(),
-            scopes: String::new(),
-            expires: "—".into(),
-            added: "—".into(),
-            method: "unknown",
-        }),
-        needs_username: false,
-        needs_email: false,
-        token_help: "",
-        same_host: Vec::new(),
-    }
+    /// Existing authorizations of the same OAuth app to use here.
+    reusable: Vec<ReuseView>,
+    cap_warning: Option<String>,
 }
 
 pub struct AccountView {
@@ -221,6 +211,67 @@ fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+fn status_text(state: TokenState) -> &'static str {
+    match state {
+        TokenState::Valid => "Valid",
+        TokenState::ExpiringSoon => "Expiring soon",
+        TokenState::Expired => "Expired — authorize again",
+        TokenState::Invalid => "Revoked or invalid — authorize again",
+        TokenState::MissingScopes => "Missing scopes — authorize again",
+        TokenState::NeedsReauthorization => "Needs re-authorization",
+        TokenState::Unknown => "Valid (last check could not reach the provider)",
+        TokenState::Unreadable => {
+            "Unreadable (its encryption key was retired) — add the token again"
+        }
+    }
+}
+
+fn token_view(t: &TokenInfo) -> TokenView {
+    TokenView {
+        status: t.status.state.as_str(),
+        status_text: status_text(t.status.state).to_owned(),
+        reason: t.status.reason.clone(),
+        login: if t.login.is_empty() {
+            "—".into()
+        } else {
+            t.login.clone()
+        },
+        scopes: t.scopes.join(", "),
+        expires: match (t.usable_until, t.expires_at) {
+            // refreshable: the authorization's end is what matters to the user
+            (Some(u), _)
+                if matches!(t.source, TokenSource::OAuth { .. })
+                    && t.usable_until != t.expires_at =>
+            {
+                format!("{} (refreshed automatically)", when(u))
+            }
+            (_, Some(e)) => when(e),
+            (None, None) => "never".into(),
+            (Some(u), None) => when(u),
+        },
+        added: when(t.authorized_at),
+        method: match t.source {
+            TokenSource::OAuth { .. } => "OAuth",
+            TokenSource::Pat { .. } => "personal access token",
+        },
+        shared_with: t.shared_with.join(", "),
+    }
+}
+
+fn unreadable_view() -> TokenView {
+    TokenView {
+        status: "unreadable",
+        status_text: status_text(TokenState::Unreadable).to_owned(),
+        reason: None,
+        login: "—".into(),
+        scopes: String::new(),
+        expires: "—".into(),
+        added: "—".into(),
+        method: "unknown",
+        shared_with: String::new(),
+    }
+}
+
 pub async fn tokens_page(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -229,101 +280,57 @@ pub async fn tokens_page(
         return Ok(to_login("/tokens"));
     };
     let flash = state.sessions.take_flash(&mut session).await?;
-    let now = state.clock.now();
-    let runtimes = state.registry.runtimes().await?;
-    let apps = state.registry.apps().await?;
-    let my_accounts = state.registry.accounts_for_groups(&session.user.groups);
-    // each runtime's provider, resolved once: the page groups runtimes by host
-    let resolved: std::collections::HashMap<&str, (providers::ProviderKind, providers::Endpoints)> =
-        runtimes
-            .iter()
-            .filter_map(|rt| {
-                let r = state.registry.provider_of_with(rt, &apps).ok()?;
-                Some((rt.id.as_str(), r))
+    let mut accounts = Vec::new();
+    for (account, runtimes) in state
+        .lifecycle
+        .user_runtimes(&session.user)
+        .await
+        .map_err(assign_page_error)?
+    {
+        let views = runtimes
+            .into_iter()
+            .map(|r| {
+                let provider = r
+                    .provider
+                    .as_ref()
+                    .map(|(kind, _)| providers::provider(*kind));
+                RuntimeView {
+                    id: r.runtime.id.clone(),
+                    git_host: r.runtime.git_host.clone(),
+                    provider_name: provider.map_or("Git provider", |p| p.display_name()),
+                    can_oauth: r.app.is_some(),
+                    token: match &r.token {
+                        TokenSlot::None => None,
+                        TokenSlot::Unreadable => Some(unreadable_view()),
+                        TokenSlot::Present(t) => Some(token_view(t)),
+                    },
+                    needs_username: provider.is_some_and(|p| p.needs_username()),
+                    needs_email: provider.is_some_and(|p| p.needs_email()),
+                    token_help: provider
+                        .map_or("", |p| p.token_help(providers::TokenPurpose::User)),
+                    same_host: r.same_host,
+                    reusable: r
+                        .reusable
+                        .iter()
+                        .map(|g| ReuseView {
+                            grant: g.grant_id.clone(),
+                            label: format!(
+                                "Use my existing authorization{} (used by {})",
+                                if g.login.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" as {}", g.login)
+                                },
+                                g.used_by.join(", ")
+                            ),
+                        })
+                        .collect(),
+                    cap_warning: r.cap_warning,
+                }
             })
             .collect();
-    let mut accounts = Vec::new();
-    for account in &my_accounts {
-        let mut views = Vec::new();
-        for rt in runtimes.iter().filter(|r| r.account == account.id) {
-            let app = rt
-                .oauth_app
-                .as_ref()
-                .and_then(|id| apps.iter().find(|a| &a.id == id));
-            let stored = match state.tokens.get(&rt.id, &session.user.sub).await {
-                Ok(stored) => stored,
-                // an encryption key was removed: show it, don't fail the page
-                Err(TokenError::Crypto(e)) => {
-                    tracing::error!(runtime = %rt.id, error = %e, "stored user token does not open");
-                    views.push(unreadable_view(rt, app.is_some()));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let token = stored.map(|(t, _)| {
-                let needs_reauth = match (&t.source, app) {
-                    (TokenSource::OAuth { .. }, Some(app)) => !providers::missing_scopes(
-                        providers::provider(app.provider),
-                        &t.scopes,
-                        &app.scopes,
-                    )
-                    .is_empty(),
-                    _ => false,
-                };
-                let (status, status_text) = if t.is_expired(now) {
-                    ("expired", "Expired — authorize again")
-                } else if needs_reauth {
-                    ("reauthorize", "Scopes changed — authorize again")
-                } else {
-                    ("valid", "Valid")
-                };
-                TokenView {
-                    status,
-                    status_text,
-                    login: if t.provider_login.is_empty() {
-                        "—".into()
-                    } else {
-                        t.provider_login.clone()
-                    },
-                    scopes: t.scopes.join(", "),
-                    expires: t.expires_at.map(when).unwrap_or_else(|| "never".into()),
-                    added: when(t.issued_at),
-                    method: match t.source {
-                        TokenSource::OAuth { .. } => "OAuth",
-                        TokenSource::Pat => "personal access token",
-                    },
-                }
-            });
-            let here = resolved.get(rt.id.as_str());
-            let provider = here.map(|(kind, _)| providers::provider(*kind));
-            // the user's other runtimes on the same provider host
-            let same_host: Vec<String> = match here {
-                Some((kind, endpoints)) => runtimes
-                    .iter()
-                    .filter(|o| o.id != rt.id && my_accounts.iter().any(|a| a.id == o.account))
-                    .filter(|o| {
-                        resolved
-                            .get(o.id.as_str())
-                            .is_some_and(|(k, e)| k == kind && e.api == endpoints.api)
-                    })
-                    .map(|o| o.id.clone())
-                    .collect(),
-                None => Vec::new(),
-            };
-            views.push(RuntimeView {
-                id: rt.id.clone(),
-                git_host: rt.git_host.clone(),
-                provider_name: provider.map_or("Git provider", |p| p.display_name()),
-                can_oauth: app.is_some(),
-                token,
-                needs_username: provider.is_some_and(|p| p.needs_username()),
-                needs_email: provider.is_some_and(|p| p.needs_email()),
-                token_help: provider.map_or("", |p| p.token_help(providers::TokenPurpose::User)),
-                same_host,
-            });
-        }
         accounts.push(AccountView {
-            name: account.name.clone(),
+            name: account.name,
             runtimes: views,
         });
     }
@@ -335,6 +342,15 @@ pub async fn tokens_page(
         accounts,
     };
     Ok(render(&page)?.into_response())
+}
+
+fn assign_page_error(e: AssignError) -> PageError {
+    match e {
+        AssignError::RuntimeNotFound(_) => PageError::from(FlowError::RuntimeNotFound),
+        AssignError::Registry(e) => e.into(),
+        AssignError::Token(e) => e.into(),
+        other => PageError::new(StatusCode::CONFLICT, "Not possible", other.to_string()),
+    }
 }
 
 pub async fn authorize(
@@ -432,29 +448,20 @@ pub async fn delete_token(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
-    if state
-        .registry
-        .runtime_for_groups(&session.user.groups, &runtime)
-        .await?
-        .is_none()
+    let text = match state
+        .lifecycle
+        .unassign(&session.user, &runtime)
+        .await
+        .map_err(assign_page_error)?
     {
-        return Err(PageError::from(FlowError::RuntimeNotFound));
-    }
-    let text = match state.tokens.get(&runtime, &session.user.sub).await? {
-        Some((token, _)) => {
-            let revoked = state.flows.revoke(&token).await;
-            state.tokens.delete(&runtime, &session.user.sub).await?;
-            tracing::info!(target: "gitbroker::audit", action = "user_token.delete", runtime = %runtime, user = %session.user.sub, "user token deleted");
-            match revoked {
-                Ok(()) => format!("Token deleted for runtime {runtime}."),
-                Err(e) => {
-                    tracing::warn!(runtime = %runtime, error = %e, "revocation at the provider failed; deleted locally");
-                    format!(
-                        "Token deleted for runtime {runtime}. The provider could not be reached to revoke it; you may revoke it there yourself."
-                    )
-                }
-            }
+        Some(Released::StillUsed { runtimes }) => format!(
+            "Token deleted for runtime {runtime}. The same authorization stays in use for {}, so it was not revoked.",
+            runtimes.join(", ")
+        ),
+        Some(Released::Deleted(report)) => {
+            format!("Token deleted for runtime {runtime}. {}", report.describe())
         }
+        Some(Released::Missing) => format!("Token deleted for runtime {runtime}."),
         None => format!("Runtime {runtime} had no token."),
     };
     state
@@ -476,11 +483,6 @@ pub struct PatForm {
     also: Vec<String>,
 }
 
-fn non_empty(s: String) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty()).then(|| t.to_owned())
-}
-
 /// "Advanced authorization options": a pasted personal access token,
 /// validated at the provider, assigned to this runtime and the chosen others.
 pub async fn add_pat(
@@ -495,11 +497,7 @@ pub async fn add_pat(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
-    let input = PatInput {
-        token: SecretString::from(form.token.trim().to_owned()),
-        username: non_empty(form.username),
-        email: non_empty(form.email),
-    };
+    let input = PatInput::new(&form.token, Some(&form.username), Some(&form.email));
     let (kind, text) = match pat_outcome(&state, &session, &runtime, &form.also, input).await? {
         Ok(text) => (FlashKind::Success, text),
         Err(text) => (FlashKind::Error, text),
@@ -516,29 +514,85 @@ pub(super) async fn pat_outcome(
     also: &[String],
     input: PatInput,
 ) -> Result<Result<String, String>, PageError> {
-    if secrecy::ExposeSecret::expose_secret(&input.token).is_empty() {
+    if input.is_empty() {
         return Ok(Err(format!(
             "Runtime {runtime}: paste a personal access token first."
         )));
     }
     match state
-        .token_service
+        .lifecycle
         .assign_pat(&session.user, runtime, also, input)
         .await
     {
-        Ok(done) => Ok(Ok(format!(
-            "{} token of {} ({}) added to runtime {}.",
-            done.provider,
-            done.report.login,
-            done.report.kind,
-            done.runtimes.join(", ")
-        ))),
+        Ok(done) => {
+            let kind = done.report.as_ref().map_or("token", |r| r.kind.as_str());
+            let mut text = format!(
+                "{} token of {} ({kind}) added to runtime {}.",
+                done.provider,
+                done.login,
+                done.runtimes.join(", ")
+            );
+            if !done.skipped.is_empty() {
+                text.push_str(&format!(
+                    " Not added to {}: deleted or moved meanwhile.",
+                    done.skipped.join(", ")
+                ));
+            }
+            Ok(Ok(text))
+        }
         Err(AssignError::RuntimeNotFound(_)) => Err(PageError::from(FlowError::RuntimeNotFound)),
         Err(AssignError::Pat(e)) => Ok(Err(format!("Runtime {runtime}: {e}"))),
-        Err(AssignError::DifferentHost(m) | AssignError::HostChange(m)) => Ok(Err(m)),
         Err(AssignError::Registry(e)) => Err(e.into()),
         Err(AssignError::Token(e)) => Err(e.into()),
+        Err(other) => Ok(Err(other.to_string())),
     }
+}
+
+#[derive(Deserialize)]
+pub struct ReuseForm {
+    csrf: String,
+    grant: String,
+}
+
+/// "Use my existing authorization" for a runtime.
+pub async fn reuse_grant(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(runtime): Path<String>,
+    Form(form): Form<ReuseForm>,
+) -> Result<Response, PageError> {
+    let Some(mut session) = current_session(&state, &jar).await? else {
+        return Ok(to_login("/tokens"));
+    };
+    if !csrf_ok(&session.csrf, &form.csrf) {
+        return Err(csrf_error());
+    }
+    let (kind, text) = match state
+        .lifecycle
+        .reuse_grant(&session.user, &runtime, &form.grant)
+        .await
+    {
+        Ok(done) => (
+            FlashKind::Success,
+            format!(
+                "Your existing {} authorization{} is now also used for runtime {runtime}.",
+                done.provider,
+                if done.login.is_empty() {
+                    String::new()
+                } else {
+                    format!(" as {}", done.login)
+                }
+            ),
+        ),
+        Err(AssignError::RuntimeNotFound(_)) => {
+            return Err(PageError::from(FlowError::RuntimeNotFound));
+        }
+        Err(AssignError::Registry(e)) => return Err(e.into()),
+        Err(AssignError::Token(e)) => return Err(e.into()),
+        Err(other) => (FlashKind::Error, format!("Runtime {runtime}: {other}")),
+    };
+    state.sessions.flash(&mut session, kind, text).await?;
+    Ok(Redirect::to("/tokens").into_response())
 }
 
 pub async fn stylesheet() -> impl IntoResponse {

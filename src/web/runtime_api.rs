@@ -1,12 +1,12 @@
 //! The runtime API: a runtime, authenticated by its own credential, reads
-//! the Git user token of one of its users. Never the refresh token; never
-//! another runtime's tokens (those answer 404, as if absent).
+//! the Git user token of one of its users, and its own Git Runtime token.
+//! Never the refresh token; never another runtime's tokens (those answer
+//! 404, as if absent). What may be served is the lifecycle's decision.
 
 use super::AppState;
 use super::error::ApiError;
-use crate::providers;
 use crate::registry::Runtime;
-use crate::tokens::TokenSource;
+use crate::tokens::{ServeError, Served};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -42,88 +42,108 @@ impl FromRequestParts<AppState> for RuntimeCaller {
     }
 }
 
-pub async fn user_token(
-    State(state): State<AppState>,
-    Path((runtime, user)): Path<(String, String)>,
-    RuntimeCaller(caller): RuntimeCaller,
-) -> Result<Response, ApiError> {
-    let absent = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no-user-token",
-            "No Git user token",
-            format!(
-                "user `{user}` has no Git user token for runtime `{runtime}`; the user must authorize access on the Git Personal Access Token page"
-            ),
-        )
+/// What a runtime gets: the token and how to use it. Never a refresh
+/// token or a client secret.
+#[derive(serde::Serialize)]
+struct TokenBody<'a> {
+    token: &'a str,
+    username: &'a str,
+    provider: &'static str,
+    scopes: &'a [String],
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn token_response(served: &Served) -> Response {
+    let body = TokenBody {
+        token: served.token.expose_secret(),
+        username: &served.username,
+        provider: served.provider.as_str(),
+        scopes: &served.scopes,
+        expires_at: served.expires_at,
     };
-    if caller.id != runtime {
-        tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's token");
-        return Err(absent());
-    }
-    let token = match state.tokens.get(&runtime, &user).await {
-        Ok(Some((token, _))) => token,
-        Ok(None) => return Err(absent()),
-        Err(crate::tokens::TokenError::Crypto(e)) => {
-            tracing::error!(runtime = %runtime, user = %user, error = %e, "stored user token does not open");
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "user-token-unreadable",
-                "Git user token unreadable",
-                format!(
-                    "the Git user token of `{user}` for runtime `{runtime}` can no longer be decrypted (its key was retired); the user must authorize access again"
-                ),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let now = state.clock.now();
-    if token.is_expired(now) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "user-token-expired",
-            "Git user token expired",
-            format!(
-                "the Git user token of `{user}` for runtime `{runtime}` has expired; the user must authorize access again"
-            ),
-        ));
-    }
-    if let TokenSource::OAuth { app } = &token.source
-        && let Some(app) = state.registry.app(app).await?
-    {
-        {
-            let missing = providers::missing_scopes(
-                providers::provider(app.provider),
-                &token.scopes,
-                &app.scopes,
-            );
-            if !missing.is_empty() {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "user-token-reauthorize",
-                    "Git user token needs re-authorization",
-                    format!(
-                        "the OAuth app now requires scopes the token lacks ({}); the user must authorize access again",
-                        missing.join(", ")
-                    ),
-                ));
-            }
-        }
-    }
-    tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, "user token served to its runtime");
-    let body = serde_json::json!({
-        "token": token.access_token.expose_secret(),
-        "username": token.git_username,
-        "provider": token.provider.as_str(),
-        "scopes": token.scopes,
-        "expires_at": token.expires_at,
-    });
     let mut resp = axum::Json(body).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(resp)
+    resp
+}
+
+/// `GET /api/v1/runtimes/{runtime}/users/{user}/token`: a user's Git user
+/// token, refreshed first when it is about to expire.
+pub async fn user_token(
+    State(state): State<AppState>,
+    Path((runtime, user)): Path<(String, String)>,
+    RuntimeCaller(caller): RuntimeCaller,
+) -> Result<Response, ApiError> {
+    let served = state
+        .lifecycle
+        .serve_user_token(&caller, &runtime, &user)
+        .await
+        .map_err(|e| user_token_error(e, &runtime, &user))?;
+    Ok(token_response(&served))
+}
+
+/// A problem type per reason a user token is not served.
+fn user_token_error(e: ServeError, runtime: &str, user: &str) -> ApiError {
+    let gone = |kind: &str, title: &str, detail: String| {
+        ApiError::new(StatusCode::NOT_FOUND, kind, title, detail)
+    };
+    match e {
+        ServeError::Absent => gone(
+            "no-user-token",
+            "No Git user token",
+            format!(
+                "user `{user}` has no Git user token for runtime `{runtime}`; the user must authorize access on the Git Personal Access Token page"
+            ),
+        ),
+        ServeError::Unreadable => gone(
+            "user-token-unreadable",
+            "Git user token unreadable",
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` can no longer be decrypted (its key was retired); the user must authorize access again"
+            ),
+        ),
+        ServeError::Expired(reason) => gone(
+            "user-token-expired",
+            "Git user token expired",
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` has expired ({reason})"
+            ),
+        ),
+        ServeError::Invalid(reason) => gone(
+            "user-token-revoked",
+            "Git user token revoked or invalid",
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` no longer works: {reason}"
+            ),
+        ),
+        ServeError::MissingScopes(reason) => gone(
+            "user-token-missing-scopes",
+            "Git user token lacks scopes",
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` lacks scopes: {reason}"
+            ),
+        ),
+        ServeError::Reauthorize(reason) => gone(
+            "user-token-reauthorize",
+            "Git user token needs re-authorization",
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` needs re-authorization: {reason}"
+            ),
+        ),
+        ServeError::Unavailable {
+            detail,
+            retry_after,
+        } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider-unavailable",
+            "Provider unavailable",
+            detail,
+        )
+        .retry_after(retry_after),
+        ServeError::Store(e) => e.into(),
+    }
 }
 
 /// `GET /api/v1/runtimes/{runtime}/token`: the runtime's own Git Runtime
@@ -133,39 +153,42 @@ pub async fn runtime_token(
     Path(runtime): Path<String>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
-    let absent = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no-runtime-token",
-            "No Git Runtime token",
-            format!("runtime `{runtime}` has no Git Runtime token; an admin must register one"),
-        )
-    };
-    if caller.id != runtime {
-        tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's runtime token");
-        return Err(absent());
-    }
-    let Some((status, token)) = state.runtime_tokens.get(&runtime).await? else {
-        return Err(absent());
-    };
-    if status.expires_at.is_some_and(|e| state.clock.now() >= e) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "runtime-token-expired",
-            "Git Runtime token expired",
-            format!("the Git Runtime token of `{runtime}` has expired; an admin must rotate it"),
-        ));
-    }
-    tracing::info!(target: "gitbroker::audit", action = "runtime_token.read", runtime = %runtime, actor = %format!("runtime:{runtime}"), "runtime token served to its runtime");
-    let body = serde_json::json!({
-        "token": token.expose_secret(),
-        "username": status.git_username,
-        "provider": status.provider.as_str(),
-        "scopes": status.scopes,
-        "expires_at": status.expires_at,
-    });
-    let mut resp = axum::Json(body).into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    let served = state
+        .lifecycle
+        .serve_runtime_token(&caller, &runtime)
+        .await
+        .map_err(|e| {
+            let gone = |kind: &str, title: &str, detail: String| {
+                ApiError::new(StatusCode::NOT_FOUND, kind, title, detail)
+            };
+            match e {
+                ServeError::Absent => gone(
+                    "no-runtime-token",
+                    "No Git Runtime token",
+                    format!("runtime `{runtime}` has no Git Runtime token; an admin must register one"),
+                ),
+                ServeError::Expired(_) => gone(
+                    "runtime-token-expired",
+                    "Git Runtime token expired",
+                    format!("the Git Runtime token of `{runtime}` has expired; an admin must rotate it"),
+                ),
+                ServeError::Invalid(reason) => gone(
+                    "runtime-token-revoked",
+                    "Git Runtime token revoked or invalid",
+                    format!("the Git Runtime token of `{runtime}` no longer works ({reason}); an admin must rotate it"),
+                ),
+                ServeError::MissingScopes(reason) => gone(
+                    "runtime-token-missing-scopes",
+                    "Git Runtime token lacks scopes",
+                    format!("the Git Runtime token of `{runtime}` lacks scopes ({reason}); an admin must rotate it"),
+                ),
+                ServeError::Unreadable => gone(
+                    "runtime-token-unreadable",
+                    "Git Runtime token unreadable",
+                    format!("the Git Runtime token of `{runtime}` can no longer be decrypted (its key was retired); an admin must rotate it"),
+                ),
+                other => user_token_error(other, &runtime, "-"),
+            }
+        })?;
+    Ok(token_response(&served))
 }

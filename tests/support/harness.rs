@@ -49,6 +49,9 @@ pub struct Options {
     pub redis_args: Vec<&'static str>,
     pub token_lifetime_secs: Option<u64>,
     pub expiring_tokens: bool,
+    /// Extra keys of `[lifecycle]`; background work is off unless a test
+    /// turns it on (`background = true`), so tests drive it themselves.
+    pub lifecycle: String,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             redis_args: Vec::new(),
             token_lifetime_secs: None,
             expiring_tokens: false,
+            lifecycle: String::new(),
         }
     }
 }
@@ -105,6 +109,8 @@ timeout_secs = {timeout}
 connect_timeout_secs = 2
 [store]
 {store_toml}
+[lifecycle]
+{lifecycle}
 [encryption]
 keys = [{{ id = "k1", key = "{KEY}" }}]
 [oidc]
@@ -165,6 +171,11 @@ oauth_app = "gitlab-app"
 credential = "{c4}"
 "#,
             timeout = opts.provider_timeout_secs,
+            lifecycle = if opts.lifecycle.contains("background") {
+                opts.lifecycle.clone()
+            } else {
+                format!("background = false\n{}", opts.lifecycle)
+            },
             c1 = credential("acme-prod"),
             c2 = credential("acme-staging"),
             c3 = credential("globex-prod"),
@@ -364,6 +375,38 @@ credential = "{glsm}"
             repositories: Vec::new(),
             email: None,
         })
+    }
+
+    /// A signed-in user of account `acme` (group `acme-devs`) with id `sub`,
+    /// without a browser: for tests that need many users.
+    pub fn acme_user(sub: &str) -> gitbroker::auth::SessionUser {
+        gitbroker::auth::SessionUser {
+            sub: sub.to_owned(),
+            iss: "test".into(),
+            name: sub.to_owned(),
+            email: None,
+            groups: vec!["acme-devs".into()],
+        }
+    }
+
+    /// Assigns a pasted token to `runtime` for the acme user `sub`, through
+    /// the lifecycle (validated at the mock like any pasted token).
+    pub async fn assign_pat_as(
+        &self,
+        sub: &str,
+        runtime: &str,
+        token: &str,
+    ) -> gitbroker::tokens::Assigned {
+        self.state
+            .lifecycle
+            .assign_pat(
+                &Self::acme_user(sub),
+                runtime,
+                &[],
+                gitbroker::providers::PatInput::new(token, None, None),
+            )
+            .await
+            .unwrap()
     }
 
     /// GET the runtime API as `runtime` for `user`.
