@@ -17,7 +17,7 @@
 //! `application-properties` counts as `user_requests`.
 
 use super::Shared;
-use super::bitbucket_cloud::{self, token_request};
+use super::bitbucket_cloud::{self, Realm, token_request};
 use super::book::{Lifetimes, TokenStyle};
 use super::consent::{self, Consent, known_scopes};
 use super::control::Counters;
@@ -83,14 +83,17 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
         &headers,
         &body,
         &[AuthMethod::Post, AuthMethod::Basic],
-        &s.bitbucket_dc,
-        LIFETIMES,
+        Realm {
+            flavour: Flavour::BitbucketDataCenter,
+            book: &s.bitbucket_dc,
+            lifetimes: LIFETIMES,
+        },
         |issued, _| {
             json!({
                 "scope": issued.grant.scopes.join(" "),
                 "access_token": issued.access_token,
                 "token_type": "bearer",
-                "expires_in": ACCESS_SECONDS,
+                "expires_in": issued.grant.expires_in(),
             })
         },
     )

@@ -60,6 +60,15 @@ pub(crate) struct Grant {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl Grant {
+    /// The access token's lifetime in seconds, as `expires_in` reports it
+    /// at issue; `None` for tokens that do not expire.
+    pub fn expires_in(&self) -> Option<i64> {
+        self.expires_at
+            .map(|at| (at - self.created_at).num_seconds())
+    }
+}
+
 /// Access and refresh lifetimes, for realms whose tokens expire.
 #[derive(Clone, Copy)]
 pub(crate) struct Lifetimes {

@@ -2,6 +2,7 @@
 //! of what it was asked, and the `/__mock` routes that expose both to test
 //! suites running outside the process.
 
+use super::pats::Flavour;
 use super::{Shared, github, lock};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -12,6 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// The switches' values; `Default` is a well-behaved provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,38 @@ pub struct SwitchState {
     /// token) answers this status (403 and 429 come with rate-limit
     /// headers, as GitHub sends them).
     pub user_api_status: Option<u16>,
+    // --- Token lifecycle (refresh, lifetimes). Every field here is
+    // `#[serde(default)]`, so older JSON still reads. ---
+    /// `grant_type=refresh_token` requests at every flavour's token endpoint
+    /// are answered with this OAuth `error`, in the flavour's wire format
+    /// (GitHub: HTTP 200; the others: RFC 6749 JSON with HTTP 400, 401 for
+    /// `invalid_client`). The refresh token is not consumed. Code exchanges
+    /// are not affected.
+    #[serde(default)]
+    pub refresh_error: Option<String>,
+    /// Refresh requests are answered with this HTTP status: an HTML error
+    /// page, except 429 (with `Retry-After`) and, on the GitHub flavour, 403
+    /// (a rate limit: `X-RateLimit-Remaining: 0`). Not consumed either.
+    #[serde(default)]
+    pub refresh_status: Option<u16>,
+    /// Refresh requests are carried out (the token pair rotates: the new
+    /// pair is issued, the old one dies), then the answer is held back for
+    /// [`TOKEN_HANG`] or until the switch is turned off; a client that gives
+    /// up meanwhile never learns the new pair.
+    #[serde(default)]
+    pub refresh_hang: bool,
+    /// Lifetime in seconds of access tokens issued from now on (code
+    /// exchange and refresh) in the realms whose tokens expire: GitLab,
+    /// Bitbucket Cloud, Bitbucket Data Center, and GitHub while expiring
+    /// tokens are on. Also what `expires_in` says. `0` issues tokens that are
+    /// already expired.
+    #[serde(default)]
+    pub access_token_secs: Option<i64>,
+    /// Overrides [`super::MockConfig::expiring_tokens`]: GitHub's expiring
+    /// user tokens (8 h, with rotating refresh tokens) on or off.
+    #[serde(default)]
+    pub github_expiring_tokens: Option<bool>,
+    // --- end of token lifecycle ---
     /// The API endpoints that read a token (identity, scopes, probes) hang
     /// for [`TOKEN_HANG`] or until the switch is turned off.
     #[serde(default)]
@@ -45,20 +79,25 @@ pub const TOKEN_HANG: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The mock's switches, shared by the Rust API and `/__mock/switches`.
 #[derive(Debug, Default)]
-pub struct Switches(Mutex<SwitchState>);
+pub struct Switches {
+    state: Mutex<SwitchState>,
+    /// Woken at every change, so hanging requests notice at once.
+    changed: Notify,
+}
 
 impl Switches {
     /// The current values, read once so a request sees a consistent set.
     pub fn get(&self) -> SwitchState {
-        lock(&self.0).clone()
+        lock(&self.state).clone()
     }
 
     pub fn update(&self, change: impl FnOnce(&mut SwitchState)) {
-        change(&mut lock(&self.0));
+        change(&mut lock(&self.state));
+        self.changed.notify_waiters();
     }
 
     pub fn reset(&self) {
-        *lock(&self.0) = SwitchState::default();
+        self.update(|s| *s = SwitchState::default());
     }
 
     pub fn set_deny(&self, on: bool) {
@@ -91,6 +130,26 @@ impl Switches {
         self.update(|s| s.user_api_status = status);
     }
 
+    pub fn set_refresh_error(&self, error: Option<&str>) {
+        self.update(|s| s.refresh_error = error.map(str::to_owned));
+    }
+
+    pub fn set_refresh_status(&self, status: Option<u16>) {
+        self.update(|s| s.refresh_status = status);
+    }
+
+    pub fn set_refresh_hang(&self, on: bool) {
+        self.update(|s| s.refresh_hang = on);
+    }
+
+    pub fn set_access_token_secs(&self, secs: Option<i64>) {
+        self.update(|s| s.access_token_secs = secs);
+    }
+
+    pub fn set_github_expiring_tokens(&self, on: Option<bool>) {
+        self.update(|s| s.github_expiring_tokens = on);
+    }
+
     pub fn set_api_hang(&self, on: bool) {
         self.update(|s| s.api_hang = on);
     }
@@ -110,10 +169,25 @@ impl Switches {
         self.hang_while(|s| s.token_hang).await;
     }
 
+    /// Waits while `refresh_hang` is on (at most [`TOKEN_HANG`]); called
+    /// like [`Switches::token_hang_wait`], once a refresh has rotated.
+    pub(crate) async fn refresh_hang_wait(&self) {
+        self.hang_while(|s| s.refresh_hang).await;
+    }
+
+    /// Returns once `on` is false or [`TOKEN_HANG`] has passed (tokio
+    /// time), woken by every switch change.
     async fn hang_while(&self, on: fn(&SwitchState) -> bool) {
-        let started = std::time::Instant::now();
-        while on(&self.get()) && started.elapsed() < TOKEN_HANG {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let deadline = tokio::time::Instant::now() + TOKEN_HANG;
+        loop {
+            // Registered before the check: a change in between still wakes.
+            let changed = self.changed.notified();
+            if !on(&self.get()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -138,6 +212,53 @@ pub struct Stats {
     pub idp_token_requests: u64,
 }
 
+/// Counters of the token lifecycle and of API traffic, next to [`Stats`]
+/// (`GET /__mock/stats` answers both in one object). Reset with the other
+/// counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficStats {
+    /// `grant_type=refresh_token` requests received at any flavour's token
+    /// endpoint, whatever their outcome.
+    pub refresh_requests: u64,
+    /// Refreshes that issued a new token pair (also those whose answer
+    /// `refresh_hang` held back).
+    pub refresh_successes: u64,
+    pub refresh_requests_by_flavour: PerFlavour,
+    pub refresh_successes_by_flavour: PerFlavour,
+}
+
+/// One count per provider flavour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PerFlavour {
+    pub github: u64,
+    pub gitlab: u64,
+    pub bitbucket_cloud: u64,
+    pub bitbucket_data_center: u64,
+}
+
+impl PerFlavour {
+    fn from_counters(c: &[AtomicU64; 4]) -> Self {
+        let get = |f: Flavour| c[flavour_index(f)].load(Ordering::Relaxed);
+        Self {
+            github: get(Flavour::Github),
+            gitlab: get(Flavour::Gitlab),
+            bitbucket_cloud: get(Flavour::BitbucketCloud),
+            bitbucket_data_center: get(Flavour::BitbucketDataCenter),
+        }
+    }
+}
+
+fn flavour_index(f: Flavour) -> usize {
+    match f {
+        Flavour::Github => 0,
+        Flavour::Gitlab => 1,
+        Flavour::BitbucketCloud => 2,
+        Flavour::BitbucketDataCenter => 3,
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub authorize_requests: AtomicU64,
@@ -146,11 +267,44 @@ pub(crate) struct Counters {
     pub repo_requests: AtomicU64,
     pub revocations: AtomicU64,
     pub idp_token_requests: AtomicU64,
+    refresh_requests: [AtomicU64; 4],
+    refresh_successes: [AtomicU64; 4],
+    /// Woken when a [`TrafficStats`] figure changes, for
+    /// [`super::MockProvider::wait_until`].
+    changed: Notify,
 }
 
 impl Counters {
     pub fn bump(counter: &AtomicU64) -> u64 {
         counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn refresh_requested(&self, flavour: Flavour) {
+        Self::bump(&self.refresh_requests[flavour_index(flavour)]);
+        self.changed.notify_waiters();
+    }
+
+    pub fn refresh_succeeded(&self, flavour: Flavour) {
+        Self::bump(&self.refresh_successes[flavour_index(flavour)]);
+        self.changed.notify_waiters();
+    }
+
+    pub fn traffic(&self) -> TrafficStats {
+        let requests = PerFlavour::from_counters(&self.refresh_requests);
+        let successes = PerFlavour::from_counters(&self.refresh_successes);
+        let sum = |p: PerFlavour| p.github + p.gitlab + p.bitbucket_cloud + p.bitbucket_data_center;
+        TrafficStats {
+            refresh_requests: sum(requests),
+            refresh_successes: sum(successes),
+            refresh_requests_by_flavour: requests,
+            refresh_successes_by_flavour: successes,
+        }
+    }
+
+    /// A future that resolves at the next change of the traffic figures;
+    /// take it before looking at them.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     pub fn snapshot(&self) -> Stats {
@@ -172,15 +326,21 @@ impl Counters {
             &self.repo_requests,
             &self.revocations,
             &self.idp_token_requests,
-        ] {
+        ]
+        .into_iter()
+        .chain(&self.refresh_requests)
+        .chain(&self.refresh_successes)
+        {
             c.store(0, Ordering::Relaxed);
         }
+        self.changed.notify_waiters();
     }
 }
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/stats", get(stats))
+        .route("/stats/reset", post(reset_counters))
         .route("/switches", get(switches).post(set_switches))
         .route("/reset", post(reset))
         .route("/tokens", post(issue_token))
@@ -209,8 +369,26 @@ async fn revoke_pat(
     Json(serde_json::json!({ "revoked": s.pats.revoke(&req.token) }))
 }
 
-async fn stats(State(s): State<Arc<Shared>>) -> Json<Stats> {
-    Json(s.counters.snapshot())
+/// `GET /__mock/stats`: [`Stats`] and [`TrafficStats`] in one object.
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    counters: Stats,
+    #[serde(flatten)]
+    traffic: TrafficStats,
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Json<StatsBody> {
+    Json(StatsBody {
+        counters: s.counters.snapshot(),
+        traffic: s.counters.traffic(),
+    })
+}
+
+/// `POST /__mock/stats/reset`: counters only; switches and tokens stay.
+async fn reset_counters(State(s): State<Arc<Shared>>) -> StatusCode {
+    s.counters.reset();
+    StatusCode::NO_CONTENT
 }
 
 async fn switches(State(s): State<Arc<Shared>>) -> Json<SwitchState> {
@@ -236,6 +414,18 @@ struct SwitchUpdate {
     grant_scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     user_api_status: Option<Option<u16>>,
+    // token lifecycle
+    #[serde(default, deserialize_with = "present")]
+    refresh_error: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    refresh_status: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "present")]
+    refresh_hang: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    access_token_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    github_expiring_tokens: Option<Option<bool>>,
+    // end of token lifecycle
     #[serde(default, deserialize_with = "present")]
     api_hang: Option<Option<bool>>,
 }
@@ -248,6 +438,14 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+fn bad_switch(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
 async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpdate>) -> Response {
     for status in [update.token_status, update.user_api_status]
         .into_iter()
@@ -255,12 +453,11 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         .flatten()
     {
         if StatusCode::from_u16(status).is_err() {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": format!("{status} is not an HTTP status") })),
-            )
-                .into_response();
+            return bad_switch(format!("{status} is not an HTTP status"));
         }
+    }
+    if let Some(message) = lifecycle_refusal(&update) {
+        return bad_switch(message);
     }
     s.switches.update(|state| {
         if let Some(v) = update.deny {
@@ -284,12 +481,48 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         if let Some(v) = update.user_api_status {
             state.user_api_status = v;
         }
+        if let Some(v) = update.refresh_error {
+            state.refresh_error = v;
+        }
+        if let Some(v) = update.refresh_status {
+            state.refresh_status = v;
+        }
+        if let Some(v) = update.refresh_hang {
+            state.refresh_hang = v.unwrap_or(false);
+        }
+        if let Some(v) = update.access_token_secs {
+            state.access_token_secs = v;
+        }
+        if let Some(v) = update.github_expiring_tokens {
+            state.github_expiring_tokens = v;
+        }
         if let Some(v) = update.api_hang {
             state.api_hang = v.unwrap_or(false);
         }
     });
     Json(s.switches.get()).into_response()
 }
+
+/// Why the token-lifecycle part of an update is refused, if it is.
+fn lifecycle_refusal(update: &SwitchUpdate) -> Option<String> {
+    if let Some(Some(status)) = update.refresh_status
+        && StatusCode::from_u16(status).is_err()
+    {
+        return Some(format!("{status} is not an HTTP status"));
+    }
+    if let Some(Some(secs)) = update.access_token_secs
+        && !(0..=MAX_ACCESS_TOKEN_SECS).contains(&secs)
+    {
+        return Some(format!(
+            "access_token_secs must be between 0 and {MAX_ACCESS_TOKEN_SECS}"
+        ));
+    }
+    None
+}
+
+/// The longest `access_token_secs`: 100 years. Longer values are clamped
+/// to it when set through the Rust API.
+pub const MAX_ACCESS_TOKEN_SECS: i64 = 100 * 365 * 24 * 3600;
 
 async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
     s.reset();

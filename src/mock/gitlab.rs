@@ -11,10 +11,10 @@
 
 use super::book::{Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal, known_scopes};
-use super::control::{Counters, SwitchState};
+use super::control::Counters;
 use super::oauth::{
-    AuthMethod, authenticate, authorization_token, exchange_code, header_pair, parse_form,
-    parse_scopes, token_endpoint, with_headers,
+    AuthMethod, TokenPages, authenticate, authorization_token, exchange_code, header_pair,
+    parse_form, parse_scopes, refresh_grant, token_endpoint, with_headers,
 };
 use super::pages::Wording;
 use super::pats::{Flavour, Pat};
@@ -204,21 +204,26 @@ fn no_store() -> [(HeaderName, HeaderValue); 2] {
     ]
 }
 
+const TOKEN_PAGES: TokenPages = TokenPages {
+    flavour: Flavour::Gitlab,
+    error_page,
+    // 429 as GitLab's throttle answers it, anything else as its error page
+    refresh_status: |s, status| match status {
+        429 => switched_status(s, status),
+        _ => error_page(status),
+    },
+};
+
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    token_endpoint(&s, error_page, |switches| {
-        token_response(&s, &headers, &body, switches)
+    token_endpoint(&s, &TOKEN_PAGES, &body, |told| {
+        token_response(&s, &headers, &body, told)
     })
     .await
 }
 
-fn token_response(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    switches: &SwitchState,
-) -> Response {
-    if let Some(code) = &switches.token_error {
-        let description = match code.as_str() {
+fn token_response(s: &Shared, headers: &HeaderMap, body: &[u8], told: Option<&str>) -> Response {
+    if let Some(code) = told {
+        let description = match code {
             "invalid_grant" => INVALID_GRANT,
             "invalid_client" => INVALID_CLIENT,
             _ => "The mock provider was told to fail this request.",
@@ -258,9 +263,15 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::missing("refresh_token"))?;
             // Rotation: the old access and refresh tokens die here.
-            s.gitlab
-                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
-                .ok_or_else(TokenError::invalid_grant)
+            refresh_grant(
+                s,
+                Flavour::Gitlab,
+                &s.gitlab,
+                &app.client_id,
+                refresh_token,
+                LIFETIMES,
+            )
+            .ok_or_else(TokenError::invalid_grant)
         }
         Some(_) => Err(TokenError::new(
             "unsupported_grant_type",
@@ -285,7 +296,7 @@ fn token_success(issued: &Issued) -> Response {
     let body = json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
-        "expires_in": ACCESS_SECONDS,
+        "expires_in": issued.grant.expires_in(),
         "refresh_token": issued.refresh_token,
         "scope": issued.grant.scopes.join(" "),
         "created_at": issued.grant.created_at.timestamp(),

@@ -11,16 +11,29 @@
 //! - OpenID Connect: issuer `<base>/idp` (discovery, `authorize`, `token`,
 //!   `userinfo`, `jwks`).
 //! - Test control, for suites that drive the mock from outside the process:
-//!   - `GET /__mock/stats` → the [`Stats`] counters as JSON;
+//!   - `GET /__mock/stats` → the [`Stats`] and [`TrafficStats`] counters as
+//!     one JSON object;
 //!   - `GET /__mock/switches` → the current [`SwitchState`] as JSON;
 //!   - `POST /__mock/switches` with a JSON object holding any subset of the
 //!     [`SwitchState`] fields; a field set to `null` is cleared, an absent
 //!     field is left alone; answers the new state;
+//!   - `POST /__mock/stats/reset` → clears the counters only
+//!     ([`MockProvider::reset_counters`]); 204;
 //!   - `POST /__mock/reset` → clears switches, counters, codes and tokens
 //!     (users, apps and clients stay); 204;
 //!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?}` →
 //!     `{"token": "gho_…"}`, a token as if the user had authorized the app
 //!     (`client_id` defaults to the first OAuth app).
+//!
+//! Token lifecycle, for tests of token refresh: the `refresh_error`,
+//! `refresh_status` and `refresh_hang` switches act on
+//! `grant_type=refresh_token` requests only (refresh tokens rotate on every
+//! use, in every flavour); `access_token_secs` shortens (or lengthens) the
+//! lifetime of newly issued access tokens; `github_expiring_tokens` turns
+//! GitHub's expiring tokens on or off at run time. [`TrafficStats`] counts
+//! refreshes, per flavour too, and [`MockProvider::wait_until`] lets a test
+//! wait for the counters to reach a state instead of sleeping. Expiry
+//! follows the [`Clock`] given to [`MockProvider::with_clock`].
 //!
 //! Shared by every flavour: the token book-keeping (`book`), the protocol
 //! pieces (`oauth`), switches and counters (`control`). Another flavour
@@ -47,7 +60,9 @@ mod oauth;
 mod pages;
 mod pats;
 
-pub use control::{Stats, SwitchState, Switches, TOKEN_HANG};
+pub use control::{
+    MAX_ACCESS_TOKEN_SECS, PerFlavour, Stats, SwitchState, Switches, TOKEN_HANG, TrafficStats,
+};
 pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
@@ -217,6 +232,26 @@ impl Shared {
         self.clock.now()
     }
 
+    /// A realm's lifetimes with the `access_token_secs` switch applied.
+    fn lifetimes(&self, default: book::Lifetimes) -> book::Lifetimes {
+        match self.switches.get().access_token_secs {
+            Some(secs) => book::Lifetimes {
+                access: chrono::Duration::seconds(secs.clamp(0, control::MAX_ACCESS_TOKEN_SECS)),
+                ..default
+            },
+            None => default,
+        }
+    }
+
+    /// Whether GitHub issues expiring user tokens: the
+    /// `github_expiring_tokens` switch, else the configuration.
+    fn github_expiring(&self) -> bool {
+        self.switches
+            .get()
+            .github_expiring_tokens
+            .unwrap_or(self.expiring_tokens)
+    }
+
     fn oauth_app(&self, client_id: &str) -> Option<MockOAuthApp> {
         read(&self.oauth_apps)
             .iter()
@@ -373,6 +408,32 @@ impl MockProvider {
 
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// The token-lifecycle and API-traffic counters (also part of
+    /// `GET /__mock/stats`).
+    pub fn traffic_stats(&self) -> TrafficStats {
+        self.shared.counters.traffic()
+    }
+
+    /// Clears the counters of [`Stats`] and [`TrafficStats`] only; switches,
+    /// codes and tokens stay. Same as `POST /__mock/stats/reset`.
+    pub fn reset_counters(&self) {
+        self.shared.counters.reset();
+    }
+
+    /// Returns once `done` holds for the counters, re-checking whenever a
+    /// [`TrafficStats`] figure changes: a way for a test to wait for "the
+    /// refresh reached the mock" or "five API requests are in flight"
+    /// without sleeping. It does not time out on its own.
+    pub async fn wait_until(&self, done: impl Fn(&Stats, &TrafficStats) -> bool) {
+        loop {
+            let changed = self.shared.counters.changed();
+            if done(&self.stats(), &self.traffic_stats()) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Clears switches, counters, codes and tokens; keeps users, apps and

@@ -1,0 +1,598 @@
+//! The mock's token-lifecycle and load switches, over real HTTP against a
+//! started mock, in every flavour: refreshes made to fail (without spending
+//! the refresh token) or to hang after rotating, short-lived tokens on the
+//! mock's clock, refresh counters, and how the tests wait for the mock
+//! (`MockProvider::wait_until`) instead of sleeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::Utc;
+use gitbroker::clock::ManualClock;
+use gitbroker::mock::{
+    MockConfig, MockOAuthApp, MockProvider, PerFlavour, RunningMock, Stats, TrafficStats,
+};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CLIENT_ID: &str = "lifecycle-client";
+const SECRET: &str = "lifecycle-secret";
+const CALLBACK: &str = "http://broker.test/oauth/callback";
+
+/// The four provider flavours, as a client sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum F {
+    GitHub,
+    GitLab,
+    Cloud,
+    Dc,
+}
+
+const ALL: [F; 4] = [F::GitHub, F::GitLab, F::Cloud, F::Dc];
+/// The flavours whose tokens always expire.
+const EXPIRING: [F; 3] = [F::GitLab, F::Cloud, F::Dc];
+
+impl F {
+    fn prefix(self) -> &'static str {
+        match self {
+            F::GitHub => "",
+            F::GitLab => "/gitlab",
+            F::Cloud => "/bitbucket",
+            F::Dc => "/bitbucket-dc",
+        }
+    }
+
+    fn authorize_path(self) -> &'static str {
+        match self {
+            F::GitHub => "/login/oauth/authorize",
+            F::GitLab => "/oauth/authorize",
+            F::Cloud => "/site/oauth2/authorize",
+            F::Dc => "/rest/oauth2/latest/authorize",
+        }
+    }
+
+    fn token_path(self) -> &'static str {
+        match self {
+            F::GitHub => "/login/oauth/access_token",
+            F::GitLab => "/oauth/token",
+            F::Cloud => "/site/oauth2/access_token",
+            F::Dc => "/rest/oauth2/latest/token",
+        }
+    }
+
+    fn scope(self) -> &'static str {
+        match self {
+            F::GitHub => "repo",
+            F::GitLab => "read_api write_repository",
+            F::Cloud => "",
+            F::Dc => "REPO_WRITE",
+        }
+    }
+
+    /// The endpoint that tells who a token belongs to.
+    fn identity_path(self) -> &'static str {
+        match self {
+            F::GitHub => "/api/v3/user",
+            F::GitLab => "/api/v4/user",
+            F::Cloud => "/2.0/user",
+            F::Dc => "/rest/api/1.0/application-properties",
+        }
+    }
+
+    fn url(self, m: &RunningMock, path: &str) -> String {
+        format!("{}{}{path}", m.base_url, self.prefix())
+    }
+
+    fn count(self, p: &PerFlavour) -> u64 {
+        match self {
+            F::GitHub => p.github,
+            F::GitLab => p.gitlab,
+            F::Cloud => p.bitbucket_cloud,
+            F::Dc => p.bitbucket_data_center,
+        }
+    }
+}
+
+fn config(expiring_tokens: bool) -> MockConfig {
+    let mut config = MockConfig::demo();
+    config.expiring_tokens = expiring_tokens;
+    config.oauth_apps.push(MockOAuthApp {
+        name: "Lifecycle".into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: SECRET.into(),
+        callback_url: CALLBACK.into(),
+    });
+    config
+}
+
+/// A mock whose GitHub flavour issues expiring tokens too.
+async fn start() -> RunningMock {
+    MockProvider::start(config(true), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A mock on a clock the test moves.
+async fn start_with_clock(expiring: bool) -> (RunningMock, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let mock = MockProvider::with_clock(config(expiring), clock.clone())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (mock, clock)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A code for alice, through the `auto_approve` switch.
+async fn code(m: &RunningMock, f: F) -> String {
+    m.provider.switches().set_auto_approve(Some("alice"));
+    let response = http()
+        .get(f.url(m, f.authorize_path()))
+        .query(&[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", CALLBACK),
+            ("response_type", "code"),
+            ("scope", f.scope()),
+            ("state", "st"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    m.provider.switches().set_auto_approve(None);
+    assert_eq!(response.status(), 302, "{f:?}");
+    let location = response.headers()["location"].to_str().unwrap();
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{f:?}: no code in {location}"))
+}
+
+/// A token-endpoint answer: status, headers, body (JSON, or the text).
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        self.status == 200 && self.body["access_token"].is_string()
+    }
+
+    fn access(&self) -> String {
+        self.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn refresh(&self) -> String {
+        self.body["refresh_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Posts `form` to `f`'s token endpoint with HTTP Basic client
+/// authentication (which every flavour accepts), asking for JSON.
+async fn token_request(m: &RunningMock, f: F, form: &[(&str, &str)]) -> Answer {
+    let response = http()
+        .post(f.url(m, f.token_path()))
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .header(ACCEPT, "application/json")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+async fn exchange(m: &RunningMock, f: F, code: &str) -> Answer {
+    token_request(
+        m,
+        f,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", CALLBACK),
+        ],
+    )
+    .await
+}
+
+/// A fresh token pair for alice.
+async fn tokens(m: &RunningMock, f: F) -> Answer {
+    let code = code(m, f).await;
+    let answer = exchange(m, f, &code).await;
+    assert!(answer.ok(), "{f:?}: {}", answer.text);
+    answer
+}
+
+async fn refresh(m: &RunningMock, f: F, refresh_token: &str) -> Answer {
+    token_request(
+        m,
+        f,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+/// The status of `f`'s identity endpoint for a bearer token.
+async fn identity(m: &RunningMock, f: F, token: &str) -> u16 {
+    http()
+        .get(f.url(m, f.identity_path()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The flavour's way of saying "this refresh was refused with `error`".
+fn assert_refused(f: F, answer: &Answer, error: &str) {
+    assert!(!answer.ok(), "{f:?}: {}", answer.text);
+    assert_eq!(answer.body["error"], error, "{f:?}: {}", answer.text);
+    let status = if f == F::GitHub { 200 } else { 400 };
+    assert_eq!(answer.status, status, "{f:?}: {}", answer.text);
+}
+
+fn refused_error(f: F) -> &'static str {
+    if f == F::GitHub {
+        "bad_refresh_token"
+    } else {
+        "invalid_grant"
+    }
+}
+
+/// The mock reaching a state: a guard against a test that would wait for
+/// ever, not a timing assertion.
+async fn eventually(m: &RunningMock, done: impl Fn(&Stats, &TrafficStats) -> bool) {
+    tokio::time::timeout(Duration::from_secs(120), m.provider.wait_until(done))
+        .await
+        .expect("the mock never reached the awaited state");
+}
+
+async fn switches(m: &RunningMock, body: Value) -> reqwest::Response {
+    http()
+        .post(format!("{}/__mock/switches", m.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn http_stats(m: &RunningMock) -> Value {
+    http()
+        .get(format!("{}/__mock/stats", m.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Refresh switches.
+
+#[tokio::test]
+async fn refresh_error_fails_refreshes_only_and_spends_nothing() {
+    let m = start().await;
+    for f in ALL {
+        m.provider
+            .switches()
+            .set_refresh_error(Some("invalid_grant"));
+        // code exchanges are not affected
+        let first = tokens(&m, f).await;
+        let failed = refresh(&m, f, &first.refresh()).await;
+        assert_refused(f, &failed, "invalid_grant");
+        // the pair still works: the refresh token was not consumed
+        assert_eq!(identity(&m, f, &first.access()).await, 200, "{f:?}");
+        m.provider.switches().set_refresh_error(None);
+        let second = refresh(&m, f, &first.refresh()).await;
+        assert!(second.ok(), "{f:?}: {}", second.text);
+        assert_ne!(second.access(), first.access());
+        assert_eq!(identity(&m, f, &second.access()).await, 200, "{f:?}");
+        assert_eq!(identity(&m, f, &first.access()).await, 401, "{f:?}");
+    }
+    // GitHub's wording for its own error code, HTTP 200 as GitHub answers
+    m.provider
+        .switches()
+        .set_refresh_error(Some("bad_refresh_token"));
+    let first = tokens(&m, F::GitHub).await;
+    let failed = refresh(&m, F::GitHub, &first.refresh()).await;
+    assert_refused(F::GitHub, &failed, "bad_refresh_token");
+    assert_eq!(
+        failed.body["error_description"],
+        "The refresh token passed is incorrect or expired."
+    );
+
+    let traffic = m.provider.traffic_stats();
+    assert_eq!(traffic.refresh_requests, 9);
+    assert_eq!(traffic.refresh_successes, 4);
+    for f in ALL {
+        let want = if f == F::GitHub { 3 } else { 2 };
+        assert_eq!(f.count(&traffic.refresh_requests_by_flavour), want, "{f:?}");
+        assert_eq!(f.count(&traffic.refresh_successes_by_flavour), 1, "{f:?}");
+    }
+    assert_eq!(m.provider.stats().token_requests, 14);
+}
+
+#[tokio::test]
+async fn refresh_status_answers_that_status_and_spends_nothing() {
+    let m = start().await;
+    for f in ALL {
+        let first = tokens(&m, f).await;
+        for status in [502, 503] {
+            m.provider.switches().set_refresh_status(Some(status));
+            let failed = refresh(&m, f, &first.refresh()).await;
+            assert_eq!(failed.status, status, "{f:?}");
+            assert!(
+                failed.headers[CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "{f:?}"
+            );
+        }
+        m.provider.switches().set_refresh_status(Some(429));
+        let limited = refresh(&m, f, &first.refresh()).await;
+        assert_eq!(limited.status, 429, "{f:?}");
+        let wait: u64 = limited.headers[RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait > 0, "{f:?}");
+        if f == F::GitHub {
+            m.provider.switches().set_refresh_status(Some(403));
+            let limited = refresh(&m, f, &first.refresh()).await;
+            assert_eq!(limited.status, 403);
+            assert_eq!(limited.headers["x-ratelimit-remaining"], "0");
+        }
+        // code exchanges are not affected
+        let other = tokens(&m, f).await;
+        assert_eq!(identity(&m, f, &other.access()).await, 200);
+
+        m.provider.switches().set_refresh_status(None);
+        let second = refresh(&m, f, &first.refresh()).await;
+        assert!(second.ok(), "{f:?}: {}", second.text);
+    }
+    assert_eq!(m.provider.traffic_stats().refresh_successes, 4);
+}
+
+#[tokio::test]
+async fn refresh_switches_over_http() {
+    let m = start().await;
+    let state: Value = switches(
+        &m,
+        json!({ "refresh_error": "invalid_grant", "refresh_status": 503, "refresh_hang": true,
+                "access_token_secs": 60, "github_expiring_tokens": false }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(state["refresh_error"], "invalid_grant");
+    assert_eq!(state["refresh_status"], 503);
+    assert_eq!(state["refresh_hang"], true);
+    assert_eq!(state["access_token_secs"], 60);
+    assert_eq!(state["github_expiring_tokens"], false);
+    assert_eq!(
+        m.provider.switches().get().refresh_error.as_deref(),
+        Some("invalid_grant")
+    );
+    let state: Value = switches(&m, json!({ "refresh_hang": null, "refresh_status": null }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["refresh_hang"], false);
+    assert_eq!(state["refresh_status"], Value::Null);
+    assert_eq!(state["refresh_error"], "invalid_grant");
+
+    for bad in [
+        json!({ "refresh_status": 42 }),
+        json!({ "access_token_secs": -1 }),
+    ] {
+        assert_eq!(switches(&m, bad.clone()).await.status(), 400, "{bad}");
+    }
+
+    // The refresh counters are in /__mock/stats, next to the old ones.
+    m.provider.switches().set_refresh_error(None);
+    let first = tokens(&m, F::GitLab).await;
+    assert!(refresh(&m, F::GitLab, &first.refresh()).await.ok());
+    let stats = http_stats(&m).await;
+    assert_eq!(stats["token_requests"], 2);
+    assert_eq!(stats["refresh_requests"], 1);
+    assert_eq!(stats["refresh_successes"], 1);
+    assert_eq!(stats["refresh_requests_by_flavour"]["gitlab"], 1);
+    assert_eq!(stats["refresh_successes_by_flavour"]["github"], 0);
+    let parsed: TrafficStats = serde_json::from_value(stats.clone()).unwrap();
+    assert_eq!(parsed, m.provider.traffic_stats());
+    let parsed: Stats = serde_json::from_value(stats).unwrap();
+    assert_eq!(parsed, m.provider.stats());
+
+    let reset = http()
+        .post(format!("{}/__mock/stats/reset", m.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 204);
+    assert_eq!(m.provider.traffic_stats(), TrafficStats::default());
+    assert_eq!(m.provider.stats(), Stats::default());
+    // switches stay
+    assert_eq!(m.provider.switches().get().access_token_secs, Some(60));
+}
+
+#[tokio::test]
+async fn refresh_hang_rotates_then_withholds_the_answer_until_turned_off() {
+    let m = start().await;
+    for f in ALL {
+        m.provider.reset_counters();
+        let first = tokens(&m, f).await;
+        m.provider.switches().set_refresh_hang(true);
+        let waiting = tokio::spawn({
+            let url = f.url(&m, f.token_path());
+            let old = first.refresh();
+            async move {
+                http()
+                    .post(url)
+                    .basic_auth(CLIENT_ID, Some(SECRET))
+                    .header(ACCEPT, "application/json")
+                    .form(&[("grant_type", "refresh_token"), ("refresh_token", &old)])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        });
+        // Rotated: the old access token died, though no answer came yet.
+        eventually(&m, |_, t| t.refresh_successes == 1).await;
+        assert_eq!(identity(&m, f, &first.access()).await, 401, "{f:?}");
+        assert!(!waiting.is_finished(), "{f:?}");
+        // code exchanges do not hang
+        let other = tokens(&m, f).await;
+        assert_eq!(identity(&m, f, &other.access()).await, 200);
+
+        m.provider.switches().set_refresh_hang(false);
+        let answer = waiting.await.unwrap();
+        let new_access = answer["access_token"].as_str().unwrap();
+        assert_eq!(identity(&m, f, new_access).await, 200, "{f:?}");
+        // the refresh token was spent by the held-back request
+        let again = refresh(&m, f, &first.refresh()).await;
+        assert_refused(f, &again, refused_error(f));
+    }
+}
+
+#[tokio::test]
+async fn a_client_giving_up_on_a_hanging_refresh_does_not_undo_it() {
+    let m = start().await;
+    let first = tokens(&m, F::GitLab).await;
+    m.provider.switches().set_refresh_hang(true);
+    let url = F::GitLab.url(&m, F::GitLab.token_path());
+    let old = first.refresh();
+    let waiting = tokio::spawn(async move {
+        let _ = http()
+            .post(url)
+            .basic_auth(CLIENT_ID, Some(SECRET))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &old)])
+            .send()
+            .await;
+    });
+    eventually(&m, |_, t| t.refresh_successes == 1).await;
+    // the client goes away (its connection is dropped)
+    waiting.abort();
+    let _ = waiting.await;
+    m.provider.switches().set_refresh_hang(false);
+    // Neither the old pair nor the old refresh token work: the answer with
+    // the new pair is lost, and the user must authorize again.
+    assert_eq!(identity(&m, F::GitLab, &first.access()).await, 401);
+    let again = refresh(&m, F::GitLab, &first.refresh()).await;
+    assert_refused(F::GitLab, &again, "invalid_grant");
+}
+
+// ---------------------------------------------------------------------------
+// Access-token lifetimes.
+
+#[tokio::test]
+async fn access_token_secs_sets_expires_in_and_expiry_on_the_mocks_clock() {
+    let (m, clock) = start_with_clock(true).await;
+    m.provider.switches().set_access_token_secs(Some(90));
+    for f in ALL {
+        let first = tokens(&m, f).await;
+        assert_eq!(first.body["expires_in"], 90, "{f:?}: {}", first.text);
+        let second = refresh(&m, f, &first.refresh()).await;
+        assert_eq!(second.body["expires_in"], 90, "{f:?}: {}", second.text);
+        clock.advance(chrono::Duration::seconds(89));
+        assert_eq!(identity(&m, f, &second.access()).await, 200, "{f:?}");
+        clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(identity(&m, f, &second.access()).await, 401, "{f:?}");
+        // the refresh token outlives it
+        let third = refresh(&m, f, &second.refresh()).await;
+        assert!(third.ok(), "{f:?}: {}", third.text);
+        assert_eq!(identity(&m, f, &third.access()).await, 200, "{f:?}");
+    }
+    // GitLab's token info agrees.
+    let first = tokens(&m, F::GitLab).await;
+    clock.advance(chrono::Duration::seconds(30));
+    let info: Value = http()
+        .get(F::GitLab.url(&m, "/oauth/token/info"))
+        .bearer_auth(first.access())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["expires_in"], 60);
+
+    // Zero: issued already expired.
+    m.provider.switches().set_access_token_secs(Some(0));
+    for f in EXPIRING {
+        let first = tokens(&m, f).await;
+        assert_eq!(first.body["expires_in"], 0, "{f:?}");
+        assert_eq!(identity(&m, f, &first.access()).await, 401, "{f:?}");
+    }
+    // Cleared: the flavours' own lifetimes again.
+    m.provider.switches().set_access_token_secs(None);
+    for (f, secs) in [
+        (F::GitHub, 28_800),
+        (F::GitLab, 7_200),
+        (F::Cloud, 7_200),
+        (F::Dc, 3_600),
+    ] {
+        assert_eq!(tokens(&m, f).await.body["expires_in"], secs, "{f:?}");
+    }
+}
+
+#[tokio::test]
+async fn github_expiring_tokens_can_be_switched_at_run_time() {
+    let (m, clock) = start_with_clock(false).await;
+    let plain = tokens(&m, F::GitHub).await;
+    assert!(plain.body.get("expires_in").is_none());
+    assert!(plain.body.get("refresh_token").is_none());
+    // access_token_secs does not touch tokens that never expire
+    m.provider.switches().set_access_token_secs(Some(60));
+    let plain = tokens(&m, F::GitHub).await;
+    assert!(plain.body.get("expires_in").is_none());
+
+    m.provider.switches().set_github_expiring_tokens(Some(true));
+    let expiring = tokens(&m, F::GitHub).await;
+    assert_eq!(expiring.body["expires_in"], 60);
+    assert!(expiring.refresh().starts_with("ghr_"));
+    // so do tokens made through the control API
+    let direct = m.provider.issue_token("bob", CLIENT_ID, &["repo"]);
+    clock.advance(chrono::Duration::seconds(60));
+    assert_eq!(identity(&m, F::GitHub, &expiring.access()).await, 401);
+    assert_eq!(identity(&m, F::GitHub, &direct).await, 401);
+    assert_eq!(identity(&m, F::GitHub, &plain.access()).await, 200);
+    let refreshed = refresh(&m, F::GitHub, &expiring.refresh()).await;
+    assert_eq!(refreshed.body["expires_in"], 60);
+
+    let (m, _) = start_with_clock(true).await;
+    m.provider
+        .switches()
+        .set_github_expiring_tokens(Some(false));
+    let plain = tokens(&m, F::GitHub).await;
+    assert!(plain.body.get("refresh_token").is_none());
+}
