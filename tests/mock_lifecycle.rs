@@ -1,7 +1,8 @@
 //! The mock's token-lifecycle and load switches, over real HTTP against a
 //! started mock, in every flavour: refreshes made to fail (without spending
 //! the refresh token) or to hang after rotating, short-lived tokens on the
-//! mock's clock, refresh counters, and how the tests wait for the mock
+//! mock's clock, refresh counters; API calls counted per token, the
+//! in-flight gauge with `api_delay_ms`; and how the tests wait for the mock
 //! (`MockProvider::wait_until`) instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,7 +10,8 @@
 use chrono::Utc;
 use gitbroker::clock::ManualClock;
 use gitbroker::mock::{
-    MockConfig, MockOAuthApp, MockProvider, PerFlavour, RunningMock, Stats, TrafficStats,
+    Flavour, MockConfig, MockOAuthApp, MockProvider, PatSpec, PerFlavour, RunningMock, Stats,
+    TrafficStats,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
@@ -595,4 +597,178 @@ async fn github_expiring_tokens_can_be_switched_at_run_time() {
         .set_github_expiring_tokens(Some(false));
     let plain = tokens(&m, F::GitHub).await;
     assert!(plain.body.get("refresh_token").is_none());
+}
+
+// ---------------------------------------------------------------------------
+// Per-token API call counts, in-flight gauge, api_delay_ms.
+
+fn pat(m: &RunningMock, flavour: Flavour, kind: &str, scopes: &[&str]) -> String {
+    m.provider.create_pat(PatSpec {
+        flavour,
+        owner: "alice".into(),
+        kind: kind.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        expires_at: None,
+        repositories: vec![],
+        email: None,
+    })
+}
+
+#[tokio::test]
+async fn api_calls_are_counted_per_token_with_a_histogram() {
+    let m = start().await;
+    let mut oauth = Vec::new();
+    for f in ALL {
+        let t = tokens(&m, f).await.access();
+        for _ in 0..2 {
+            assert_eq!(identity(&m, f, &t).await, 200, "{f:?}");
+        }
+        oauth.push(t);
+    }
+    // GitLab reads PRIVATE-TOKEN; its token info and PAT record count too.
+    let glpat = pat(&m, Flavour::Gitlab, "personal", &["read_api"]);
+    for path in ["/api/v4/user", "/api/v4/personal_access_tokens/self"] {
+        let r = http()
+            .get(F::GitLab.url(&m, path))
+            .header("PRIVATE-TOKEN", &glpat)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let info = http()
+        .get(F::GitLab.url(&m, "/oauth/token/info"))
+        .bearer_auth(&oauth[1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    // Bitbucket Cloud API tokens come as the password of Basic auth.
+    let api_token = pat(
+        &m,
+        Flavour::BitbucketCloud,
+        "api_token",
+        &["read:user:bitbucket"],
+    );
+    let r = http()
+        .get(F::Cloud.url(&m, "/2.0/user"))
+        .basic_auth("alice@example.com", Some(&api_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // GitHub's applications API names the token in its body.
+    let check = http()
+        .post(format!(
+            "{}/applications/{CLIENT_ID}/token",
+            m.github_api_url()
+        ))
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .json(&json!({ "access_token": oauth[0] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200);
+    // Refused requests count as well: a token nobody issued.
+    assert_eq!(identity(&m, F::GitHub, "gho_unknown").await, 401);
+
+    assert_eq!(m.provider.api_calls_for(&oauth[0]), 3);
+    assert_eq!(m.provider.api_calls_for(&oauth[1]), 3);
+    assert_eq!(m.provider.api_calls_for(&oauth[2]), 2);
+    assert_eq!(m.provider.api_calls_for(&oauth[3]), 2);
+    assert_eq!(m.provider.api_calls_for(&glpat), 2);
+    assert_eq!(m.provider.api_calls_for(&api_token), 1);
+    assert_eq!(m.provider.api_calls_for("gho_unknown"), 1);
+    assert_eq!(m.provider.api_calls_for("never-seen"), 0);
+    // token endpoints and the control API are no API calls
+    let traffic = m.provider.traffic_stats();
+    assert_eq!(traffic.api_requests, 14);
+    let histogram: Vec<(u64, u64)> = traffic.api_calls_histogram.into_iter().collect();
+    assert_eq!(histogram, vec![(1, 2), (2, 3), (3, 2)]);
+
+    // The same from outside the process, never naming a token.
+    let stats = http_stats(&m).await;
+    assert_eq!(
+        stats["api_calls_histogram"],
+        json!({ "1": 2, "2": 3, "3": 2 })
+    );
+    let body = stats.to_string();
+    for t in oauth.iter().chain([&glpat, &api_token]) {
+        assert!(!body.contains(t.as_str()));
+    }
+    let calls: Value = http()
+        .post(format!("{}/__mock/stats/api_calls", m.base_url))
+        .json(&json!({ "token": oauth[0] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls, json!({ "calls": 3 }));
+
+    m.provider.reset_counters();
+    assert_eq!(m.provider.api_calls_for(&oauth[0]), 0);
+    assert!(m.provider.traffic_stats().api_calls_histogram.is_empty());
+}
+
+#[tokio::test]
+async fn in_flight_peak_with_api_delay() {
+    let m = start().await;
+    let mut held = Vec::new();
+    let mut requests = Vec::new();
+    for f in ALL {
+        let t = tokens(&m, f).await.access();
+        requests.push((f, t.clone()));
+        requests.push((f, t));
+    }
+    let n = requests.len() as u64;
+    // Long enough that nothing finishes before the switch is turned off.
+    let state: Value = switches(&m, json!({ "api_delay_ms": 600_000 }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["api_delay_ms"], 600_000);
+    for (f, t) in requests {
+        let url = f.url(&m, f.identity_path());
+        held.push(tokio::spawn(async move {
+            http()
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    eventually(&m, |_, t| t.api_in_flight == n).await;
+    let traffic = m.provider.traffic_stats();
+    assert_eq!(traffic.api_max_in_flight, n);
+    // No handler ran yet: the identity counters have not moved.
+    assert_eq!(m.provider.stats().user_requests, 0);
+    // A reset while they wait starts the peak from those in flight.
+    m.provider.reset_counters();
+    assert_eq!(m.provider.traffic_stats().api_max_in_flight, n);
+    assert_eq!(m.provider.traffic_stats().api_in_flight, n);
+
+    // Turning the switch off releases them.
+    m.provider.switches().set_api_delay_ms(None);
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    eventually(&m, |_, t| t.api_in_flight == 0).await;
+    assert_eq!(m.provider.traffic_stats().api_max_in_flight, n);
+    assert_eq!(m.provider.stats().user_requests, n);
+
+    // One request at a time peaks at one; a short delay still answers.
+    m.provider.reset_counters();
+    m.provider.switches().set_api_delay_ms(Some(5));
+    let t = tokens(&m, F::GitLab).await.access();
+    for _ in 0..3 {
+        assert_eq!(identity(&m, F::GitLab, &t).await, 200);
+    }
+    let traffic = m.provider.traffic_stats();
+    assert_eq!((traffic.api_requests, traffic.api_max_in_flight), (3, 1));
 }

@@ -58,7 +58,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/site/oauth2/authorize", consent::route(&CONSENT))
         .route("/site/oauth2/access_token", post(access_token))
-        .route("/2.0/user", get(user))
+}
+
+/// The REST API 2.0.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new().route("/2.0/user", get(user))
 }
 
 // ---------------------------------------------------------------------------

@@ -69,6 +69,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/rest/oauth2/latest/authorize", consent::route(&CONSENT))
         .route("/rest/oauth2/latest/token", post(token))
+}
+
+/// The REST API 1.0.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
         .route(
             "/rest/api/1.0/application-properties",
             get(application_properties),

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -67,6 +69,11 @@ pub struct SwitchState {
     /// user tokens (8 h, with rotating refresh tokens) on or off.
     #[serde(default)]
     pub github_expiring_tokens: Option<bool>,
+    /// Every API request (see [`TrafficStats::api_requests`]) waits this
+    /// many milliseconds (tokio time) before it is handled. Turning the
+    /// switch off releases the requests waiting.
+    #[serde(default)]
+    pub api_delay_ms: Option<u64>,
     // --- end of token lifecycle ---
     /// The API endpoints that read a token (identity, scopes, probes) hang
     /// for [`TOKEN_HANG`] or until the switch is turned off.
@@ -150,6 +157,10 @@ impl Switches {
         self.update(|s| s.github_expiring_tokens = on);
     }
 
+    pub fn set_api_delay_ms(&self, ms: Option<u64>) {
+        self.update(|s| s.api_delay_ms = ms);
+    }
+
     pub fn set_api_hang(&self, on: bool) {
         self.update(|s| s.api_hang = on);
     }
@@ -167,6 +178,24 @@ impl Switches {
     /// exchange wrong.
     pub(crate) async fn token_hang_wait(&self) {
         self.hang_while(|s| s.token_hang).await;
+    }
+
+    /// Waits `api_delay_ms` (tokio time), or until the switch is turned
+    /// off; API requests call this first.
+    pub(crate) async fn api_delay_wait(&self) {
+        let Some(ms) = self.get().api_delay_ms else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        loop {
+            let changed = self.changed.notified();
+            if self.get().api_delay_ms.is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Waits while `refresh_hang` is on (at most [`TOKEN_HANG`]); called
@@ -226,6 +255,25 @@ pub struct TrafficStats {
     pub refresh_successes: u64,
     pub refresh_requests_by_flavour: PerFlavour,
     pub refresh_successes_by_flavour: PerFlavour,
+    /// API requests received, every flavour: GitHub `/api/v3/…` (the
+    /// applications API included), GitLab `/api/v4/…` and
+    /// `/oauth/token/info`, Bitbucket Cloud `/2.0/…`, Data Center
+    /// `/rest/api/1.0/…`.
+    pub api_requests: u64,
+    /// API requests being handled now (waiting out `api_delay_ms` or
+    /// `api_hang` included). Not reset: it is a gauge.
+    pub api_in_flight: u64,
+    /// The most API requests in flight at once since the counters were
+    /// last reset (a reset starts it from `api_in_flight`).
+    pub api_max_in_flight: u64,
+    /// How many tokens (`value`) the API was asked about exactly `key`
+    /// times: `{"1": 9998, "2": 2}`. A token counts when an API request
+    /// presents it (Bearer, `token`, `PRIVATE-TOKEN`, the password of
+    /// Basic auth, as the flavour reads it) or names it in the body of
+    /// GitHub's `POST /applications/{client_id}/token`; any answer counts,
+    /// rate-limited and refused ones too. The tokens themselves are never
+    /// shown; ask [`super::MockProvider::api_calls_for`] about one.
+    pub api_calls_histogram: BTreeMap<u64, u64>,
 }
 
 /// One count per provider flavour.
@@ -269,6 +317,12 @@ pub(crate) struct Counters {
     pub idp_token_requests: AtomicU64,
     refresh_requests: [AtomicU64; 4],
     refresh_successes: [AtomicU64; 4],
+    api_requests: AtomicU64,
+    api_in_flight: AtomicU64,
+    api_max_in_flight: AtomicU64,
+    /// API calls per token, by the token's SHA-256 (no second copy of the
+    /// secrets).
+    api_calls: Mutex<HashMap<[u8; 32], u64>>,
     /// Woken when a [`TrafficStats`] figure changes, for
     /// [`super::MockProvider::wait_until`].
     changed: Notify,
@@ -289,6 +343,28 @@ impl Counters {
         self.changed.notify_waiters();
     }
 
+    /// Counts one API request presenting (or naming) `token`.
+    pub fn api_call(&self, token: &str) {
+        *lock(&self.api_calls).entry(digest(token)).or_default() += 1;
+    }
+
+    pub fn api_calls_for(&self, token: &str) -> u64 {
+        lock(&self.api_calls)
+            .get(&digest(token))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// An API request begins; it ends when the guard drops (also when the
+    /// client goes away and the request's future is dropped).
+    pub fn enter_api(&self) -> InFlight<'_> {
+        Self::bump(&self.api_requests);
+        let now = Self::bump(&self.api_in_flight);
+        self.api_max_in_flight.fetch_max(now, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        InFlight(self)
+    }
+
     pub fn traffic(&self) -> TrafficStats {
         let requests = PerFlavour::from_counters(&self.refresh_requests);
         let successes = PerFlavour::from_counters(&self.refresh_successes);
@@ -298,6 +374,16 @@ impl Counters {
             refresh_successes: sum(successes),
             refresh_requests_by_flavour: requests,
             refresh_successes_by_flavour: successes,
+            api_requests: self.api_requests.load(Ordering::Relaxed),
+            api_in_flight: self.api_in_flight.load(Ordering::Relaxed),
+            api_max_in_flight: self.api_max_in_flight.load(Ordering::Relaxed),
+            api_calls_histogram: lock(&self.api_calls).values().fold(
+                BTreeMap::new(),
+                |mut histogram, calls| {
+                    *histogram.entry(*calls).or_default() += 1;
+                    histogram
+                },
+            ),
         }
     }
 
@@ -330,10 +416,31 @@ impl Counters {
         .into_iter()
         .chain(&self.refresh_requests)
         .chain(&self.refresh_successes)
+        .chain([&self.api_requests])
         {
             c.store(0, Ordering::Relaxed);
         }
+        // a gauge: requests in flight stay counted, and the peak starts there
+        self.api_max_in_flight.store(
+            self.api_in_flight.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        lock(&self.api_calls).clear();
         self.changed.notify_waiters();
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// An API request in flight; see [`Counters::enter_api`].
+pub(crate) struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.api_in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -341,6 +448,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_counters))
+        .route("/stats/api_calls", post(api_calls))
         .route("/switches", get(switches).post(set_switches))
         .route("/reset", post(reset))
         .route("/tokens", post(issue_token))
@@ -356,15 +464,16 @@ async fn create_pat(
     Json(serde_json::json!({ "token": s.pats.create(spec) }))
 }
 
+/// A request body naming one token.
 #[derive(serde::Deserialize)]
-struct RevokeRequest {
+struct NamedToken {
     token: String,
 }
 
 /// `POST /__mock/pats/revoke` with `{"token": …}` → `{"revoked": bool}`.
 async fn revoke_pat(
     State(s): State<Arc<Shared>>,
-    Json(req): Json<RevokeRequest>,
+    Json(req): Json<NamedToken>,
 ) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "revoked": s.pats.revoke(&req.token) }))
 }
@@ -383,6 +492,16 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<StatsBody> {
         counters: s.counters.snapshot(),
         traffic: s.counters.traffic(),
     })
+}
+
+/// `POST /__mock/stats/api_calls` with `{"token": …}` → `{"calls": n}`,
+/// the API requests that presented that token. (A POST, so the token is in
+/// no URL and no log line.)
+async fn api_calls(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "calls": s.counters.api_calls_for(&req.token) }))
 }
 
 /// `POST /__mock/stats/reset`: counters only; switches and tokens stay.
@@ -425,6 +544,8 @@ struct SwitchUpdate {
     access_token_secs: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     github_expiring_tokens: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    api_delay_ms: Option<Option<u64>>,
     // end of token lifecycle
     #[serde(default, deserialize_with = "present")]
     api_hang: Option<Option<bool>>,
@@ -495,6 +616,9 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         }
         if let Some(v) = update.github_expiring_tokens {
             state.github_expiring_tokens = v;
+        }
+        if let Some(v) = update.api_delay_ms {
+            state.api_delay_ms = v;
         }
         if let Some(v) = update.api_hang {
             state.api_hang = v.unwrap_or(false);

@@ -51,6 +51,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/login/oauth/authorize", consent::route(&CONSENT))
         .route("/login/oauth/access_token", post(access_token))
+}
+
+/// The REST API under `/api/v3`.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
         .route("/api/v3/user", get(user))
         .route("/api/v3/user/repos", get(user_repos))
         .route("/api/v3/repos/{owner}/{repo}", patch(update_repo))
@@ -1004,6 +1009,11 @@ async fn check_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // a check of the token named in the body, as far as the per-token
+    // counts go, whoever asks
+    if let Ok(TokenBody { access_token }) = serde_json::from_slice::<TokenBody>(&body) {
+        s.counters.api_call(&access_token);
+    }
     let result = app_auth(&s, &client_id, &headers)
         .and_then(|app| app_token(&s, &app, &body).map(|found| (app, found)));
     let (app, (token, grant)) = match result {

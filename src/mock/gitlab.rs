@@ -14,7 +14,7 @@ use super::consent::{self, Consent, Refusal, known_scopes};
 use super::control::Counters;
 use super::oauth::{
     AuthMethod, TokenPages, authenticate, authorization_token, exchange_code, header_pair,
-    parse_form, parse_scopes, refresh_grant, token_endpoint, with_headers,
+    parse_form, parse_scopes, presented_token, refresh_grant, token_endpoint, with_headers,
 };
 use super::pages::Wording;
 use super::pats::{Flavour, Pat};
@@ -86,11 +86,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/oauth/authorize", consent::route(&CONSENT))
         .route("/oauth/token", post(token))
-        .route("/oauth/token/info", get(token_info))
         .route("/oauth/revoke", post(revoke))
+        .fallback(not_found)
+}
+
+/// The routes that read a token: API v4 and Doorkeeper's token info.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/oauth/token/info", get(token_info))
         .route("/api/v4/user", get(user))
         .route("/api/v4/personal_access_tokens/self", get(pat_self))
-        .fallback(not_found)
 }
 
 // ---------------------------------------------------------------------------
@@ -518,13 +523,7 @@ fn digest_number(token: &str, modulo: u64) -> u64 {
 /// The caller of an API v4 request: `PRIVATE-TOKEN` or a bearer token, an
 /// OAuth token from the book or a personal access token from the PAT book.
 fn caller<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<Caller<'a>, Response> {
-    let token = headers
-        .get("private-token")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .or_else(|| authorization_token(headers, &["bearer"]));
-    let Some(token) = token else {
+    let Some(token) = presented_token(Flavour::Gitlab, headers) else {
         return Err(api_message(StatusCode::UNAUTHORIZED));
     };
     let now = s.now();

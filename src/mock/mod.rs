@@ -17,6 +17,7 @@
 //!   - `POST /__mock/switches` with a JSON object holding any subset of the
 //!     [`SwitchState`] fields; a field set to `null` is cleared, an absent
 //!     field is left alone; answers the new state;
+//!   - `POST /__mock/stats/api_calls` with `{"token"}` → `{"calls": n}`;
 //!   - `POST /__mock/stats/reset` → clears the counters only
 //!     ([`MockProvider::reset_counters`]); 204;
 //!   - `POST /__mock/reset` → clears switches, counters, codes and tokens
@@ -31,9 +32,14 @@
 //! use, in every flavour); `access_token_secs` shortens (or lengthens) the
 //! lifetime of newly issued access tokens; `github_expiring_tokens` turns
 //! GitHub's expiring tokens on or off at run time. [`TrafficStats`] counts
-//! refreshes, per flavour too, and [`MockProvider::wait_until`] lets a test
-//! wait for the counters to reach a state instead of sleeping. Expiry
-//! follows the [`Clock`] given to [`MockProvider::with_clock`].
+//! refreshes, per flavour too, counts API calls per token
+//! ([`MockProvider::api_calls_for`], and a histogram that never shows the
+//! tokens) and keeps a gauge of API requests in flight with its peak; the
+//! `api_delay_ms` switch slows every API request down. Every flavour's API
+//! routes go through one middleware (`traffic`) for this.
+//! [`MockProvider::wait_until`] lets a test wait for the counters to reach a
+//! state instead of sleeping. Expiry follows the [`Clock`] given to
+//! [`MockProvider::with_clock`].
 //!
 //! Shared by every flavour: the token book-keeping (`book`), the protocol
 //! pieces (`oauth`), switches and counters (`control`). Another flavour
@@ -59,6 +65,7 @@ mod idp;
 mod oauth;
 mod pages;
 mod pats;
+mod traffic;
 
 pub use control::{
     MAX_ACCESS_TOKEN_SECS, PerFlavour, Stats, SwitchState, Switches, TOKEN_HANG, TrafficStats,
@@ -368,12 +375,29 @@ impl MockProvider {
     /// All routes, for callers who serve the mock themselves; they must call
     /// [`MockProvider::set_base_url`] with the URL the router is reachable at.
     pub fn router(&self) -> Router {
+        // The API routes of each flavour go through `traffic::layer`: counted
+        // per token, in-flight gauge, `api_delay_ms`.
+        let api = |routes, flavour| traffic::layer(routes, &self.shared, flavour);
         Router::new()
             .merge(github::routes())
+            .merge(api(github::api_routes(), Flavour::Github))
             .nest("/idp", idp::routes())
-            .nest("/gitlab", gitlab::routes())
-            .nest("/bitbucket", bitbucket_cloud::routes())
-            .nest("/bitbucket-dc", bitbucket_dc::routes())
+            .nest(
+                "/gitlab",
+                gitlab::routes().merge(api(gitlab::api_routes(), Flavour::Gitlab)),
+            )
+            .nest(
+                "/bitbucket",
+                bitbucket_cloud::routes()
+                    .merge(api(bitbucket_cloud::api_routes(), Flavour::BitbucketCloud)),
+            )
+            .nest(
+                "/bitbucket-dc",
+                bitbucket_dc::routes().merge(api(
+                    bitbucket_dc::api_routes(),
+                    Flavour::BitbucketDataCenter,
+                )),
+            )
             .nest("/__mock", control::routes())
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))
@@ -420,6 +444,14 @@ impl MockProvider {
     /// codes and tokens stay. Same as `POST /__mock/stats/reset`.
     pub fn reset_counters(&self) {
         self.shared.counters.reset();
+    }
+
+    /// How many API requests presented exactly this token (as a bearer
+    /// token, `PRIVATE-TOKEN`, Basic password, or named in GitHub's
+    /// `POST /applications/{client_id}/token`) since the counters were last
+    /// reset; whatever the answer was.
+    pub fn api_calls_for(&self, token: &str) -> u64 {
+        self.shared.counters.api_calls_for(token)
     }
 
     /// Returns once `done` holds for the counters, re-checking whenever a

@@ -288,6 +288,25 @@ pub(crate) fn authorization_token(headers: &HeaderMap, schemes: &[&str]) -> Opti
         .then(|| token.to_owned())
 }
 
+/// The token an API request of `flavour` presents, read as that flavour
+/// reads it: GitHub `Bearer` or `token`; GitLab `PRIVATE-TOKEN` or
+/// `Bearer`; Bitbucket the password of HTTP Basic, or `Bearer`.
+pub(crate) fn presented_token(flavour: Flavour, headers: &HeaderMap) -> Option<String> {
+    match flavour {
+        Flavour::Github => authorization_token(headers, &["bearer", "token"]),
+        Flavour::Gitlab => headers
+            .get("private-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .or_else(|| authorization_token(headers, &["bearer"])),
+        Flavour::BitbucketCloud | Flavour::BitbucketDataCenter => match basic_auth(headers) {
+            Some(Ok((_, secret))) => Some(secret),
+            _ => authorization_token(headers, &["bearer"]),
+        },
+    }
+}
+
 fn url_decode(s: &str) -> String {
     form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
