@@ -2,16 +2,16 @@
 //! started mock, in every flavour: refreshes made to fail (without spending
 //! the refresh token) or to hang after rotating, short-lived tokens on the
 //! mock's clock, refresh counters; API calls counted per token, the
-//! in-flight gauge with `api_delay_ms`; and how the tests wait for the mock
+//! in-flight gauge with `api_delay_ms`, the host-wide rate limit with each
+//! flavour's headers; and how the tests wait for the mock
 //! (`MockProvider::wait_until`) instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use chrono::Utc;
 use gitbroker::clock::ManualClock;
 use gitbroker::mock::{
-    Flavour, MockConfig, MockOAuthApp, MockProvider, PatSpec, PerFlavour, RunningMock, Stats,
-    TrafficStats,
+    Flavour, MockConfig, MockOAuthApp, MockProvider, PatSpec, PerFlavour, RateLimit, RunningMock,
+    Stats, TrafficStats,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
@@ -115,9 +115,14 @@ async fn start() -> RunningMock {
         .unwrap()
 }
 
-/// A mock on a clock the test moves.
+/// Where the tests' clock starts: a whole second, so that rate-limit
+/// resets are easy to read.
+const T0_MS: i64 = 1_800_000_000_000;
+
+/// A mock on a clock the test moves, starting at [`T0_MS`].
 async fn start_with_clock(expiring: bool) -> (RunningMock, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let start = chrono::DateTime::from_timestamp_millis(T0_MS).unwrap();
+    let clock = Arc::new(ManualClock::new(start));
     let mock = MockProvider::with_clock(config(expiring), clock.clone())
         .serve("127.0.0.1:0".parse().unwrap())
         .await
@@ -771,4 +776,230 @@ async fn in_flight_peak_with_api_delay() {
     }
     let traffic = m.provider.traffic_stats();
     assert_eq!((traffic.api_requests, traffic.api_max_in_flight), (3, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Rate limiting.
+
+/// A GET of `f`'s identity endpoint: status, headers, body text.
+async fn identity_full(
+    m: &RunningMock,
+    f: F,
+    token: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = http()
+        .get(f.url(m, f.identity_path()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name)
+        .unwrap_or_else(|| panic!("no {name} in {h:?}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rate_limit_headers_and_answers_in_every_flavour() {
+    let (m, clock) = start_with_clock(true).await;
+    let limit = RateLimit {
+        limit: 3,
+        window_ms: 1500,
+    };
+    m.provider.switches().set_api_rate_limit(Some(limit));
+    let ms = chrono::Duration::milliseconds;
+    for (i, f) in ALL.into_iter().enumerate() {
+        let token = tokens(&m, f).await.access();
+        // each flavour in a window of its own (the window is host-wide)
+        clock.advance(ms(1500));
+        let start = T0_MS + 1500 * (i as i64 + 1);
+        let reset_ms = (start + 1500).to_string();
+        // unix seconds, rounded up (T0 + 3 s, then T0 + 4.5 s → 5 s, …)
+        let reset_secs = (start + 1500 + 999).div_euclid(1000);
+        for n in 1..=3u64 {
+            let (status, h, _) = identity_full(&m, f, &token).await;
+            assert_eq!(status, 200, "{f:?}");
+            assert_eq!(header(&h, "x-ratelimit-reset-ms"), reset_ms, "{f:?}");
+            let remaining = (3 - n).to_string();
+            match f {
+                F::GitHub => {
+                    assert_eq!(header(&h, "x-ratelimit-limit"), "3");
+                    assert_eq!(header(&h, "x-ratelimit-remaining"), remaining);
+                    assert_eq!(header(&h, "x-ratelimit-used"), n.to_string());
+                    assert_eq!(header(&h, "x-ratelimit-reset"), reset_secs.to_string());
+                    assert_eq!(header(&h, "x-ratelimit-resource"), "core");
+                }
+                F::GitLab => {
+                    assert_eq!(header(&h, "ratelimit-limit"), "3");
+                    assert_eq!(header(&h, "ratelimit-remaining"), remaining);
+                    assert_eq!(header(&h, "ratelimit-observed"), n.to_string());
+                    assert_eq!(header(&h, "ratelimit-reset"), reset_secs.to_string());
+                    let reset_time = chrono::DateTime::from_timestamp_millis(start + 1500)
+                        .unwrap()
+                        .format("%a, %d %b %Y %H:%M:%S GMT")
+                        .to_string();
+                    assert_eq!(header(&h, "ratelimit-resettime"), reset_time);
+                }
+                F::Cloud => {
+                    assert_eq!(header(&h, "x-ratelimit-limit"), "3");
+                    assert_eq!(header(&h, "x-ratelimit-resource"), "api");
+                    let near = if n == 3 { "true" } else { "false" };
+                    assert_eq!(header(&h, "x-ratelimit-nearlimit"), near);
+                    assert!(h.get("x-ratelimit-remaining").is_none());
+                }
+                F::Dc => {
+                    assert_eq!(header(&h, "x-ratelimit-limit"), "3");
+                    assert_eq!(header(&h, "x-ratelimit-remaining"), remaining);
+                    assert_eq!(header(&h, "x-ratelimit-interval-seconds"), "2");
+                    assert_eq!(header(&h, "x-ratelimit-fillrate"), "3");
+                    let wait = if n == 3 { "2" } else { "0" };
+                    assert_eq!(header(&h, "retry-after"), wait);
+                }
+            }
+            if f != F::Dc {
+                assert!(h.get("retry-after").is_none(), "{f:?}");
+            }
+        }
+        // over the limit
+        let (status, h, body) = identity_full(&m, f, &token).await;
+        assert_eq!(header(&h, "x-ratelimit-reset-ms"), reset_ms, "{f:?}");
+        match f {
+            F::GitHub => {
+                assert_eq!(status, 403);
+                assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+                assert!(h.get("retry-after").is_none());
+                let body: Value = serde_json::from_str(&body).unwrap();
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("API rate limit exceeded")
+                );
+                // and 429 with Retry-After when told so
+                m.provider.switches().set_rate_limit_status(Some(429));
+                let (status, h, _) = identity_full(&m, f, &token).await;
+                assert_eq!(status, 429);
+                assert_eq!(header(&h, "retry-after"), "2");
+                assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+                m.provider.switches().set_rate_limit_status(None);
+            }
+            F::GitLab => {
+                assert_eq!(status, 429);
+                assert_eq!(body, "Retry later\n");
+                assert_eq!(header(&h, "retry-after"), "2");
+                assert_eq!(header(&h, "ratelimit-remaining"), "0");
+            }
+            F::Cloud => {
+                assert_eq!(status, 429);
+                assert_eq!(header(&h, "retry-after"), "2");
+                assert!(body.contains("Rate limit for this resource has been exceeded"));
+            }
+            F::Dc => {
+                assert_eq!(status, 429);
+                assert_eq!(header(&h, "retry-after"), "2");
+                assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+            }
+        }
+    }
+    let traffic = m.provider.traffic_stats();
+    assert_eq!(traffic.rate_limited_responses, 5);
+    assert_eq!(traffic.api_requests, 17);
+    // refused requests never reached the endpoints, but count per token
+    assert_eq!(m.provider.stats().user_requests, 12);
+    assert_eq!(traffic.api_calls_histogram.get(&4), Some(&3));
+    assert_eq!(traffic.api_calls_histogram.get(&5), Some(&1));
+
+    // Fixed windows: refused up to the window's end, then a new window.
+    clock.advance(ms(1499));
+    let token = tokens(&m, F::GitHub).await.access();
+    assert_eq!(identity(&m, F::GitHub, &token).await, 403);
+    clock.advance(ms(1));
+    let (status, h, _) = identity_full(&m, F::GitHub, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "2");
+    let next = T0_MS + 1500 * 6;
+    assert_eq!(header(&h, "x-ratelimit-reset-ms"), next.to_string());
+}
+
+#[tokio::test]
+async fn rate_limit_over_http_with_sub_second_windows() {
+    let (m, clock) = start_with_clock(true).await;
+    let token = tokens(&m, F::GitHub).await.access();
+    let state: Value = switches(
+        &m,
+        json!({ "api_rate_limit": { "limit": 1, "window_ms": 250 }, "rate_limit_status": 429 }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        state["api_rate_limit"],
+        json!({ "limit": 1, "window_ms": 250 })
+    );
+    assert_eq!(state["rate_limit_status"], 429);
+
+    let (status, h, _) = identity_full(&m, F::GitHub, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&h, "x-ratelimit-reset-ms"),
+        (T0_MS + 250).to_string()
+    );
+    assert_eq!(
+        header(&h, "x-ratelimit-reset"),
+        (T0_MS / 1000 + 1).to_string()
+    );
+    let (status, h, _) = identity_full(&m, F::GitHub, &token).await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&h, "retry-after"), "1");
+    // Refused answers of another kind carry the headers too.
+    let (status, h, _) = identity_full(&m, F::GitHub, "gho_unknown").await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+    clock.advance(chrono::Duration::milliseconds(249));
+    assert_eq!(identity(&m, F::GitHub, &token).await, 429);
+    clock.advance(chrono::Duration::milliseconds(1));
+    let (status, h, _) = identity_full(&m, F::GitHub, "gho_unknown").await;
+    assert_eq!(status, 401);
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+    assert_eq!(header(&h, "x-ratelimit-used"), "1");
+
+    let stats = http_stats(&m).await;
+    assert_eq!(stats["rate_limited_responses"], 3);
+
+    // A handler's own rate limit (user_api_status) keeps its headers.
+    clock.advance(chrono::Duration::milliseconds(250));
+    m.provider.switches().set_user_api_status(Some(403));
+    let (status, h, _) = identity_full(&m, F::GitHub, &token).await;
+    assert_eq!(status, 403);
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+    m.provider.switches().set_user_api_status(None);
+
+    for bad in [
+        json!({ "api_rate_limit": { "limit": 1, "window_ms": 0 } }),
+        json!({ "rate_limit_status": 500 }),
+    ] {
+        assert_eq!(switches(&m, bad.clone()).await.status(), 400, "{bad}");
+    }
+    for bad in [
+        json!({ "api_rate_limit": { "limit": 1 } }),
+        json!({ "api_rate_limit": { "limit": 1, "window_ms": 5, "burst": 2 } }),
+    ] {
+        assert_eq!(switches(&m, bad.clone()).await.status(), 422, "{bad}");
+    }
+
+    // Cleared: no limit, GitHub's usual headers again.
+    switches(&m, json!({ "api_rate_limit": null })).await;
+    for _ in 0..3 {
+        let (status, h, _) = identity_full(&m, F::GitHub, &token).await;
+        assert_eq!(status, 200);
+        assert!(h.get("x-ratelimit-reset-ms").is_none());
+        assert_eq!(header(&h, "x-ratelimit-limit"), "5000");
+    }
 }

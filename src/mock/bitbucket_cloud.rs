@@ -328,13 +328,21 @@ fn switched_user_status(status: u16) -> Response {
     match status {
         StatusCode::UNAUTHORIZED => unauthorized(),
         StatusCode::TOO_MANY_REQUESTS => {
-            let mut r = api_error(status, "Rate limit for this resource has been exceeded");
+            let mut r = rate_limited();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             r
         }
         _ => api_error(status, status.canonical_reason().unwrap_or("Error")),
     }
+}
+
+/// The body of Bitbucket Cloud's 429, without its headers.
+pub(crate) fn rate_limited() -> Response {
+    api_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Rate limit for this resource has been exceeded",
+    )
 }
 
 /// Who is calling, with what.

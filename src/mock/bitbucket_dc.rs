@@ -123,6 +123,11 @@ fn unauthorized() -> Response {
     )
 }
 
+/// The body of Data Center's 429, without its headers.
+pub(crate) fn rate_limited() -> Response {
+    api_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded")
+}
+
 /// The identity a token acts as, and what it may do.
 struct Caller {
     username: String,
@@ -217,7 +222,7 @@ async fn api_prelude(s: &Shared, headers: &HeaderMap) -> Result<Option<Caller>, 
         return Err(match status {
             StatusCode::UNAUTHORIZED => unauthorized(),
             StatusCode::TOO_MANY_REQUESTS => {
-                let mut r = api_error(status, "Rate limit exceeded");
+                let mut r = rate_limited();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
                 r

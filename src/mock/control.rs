@@ -74,11 +74,31 @@ pub struct SwitchState {
     /// switch off releases the requests waiting.
     #[serde(default)]
     pub api_delay_ms: Option<u64>,
+    /// A host-wide limit on API requests (like an IP-based one), in fixed
+    /// windows: the first request after a window ended (or after the limit
+    /// changed) starts a new one of `window_ms`, on the mock's clock. Every
+    /// API answer then carries the flavour's rate-limit headers and the
+    /// mock's `X-RateLimit-Reset-Ms`; over the limit GitHub answers 403 (or
+    /// `rate_limit_status`), GitLab and Bitbucket 429 with `Retry-After`.
+    #[serde(default)]
+    pub api_rate_limit: Option<RateLimit>,
+    /// GitHub's answer over `api_rate_limit`: 403 (the default) or 429
+    /// (which adds `Retry-After`).
+    #[serde(default)]
+    pub rate_limit_status: Option<u16>,
     // --- end of token lifecycle ---
     /// The API endpoints that read a token (identity, scopes, probes) hang
     /// for [`TOKEN_HANG`] or until the switch is turned off.
     #[serde(default)]
     pub api_hang: bool,
+}
+
+/// `limit` API requests per window of `window_ms` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub window_ms: u64,
 }
 
 /// How long the token endpoint hangs when `token_hang` is on.
@@ -159,6 +179,14 @@ impl Switches {
 
     pub fn set_api_delay_ms(&self, ms: Option<u64>) {
         self.update(|s| s.api_delay_ms = ms);
+    }
+
+    pub fn set_api_rate_limit(&self, limit: Option<RateLimit>) {
+        self.update(|s| s.api_rate_limit = limit);
+    }
+
+    pub fn set_rate_limit_status(&self, status: Option<u16>) {
+        self.update(|s| s.rate_limit_status = status);
     }
 
     pub fn set_api_hang(&self, on: bool) {
@@ -266,6 +294,9 @@ pub struct TrafficStats {
     /// The most API requests in flight at once since the counters were
     /// last reset (a reset starts it from `api_in_flight`).
     pub api_max_in_flight: u64,
+    /// API requests answered by `api_rate_limit` (403 or 429) instead of
+    /// the endpoint; those reach no endpoint counter (`user_requests`, …).
+    pub rate_limited_responses: u64,
     /// How many tokens (`value`) the API was asked about exactly `key`
     /// times: `{"1": 9998, "2": 2}`. A token counts when an API request
     /// presents it (Bearer, `token`, `PRIVATE-TOKEN`, the password of
@@ -320,6 +351,7 @@ pub(crate) struct Counters {
     api_requests: AtomicU64,
     api_in_flight: AtomicU64,
     api_max_in_flight: AtomicU64,
+    rate_limited_responses: AtomicU64,
     /// API calls per token, by the token's SHA-256 (no second copy of the
     /// secrets).
     api_calls: Mutex<HashMap<[u8; 32], u64>>,
@@ -357,6 +389,11 @@ impl Counters {
 
     /// An API request begins; it ends when the guard drops (also when the
     /// client goes away and the request's future is dropped).
+    pub fn rate_limited(&self) {
+        Self::bump(&self.rate_limited_responses);
+        self.changed.notify_waiters();
+    }
+
     pub fn enter_api(&self) -> InFlight<'_> {
         Self::bump(&self.api_requests);
         let now = Self::bump(&self.api_in_flight);
@@ -377,6 +414,7 @@ impl Counters {
             api_requests: self.api_requests.load(Ordering::Relaxed),
             api_in_flight: self.api_in_flight.load(Ordering::Relaxed),
             api_max_in_flight: self.api_max_in_flight.load(Ordering::Relaxed),
+            rate_limited_responses: self.rate_limited_responses.load(Ordering::Relaxed),
             api_calls_histogram: lock(&self.api_calls).values().fold(
                 BTreeMap::new(),
                 |mut histogram, calls| {
@@ -416,7 +454,7 @@ impl Counters {
         .into_iter()
         .chain(&self.refresh_requests)
         .chain(&self.refresh_successes)
-        .chain([&self.api_requests])
+        .chain([&self.api_requests, &self.rate_limited_responses])
         {
             c.store(0, Ordering::Relaxed);
         }
@@ -546,6 +584,10 @@ struct SwitchUpdate {
     github_expiring_tokens: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
     api_delay_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    api_rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_status: Option<Option<u16>>,
     // end of token lifecycle
     #[serde(default, deserialize_with = "present")]
     api_hang: Option<Option<bool>>,
@@ -620,6 +662,12 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         if let Some(v) = update.api_delay_ms {
             state.api_delay_ms = v;
         }
+        if let Some(v) = update.api_rate_limit {
+            state.api_rate_limit = v;
+        }
+        if let Some(v) = update.rate_limit_status {
+            state.rate_limit_status = v;
+        }
         if let Some(v) = update.api_hang {
             state.api_hang = v.unwrap_or(false);
         }
@@ -641,8 +689,24 @@ fn lifecycle_refusal(update: &SwitchUpdate) -> Option<String> {
             "access_token_secs must be between 0 and {MAX_ACCESS_TOKEN_SECS}"
         ));
     }
+    if let Some(Some(limit)) = update.api_rate_limit
+        && !(1..=MAX_WINDOW_MS).contains(&limit.window_ms)
+    {
+        return Some(format!(
+            "api_rate_limit.window_ms must be between 1 and {MAX_WINDOW_MS}"
+        ));
+    }
+    if let Some(Some(status)) = update.rate_limit_status
+        && !matches!(status, 403 | 429)
+    {
+        return Some("rate_limit_status must be 403 or 429".into());
+    }
     None
 }
+
+/// The longest rate-limit window: a year. Longer windows (and `0`) set
+/// through the Rust API are clamped to 1 ms … a year.
+pub const MAX_WINDOW_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// The longest `access_token_secs`: 100 years. Longer values are clamped
 /// to it when set through the Rust API.

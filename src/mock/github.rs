@@ -924,11 +924,7 @@ fn switched_user_status(status: u16, reset: DateTime<Utc>) -> Response {
         // tells it apart from a permission problem.
         StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => with_headers(
             rate_limit_headers(RATE_LIMIT, reset),
-            api_error(
-                status,
-                "API rate limit exceeded.",
-                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
-            ),
+            rate_limit_exceeded(status),
         ),
         _ => api_error(
             status,
@@ -936,6 +932,15 @@ fn switched_user_status(status: u16, reset: DateTime<Utc>) -> Response {
             REST_DOCS,
         ),
     }
+}
+
+/// The body of a primary rate limit (403 or 429), without its headers.
+pub(crate) fn rate_limit_exceeded(status: StatusCode) -> Response {
+    api_error(
+        status,
+        "API rate limit exceeded.",
+        "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+    )
 }
 
 fn user_json(s: &Shared, user: &MockGitUser) -> Value {

@@ -462,19 +462,21 @@ fn switched_status(s: &Shared, status: u16) -> Response {
         429 => {
             let mut headers = rate_limit_headers(RATE_LIMIT + 1, reset);
             headers.extend(header_pair("retry-after", &RETRY_AFTER_SECONDS.to_string()));
-            with_headers(
-                headers,
-                (
-                    status,
-                    [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-                    "Retry later\n",
-                )
-                    .into_response(),
-            )
+            with_headers(headers, throttled())
         }
         502..=504 => error_page(status.as_u16()),
         _ => api_message(status),
     }
+}
+
+/// The body of GitLab's throttle (HTTP 429), without its headers.
+pub(crate) fn throttled() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        "Retry later\n",
+    )
+        .into_response()
 }
 
 /// Who a token acts as.

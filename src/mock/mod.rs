@@ -35,8 +35,11 @@
 //! refreshes, per flavour too, counts API calls per token
 //! ([`MockProvider::api_calls_for`], and a histogram that never shows the
 //! tokens) and keeps a gauge of API requests in flight with its peak; the
-//! `api_delay_ms` switch slows every API request down. Every flavour's API
-//! routes go through one middleware (`traffic`) for this.
+//! `api_delay_ms` switch slows every API request down, and `api_rate_limit`
+//! limits them host-wide in fixed windows, with each flavour's rate-limit
+//! headers (and the mock's own `X-RateLimit-Reset-Ms`, in epoch
+//! milliseconds). Every flavour's API routes go through one middleware
+//! (`traffic`) for this.
 //! [`MockProvider::wait_until`] lets a test wait for the counters to reach a
 //! state instead of sleeping. Expiry follows the [`Clock`] given to
 //! [`MockProvider::with_clock`].
@@ -68,7 +71,8 @@ mod pats;
 mod traffic;
 
 pub use control::{
-    MAX_ACCESS_TOKEN_SECS, PerFlavour, Stats, SwitchState, Switches, TOKEN_HANG, TrafficStats,
+    MAX_ACCESS_TOKEN_SECS, MAX_WINDOW_MS, PerFlavour, RateLimit, Stats, SwitchState, Switches,
+    TOKEN_HANG, TrafficStats,
 };
 pub use pats::{Flavour, PatSpec};
 
@@ -227,6 +231,8 @@ pub(crate) struct Shared {
     idp_key: idp::SigningKey,
     /// Personal access tokens of every flavour, created by tests.
     pats: pats::PatBook,
+    /// The window of the `api_rate_limit` switch.
+    rate_window: traffic::RateWindow,
 }
 
 impl Shared {
@@ -290,6 +296,7 @@ impl Shared {
         self.bitbucket_dc.clear();
         self.idp.clear();
         self.pats.clear();
+        self.rate_window.clear();
     }
 }
 
@@ -329,6 +336,7 @@ impl MockProvider {
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
+                rate_window: traffic::RateWindow::default(),
             }),
         }
     }
