@@ -3,7 +3,8 @@
 //! the refresh token) or to hang after rotating, short-lived tokens on the
 //! mock's clock, refresh counters; API calls counted per token, the
 //! in-flight gauge with `api_delay_ms`, the host-wide rate limit with each
-//! flavour's headers; and how the tests wait for the mock
+//! flavour's headers; OAuth tokens and personal access tokens narrowed,
+//! expired and revoked at run time; and how the tests wait for the mock
 //! (`MockProvider::wait_until`) instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -1002,4 +1003,305 @@ async fn rate_limit_over_http_with_sub_second_windows() {
         assert!(h.get("x-ratelimit-reset-ms").is_none());
         assert_eq!(header(&h, "x-ratelimit-limit"), "5000");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Changing issued tokens at run time.
+
+async fn get_json(
+    m: &RunningMock,
+    f: F,
+    path: &str,
+    token: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = http()
+        .get(f.url(m, path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn control(m: &RunningMock, path: &str, body: Value) -> Value {
+    let r = http()
+        .post(format!("{}/__mock/{path}", m.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// What `f`'s API says a token's scopes are.
+async fn reported_scopes(m: &RunningMock, f: F, token: &str) -> String {
+    match f {
+        F::GitHub | F::Cloud => {
+            let (status, h, _) = get_json(m, f, f.identity_path(), token).await;
+            assert_eq!(status, 200, "{f:?}");
+            header(&h, "x-oauth-scopes").to_owned()
+        }
+        F::GitLab => {
+            let (status, _, info) = get_json(m, f, "/oauth/token/info", token).await;
+            assert_eq!(status, 200);
+            let scopes: Vec<&str> = info["scope"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            scopes.join(", ")
+        }
+        F::Dc => {
+            let mut held = Vec::new();
+            for p in ["REPO_READ", "REPO_WRITE", "REPO_ADMIN"] {
+                let (status, _, page) =
+                    get_json(m, f, &format!("/rest/api/1.0/repos?permission={p}"), token).await;
+                assert_eq!(status, 200);
+                if page["size"] != 0 {
+                    held.push(p);
+                }
+            }
+            held.join(", ")
+        }
+    }
+}
+
+#[tokio::test]
+async fn oauth_tokens_narrowed_expired_and_revoked_in_every_flavour() {
+    let m = start().await;
+    for (f, before, narrowed, after) in [
+        (F::GitHub, "repo", "read:user", "read:user"),
+        (
+            F::GitLab,
+            "read_api, write_repository",
+            "read_api",
+            "read_api",
+        ),
+        (
+            F::Cloud,
+            "account, team, repository:write",
+            "account",
+            "account",
+        ),
+        (F::Dc, "REPO_READ, REPO_WRITE", "REPO_READ", "REPO_READ"),
+    ] {
+        let first = tokens(&m, f).await;
+        assert_eq!(
+            reported_scopes(&m, f, &first.access()).await,
+            before,
+            "{f:?}"
+        );
+        assert!(m.provider.set_token_scopes(&first.access(), &[narrowed]));
+        assert_eq!(
+            reported_scopes(&m, f, &first.access()).await,
+            after,
+            "{f:?}"
+        );
+        // refreshes carry the narrowed grant on
+        let second = refresh(&m, f, &first.refresh()).await;
+        assert!(second.ok(), "{f:?}: {}", second.text);
+        assert_eq!(
+            reported_scopes(&m, f, &second.access()).await,
+            after,
+            "{f:?}"
+        );
+        // a refresh token names its grant too
+        assert!(m.provider.set_token_scopes(&second.refresh(), &[]));
+        let (status, _, _) = get_json(&m, f, f.identity_path(), &second.access()).await;
+        let want = match f {
+            // GitHub's /user and Data Center's properties need no scope
+            F::GitHub | F::Dc => 200,
+            F::GitLab | F::Cloud => 403,
+        };
+        assert_eq!(status, want, "{f:?}");
+
+        // Expired now: the access token stops working, its refresh token not.
+        let third = tokens(&m, f).await;
+        assert!(m.provider.expire_token(&third.access()));
+        assert_eq!(identity(&m, f, &third.access()).await, 401, "{f:?}");
+        let fourth = refresh(&m, f, &third.refresh()).await;
+        assert!(fourth.ok(), "{f:?}: {}", fourth.text);
+        // An expired refresh token is refused.
+        assert!(m.provider.expire_token(&fourth.refresh()));
+        assert_refused(
+            f,
+            &refresh(&m, f, &fourth.refresh()).await,
+            refused_error(f),
+        );
+        assert_eq!(identity(&m, f, &fourth.access()).await, 200, "{f:?}");
+
+        // Revoked: the pair dies.
+        let fifth = tokens(&m, f).await;
+        assert!(m.provider.revoke(&fifth.access()));
+        assert!(!m.provider.revoke(&fifth.access()));
+        assert_eq!(identity(&m, f, &fifth.access()).await, 401, "{f:?}");
+        assert_refused(f, &refresh(&m, f, &fifth.refresh()).await, refused_error(f));
+    }
+    // GitHub's applications API reports narrowed scopes as well.
+    let t = tokens(&m, F::GitHub).await.access();
+    m.provider.set_token_scopes(&t, &["read:user", "gist"]);
+    let check: Value = http()
+        .post(format!(
+            "{}/applications/{CLIENT_ID}/token",
+            m.github_api_url()
+        ))
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .json(&json!({ "access_token": t }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["scopes"], json!(["read:user", "gist"]));
+    for unknown in ["gho_nope", ""] {
+        assert!(!m.provider.set_token_scopes(unknown, &["repo"]));
+        assert!(!m.provider.expire_token(unknown));
+        assert!(!m.provider.revoke(unknown));
+    }
+    // silent: not API revocations
+    assert_eq!(m.provider.stats().revocations, 0);
+}
+
+#[tokio::test]
+async fn oauth_token_changes_over_http() {
+    let (m, _) = start_with_clock(true).await;
+    let gl = tokens(&m, F::GitLab).await;
+    let body = control(
+        &m,
+        "tokens/scopes",
+        json!({ "token": gl.access(), "scopes": ["write_repository"] }),
+    )
+    .await;
+    assert_eq!(body, json!({ "updated": true }));
+    let (status, _, err) = get_json(&m, F::GitLab, "/api/v4/user", &gl.access()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+
+    let gh = tokens(&m, F::GitHub).await;
+    let body = control(&m, "tokens/expire", json!({ "token": gh.access() })).await;
+    assert_eq!(body, json!({ "expired": true }));
+    assert_eq!(identity(&m, F::GitHub, &gh.access()).await, 401);
+    assert!(refresh(&m, F::GitHub, &gh.refresh()).await.ok());
+
+    let bb = tokens(&m, F::Cloud).await;
+    let body = control(&m, "tokens/revoke", json!({ "token": bb.refresh() })).await;
+    assert_eq!(body, json!({ "revoked": true }));
+    assert_eq!(identity(&m, F::Cloud, &bb.access()).await, 401);
+    let body = control(&m, "tokens/revoke", json!({ "token": bb.refresh() })).await;
+    assert_eq!(body, json!({ "revoked": false }));
+    for path in ["tokens/expire", "tokens/revoke"] {
+        let body = control(&m, path, json!({ "token": "unknown" })).await;
+        assert_eq!(
+            body.as_object().unwrap().values().next(),
+            Some(&json!(false))
+        );
+    }
+    let body = control(
+        &m,
+        "tokens/scopes",
+        json!({ "token": "unknown", "scopes": [] }),
+    )
+    .await;
+    assert_eq!(body, json!({ "updated": false }));
+}
+
+#[tokio::test]
+async fn personal_access_tokens_narrowed_and_expired() {
+    let (m, _) = start_with_clock(true).await;
+    // GitHub classic: X-OAuth-Scopes follows the change.
+    let ghp = pat(&m, Flavour::Github, "classic", &["repo", "admin:repo_hook"]);
+    assert_eq!(
+        reported_scopes(&m, F::GitHub, &ghp).await,
+        "repo, admin:repo_hook"
+    );
+    assert!(m.provider.set_pat_scopes(&ghp, &["repo"]));
+    assert_eq!(reported_scopes(&m, F::GitHub, &ghp).await, "repo");
+    let body = control(
+        &m,
+        "pats/scopes",
+        json!({ "token": ghp, "scopes": ["read:user"] }),
+    )
+    .await;
+    assert_eq!(body, json!({ "updated": true }));
+    assert_eq!(reported_scopes(&m, F::GitHub, &ghp).await, "read:user");
+    assert!(m.provider.expire_pat(&ghp));
+    assert_eq!(identity(&m, F::GitHub, &ghp).await, 401);
+
+    // GitLab: its token record shows the scopes; expired says so.
+    let glpat = pat(&m, Flavour::Gitlab, "personal", &["api", "read_repository"]);
+    let body = control(
+        &m,
+        "pats/scopes",
+        json!({ "token": glpat, "scopes": ["read_api"] }),
+    )
+    .await;
+    assert_eq!(body, json!({ "updated": true }));
+    let (status, _, record) =
+        get_json(&m, F::GitLab, "/api/v4/personal_access_tokens/self", &glpat).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["scopes"], json!(["read_api"]));
+    let body = control(&m, "pats/expire", json!({ "token": glpat })).await;
+    assert_eq!(body, json!({ "expired": true }));
+    let (status, _, err) = get_json(&m, F::GitLab, "/api/v4/user", &glpat).await;
+    assert_eq!(status, 401);
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+
+    // Bitbucket Cloud API token and Data Center HTTP token.
+    let api_token = pat(
+        &m,
+        Flavour::BitbucketCloud,
+        "api_token",
+        &["read:user:bitbucket"],
+    );
+    let cloud_user = || {
+        http()
+            .get(F::Cloud.url(&m, "/2.0/user"))
+            .basic_auth("alice@example.com", Some(&api_token))
+            .send()
+    };
+    assert_eq!(cloud_user().await.unwrap().status(), 200);
+    assert!(
+        m.provider
+            .set_pat_scopes(&api_token, &["read:repository:bitbucket"])
+    );
+    assert_eq!(cloud_user().await.unwrap().status(), 403);
+    assert!(m.provider.expire_pat(&api_token));
+    assert_eq!(cloud_user().await.unwrap().status(), 401);
+
+    let bbdc = pat(
+        &m,
+        Flavour::BitbucketDataCenter,
+        "personal",
+        &["REPO_WRITE"],
+    );
+    assert_eq!(
+        reported_scopes(&m, F::Dc, &bbdc).await,
+        "REPO_READ, REPO_WRITE"
+    );
+    assert!(m.provider.set_pat_scopes(&bbdc, &["REPO_READ"]));
+    assert_eq!(reported_scopes(&m, F::Dc, &bbdc).await, "REPO_READ");
+    assert!(m.provider.expire_pat(&bbdc));
+    assert_eq!(identity(&m, F::Dc, &bbdc).await, 401);
+
+    // Revocation was there already.
+    let ghp = pat(&m, Flavour::Github, "classic", &["repo"]);
+    let body = control(&m, "pats/revoke", json!({ "token": ghp })).await;
+    assert_eq!(body, json!({ "revoked": true }));
+    assert_eq!(identity(&m, F::GitHub, &ghp).await, 401);
+    assert!(!m.provider.set_pat_scopes("nope", &[]));
+    assert!(!m.provider.expire_pat("nope"));
+    let body = control(&m, "pats/expire", json!({ "token": "nope" })).await;
+    assert_eq!(body, json!({ "expired": false }));
 }

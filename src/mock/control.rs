@@ -490,8 +490,13 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/switches", get(switches).post(set_switches))
         .route("/reset", post(reset))
         .route("/tokens", post(issue_token))
+        .route("/tokens/revoke", post(revoke_token))
+        .route("/tokens/expire", post(expire_token))
+        .route("/tokens/scopes", post(set_token_scopes))
         .route("/pats", post(create_pat))
         .route("/pats/revoke", post(revoke_pat))
+        .route("/pats/expire", post(expire_pat))
+        .route("/pats/scopes", post(set_pat_scopes))
 }
 
 /// `POST /__mock/pats` with a [`super::PatSpec`] → `{"token": …}`.
@@ -530,6 +535,56 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<StatsBody> {
         counters: s.counters.snapshot(),
         traffic: s.counters.traffic(),
     })
+}
+
+/// A request body naming a token and its new scopes.
+#[derive(serde::Deserialize)]
+struct NewScopes {
+    token: String,
+    scopes: Vec<String>,
+}
+
+/// `POST /__mock/pats/expire` with `{"token": …}` → `{"expired": bool}`.
+async fn expire_pat(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "expired": s.pats.expire(&req.token, s.now()) }))
+}
+
+/// `POST /__mock/pats/scopes` with `{"token", "scopes": […]}` →
+/// `{"updated": bool}`.
+async fn set_pat_scopes(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NewScopes>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "updated": s.pats.set_scopes(&req.token, req.scopes) }))
+}
+
+/// `POST /__mock/tokens/revoke` with `{"token": …}` → `{"revoked": bool}`:
+/// an OAuth token of any Git flavour, silently (not a `revocations` count).
+async fn revoke_token(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "revoked": s.revoke_oauth(&req.token) }))
+}
+
+/// `POST /__mock/tokens/expire` with `{"token": …}` → `{"expired": bool}`.
+async fn expire_token(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "expired": s.expire_oauth(&req.token) }))
+}
+
+/// `POST /__mock/tokens/scopes` with `{"token", "scopes": […]}` →
+/// `{"updated": bool}`.
+async fn set_token_scopes(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NewScopes>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "updated": s.set_oauth_scopes(&req.token, req.scopes) }))
 }
 
 /// `POST /__mock/stats/api_calls` with `{"token": …}` → `{"calls": n}`,

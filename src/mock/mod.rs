@@ -25,6 +25,15 @@
 //!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?}` →
 //!     `{"token": "gho_…"}`, a token as if the user had authorized the app
 //!     (`client_id` defaults to the first OAuth app).
+//!   - `POST /__mock/tokens/scopes` (`{"token", "scopes"}`),
+//!     `/__mock/tokens/expire` and `/__mock/tokens/revoke` (`{"token"}`)
+//!     change an issued OAuth token of any Git flavour
+//!     ([`MockProvider::set_token_scopes`], [`MockProvider::expire_token`],
+//!     [`MockProvider::revoke`]);
+//!   - `POST /__mock/pats`, `/__mock/pats/revoke`, `/__mock/pats/scopes`
+//!     and `/__mock/pats/expire` create and change personal access tokens
+//!     ([`MockProvider::create_pat`], [`MockProvider::revoke_pat`],
+//!     [`MockProvider::set_pat_scopes`], [`MockProvider::expire_pat`]).
 //!
 //! Token lifecycle, for tests of token refresh: the `refresh_error`,
 //! `refresh_status` and `refresh_hang` switches act on
@@ -287,6 +296,34 @@ impl Shared {
         self.idp_users.iter().find(|u| u.username == username)
     }
 
+    /// The OAuth realms of the Git flavours (not the identity provider's).
+    fn git_books(&self) -> [&TokenBook; 4] {
+        [
+            &self.github,
+            &self.gitlab,
+            &self.bitbucket_cloud,
+            &self.bitbucket_dc,
+        ]
+    }
+
+    /// [`MockProvider::revoke`].
+    fn revoke_oauth(&self, token: &str) -> bool {
+        self.git_books().iter().any(|b| b.revoke(token))
+    }
+
+    /// [`MockProvider::set_token_scopes`].
+    fn set_oauth_scopes(&self, token: &str, scopes: Vec<String>) -> bool {
+        self.git_books()
+            .iter()
+            .any(|b| b.set_scopes(token, scopes.clone()))
+    }
+
+    /// [`MockProvider::expire_token`].
+    fn expire_oauth(&self, token: &str) -> bool {
+        let now = self.now();
+        self.git_books().iter().any(|b| b.expire(token, now))
+    }
+
     fn reset(&self) {
         self.switches.reset();
         self.counters.reset();
@@ -505,8 +542,6 @@ impl MockProvider {
         github::issue_direct(&self.shared, login, client_id, scopes)
     }
 
-    /// Revokes a token (access or refresh) as a user would on the provider's
-    /// settings page: silently, without counting as an API revocation.
     /// Creates a personal access token (or look-alike) as described.
     pub fn create_pat(&self, spec: PatSpec) -> String {
         self.shared.pats.create(spec)
@@ -517,8 +552,43 @@ impl MockProvider {
         self.shared.pats.revoke(token)
     }
 
-    pub fn revoke(&self, token: &str) {
-        self.shared.github.revoke(token);
+    /// Replaces a personal access token's scopes (or permissions), as its
+    /// owner would by editing it; the provider reports the new ones from
+    /// now on. Returns whether the token exists. Same as
+    /// `POST /__mock/pats/scopes`.
+    pub fn set_pat_scopes(&self, token: &str, scopes: &[&str]) -> bool {
+        self.shared.pats.set_scopes(token, owned(scopes))
+    }
+
+    /// Makes a personal access token expire now (on the mock's clock).
+    /// Returns whether it exists. Same as `POST /__mock/pats/expire`.
+    pub fn expire_pat(&self, token: &str) -> bool {
+        self.shared.pats.expire(token, self.shared.now())
+    }
+
+    /// Revokes an OAuth token (access or refresh, with its pair) of any Git
+    /// flavour, as a user would on the provider's settings page: silently,
+    /// without counting as an API revocation. Returns whether it was live.
+    /// Same as `POST /__mock/tokens/revoke`.
+    pub fn revoke(&self, token: &str) -> bool {
+        self.shared.revoke_oauth(token)
+    }
+
+    /// Replaces the scopes of an issued OAuth token of any Git flavour (an
+    /// access token, or the access token of a refresh token), as if the
+    /// user had narrowed the grant: the identity and token-info endpoints
+    /// report the new scopes, and refreshes carry them on. Returns whether
+    /// the token exists. Same as `POST /__mock/tokens/scopes`.
+    pub fn set_token_scopes(&self, token: &str, scopes: &[&str]) -> bool {
+        self.shared.set_oauth_scopes(token, owned(scopes))
+    }
+
+    /// Makes an issued OAuth token of any Git flavour expire now (on the
+    /// mock's clock): an access token stops working while its refresh token
+    /// still works; a refresh token can no longer be used. Returns whether
+    /// the token exists. Same as `POST /__mock/tokens/expire`.
+    pub fn expire_token(&self, token: &str) -> bool {
+        self.shared.expire_oauth(token)
     }
 }
 
@@ -573,6 +643,10 @@ impl std::fmt::Debug for RunningMock {
             .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
+}
+
+fn owned(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// A wildcard bind address is not something a browser can be sent to.
