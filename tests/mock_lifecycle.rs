@@ -698,6 +698,8 @@ async fn api_calls_are_counted_per_token_with_a_histogram() {
         stats["api_calls_histogram"],
         json!({ "1": 2, "2": 3, "3": 2 })
     );
+    let parsed: TrafficStats = serde_json::from_value(stats.clone()).unwrap();
+    assert_eq!(parsed, m.provider.traffic_stats());
     let body = stats.to_string();
     for t in oauth.iter().chain([&glpat, &api_token]) {
         assert!(!body.contains(t.as_str()));

@@ -1,6 +1,27 @@
 //! Test control: switches that make the mock misbehave on purpose, counters
 //! of what it was asked, and the `/__mock` routes that expose both to test
 //! suites running outside the process.
+//!
+//! [`SwitchState`] holds every switch (docs/api.md has the table): the
+//! authorization and token-endpoint ones (`deny`, `auto_approve`,
+//! `token_error`, `token_status`, `token_hang`, `grant_scopes`), the API
+//! ones (`user_api_status`, `api_hang`), and, grouped, the token-lifecycle
+//! and load ones: `refresh_error`, `refresh_status`, `refresh_hang` (refresh
+//! requests only), `access_token_secs`, `github_expiring_tokens`,
+//! `api_delay_ms`, `api_rate_limit` ([`RateLimit`]) and
+//! `rate_limit_status`. `POST /__mock/switches` takes any subset (`null`
+//! clears) and refuses bad values with 400.
+//!
+//! Counters: [`Stats`] (unchanged since the first mock, so older suites
+//! keep reading it) and [`TrafficStats`] (refreshes, API requests, the
+//! in-flight gauge and its peak, rate-limited answers, the per-token call
+//! histogram); `GET /__mock/stats` answers both in one object. Per-token
+//! counts are kept by the token's SHA-256 and never shown; one token's
+//! count comes from `POST /__mock/stats/api_calls`.
+//!
+//! Routes that change issued tokens: `/__mock/tokens/{scopes,expire,revoke}`
+//! for OAuth tokens of every Git flavour, `/__mock/pats/{revoke,scopes,expire}`
+//! for personal access tokens.
 
 use super::pats::Flavour;
 use super::{Shared, github, lock};
@@ -363,6 +384,11 @@ pub(crate) struct Counters {
 impl Counters {
     pub fn bump(counter: &AtomicU64) -> u64 {
         counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Wakes [`super::MockProvider::wait_until`] callers to look again.
+    pub fn touch(&self) {
+        self.changed.notify_waiters();
     }
 
     pub fn refresh_requested(&self, flavour: Flavour) {

@@ -499,10 +499,12 @@ impl MockProvider {
         self.shared.counters.api_calls_for(token)
     }
 
-    /// Returns once `done` holds for the counters, re-checking whenever a
-    /// [`TrafficStats`] figure changes: a way for a test to wait for "the
-    /// refresh reached the mock" or "five API requests are in flight"
-    /// without sleeping. It does not time out on its own.
+    /// Returns once `done` holds for the counters, re-checking whenever an
+    /// API request starts or ends, a token request has been answered (or
+    /// decided, if a hang holds it back), a refresh succeeded, a request
+    /// was rate-limited or the counters were reset: a way for a test to
+    /// wait for "the refresh reached the mock" or "five API requests are in
+    /// flight" without sleeping. It does not time out on its own.
     pub async fn wait_until(&self, done: impl Fn(&Stats, &TrafficStats) -> bool) {
         loop {
             let changed = self.shared.counters.changed();

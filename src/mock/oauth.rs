@@ -253,6 +253,7 @@ pub(crate) async fn token_endpoint(
             answer(refresh_error.or(switches.token_error.as_deref()))
         }
     };
+    s.counters.touch();
     s.switches.token_hang_wait().await;
     if refresh {
         s.switches.refresh_hang_wait().await;

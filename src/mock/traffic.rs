@@ -1,7 +1,8 @@
 //! What every flavour's API shares, around its handlers: a middleware
 //! ([`layer`]) that counts the token each request presents, keeps the
-//! in-flight gauge, applies the `api_delay_ms` switch and the host-wide
-//! `api_rate_limit` with each flavour's rate-limit headers:
+//! in-flight gauge, applies the `api_delay_ms` switch and then the
+//! host-wide `api_rate_limit` (a delayed request takes its place in the
+//! window when its delay is over) with each flavour's rate-limit headers:
 //!
 //! - GitHub: `X-RateLimit-Limit`, `-Remaining`, `-Used`, `-Reset` (unix
 //!   seconds, rounded up), `X-RateLimit-Resource: core`; over the limit 403
