@@ -21,8 +21,8 @@ use super::book::{Issued, Lifetimes, TokenBook, TokenStyle};
 use super::consent::{self, Consent, Refusal};
 use super::control::Counters;
 use super::oauth::{
-    AuthMethod, CodeRefused, authenticate, authorization_token, basic_auth, exchange_code,
-    header_pair, parse_form, token_endpoint, with_headers,
+    AuthMethod, CodeRefused, TokenPages, authenticate, authorization_token, basic_auth,
+    exchange_code, header_pair, parse_form, refresh_grant, token_endpoint, with_headers,
 };
 use super::pages::Wording;
 use super::pats::Flavour;
@@ -58,7 +58,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/site/oauth2/authorize", consent::route(&CONSENT))
         .route("/site/oauth2/access_token", post(access_token))
-        .route("/2.0/user", get(user))
+}
+
+/// The REST API 2.0.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new().route("/2.0/user", get(user))
 }
 
 // ---------------------------------------------------------------------------
@@ -166,25 +170,45 @@ fn error_page(status: u16) -> Response {
         .into_response()
 }
 
+/// What `refresh_status` answers: 429 as the API's rate limit (with
+/// `Retry-After`), anything else as the HTML error page.
+fn refresh_status_page(_: &Shared, status: u16) -> Response {
+    match status {
+        429 => switched_user_status(status),
+        _ => error_page(status),
+    }
+}
+
+/// A token request of `flavour`, against its realm.
+pub(crate) struct Realm<'a> {
+    pub flavour: Flavour,
+    pub book: &'a TokenBook,
+    pub lifetimes: Lifetimes,
+}
+
 /// Both flavours' token endpoint: the switches, then the client
 /// authenticated as `methods` allow, then `grant_type=authorization_code`
-/// or `refresh_token` against `book`. The answer is `fields` (given the
-/// grant type) and the refresh token.
+/// or `refresh_token` against the realm's book. The answer is `fields`
+/// (given the grant type) and the refresh token.
 pub(crate) async fn token_request(
     s: &Shared,
     headers: &HeaderMap,
     body: &[u8],
     methods: &[AuthMethod],
-    book: &TokenBook,
-    lifetimes: Lifetimes,
+    realm: Realm<'_>,
     fields: fn(&Issued, &str) -> Value,
 ) -> Response {
-    token_endpoint(s, error_page, |switches| {
-        if let Some(code) = &switches.token_error {
+    let pages = TokenPages {
+        flavour: realm.flavour,
+        error_page,
+        refresh_status: refresh_status_page,
+    };
+    token_endpoint(s, &pages, body, |told| {
+        if let Some(code) = told {
             let told = "The mock provider was told to fail this request.";
             return OAuthError::new(StatusCode::BAD_REQUEST, code, told).into_response();
         }
-        match grant(s, headers, body, methods, book, lifetimes) {
+        match grant(s, headers, body, methods, &realm) {
             Ok((issued, grant_type)) => {
                 let mut answer = fields(&issued, grant_type);
                 if let (Some(refresh), Some(map)) = (&issued.refresh_token, answer.as_object_mut())
@@ -208,8 +232,7 @@ fn grant(
     headers: &HeaderMap,
     body: &[u8],
     methods: &[AuthMethod],
-    book: &TokenBook,
-    lifetimes: Lifetimes,
+    realm: &Realm<'_>,
 ) -> Result<(Issued, &'static str), OAuthError> {
     let form = parse_form(body).ok_or_else(|| {
         OAuthError::new(
@@ -221,8 +244,8 @@ fn grant(
     let app = authenticate(s, headers, &form, methods).ok_or_else(OAuthError::invalid_client)?;
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
-            let issued =
-                exchange_code(s, book, &app, &form, Some(lifetimes)).map_err(|refused| {
+            let issued = exchange_code(s, realm.book, &app, &form, Some(realm.lifetimes)).map_err(
+                |refused| {
                     OAuthError::invalid_grant(match refused {
                         CodeRefused::BadCode => "The authorization code is invalid or expired.",
                         CodeRefused::RedirectMismatch => {
@@ -230,16 +253,23 @@ fn grant(
                         }
                         CodeRefused::Verifier => "code_verifier does not match",
                     })
-                })?;
+                },
+            )?;
             Ok((issued, "authorization_code"))
         }
         Some("refresh_token") => {
             let refresh = form
                 .get("refresh_token")
                 .ok_or_else(|| OAuthError::invalid_grant("refresh_token is missing"))?;
-            let issued = book
-                .refresh(refresh, &app.client_id, s.now(), lifetimes)
-                .ok_or_else(|| OAuthError::invalid_grant("Invalid refresh_token"))?;
+            let issued = refresh_grant(
+                s,
+                realm.flavour,
+                realm.book,
+                &app.client_id,
+                refresh,
+                realm.lifetimes,
+            )
+            .ok_or_else(|| OAuthError::invalid_grant("Invalid refresh_token"))?;
             Ok((issued, "refresh_token"))
         }
         _ => Err(OAuthError::new(
@@ -258,15 +288,18 @@ async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: By
         &headers,
         &body,
         &[AuthMethod::Basic],
-        &s.bitbucket_cloud,
-        LIFETIMES,
+        Realm {
+            flavour: Flavour::BitbucketCloud,
+            book: &s.bitbucket_cloud,
+            lifetimes: LIFETIMES,
+        },
         |issued, grant_type| {
             // `scopes` (not `scope`), and a `state` that names the grant type
             json!({
                 "access_token": issued.access_token,
                 "scopes": issued.grant.scopes.join(" "),
                 "token_type": "bearer",
-                "expires_in": ACCESS_SECONDS,
+                "expires_in": issued.grant.expires_in(),
                 "state": grant_type,
             })
         },
@@ -295,13 +328,21 @@ fn switched_user_status(status: u16) -> Response {
     match status {
         StatusCode::UNAUTHORIZED => unauthorized(),
         StatusCode::TOO_MANY_REQUESTS => {
-            let mut r = api_error(status, "Rate limit for this resource has been exceeded");
+            let mut r = rate_limited();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             r
         }
         _ => api_error(status, status.canonical_reason().unwrap_or("Error")),
     }
+}
+
+/// The body of Bitbucket Cloud's 429, without its headers.
+pub(crate) fn rate_limited() -> Response {
+    api_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Rate limit for this resource has been exceeded",
+    )
 }
 
 /// Who is calling, with what.

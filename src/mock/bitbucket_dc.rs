@@ -17,7 +17,7 @@
 //! `application-properties` counts as `user_requests`.
 
 use super::Shared;
-use super::bitbucket_cloud::{self, token_request};
+use super::bitbucket_cloud::{self, Realm, token_request};
 use super::book::{Lifetimes, TokenStyle};
 use super::consent::{self, Consent, known_scopes};
 use super::control::Counters;
@@ -69,6 +69,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/rest/oauth2/latest/authorize", consent::route(&CONSENT))
         .route("/rest/oauth2/latest/token", post(token))
+}
+
+/// The REST API 1.0.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
         .route(
             "/rest/api/1.0/application-properties",
             get(application_properties),
@@ -83,14 +88,17 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
         &headers,
         &body,
         &[AuthMethod::Post, AuthMethod::Basic],
-        &s.bitbucket_dc,
-        LIFETIMES,
+        Realm {
+            flavour: Flavour::BitbucketDataCenter,
+            book: &s.bitbucket_dc,
+            lifetimes: LIFETIMES,
+        },
         |issued, _| {
             json!({
                 "scope": issued.grant.scopes.join(" "),
                 "access_token": issued.access_token,
                 "token_type": "bearer",
-                "expires_in": ACCESS_SECONDS,
+                "expires_in": issued.grant.expires_in(),
             })
         },
     )
@@ -113,6 +121,11 @@ fn unauthorized() -> Response {
         StatusCode::UNAUTHORIZED,
         "Authentication failed. Please check your credentials and try again.",
     )
+}
+
+/// The body of Data Center's 429, without its headers.
+pub(crate) fn rate_limited() -> Response {
+    api_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded")
 }
 
 /// The identity a token acts as, and what it may do.
@@ -209,7 +222,7 @@ async fn api_prelude(s: &Shared, headers: &HeaderMap) -> Result<Option<Caller>, 
         return Err(match status {
             StatusCode::UNAUTHORIZED => unauthorized(),
             StatusCode::TOO_MANY_REQUESTS => {
-                let mut r = api_error(status, "Rate limit exceeded");
+                let mut r = rate_limited();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
                 r

@@ -60,6 +60,15 @@ pub(crate) struct Grant {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl Grant {
+    /// The access token's lifetime in seconds, as `expires_in` reports it
+    /// at issue; `None` for tokens that do not expire.
+    pub fn expires_in(&self) -> Option<i64> {
+        self.expires_at
+            .map(|at| (at - self.created_at).num_seconds())
+    }
+}
+
 /// Access and refresh lifetimes, for realms whose tokens expire.
 #[derive(Clone, Copy)]
 pub(crate) struct Lifetimes {
@@ -243,6 +252,48 @@ impl TokenBook {
         false
     }
 
+    /// The access record behind `token`: itself if it is an access token,
+    /// its access token if it is a refresh token.
+    fn record_mut<'b>(book: &'b mut Book, token: &str) -> Option<&'b mut AccessRecord> {
+        let access = match book.refresh.get(token) {
+            Some(r) => r.access_token.clone(),
+            None => token.to_owned(),
+        };
+        book.access.get_mut(&access)
+    }
+
+    /// Replaces the scopes of the grant behind an access token (or a
+    /// refresh token's access token), as if the user had narrowed the
+    /// grant; later refreshes carry them on. Returns whether it was found.
+    pub fn set_scopes(&self, token: &str, scopes: Vec<String>) -> bool {
+        let mut book = lock(&self.book);
+        match Self::record_mut(&mut book, token) {
+            Some(record) => {
+                record.grant.scopes = scopes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes a token expire at `now`: an access token stops working (its
+    /// refresh token still works), a refresh token can no longer be used.
+    /// Returns whether it was found.
+    pub fn expire(&self, token: &str, now: DateTime<Utc>) -> bool {
+        let mut book = lock(&self.book);
+        if let Some(record) = book.refresh.get_mut(token) {
+            record.expires_at = now;
+            return true;
+        }
+        match book.access.get_mut(token) {
+            Some(record) => {
+                record.grant.expires_at = Some(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Revokes every token `subject` holds for `client_id`; returns how many
     /// access tokens died.
     pub fn revoke_all(&self, subject: &str, client_id: &str) -> usize {
@@ -338,6 +389,34 @@ mod tests {
         assert!(book.find(&first.access_token, now).is_none());
         assert!(book.find(&second.access_token, now).is_some());
         assert!(book.refresh(&old_refresh, "c", now, lifetimes()).is_none());
+    }
+
+    #[test]
+    fn scopes_and_expiry_change_at_run_time() {
+        let book = TokenBook::new(STYLE);
+        let now = Utc::now();
+        let issued = book.issue(
+            "alice",
+            "c",
+            vec!["a".into(), "b".into()],
+            now,
+            Some(lifetimes()),
+        );
+        let refresh = issued.refresh_token.unwrap();
+        assert!(book.set_scopes(&refresh, vec!["a".into()]));
+        assert_eq!(
+            book.find(&issued.access_token, now).unwrap().scopes,
+            vec!["a"]
+        );
+        assert!(book.expire(&issued.access_token, now));
+        assert!(book.find(&issued.access_token, now).is_none());
+        let next = book.refresh(&refresh, "c", now, lifetimes()).unwrap();
+        assert_eq!(next.grant.scopes, vec!["a"]);
+        let next_refresh = next.refresh_token.unwrap();
+        assert!(book.expire(&next_refresh, now));
+        assert!(book.refresh(&next_refresh, "c", now, lifetimes()).is_none());
+        assert!(!book.set_scopes("nope", vec![]));
+        assert!(!book.expire("nope", now));
     }
 
     #[test]

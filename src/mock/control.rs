@@ -1,7 +1,29 @@
 //! Test control: switches that make the mock misbehave on purpose, counters
 //! of what it was asked, and the `/__mock` routes that expose both to test
 //! suites running outside the process.
+//!
+//! [`SwitchState`] holds every switch (docs/api.md has the table): the
+//! authorization and token-endpoint ones (`deny`, `auto_approve`,
+//! `token_error`, `token_status`, `token_hang`, `grant_scopes`), the API
+//! ones (`user_api_status`, `api_hang`), and, grouped, the token-lifecycle
+//! and load ones: `refresh_error`, `refresh_status`, `refresh_hang` (refresh
+//! requests only), `access_token_secs`, `github_expiring_tokens`,
+//! `api_delay_ms`, `api_rate_limit` ([`RateLimit`]) and
+//! `rate_limit_status`. `POST /__mock/switches` takes any subset (`null`
+//! clears) and refuses bad values with 400.
+//!
+//! Counters: [`Stats`] (unchanged since the first mock, so older suites
+//! keep reading it) and [`TrafficStats`] (refreshes, API requests, the
+//! in-flight gauge and its peak, rate-limited answers, the per-token call
+//! histogram); `GET /__mock/stats` answers both in one object. Per-token
+//! counts are kept by the token's SHA-256 and never shown; one token's
+//! count comes from `POST /__mock/stats/api_calls`.
+//!
+//! Routes that change issued tokens: `/__mock/tokens/{scopes,expire,revoke}`
+//! for OAuth tokens of every Git flavour, `/__mock/pats/{revoke,scopes,expire}`
+//! for personal access tokens.
 
+use super::pats::Flavour;
 use super::{Shared, github, lock};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -10,8 +32,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// The switches' values; `Default` is a well-behaved provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +59,67 @@ pub struct SwitchState {
     /// token) answers this status (403 and 429 come with rate-limit
     /// headers, as GitHub sends them).
     pub user_api_status: Option<u16>,
+    // --- Token lifecycle (refresh, lifetimes). Every field here is
+    // `#[serde(default)]`, so older JSON still reads. ---
+    /// `grant_type=refresh_token` requests at every flavour's token endpoint
+    /// are answered with this OAuth `error`, in the flavour's wire format
+    /// (GitHub: HTTP 200; the others: RFC 6749 JSON with HTTP 400, 401 for
+    /// `invalid_client`). The refresh token is not consumed. Code exchanges
+    /// are not affected.
+    #[serde(default)]
+    pub refresh_error: Option<String>,
+    /// Refresh requests are answered with this HTTP status: an HTML error
+    /// page, except 429 (with `Retry-After`) and, on the GitHub flavour, 403
+    /// (a rate limit: `X-RateLimit-Remaining: 0`). Not consumed either.
+    #[serde(default)]
+    pub refresh_status: Option<u16>,
+    /// Refresh requests are carried out (the token pair rotates: the new
+    /// pair is issued, the old one dies), then the answer is held back for
+    /// [`TOKEN_HANG`] or until the switch is turned off; a client that gives
+    /// up meanwhile never learns the new pair.
+    #[serde(default)]
+    pub refresh_hang: bool,
+    /// Lifetime in seconds of access tokens issued from now on (code
+    /// exchange and refresh) in the realms whose tokens expire: GitLab,
+    /// Bitbucket Cloud, Bitbucket Data Center, and GitHub while expiring
+    /// tokens are on. Also what `expires_in` says. `0` issues tokens that are
+    /// already expired.
+    #[serde(default)]
+    pub access_token_secs: Option<i64>,
+    /// Overrides [`super::MockConfig::expiring_tokens`]: GitHub's expiring
+    /// user tokens (8 h, with rotating refresh tokens) on or off.
+    #[serde(default)]
+    pub github_expiring_tokens: Option<bool>,
+    /// Every API request (see [`TrafficStats::api_requests`]) waits this
+    /// many milliseconds (tokio time) before it is handled. Turning the
+    /// switch off releases the requests waiting.
+    #[serde(default)]
+    pub api_delay_ms: Option<u64>,
+    /// A host-wide limit on API requests (like an IP-based one), in fixed
+    /// windows: the first request after a window ended (or after the limit
+    /// changed) starts a new one of `window_ms`, on the mock's clock. Every
+    /// API answer then carries the flavour's rate-limit headers and the
+    /// mock's `X-RateLimit-Reset-Ms`; over the limit GitHub answers 403 (or
+    /// `rate_limit_status`), GitLab and Bitbucket 429 with `Retry-After`.
+    #[serde(default)]
+    pub api_rate_limit: Option<RateLimit>,
+    /// GitHub's answer over `api_rate_limit`: 403 (the default) or 429
+    /// (which adds `Retry-After`).
+    #[serde(default)]
+    pub rate_limit_status: Option<u16>,
+    // --- end of token lifecycle ---
     /// The API endpoints that read a token (identity, scopes, probes) hang
     /// for [`TOKEN_HANG`] or until the switch is turned off.
     #[serde(default)]
     pub api_hang: bool,
+}
+
+/// `limit` API requests per window of `window_ms` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub window_ms: u64,
 }
 
 /// How long the token endpoint hangs when `token_hang` is on.
@@ -45,20 +127,25 @@ pub const TOKEN_HANG: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The mock's switches, shared by the Rust API and `/__mock/switches`.
 #[derive(Debug, Default)]
-pub struct Switches(Mutex<SwitchState>);
+pub struct Switches {
+    state: Mutex<SwitchState>,
+    /// Woken at every change, so hanging requests notice at once.
+    changed: Notify,
+}
 
 impl Switches {
     /// The current values, read once so a request sees a consistent set.
     pub fn get(&self) -> SwitchState {
-        lock(&self.0).clone()
+        lock(&self.state).clone()
     }
 
     pub fn update(&self, change: impl FnOnce(&mut SwitchState)) {
-        change(&mut lock(&self.0));
+        change(&mut lock(&self.state));
+        self.changed.notify_waiters();
     }
 
     pub fn reset(&self) {
-        *lock(&self.0) = SwitchState::default();
+        self.update(|s| *s = SwitchState::default());
     }
 
     pub fn set_deny(&self, on: bool) {
@@ -91,6 +178,38 @@ impl Switches {
         self.update(|s| s.user_api_status = status);
     }
 
+    pub fn set_refresh_error(&self, error: Option<&str>) {
+        self.update(|s| s.refresh_error = error.map(str::to_owned));
+    }
+
+    pub fn set_refresh_status(&self, status: Option<u16>) {
+        self.update(|s| s.refresh_status = status);
+    }
+
+    pub fn set_refresh_hang(&self, on: bool) {
+        self.update(|s| s.refresh_hang = on);
+    }
+
+    pub fn set_access_token_secs(&self, secs: Option<i64>) {
+        self.update(|s| s.access_token_secs = secs);
+    }
+
+    pub fn set_github_expiring_tokens(&self, on: Option<bool>) {
+        self.update(|s| s.github_expiring_tokens = on);
+    }
+
+    pub fn set_api_delay_ms(&self, ms: Option<u64>) {
+        self.update(|s| s.api_delay_ms = ms);
+    }
+
+    pub fn set_api_rate_limit(&self, limit: Option<RateLimit>) {
+        self.update(|s| s.api_rate_limit = limit);
+    }
+
+    pub fn set_rate_limit_status(&self, status: Option<u16>) {
+        self.update(|s| s.rate_limit_status = status);
+    }
+
     pub fn set_api_hang(&self, on: bool) {
         self.update(|s| s.api_hang = on);
     }
@@ -110,10 +229,43 @@ impl Switches {
         self.hang_while(|s| s.token_hang).await;
     }
 
+    /// Waits `api_delay_ms` (tokio time), or until the switch is turned
+    /// off; API requests call this first.
+    pub(crate) async fn api_delay_wait(&self) {
+        let Some(ms) = self.get().api_delay_ms else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        loop {
+            let changed = self.changed.notified();
+            if self.get().api_delay_ms.is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits while `refresh_hang` is on (at most [`TOKEN_HANG`]); called
+    /// like [`Switches::token_hang_wait`], once a refresh has rotated.
+    pub(crate) async fn refresh_hang_wait(&self) {
+        self.hang_while(|s| s.refresh_hang).await;
+    }
+
+    /// Returns once `on` is false or [`TOKEN_HANG`] has passed (tokio
+    /// time), woken by every switch change.
     async fn hang_while(&self, on: fn(&SwitchState) -> bool) {
-        let started = std::time::Instant::now();
-        while on(&self.get()) && started.elapsed() < TOKEN_HANG {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let deadline = tokio::time::Instant::now() + TOKEN_HANG;
+        loop {
+            // Registered before the check: a change in between still wakes.
+            let changed = self.changed.notified();
+            if !on(&self.get()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -138,6 +290,75 @@ pub struct Stats {
     pub idp_token_requests: u64,
 }
 
+/// Counters of the token lifecycle and of API traffic, next to [`Stats`]
+/// (`GET /__mock/stats` answers both in one object). Reset with the other
+/// counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficStats {
+    /// `grant_type=refresh_token` requests received at any flavour's token
+    /// endpoint, whatever their outcome.
+    pub refresh_requests: u64,
+    /// Refreshes that issued a new token pair (also those whose answer
+    /// `refresh_hang` held back).
+    pub refresh_successes: u64,
+    pub refresh_requests_by_flavour: PerFlavour,
+    pub refresh_successes_by_flavour: PerFlavour,
+    /// API requests received, every flavour: GitHub `/api/v3/…` (the
+    /// applications API included), GitLab `/api/v4/…` and
+    /// `/oauth/token/info`, Bitbucket Cloud `/2.0/…`, Data Center
+    /// `/rest/api/1.0/…`.
+    pub api_requests: u64,
+    /// API requests being handled now (waiting out `api_delay_ms` or
+    /// `api_hang` included). Not reset: it is a gauge.
+    pub api_in_flight: u64,
+    /// The most API requests in flight at once since the counters were
+    /// last reset (a reset starts it from `api_in_flight`).
+    pub api_max_in_flight: u64,
+    /// API requests answered by `api_rate_limit` (403 or 429) instead of
+    /// the endpoint; those reach no endpoint counter (`user_requests`, …).
+    pub rate_limited_responses: u64,
+    /// How many tokens (`value`) the API was asked about exactly `key`
+    /// times: `{"1": 9998, "2": 2}`. A token counts when an API request
+    /// presents it (Bearer, `token`, `PRIVATE-TOKEN`, the password of
+    /// Basic auth, as the flavour reads it) or names it in the body of
+    /// GitHub's `POST /applications/{client_id}/token`; any answer counts,
+    /// rate-limited and refused ones too. The tokens themselves are never
+    /// shown; ask [`super::MockProvider::api_calls_for`] about one.
+    pub api_calls_histogram: BTreeMap<u64, u64>,
+}
+
+/// One count per provider flavour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PerFlavour {
+    pub github: u64,
+    pub gitlab: u64,
+    pub bitbucket_cloud: u64,
+    pub bitbucket_data_center: u64,
+}
+
+impl PerFlavour {
+    fn from_counters(c: &[AtomicU64; 4]) -> Self {
+        let get = |f: Flavour| c[flavour_index(f)].load(Ordering::Relaxed);
+        Self {
+            github: get(Flavour::Github),
+            gitlab: get(Flavour::Gitlab),
+            bitbucket_cloud: get(Flavour::BitbucketCloud),
+            bitbucket_data_center: get(Flavour::BitbucketDataCenter),
+        }
+    }
+}
+
+fn flavour_index(f: Flavour) -> usize {
+    match f {
+        Flavour::Github => 0,
+        Flavour::Gitlab => 1,
+        Flavour::BitbucketCloud => 2,
+        Flavour::BitbucketDataCenter => 3,
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub authorize_requests: AtomicU64,
@@ -146,11 +367,94 @@ pub(crate) struct Counters {
     pub repo_requests: AtomicU64,
     pub revocations: AtomicU64,
     pub idp_token_requests: AtomicU64,
+    refresh_requests: [AtomicU64; 4],
+    refresh_successes: [AtomicU64; 4],
+    api_requests: AtomicU64,
+    api_in_flight: AtomicU64,
+    api_max_in_flight: AtomicU64,
+    rate_limited_responses: AtomicU64,
+    /// API calls per token, by the token's SHA-256 (no second copy of the
+    /// secrets).
+    api_calls: Mutex<HashMap<[u8; 32], u64>>,
+    /// Woken when a [`TrafficStats`] figure changes, for
+    /// [`super::MockProvider::wait_until`].
+    changed: Notify,
 }
 
 impl Counters {
     pub fn bump(counter: &AtomicU64) -> u64 {
         counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Wakes [`super::MockProvider::wait_until`] callers to look again.
+    pub fn touch(&self) {
+        self.changed.notify_waiters();
+    }
+
+    pub fn refresh_requested(&self, flavour: Flavour) {
+        Self::bump(&self.refresh_requests[flavour_index(flavour)]);
+        self.changed.notify_waiters();
+    }
+
+    pub fn refresh_succeeded(&self, flavour: Flavour) {
+        Self::bump(&self.refresh_successes[flavour_index(flavour)]);
+        self.changed.notify_waiters();
+    }
+
+    /// Counts one API request presenting (or naming) `token`.
+    pub fn api_call(&self, token: &str) {
+        *lock(&self.api_calls).entry(digest(token)).or_default() += 1;
+    }
+
+    pub fn api_calls_for(&self, token: &str) -> u64 {
+        lock(&self.api_calls)
+            .get(&digest(token))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// An API request begins; it ends when the guard drops (also when the
+    /// client goes away and the request's future is dropped).
+    pub fn rate_limited(&self) {
+        Self::bump(&self.rate_limited_responses);
+        self.changed.notify_waiters();
+    }
+
+    pub fn enter_api(&self) -> InFlight<'_> {
+        Self::bump(&self.api_requests);
+        let now = Self::bump(&self.api_in_flight);
+        self.api_max_in_flight.fetch_max(now, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        InFlight(self)
+    }
+
+    pub fn traffic(&self) -> TrafficStats {
+        let requests = PerFlavour::from_counters(&self.refresh_requests);
+        let successes = PerFlavour::from_counters(&self.refresh_successes);
+        let sum = |p: PerFlavour| p.github + p.gitlab + p.bitbucket_cloud + p.bitbucket_data_center;
+        TrafficStats {
+            refresh_requests: sum(requests),
+            refresh_successes: sum(successes),
+            refresh_requests_by_flavour: requests,
+            refresh_successes_by_flavour: successes,
+            api_requests: self.api_requests.load(Ordering::Relaxed),
+            api_in_flight: self.api_in_flight.load(Ordering::Relaxed),
+            api_max_in_flight: self.api_max_in_flight.load(Ordering::Relaxed),
+            rate_limited_responses: self.rate_limited_responses.load(Ordering::Relaxed),
+            api_calls_histogram: lock(&self.api_calls).values().fold(
+                BTreeMap::new(),
+                |mut histogram, calls| {
+                    *histogram.entry(*calls).or_default() += 1;
+                    histogram
+                },
+            ),
+        }
+    }
+
+    /// A future that resolves at the next change of the traffic figures;
+    /// take it before looking at them.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     pub fn snapshot(&self) -> Stats {
@@ -172,20 +476,53 @@ impl Counters {
             &self.repo_requests,
             &self.revocations,
             &self.idp_token_requests,
-        ] {
+        ]
+        .into_iter()
+        .chain(&self.refresh_requests)
+        .chain(&self.refresh_successes)
+        .chain([&self.api_requests, &self.rate_limited_responses])
+        {
             c.store(0, Ordering::Relaxed);
         }
+        // a gauge: requests in flight stay counted, and the peak starts there
+        self.api_max_in_flight.store(
+            self.api_in_flight.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        lock(&self.api_calls).clear();
+        self.changed.notify_waiters();
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// An API request in flight; see [`Counters::enter_api`].
+pub(crate) struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.api_in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_waiters();
     }
 }
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/stats", get(stats))
+        .route("/stats/reset", post(reset_counters))
+        .route("/stats/api_calls", post(api_calls))
         .route("/switches", get(switches).post(set_switches))
         .route("/reset", post(reset))
         .route("/tokens", post(issue_token))
+        .route("/tokens/revoke", post(revoke_token))
+        .route("/tokens/expire", post(expire_token))
+        .route("/tokens/scopes", post(set_token_scopes))
         .route("/pats", post(create_pat))
         .route("/pats/revoke", post(revoke_pat))
+        .route("/pats/expire", post(expire_pat))
+        .route("/pats/scopes", post(set_pat_scopes))
 }
 
 /// `POST /__mock/pats` with a [`super::PatSpec`] → `{"token": …}`.
@@ -196,21 +533,100 @@ async fn create_pat(
     Json(serde_json::json!({ "token": s.pats.create(spec) }))
 }
 
+/// A request body naming one token.
 #[derive(serde::Deserialize)]
-struct RevokeRequest {
+struct NamedToken {
     token: String,
 }
 
 /// `POST /__mock/pats/revoke` with `{"token": …}` → `{"revoked": bool}`.
 async fn revoke_pat(
     State(s): State<Arc<Shared>>,
-    Json(req): Json<RevokeRequest>,
+    Json(req): Json<NamedToken>,
 ) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "revoked": s.pats.revoke(&req.token) }))
 }
 
-async fn stats(State(s): State<Arc<Shared>>) -> Json<Stats> {
-    Json(s.counters.snapshot())
+/// `GET /__mock/stats`: [`Stats`] and [`TrafficStats`] in one object.
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    counters: Stats,
+    #[serde(flatten)]
+    traffic: TrafficStats,
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Json<StatsBody> {
+    Json(StatsBody {
+        counters: s.counters.snapshot(),
+        traffic: s.counters.traffic(),
+    })
+}
+
+/// A request body naming a token and its new scopes.
+#[derive(serde::Deserialize)]
+struct NewScopes {
+    token: String,
+    scopes: Vec<String>,
+}
+
+/// `POST /__mock/pats/expire` with `{"token": …}` → `{"expired": bool}`.
+async fn expire_pat(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "expired": s.pats.expire(&req.token, s.now()) }))
+}
+
+/// `POST /__mock/pats/scopes` with `{"token", "scopes": […]}` →
+/// `{"updated": bool}`.
+async fn set_pat_scopes(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NewScopes>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "updated": s.pats.set_scopes(&req.token, req.scopes) }))
+}
+
+/// `POST /__mock/tokens/revoke` with `{"token": …}` → `{"revoked": bool}`:
+/// an OAuth token of any Git flavour, silently (not a `revocations` count).
+async fn revoke_token(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "revoked": s.revoke_oauth(&req.token) }))
+}
+
+/// `POST /__mock/tokens/expire` with `{"token": …}` → `{"expired": bool}`.
+async fn expire_token(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "expired": s.expire_oauth(&req.token) }))
+}
+
+/// `POST /__mock/tokens/scopes` with `{"token", "scopes": […]}` →
+/// `{"updated": bool}`.
+async fn set_token_scopes(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NewScopes>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "updated": s.set_oauth_scopes(&req.token, req.scopes) }))
+}
+
+/// `POST /__mock/stats/api_calls` with `{"token": …}` → `{"calls": n}`,
+/// the API requests that presented that token. (A POST, so the token is in
+/// no URL and no log line.)
+async fn api_calls(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<NamedToken>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "calls": s.counters.api_calls_for(&req.token) }))
+}
+
+/// `POST /__mock/stats/reset`: counters only; switches and tokens stay.
+async fn reset_counters(State(s): State<Arc<Shared>>) -> StatusCode {
+    s.counters.reset();
+    StatusCode::NO_CONTENT
 }
 
 async fn switches(State(s): State<Arc<Shared>>) -> Json<SwitchState> {
@@ -236,6 +652,24 @@ struct SwitchUpdate {
     grant_scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     user_api_status: Option<Option<u16>>,
+    // token lifecycle
+    #[serde(default, deserialize_with = "present")]
+    refresh_error: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    refresh_status: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "present")]
+    refresh_hang: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    access_token_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    github_expiring_tokens: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    api_delay_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    api_rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_status: Option<Option<u16>>,
+    // end of token lifecycle
     #[serde(default, deserialize_with = "present")]
     api_hang: Option<Option<bool>>,
 }
@@ -248,6 +682,14 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+fn bad_switch(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
 async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpdate>) -> Response {
     for status in [update.token_status, update.user_api_status]
         .into_iter()
@@ -255,12 +697,11 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         .flatten()
     {
         if StatusCode::from_u16(status).is_err() {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": format!("{status} is not an HTTP status") })),
-            )
-                .into_response();
+            return bad_switch(format!("{status} is not an HTTP status"));
         }
+    }
+    if let Some(message) = lifecycle_refusal(&update) {
+        return bad_switch(message);
     }
     s.switches.update(|state| {
         if let Some(v) = update.deny {
@@ -284,12 +725,73 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         if let Some(v) = update.user_api_status {
             state.user_api_status = v;
         }
+        if let Some(v) = update.refresh_error {
+            state.refresh_error = v;
+        }
+        if let Some(v) = update.refresh_status {
+            state.refresh_status = v;
+        }
+        if let Some(v) = update.refresh_hang {
+            state.refresh_hang = v.unwrap_or(false);
+        }
+        if let Some(v) = update.access_token_secs {
+            state.access_token_secs = v;
+        }
+        if let Some(v) = update.github_expiring_tokens {
+            state.github_expiring_tokens = v;
+        }
+        if let Some(v) = update.api_delay_ms {
+            state.api_delay_ms = v;
+        }
+        if let Some(v) = update.api_rate_limit {
+            state.api_rate_limit = v;
+        }
+        if let Some(v) = update.rate_limit_status {
+            state.rate_limit_status = v;
+        }
         if let Some(v) = update.api_hang {
             state.api_hang = v.unwrap_or(false);
         }
     });
     Json(s.switches.get()).into_response()
 }
+
+/// Why the token-lifecycle part of an update is refused, if it is.
+fn lifecycle_refusal(update: &SwitchUpdate) -> Option<String> {
+    if let Some(Some(status)) = update.refresh_status
+        && StatusCode::from_u16(status).is_err()
+    {
+        return Some(format!("{status} is not an HTTP status"));
+    }
+    if let Some(Some(secs)) = update.access_token_secs
+        && !(0..=MAX_ACCESS_TOKEN_SECS).contains(&secs)
+    {
+        return Some(format!(
+            "access_token_secs must be between 0 and {MAX_ACCESS_TOKEN_SECS}"
+        ));
+    }
+    if let Some(Some(limit)) = update.api_rate_limit
+        && !(1..=MAX_WINDOW_MS).contains(&limit.window_ms)
+    {
+        return Some(format!(
+            "api_rate_limit.window_ms must be between 1 and {MAX_WINDOW_MS}"
+        ));
+    }
+    if let Some(Some(status)) = update.rate_limit_status
+        && !matches!(status, 403 | 429)
+    {
+        return Some("rate_limit_status must be 403 or 429".into());
+    }
+    None
+}
+
+/// The longest rate-limit window: a year. Longer windows (and `0`) set
+/// through the Rust API are clamped to 1 ms … a year.
+pub const MAX_WINDOW_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// The longest `access_token_secs`: 100 years. Longer values are clamped
+/// to it when set through the Rust API.
+pub const MAX_ACCESS_TOKEN_SECS: i64 = 100 * 365 * 24 * 3600;
 
 async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
     s.reset();

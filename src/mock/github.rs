@@ -9,11 +9,11 @@
 
 use super::book::{Grant, Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal};
-use super::control::{Counters, SwitchState};
+use super::control::Counters;
 use super::oauth::{
-    AuthMethod, CodeRefused, SPACE_OR_COMMA, authenticate, authorization_token, basic_auth,
-    exchange_code, header_pair, parse_form, parse_scopes, secrets_equal, token_endpoint,
-    wants_json, with_headers,
+    AuthMethod, CodeRefused, SPACE_OR_COMMA, TokenPages, authenticate, authorization_token,
+    basic_auth, exchange_code, header_pair, parse_form, parse_scopes, refresh_grant, secrets_equal,
+    token_endpoint, wants_json, with_headers,
 };
 use super::pages::Wording;
 use super::pats::Flavour;
@@ -51,6 +51,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/login/oauth/authorize", consent::route(&CONSENT))
         .route("/login/oauth/access_token", post(access_token))
+}
+
+/// The REST API under `/api/v3`.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
         .route("/api/v3/user", get(user))
         .route("/api/v3/user/repos", get(user_repos))
         .route("/api/v3/repos/{owner}/{repo}", patch(update_repo))
@@ -73,9 +78,9 @@ pub(crate) fn issue_direct(
     client_id: &str,
     scopes: Vec<String>,
 ) -> String {
-    let lifetimes = s.expiring_tokens.then_some(Lifetimes {
+    let lifetimes = s.github_expiring().then(|| Lifetimes {
         refresh: None,
-        ..LIFETIMES
+        ..s.lifetimes(LIFETIMES)
     });
     s.github
         .issue(login, client_id, scopes, s.now(), lifetimes)
@@ -238,21 +243,39 @@ fn oauth_body(json: bool, fields: &[(&str, Field<'_>)]) -> Response {
     }
 }
 
+const TOKEN_PAGES: TokenPages = TokenPages {
+    flavour: Flavour::Github,
+    error_page: unicorn,
+    refresh_status: refresh_status_page,
+};
+
+/// What `refresh_status` answers: 403 and 429 as a primary rate limit
+/// (429 also with `Retry-After`), anything else as the unicorn page.
+fn refresh_status_page(s: &Shared, status: u16) -> Response {
+    match status {
+        403 | 429 => {
+            let mut response = switched_user_status(status, s.now() + Duration::hours(1));
+            if status == 429 {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            response
+        }
+        _ => unicorn(status),
+    }
+}
+
 async fn access_token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    token_endpoint(&s, unicorn, |switches| {
-        token_response(&s, &headers, &body, switches)
+    token_endpoint(&s, &TOKEN_PAGES, &body, |told| {
+        token_response(&s, &headers, &body, told)
     })
     .await
 }
 
-fn token_response(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    switches: &SwitchState,
-) -> Response {
+fn token_response(s: &Shared, headers: &HeaderMap, body: &[u8], told: Option<&str>) -> Response {
     let json = wants_json(headers);
-    if let Some(code) = &switches.token_error {
+    if let Some(code) = told {
         return TokenError::new(code).into_response(json);
     }
     match token_grant(s, headers, body) {
@@ -272,7 +295,7 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
         .ok_or_else(|| TokenError::new(INCORRECT_CLIENT_CREDENTIALS))?;
     match form.get("grant_type").map(String::as_str) {
         None | Some("authorization_code") => {
-            let lifetimes = s.expiring_tokens.then_some(LIFETIMES);
+            let lifetimes = s.github_expiring().then_some(LIFETIMES);
             exchange_code(s, &s.github, &app, &form, lifetimes).map_err(|refused| {
                 TokenError::new(match refused {
                     CodeRefused::RedirectMismatch => REDIRECT_URI_MISMATCH,
@@ -284,9 +307,15 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
             let refresh_token = form
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))?;
-            s.github
-                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
-                .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))
+            refresh_grant(
+                s,
+                Flavour::Github,
+                &s.github,
+                &app.client_id,
+                refresh_token,
+                LIFETIMES,
+            )
+            .ok_or_else(|| TokenError::new(BAD_REFRESH_TOKEN))
         }
         Some(_) => Err(TokenError::new(UNSUPPORTED_GRANT_TYPE)),
     }
@@ -295,8 +324,8 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
 fn token_success(json: bool, issued: &Issued) -> Response {
     let scope = issued.grant.scopes.join(",");
     let mut fields = vec![("access_token", Field::Str(&issued.access_token))];
-    if issued.grant.expires_at.is_some() {
-        fields.push(("expires_in", Field::Num(ACCESS_SECONDS)));
+    if let Some(seconds) = issued.grant.expires_in() {
+        fields.push(("expires_in", Field::Num(seconds)));
     }
     if let Some(refresh) = &issued.refresh_token {
         fields.push(("refresh_token", Field::Str(refresh)));
@@ -895,11 +924,7 @@ fn switched_user_status(status: u16, reset: DateTime<Utc>) -> Response {
         // tells it apart from a permission problem.
         StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => with_headers(
             rate_limit_headers(RATE_LIMIT, reset),
-            api_error(
-                status,
-                "API rate limit exceeded.",
-                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
-            ),
+            rate_limit_exceeded(status),
         ),
         _ => api_error(
             status,
@@ -907,6 +932,15 @@ fn switched_user_status(status: u16, reset: DateTime<Utc>) -> Response {
             REST_DOCS,
         ),
     }
+}
+
+/// The body of a primary rate limit (403 or 429), without its headers.
+pub(crate) fn rate_limit_exceeded(status: StatusCode) -> Response {
+    api_error(
+        status,
+        "API rate limit exceeded.",
+        "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+    )
 }
 
 fn user_json(s: &Shared, user: &MockGitUser) -> Value {
@@ -980,6 +1014,11 @@ async fn check_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // a check of the token named in the body, as far as the per-token
+    // counts go, whoever asks
+    if let Ok(TokenBody { access_token }) = serde_json::from_slice::<TokenBody>(&body) {
+        s.counters.api_call(&access_token);
+    }
     let result = app_auth(&s, &client_id, &headers)
         .and_then(|app| app_token(&s, &app, &body).map(|found| (app, found)));
     let (app, (token, grant)) = match result {

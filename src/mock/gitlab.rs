@@ -11,10 +11,10 @@
 
 use super::book::{Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal, known_scopes};
-use super::control::{Counters, SwitchState};
+use super::control::Counters;
 use super::oauth::{
-    AuthMethod, authenticate, authorization_token, exchange_code, header_pair, parse_form,
-    parse_scopes, token_endpoint, with_headers,
+    AuthMethod, TokenPages, authenticate, authorization_token, exchange_code, header_pair,
+    parse_form, parse_scopes, presented_token, refresh_grant, token_endpoint, with_headers,
 };
 use super::pages::Wording;
 use super::pats::{Flavour, Pat};
@@ -86,11 +86,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/oauth/authorize", consent::route(&CONSENT))
         .route("/oauth/token", post(token))
-        .route("/oauth/token/info", get(token_info))
         .route("/oauth/revoke", post(revoke))
+        .fallback(not_found)
+}
+
+/// The routes that read a token: API v4 and Doorkeeper's token info.
+pub(crate) fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/oauth/token/info", get(token_info))
         .route("/api/v4/user", get(user))
         .route("/api/v4/personal_access_tokens/self", get(pat_self))
-        .fallback(not_found)
 }
 
 // ---------------------------------------------------------------------------
@@ -204,21 +209,26 @@ fn no_store() -> [(HeaderName, HeaderValue); 2] {
     ]
 }
 
+const TOKEN_PAGES: TokenPages = TokenPages {
+    flavour: Flavour::Gitlab,
+    error_page,
+    // 429 as GitLab's throttle answers it, anything else as its error page
+    refresh_status: |s, status| match status {
+        429 => switched_status(s, status),
+        _ => error_page(status),
+    },
+};
+
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    token_endpoint(&s, error_page, |switches| {
-        token_response(&s, &headers, &body, switches)
+    token_endpoint(&s, &TOKEN_PAGES, &body, |told| {
+        token_response(&s, &headers, &body, told)
     })
     .await
 }
 
-fn token_response(
-    s: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-    switches: &SwitchState,
-) -> Response {
-    if let Some(code) = &switches.token_error {
-        let description = match code.as_str() {
+fn token_response(s: &Shared, headers: &HeaderMap, body: &[u8], told: Option<&str>) -> Response {
+    if let Some(code) = told {
+        let description = match code {
             "invalid_grant" => INVALID_GRANT,
             "invalid_client" => INVALID_CLIENT,
             _ => "The mock provider was told to fail this request.",
@@ -258,9 +268,15 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
                 .get("refresh_token")
                 .ok_or_else(|| TokenError::missing("refresh_token"))?;
             // Rotation: the old access and refresh tokens die here.
-            s.gitlab
-                .refresh(refresh_token, &app.client_id, s.now(), LIFETIMES)
-                .ok_or_else(TokenError::invalid_grant)
+            refresh_grant(
+                s,
+                Flavour::Gitlab,
+                &s.gitlab,
+                &app.client_id,
+                refresh_token,
+                LIFETIMES,
+            )
+            .ok_or_else(TokenError::invalid_grant)
         }
         Some(_) => Err(TokenError::new(
             "unsupported_grant_type",
@@ -285,7 +301,7 @@ fn token_success(issued: &Issued) -> Response {
     let body = json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
-        "expires_in": ACCESS_SECONDS,
+        "expires_in": issued.grant.expires_in(),
         "refresh_token": issued.refresh_token,
         "scope": issued.grant.scopes.join(" "),
         "created_at": issued.grant.created_at.timestamp(),
@@ -446,19 +462,21 @@ fn switched_status(s: &Shared, status: u16) -> Response {
         429 => {
             let mut headers = rate_limit_headers(RATE_LIMIT + 1, reset);
             headers.extend(header_pair("retry-after", &RETRY_AFTER_SECONDS.to_string()));
-            with_headers(
-                headers,
-                (
-                    status,
-                    [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-                    "Retry later\n",
-                )
-                    .into_response(),
-            )
+            with_headers(headers, throttled())
         }
         502..=504 => error_page(status.as_u16()),
         _ => api_message(status),
     }
+}
+
+/// The body of GitLab's throttle (HTTP 429), without its headers.
+pub(crate) fn throttled() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        "Retry later\n",
+    )
+        .into_response()
 }
 
 /// Who a token acts as.
@@ -507,13 +525,7 @@ fn digest_number(token: &str, modulo: u64) -> u64 {
 /// The caller of an API v4 request: `PRIVATE-TOKEN` or a bearer token, an
 /// OAuth token from the book or a personal access token from the PAT book.
 fn caller<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<Caller<'a>, Response> {
-    let token = headers
-        .get("private-token")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .or_else(|| authorization_token(headers, &["bearer"]));
-    let Some(token) = token else {
+    let Some(token) = presented_token(Flavour::Gitlab, headers) else {
         return Err(api_message(StatusCode::UNAUTHORIZED));
     };
     let now = s.now();

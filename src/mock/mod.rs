@@ -11,16 +11,47 @@
 //! - OpenID Connect: issuer `<base>/idp` (discovery, `authorize`, `token`,
 //!   `userinfo`, `jwks`).
 //! - Test control, for suites that drive the mock from outside the process:
-//!   - `GET /__mock/stats` → the [`Stats`] counters as JSON;
+//!   - `GET /__mock/stats` → the [`Stats`] and [`TrafficStats`] counters as
+//!     one JSON object;
 //!   - `GET /__mock/switches` → the current [`SwitchState`] as JSON;
 //!   - `POST /__mock/switches` with a JSON object holding any subset of the
 //!     [`SwitchState`] fields; a field set to `null` is cleared, an absent
 //!     field is left alone; answers the new state;
+//!   - `POST /__mock/stats/api_calls` with `{"token"}` → `{"calls": n}`;
+//!   - `POST /__mock/stats/reset` → clears the counters only
+//!     ([`MockProvider::reset_counters`]); 204;
 //!   - `POST /__mock/reset` → clears switches, counters, codes and tokens
 //!     (users, apps and clients stay); 204;
 //!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?}` →
 //!     `{"token": "gho_…"}`, a token as if the user had authorized the app
 //!     (`client_id` defaults to the first OAuth app).
+//!   - `POST /__mock/tokens/scopes` (`{"token", "scopes"}`),
+//!     `/__mock/tokens/expire` and `/__mock/tokens/revoke` (`{"token"}`)
+//!     change an issued OAuth token of any Git flavour
+//!     ([`MockProvider::set_token_scopes`], [`MockProvider::expire_token`],
+//!     [`MockProvider::revoke`]);
+//!   - `POST /__mock/pats`, `/__mock/pats/revoke`, `/__mock/pats/scopes`
+//!     and `/__mock/pats/expire` create and change personal access tokens
+//!     ([`MockProvider::create_pat`], [`MockProvider::revoke_pat`],
+//!     [`MockProvider::set_pat_scopes`], [`MockProvider::expire_pat`]).
+//!
+//! Token lifecycle, for tests of token refresh: the `refresh_error`,
+//! `refresh_status` and `refresh_hang` switches act on
+//! `grant_type=refresh_token` requests only (refresh tokens rotate on every
+//! use, in every flavour); `access_token_secs` shortens (or lengthens) the
+//! lifetime of newly issued access tokens; `github_expiring_tokens` turns
+//! GitHub's expiring tokens on or off at run time. [`TrafficStats`] counts
+//! refreshes, per flavour too, counts API calls per token
+//! ([`MockProvider::api_calls_for`], and a histogram that never shows the
+//! tokens) and keeps a gauge of API requests in flight with its peak; the
+//! `api_delay_ms` switch slows every API request down, and `api_rate_limit`
+//! limits them host-wide in fixed windows, with each flavour's rate-limit
+//! headers (and the mock's own `X-RateLimit-Reset-Ms`, in epoch
+//! milliseconds). Every flavour's API routes go through one middleware
+//! (`traffic`) for this.
+//! [`MockProvider::wait_until`] lets a test wait for the counters to reach a
+//! state instead of sleeping. Expiry follows the [`Clock`] given to
+//! [`MockProvider::with_clock`].
 //!
 //! Shared by every flavour: the token book-keeping (`book`), the protocol
 //! pieces (`oauth`), switches and counters (`control`). Another flavour
@@ -46,8 +77,12 @@ mod idp;
 mod oauth;
 mod pages;
 mod pats;
+mod traffic;
 
-pub use control::{Stats, SwitchState, Switches, TOKEN_HANG};
+pub use control::{
+    MAX_ACCESS_TOKEN_SECS, MAX_WINDOW_MS, PerFlavour, RateLimit, Stats, SwitchState, Switches,
+    TOKEN_HANG, TrafficStats,
+};
 pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
@@ -205,6 +240,8 @@ pub(crate) struct Shared {
     idp_key: idp::SigningKey,
     /// Personal access tokens of every flavour, created by tests.
     pats: pats::PatBook,
+    /// The window of the `api_rate_limit` switch.
+    rate_window: traffic::RateWindow,
 }
 
 impl Shared {
@@ -215,6 +252,26 @@ impl Shared {
 
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
+    }
+
+    /// A realm's lifetimes with the `access_token_secs` switch applied.
+    fn lifetimes(&self, default: book::Lifetimes) -> book::Lifetimes {
+        match self.switches.get().access_token_secs {
+            Some(secs) => book::Lifetimes {
+                access: chrono::Duration::seconds(secs.clamp(0, control::MAX_ACCESS_TOKEN_SECS)),
+                ..default
+            },
+            None => default,
+        }
+    }
+
+    /// Whether GitHub issues expiring user tokens: the
+    /// `github_expiring_tokens` switch, else the configuration.
+    fn github_expiring(&self) -> bool {
+        self.switches
+            .get()
+            .github_expiring_tokens
+            .unwrap_or(self.expiring_tokens)
     }
 
     fn oauth_app(&self, client_id: &str) -> Option<MockOAuthApp> {
@@ -239,6 +296,34 @@ impl Shared {
         self.idp_users.iter().find(|u| u.username == username)
     }
 
+    /// The OAuth realms of the Git flavours (not the identity provider's).
+    fn git_books(&self) -> [&TokenBook; 4] {
+        [
+            &self.github,
+            &self.gitlab,
+            &self.bitbucket_cloud,
+            &self.bitbucket_dc,
+        ]
+    }
+
+    /// [`MockProvider::revoke`].
+    fn revoke_oauth(&self, token: &str) -> bool {
+        self.git_books().iter().any(|b| b.revoke(token))
+    }
+
+    /// [`MockProvider::set_token_scopes`].
+    fn set_oauth_scopes(&self, token: &str, scopes: Vec<String>) -> bool {
+        self.git_books()
+            .iter()
+            .any(|b| b.set_scopes(token, scopes.clone()))
+    }
+
+    /// [`MockProvider::expire_token`].
+    fn expire_oauth(&self, token: &str) -> bool {
+        let now = self.now();
+        self.git_books().iter().any(|b| b.expire(token, now))
+    }
+
     fn reset(&self) {
         self.switches.reset();
         self.counters.reset();
@@ -248,6 +333,7 @@ impl Shared {
         self.bitbucket_dc.clear();
         self.idp.clear();
         self.pats.clear();
+        self.rate_window.clear();
     }
 }
 
@@ -287,6 +373,7 @@ impl MockProvider {
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
+                rate_window: traffic::RateWindow::default(),
             }),
         }
     }
@@ -333,12 +420,29 @@ impl MockProvider {
     /// All routes, for callers who serve the mock themselves; they must call
     /// [`MockProvider::set_base_url`] with the URL the router is reachable at.
     pub fn router(&self) -> Router {
+        // The API routes of each flavour go through `traffic::layer`: counted
+        // per token, in-flight gauge, `api_delay_ms`.
+        let api = |routes, flavour| traffic::layer(routes, &self.shared, flavour);
         Router::new()
             .merge(github::routes())
+            .merge(api(github::api_routes(), Flavour::Github))
             .nest("/idp", idp::routes())
-            .nest("/gitlab", gitlab::routes())
-            .nest("/bitbucket", bitbucket_cloud::routes())
-            .nest("/bitbucket-dc", bitbucket_dc::routes())
+            .nest(
+                "/gitlab",
+                gitlab::routes().merge(api(gitlab::api_routes(), Flavour::Gitlab)),
+            )
+            .nest(
+                "/bitbucket",
+                bitbucket_cloud::routes()
+                    .merge(api(bitbucket_cloud::api_routes(), Flavour::BitbucketCloud)),
+            )
+            .nest(
+                "/bitbucket-dc",
+                bitbucket_dc::routes().merge(api(
+                    bitbucket_dc::api_routes(),
+                    Flavour::BitbucketDataCenter,
+                )),
+            )
             .nest("/__mock", control::routes())
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))
@@ -375,6 +479,42 @@ impl MockProvider {
         self.shared.counters.snapshot()
     }
 
+    /// The token-lifecycle and API-traffic counters (also part of
+    /// `GET /__mock/stats`).
+    pub fn traffic_stats(&self) -> TrafficStats {
+        self.shared.counters.traffic()
+    }
+
+    /// Clears the counters of [`Stats`] and [`TrafficStats`] only; switches,
+    /// codes and tokens stay. Same as `POST /__mock/stats/reset`.
+    pub fn reset_counters(&self) {
+        self.shared.counters.reset();
+    }
+
+    /// How many API requests presented exactly this token (as a bearer
+    /// token, `PRIVATE-TOKEN`, Basic password, or named in GitHub's
+    /// `POST /applications/{client_id}/token`) since the counters were last
+    /// reset; whatever the answer was.
+    pub fn api_calls_for(&self, token: &str) -> u64 {
+        self.shared.counters.api_calls_for(token)
+    }
+
+    /// Returns once `done` holds for the counters, re-checking whenever an
+    /// API request starts or ends, a token request has been answered (or
+    /// decided, if a hang holds it back), a refresh succeeded, a request
+    /// was rate-limited or the counters were reset: a way for a test to
+    /// wait for "the refresh reached the mock" or "five API requests are in
+    /// flight" without sleeping. It does not time out on its own.
+    pub async fn wait_until(&self, done: impl Fn(&Stats, &TrafficStats) -> bool) {
+        loop {
+            let changed = self.shared.counters.changed();
+            if done(&self.stats(), &self.traffic_stats()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Clears switches, counters, codes and tokens; keeps users, apps and
     /// clients. Same as `POST /__mock/reset`.
     pub fn reset(&self) {
@@ -404,8 +544,6 @@ impl MockProvider {
         github::issue_direct(&self.shared, login, client_id, scopes)
     }
 
-    /// Revokes a token (access or refresh) as a user would on the provider's
-    /// settings page: silently, without counting as an API revocation.
     /// Creates a personal access token (or look-alike) as described.
     pub fn create_pat(&self, spec: PatSpec) -> String {
         self.shared.pats.create(spec)
@@ -416,8 +554,43 @@ impl MockProvider {
         self.shared.pats.revoke(token)
     }
 
-    pub fn revoke(&self, token: &str) {
-        self.shared.github.revoke(token);
+    /// Replaces a personal access token's scopes (or permissions), as its
+    /// owner would by editing it; the provider reports the new ones from
+    /// now on. Returns whether the token exists. Same as
+    /// `POST /__mock/pats/scopes`.
+    pub fn set_pat_scopes(&self, token: &str, scopes: &[&str]) -> bool {
+        self.shared.pats.set_scopes(token, owned(scopes))
+    }
+
+    /// Makes a personal access token expire now (on the mock's clock).
+    /// Returns whether it exists. Same as `POST /__mock/pats/expire`.
+    pub fn expire_pat(&self, token: &str) -> bool {
+        self.shared.pats.expire(token, self.shared.now())
+    }
+
+    /// Revokes an OAuth token (access or refresh, with its pair) of any Git
+    /// flavour, as a user would on the provider's settings page: silently,
+    /// without counting as an API revocation. Returns whether it was live.
+    /// Same as `POST /__mock/tokens/revoke`.
+    pub fn revoke(&self, token: &str) -> bool {
+        self.shared.revoke_oauth(token)
+    }
+
+    /// Replaces the scopes of an issued OAuth token of any Git flavour (an
+    /// access token, or the access token of a refresh token), as if the
+    /// user had narrowed the grant: the identity and token-info endpoints
+    /// report the new scopes, and refreshes carry them on. Returns whether
+    /// the token exists. Same as `POST /__mock/tokens/scopes`.
+    pub fn set_token_scopes(&self, token: &str, scopes: &[&str]) -> bool {
+        self.shared.set_oauth_scopes(token, owned(scopes))
+    }
+
+    /// Makes an issued OAuth token of any Git flavour expire now (on the
+    /// mock's clock): an access token stops working while its refresh token
+    /// still works; a refresh token can no longer be used. Returns whether
+    /// the token exists. Same as `POST /__mock/tokens/expire`.
+    pub fn expire_token(&self, token: &str) -> bool {
+        self.shared.expire_oauth(token)
     }
 }
 
@@ -472,6 +645,10 @@ impl std::fmt::Debug for RunningMock {
             .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
+}
+
+fn owned(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// A wildcard bind address is not something a browser can be sent to.

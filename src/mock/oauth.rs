@@ -3,7 +3,8 @@
 //! bearer tokens, form bodies, redirects.
 
 use super::book::{Issued, Lifetimes, TokenBook};
-use super::control::{Counters, SwitchState};
+use super::control::Counters;
+use super::pats::Flavour;
 use super::{MockOAuthApp, Shared};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -188,24 +189,75 @@ pub(crate) fn exchange_code(
         return Err(CodeRefused::Verifier);
     }
     let scopes = s.switches.get().grant_scopes.unwrap_or(grant.scopes);
+    let lifetimes = lifetimes.map(|l| s.lifetimes(l));
     Ok(book.issue(&grant.subject, &app.client_id, scopes, now, lifetimes))
 }
 
-/// Every flavour's token endpoint: counted; answered with its HTML
-/// `error_page` while the `token_status` switch is on, else as `answer`
-/// decides given the switches; then held back while `token_hang` is on.
+/// `grant_type=refresh_token` for `client_id`: rotates the pair in `book`
+/// (the `access_token_secs` switch applied to `lifetimes`) and counts the
+/// success. `None`: unknown, spent, expired, or another client's.
+pub(crate) fn refresh_grant(
+    s: &Shared,
+    flavour: Flavour,
+    book: &TokenBook,
+    client_id: &str,
+    refresh_token: &str,
+    lifetimes: Lifetimes,
+) -> Option<Issued> {
+    let issued = book.refresh(refresh_token, client_id, s.now(), s.lifetimes(lifetimes))?;
+    s.counters.refresh_succeeded(flavour);
+    Some(issued)
+}
+
+/// How one flavour's token endpoint answers the status switches.
+pub(crate) struct TokenPages {
+    pub flavour: Flavour,
+    /// `token_status`: the flavour's HTML error page for that status.
+    pub error_page: fn(u16) -> Response,
+    /// `refresh_status`: the same, except that 429 (and GitHub's 403) look
+    /// like the flavour's rate limit.
+    pub refresh_status: fn(&Shared, u16) -> Response,
+}
+
+/// Whether a token request body is a `grant_type=refresh_token` request.
+fn is_refresh(body: &[u8]) -> bool {
+    parse_form(body)
+        .is_some_and(|f| f.get("grant_type").map(String::as_str) == Some("refresh_token"))
+}
+
+/// Every flavour's token endpoint: counted (refreshes per flavour too);
+/// answered with `refresh_status` (refreshes only) or the HTML page of
+/// `token_status` while those switches are on, else as `answer` decides,
+/// given the OAuth error the switches ask for (`refresh_error` for a
+/// refresh, else `token_error`); then held back while `token_hang` (or,
+/// for a refresh, `refresh_hang`) is on. The answer is decided before the
+/// hang, so a client that disconnects cannot undo what was done.
 pub(crate) async fn token_endpoint(
     s: &Shared,
-    error_page: fn(u16) -> Response,
-    answer: impl FnOnce(&SwitchState) -> Response,
+    pages: &TokenPages,
+    body: &[u8],
+    answer: impl FnOnce(Option<&str>) -> Response,
 ) -> Response {
     Counters::bump(&s.counters.token_requests);
+    let refresh = is_refresh(body);
+    if refresh {
+        s.counters.refresh_requested(pages.flavour);
+    }
     let switches = s.switches.get();
-    let response = match switches.token_status {
-        Some(status) => error_page(status),
-        None => answer(&switches),
+    let refresh_status = switches.refresh_status.filter(|_| refresh);
+    let response = match (refresh_status, switches.token_status) {
+        (Some(status), _) => (pages.refresh_status)(s, status),
+        (None, Some(status)) => (pages.error_page)(status),
+        (None, None) => {
+            let refresh_error = switches.refresh_error.as_deref().filter(|_| refresh);
+            answer(refresh_error.or(switches.token_error.as_deref()))
+        }
     };
+    s.counters.touch();
     s.switches.token_hang_wait().await;
+    if refresh {
+        s.switches.refresh_hang_wait().await;
+    }
     response
 }
 
@@ -235,6 +287,25 @@ pub(crate) fn authorization_token(headers: &HeaderMap, schemes: &[&str]) -> Opti
     let token = token.trim();
     (schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) && !token.is_empty())
         .then(|| token.to_owned())
+}
+
+/// The token an API request of `flavour` presents, read as that flavour
+/// reads it: GitHub `Bearer` or `token`; GitLab `PRIVATE-TOKEN` or
+/// `Bearer`; Bitbucket the password of HTTP Basic, or `Bearer`.
+pub(crate) fn presented_token(flavour: Flavour, headers: &HeaderMap) -> Option<String> {
+    match flavour {
+        Flavour::Github => authorization_token(headers, &["bearer", "token"]),
+        Flavour::Gitlab => headers
+            .get("private-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .or_else(|| authorization_token(headers, &["bearer"])),
+        Flavour::BitbucketCloud | Flavour::BitbucketDataCenter => match basic_auth(headers) {
+            Some(Ok((_, secret))) => Some(secret),
+            _ => authorization_token(headers, &["bearer"]),
+        },
+    }
 }
 
 fn url_decode(s: &str) -> String {

@@ -113,6 +113,29 @@ impl PatBook {
         }
     }
 
+    /// Replaces a token's scopes (or permissions), as its owner would by
+    /// editing it. Returns whether it was found.
+    pub fn set_scopes(&self, token: &str, scopes: Vec<String>) -> bool {
+        match lock(&self.tokens).get_mut(token) {
+            Some(p) => {
+                p.spec.scopes = scopes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes a token expire at `now`. Returns whether it was found.
+    pub fn expire(&self, token: &str, now: DateTime<Utc>) -> bool {
+        match lock(&self.tokens).get_mut(token) {
+            Some(p) => {
+                p.spec.expires_at = Some(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn clear(&self) {
         lock(&self.tokens).clear();
     }
