@@ -7,7 +7,12 @@
 //! expired and revoked at run time; and how the tests wait for the mock
 //! (`MockProvider::wait_until`) instead of sleeping.
 
-#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use gitbroker::clock::ManualClock;
 use gitbroker::mock::{

@@ -34,6 +34,8 @@ pub struct Harness {
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
     toml: String,
+    /// The broker's clock, shared by its replicas.
+    pub clock: Arc<dyn gitbroker::clock::Clock>,
 }
 
 impl Drop for Harness {
@@ -288,7 +290,7 @@ credential = "{glsm}"
         let store = gitbroker::app::open_store(&settings, clock.clone())
             .await
             .expect("store opens");
-        let state = gitbroker::app::build(settings, store.clone(), clock)
+        let state = gitbroker::app::build(settings, store.clone(), clock.clone())
             .await
             .expect("broker builds");
         let app = gitbroker::router(state.clone());
@@ -304,6 +306,7 @@ credential = "{glsm}"
             _dir: dir,
             server,
             toml,
+            clock,
         }
     }
 
@@ -331,7 +334,7 @@ credential = "{glsm}"
 
     pub async fn replica_with(&self, change: impl FnOnce(String) -> String) -> gitbroker::AppState {
         let settings = Settings::from_toml_str(&change(self.toml.clone())).unwrap();
-        gitbroker::app::build(settings, self.store.clone(), Arc::new(SystemClock))
+        gitbroker::app::build(settings, self.store.clone(), self.clock.clone())
             .await
             .unwrap()
     }

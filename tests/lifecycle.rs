@@ -1,0 +1,739 @@
+//! The token lifecycle against the mock provider on real loopback ports:
+//! refresh (one per grant across replicas, never lost), its failures, the
+//! admin's lifetime cap, one grant for several runtimes, and runtimes that
+//! change while a token is being added.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
+
+mod support;
+
+use gitbroker::clock::{Clock, ManualClock};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use std::sync::Arc;
+use support::*;
+
+const ALICE: &str = "u-1001";
+
+/// A broker on a manual clock (the mock keeps real time), GitHub's
+/// expiring tokens on, with `lifecycle` extra settings.
+async fn start(
+    backend: Backend,
+    lifetime: Option<u64>,
+    lifecycle: &str,
+) -> (Harness, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let h = Harness::start_with(
+        backend,
+        Options {
+            clock: Some(clock.clone()),
+            expiring_tokens: true,
+            token_lifetime_secs: lifetime,
+            lifecycle: lifecycle.to_owned(),
+            ..Options::default()
+        },
+    )
+    .await;
+    (h, clock)
+}
+
+async fn fetch(url: &str, runtime: &str, user: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!(
+            "{url}/api/v1/runtimes/{runtime}/users/{user}/token"
+        ))
+        .bearer_auth(credential(runtime))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn token_of(url: &str, runtime: &str, user: &str) -> String {
+    let r = fetch(url, runtime, user).await;
+    assert_eq!(r.status(), 200, "{runtime}/{user}");
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+async fn stored(h: &Harness, runtime: &str, user: &str) -> gitbroker::tokens::Grant {
+    h.state
+        .lifecycle
+        .assigned_grant(runtime, user)
+        .await
+        .unwrap()
+        .expect("a grant is assigned")
+        .0
+}
+
+fn refreshes(h: &Harness) -> u64 {
+    h.mock.provider.traffic_stats().refresh_requests
+}
+
+/// Uses a refresh token at the mock directly: does it still work?
+async fn refresh_token_works(h: &Harness, runtime: &str, refresh: &str) -> bool {
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let (url, id, secret) = match runtime {
+        "gitlab-rt" => (
+            format!("{base}/gitlab/oauth/token"),
+            "gitlab-test-client-id",
+            GITLAB_APP_SECRET,
+        ),
+        _ => (
+            format!("{base}/login/oauth/access_token"),
+            "test-client-id",
+            APP_SECRET,
+        ),
+    };
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap_or_default();
+    v.get("access_token").is_some()
+}
+
+/// Access-token lifetimes of the mock's realms.
+fn lifetime_of(runtime: &str) -> chrono::Duration {
+    match runtime {
+        "gitlab-rt" => chrono::Duration::hours(2),
+        _ => chrono::Duration::hours(8),
+    }
+}
+
+/// 100 concurrent fetches, split over two replicas on one store, of a token
+/// one second before it expires: exactly one refresh at the provider, every
+/// answer carries the new token, and the stored refresh token is the newest.
+async fn one_refresh_for_a_hundred_fetches(backend: Backend, runtime: &str) {
+    let (h, clock) = start(backend, None, "").await;
+    let (_, url2) = h.serve_replica(|t| t).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize(runtime).await;
+    let first = token_of(&h.url, runtime, ALICE).await;
+    let before = stored(&h, runtime, ALICE).await;
+    assert!(before.refresh_token.is_some());
+    clock.advance(lifetime_of(runtime) - chrono::Duration::seconds(1));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let url = if i % 2 == 0 {
+            h.url.clone()
+        } else {
+            url2.clone()
+        };
+        let rt = runtime.to_owned();
+        tasks.push(tokio::spawn(
+            async move { token_of(&url, &rt, ALICE).await },
+        ));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap());
+    }
+    assert_eq!(refreshes(&h), 1, "exactly one refresh at the provider");
+    let after = stored(&h, runtime, ALICE).await;
+    let newest = after.access_token.expose_secret().to_owned();
+    assert_ne!(newest, first);
+    assert!(
+        tokens.iter().all(|t| *t == newest),
+        "every answer carries the new token"
+    );
+    let refresh = after.refresh_token.unwrap().expose_secret().to_owned();
+    assert_ne!(
+        refresh,
+        before.refresh_token.unwrap().expose_secret().to_owned(),
+        "rotated"
+    );
+    assert!(after.access_expires_at.unwrap() > clock.now() + chrono::Duration::hours(1));
+    assert!(
+        refresh_token_works(&h, runtime, &refresh).await,
+        "the stored refresh token is the newest and works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_for_a_hundred_fetches_redis_gitlab() {
+    one_refresh_for_a_hundred_fetches(Backend::Redis, "gitlab-rt").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_for_a_hundred_fetches_redis_github() {
+    one_refresh_for_a_hundred_fetches(Backend::Redis, "acme-prod").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_for_a_hundred_fetches_embedded() {
+    one_refresh_for_a_hundred_fetches(Backend::Embedded, "gitlab-rt").await;
+}
+
+/// The runtime gives up while the refresh is at the provider: the rotated
+/// pair is stored anyway, and the next fetch needs no second refresh.
+async fn client_disconnect_keeps_the_refresh(backend: Backend) {
+    let (h, clock) = start(backend, None, "").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("gitlab-rt").await;
+    let first = token_of(&h.url, "gitlab-rt", ALICE).await;
+    clock.advance(lifetime_of("gitlab-rt") - chrono::Duration::seconds(30));
+    h.mock.provider.switches().set_refresh_hang(true);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .get(format!(
+            "{}/api/v1/runtimes/gitlab-rt/users/{ALICE}/token",
+            h.url
+        ))
+        .bearer_auth(credential("gitlab-rt"))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    h.mock
+        .provider
+        .wait_until(|_, t| t.refresh_successes == 1)
+        .await;
+    h.mock.provider.switches().set_refresh_hang(false);
+    let now = token_of(&h.url, "gitlab-rt", ALICE).await;
+    assert_ne!(now, first);
+    assert_eq!(
+        refreshes(&h),
+        1,
+        "the disconnected refresh was stored, not repeated"
+    );
+    let g = stored(&h, "gitlab-rt", ALICE).await;
+    assert_eq!(g.access_token.expose_secret(), now);
+    assert!(refresh_token_works(&h, "gitlab-rt", g.refresh_token.unwrap().expose_secret()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_disconnect_keeps_the_refresh_redis() {
+    client_disconnect_keeps_the_refresh(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_disconnect_keeps_the_refresh_embedded() {
+    client_disconnect_keeps_the_refresh(Backend::Embedded).await;
+}
+
+/// Our refresh is refused (`invalid_grant`) because another worker rotated
+/// the pair first: its result is used, and the token is not marked as
+/// needing re-authorization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_grant_after_another_worker_won_is_not_a_verdict() {
+    let (h, clock) = start(Backend::Redis, None, "").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("gitlab-rt").await;
+    let g = stored(&h, "gitlab-rt", ALICE).await;
+    let old_refresh = g.refresh_token.clone().unwrap().expose_secret().to_owned();
+    // the "other worker" rotates at the provider…
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let won: Value = reqwest::Client::new()
+        .post(format!("{base}/gitlab/oauth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", old_refresh.as_str()),
+            ("client_id", "gitlab-test-client-id"),
+            ("client_secret", GITLAB_APP_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let winner = won["access_token"].as_str().unwrap().to_owned();
+    // …and stores its result only while our refresh is at the provider
+    clock.advance(lifetime_of("gitlab-rt") - chrono::Duration::seconds(30));
+    h.mock.provider.switches().set_token_hang(true);
+    let url = h.url.clone();
+    let fetching = tokio::spawn(async move { fetch(&url, "gitlab-rt", ALICE).await });
+    h.mock
+        .provider
+        .wait_until(|_, t| t.refresh_requests == 2)
+        .await;
+    let mut theirs = g.clone();
+    theirs.access_token = secrecy::SecretString::from(winner.clone());
+    theirs.refresh_token = Some(secrecy::SecretString::from(
+        won["refresh_token"].as_str().unwrap().to_owned(),
+    ));
+    theirs.access_expires_at = Some(clock.now() + chrono::Duration::hours(2));
+    h.state
+        .lifecycle
+        .grants()
+        .put(&theirs, gitbroker::store::Expect::Any)
+        .await
+        .unwrap();
+    h.mock.provider.switches().set_token_hang(false);
+    let r = fetching.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token"], winner.as_str(), "the winner's token is served");
+    let g = stored(&h, "gitlab-rt", ALICE).await;
+    assert_ne!(
+        g.status.state,
+        gitbroker::tokens::State::NeedsReauthorization
+    );
+}
+
+/// `invalid_grant` with nobody else refreshing: the user must authorize again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_needs_reauthorization() {
+    let (h, clock) = start(Backend::Embedded, None, "").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("gitlab-rt").await;
+    clock.advance(lifetime_of("gitlab-rt") - chrono::Duration::seconds(30));
+    h.mock
+        .provider
+        .switches()
+        .set_refresh_error(Some("invalid_grant"));
+    let r = fetch(&h.url, "gitlab-rt", ALICE).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["type"], "urn:gitbroker:problem:user-token-reauthorize",
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("invalid_grant"),
+        "{v}"
+    );
+    let page = alice.get("/tokens").await;
+    assert!(
+        page.body.contains("data-status=\"needs_reauthorization\""),
+        "{}",
+        page.body
+    );
+    // no second attempt with a refresh token the provider refused
+    h.mock.provider.switches().set_refresh_error(None);
+    assert_eq!(fetch(&h.url, "gitlab-rt", ALICE).await.status(), 404);
+    assert_eq!(refreshes(&h), 1);
+}
+
+/// The provider is down during a refresh: a token that is still valid is
+/// served; an expired one gets 503 with `Retry-After`; nothing is marked
+/// invalid and the refresh token is kept; once the provider is back (and the
+/// cooldown over) the refresh succeeds.
+async fn provider_down_during_refresh(backend: Backend) {
+    let (h, clock) = start(backend, None, "refresh_cooldown_secs = 20\n").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("gitlab-rt").await;
+    let first = token_of(&h.url, "gitlab-rt", ALICE).await;
+    let kept = stored(&h, "gitlab-rt", ALICE)
+        .await
+        .refresh_token
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    h.mock.provider.switches().set_refresh_status(Some(503));
+    // five minutes left: served as is
+    clock.advance(lifetime_of("gitlab-rt") - chrono::Duration::minutes(5));
+    assert_eq!(token_of(&h.url, "gitlab-rt", ALICE).await, first);
+    assert_eq!(refreshes(&h), 1);
+    // in the cooldown nobody hammers the provider
+    assert_eq!(token_of(&h.url, "gitlab-rt", ALICE).await, first);
+    assert_eq!(refreshes(&h), 1, "cooldown");
+    // expired: 503 with Retry-After
+    clock.advance(chrono::Duration::minutes(6));
+    let r = fetch(&h.url, "gitlab-rt", ALICE).await;
+    assert_eq!(r.status(), 503);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=40).contains(&retry), "{retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:gitbroker:problem:provider-unavailable");
+    let g = stored(&h, "gitlab-rt", ALICE).await;
+    assert!(
+        g.status.state.servable(),
+        "not marked invalid: {:?}",
+        g.status
+    );
+    assert_eq!(
+        g.refresh_token.unwrap().expose_secret(),
+        kept,
+        "no refresh token lost"
+    );
+    // back up, cooldown over: refreshed
+    h.mock.provider.switches().set_refresh_status(None);
+    clock.advance(chrono::Duration::minutes(2));
+    let now = token_of(&h.url, "gitlab-rt", ALICE).await;
+    assert_ne!(now, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_down_during_refresh_redis() {
+    provider_down_during_refresh(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_down_during_refresh_embedded() {
+    provider_down_during_refresh(Backend::Embedded).await;
+}
+
+/// The admin's `token_lifetime_secs` caps the authorization: refreshes
+/// happen inside it, never past it, and after it the user must authorize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_lifetime_caps_refreshes() {
+    // GitHub's expiring tokens live 8 h; the admin allows 20 h
+    let (h, clock) = start(Backend::Embedded, Some(20 * 3600), "").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let cap = stored(&h, "acme-prod", ALICE).await.cap_at.unwrap();
+    // two refreshes fit
+    clock.advance(chrono::Duration::hours(8) - chrono::Duration::seconds(1));
+    token_of(&h.url, "acme-prod", ALICE).await;
+    assert_eq!(refreshes(&h), 1);
+    clock.advance(chrono::Duration::hours(8));
+    let r = fetch(&h.url, "acme-prod", ALICE).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(refreshes(&h), 2);
+    // the served expiry is the cap, not the provider's 8 h
+    let served: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(served, cap);
+    // within the margin of the cap a refresh would not help: none is made
+    clock.set(cap - chrono::Duration::minutes(5));
+    assert_eq!(fetch(&h.url, "acme-prod", ALICE).await.status(), 200);
+    assert_eq!(refreshes(&h), 2);
+    clock.set(cap + chrono::Duration::seconds(1));
+    let r = fetch(&h.url, "acme-prod", ALICE).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:gitbroker:problem:user-token-expired");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lifetime the admin set"),
+        "{v}"
+    );
+    assert_eq!(refreshes(&h), 2, "no refresh past the admin's lifetime");
+}
+
+/// One grant for two runtimes: reusing mints no token, deleting one
+/// runtime's token keeps the other working, deleting the last revokes.
+async fn one_grant_two_runtimes(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let token = token_of(&h.url, "acme-prod", ALICE).await;
+    let minted = h.mock.provider.stats().token_requests;
+    let page = alice.get("/tokens").await;
+    assert!(
+        page.body
+            .contains("Use my existing authorization as alice (used by acme-prod)"),
+        "{}",
+        page.body
+    );
+    let reused = alice
+        .submit_action(&page, "/tokens/acme-staging/reuse")
+        .await;
+    let page = alice.follow(reused).await;
+    assert!(
+        page.flash().contains(
+            "Your existing GitHub authorization as alice is now also used for runtime acme-staging."
+        ),
+        "{}",
+        page.flash()
+    );
+    assert_eq!(
+        token_of(&h.url, "acme-staging", ALICE).await,
+        token,
+        "the same grant"
+    );
+    assert_eq!(
+        h.mock.provider.stats().token_requests,
+        minted,
+        "no new provider token"
+    );
+    assert!(page.body.contains("Also used by"), "{}", page.body);
+    // deleting one assignment keeps the other and revokes nothing
+    let gone = alice.submit_action(&page, "/tokens/acme-prod/delete").await;
+    let page = alice.follow(gone).await;
+    assert!(
+        page.flash()
+            .contains("stays in use for acme-staging, so it was not revoked"),
+        "{}",
+        page.flash()
+    );
+    assert_eq!(fetch(&h.url, "acme-prod", ALICE).await.status(), 404);
+    assert_eq!(token_of(&h.url, "acme-staging", ALICE).await, token);
+    assert_eq!(h.mock.provider.stats().revocations, 0);
+    // deleting the last revokes the single token (never the whole grant)
+    let gone = alice
+        .submit_action(&page, "/tokens/acme-staging/delete")
+        .await;
+    let page = alice.follow(gone).await;
+    assert!(
+        page.flash().contains("It was revoked at the provider."),
+        "{}",
+        page.flash()
+    );
+    assert_eq!(h.mock.provider.stats().revocations, 1);
+    assert_eq!(fetch(&h.url, "acme-staging", ALICE).await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_grant_two_runtimes_redis() {
+    one_grant_two_runtimes(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_grant_two_runtimes_embedded() {
+    one_grant_two_runtimes(Backend::Embedded).await;
+}
+
+/// Refresh updates the grant once for every runtime it is assigned to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_serves_every_runtime_of_the_grant() {
+    let (h, clock) = start(Backend::Redis, None, "").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let g = stored(&h, "acme-prod", ALICE).await;
+    let me = Harness::acme_user(ALICE);
+    h.state
+        .lifecycle
+        .reuse_grant(&me, "acme-staging", &g.id)
+        .await
+        .unwrap();
+    clock.advance(chrono::Duration::hours(8) - chrono::Duration::seconds(1));
+    let a = token_of(&h.url, "acme-prod", ALICE).await;
+    let b = token_of(&h.url, "acme-staging", ALICE).await;
+    assert_eq!(a, b);
+    assert_ne!(a, g.access_token.expose_secret());
+    assert_eq!(refreshes(&h), 1);
+}
+
+/// The reported race: alice starts authorizing `tmp-rt` (acme); an admin
+/// deletes it and registers `tmp-rt` in globex; alice's callback stores
+/// nothing, revokes the token, and the new runtime never reads it.
+async fn a_runtime_replaced_during_the_flow_gets_nothing(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let runtime_token = h.github_pat("dave", &["repo", "admin:repo_hook"]);
+    let register = |account: &str| {
+        h.admin_request(reqwest::Method::POST, "/runtimes")
+            .json(&serde_json::json!({
+                "id": "tmp-rt",
+                "account": account,
+                "git_host": "github.com",
+                "oauth_app": "github-app",
+                "git_token": { "token": runtime_token },
+            }))
+    };
+    assert_eq!(register("acme").send().await.unwrap().status(), 201);
+    let alice = h.signed_in("alice").await;
+    let provider = alice.start_authorize("tmp-rt").await;
+    assert_eq!(provider.status, 200);
+    let r = h
+        .admin_request(reqwest::Method::DELETE, "/runtimes/tmp-rt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = register("globex").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let globex_credential = v["credential"].as_str().unwrap().to_owned();
+    let back = alice.provider_decision(&provider, "approve").await;
+    let page = alice.follow(back).await;
+    assert!(
+        page.flash().contains("was deleted or moved to another account while you were authorizing. Nothing was stored."),
+        "{}",
+        page.flash()
+    );
+    assert!(
+        page.flash().contains("It was revoked at the provider."),
+        "{}",
+        page.flash()
+    );
+    assert_eq!(h.mock.provider.stats().revocations, 1);
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/runtimes/tmp-rt/users/{ALICE}/token",
+            h.url
+        ))
+        .bearer_auth(&globex_credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the new runtime reads nothing of alice's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_replaced_during_the_flow_gets_nothing_redis() {
+    a_runtime_replaced_during_the_flow_gets_nothing(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_replaced_during_the_flow_gets_nothing_embedded() {
+    a_runtime_replaced_during_the_flow_gets_nothing(Backend::Embedded).await;
+}
+
+/// The same race on the pasted-token path: the runtime is replaced while
+/// the provider validates the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_replaced_during_pat_validation_gets_nothing() {
+    let h = Harness::start(Backend::Redis).await;
+    let runtime_token = h.github_pat("dave", &["repo", "admin:repo_hook"]);
+    let register = |account: &str| {
+        h.admin_request(reqwest::Method::POST, "/runtimes")
+            .json(&serde_json::json!({
+                "id": "tmp-rt",
+                "account": account,
+                "git_host": "github.com",
+                "oauth_app": "github-app",
+                "git_token": { "token": runtime_token },
+            }))
+    };
+    assert_eq!(register("acme").send().await.unwrap().status(), 201);
+    let alice = h.signed_in("alice").await;
+    let page = alice.get("/tokens").await;
+    let csrf = page.csrf();
+    let pat = h.github_pat("alice", &["repo"]);
+    h.mock.provider.switches().set_api_hang(true);
+    let base = h.url.clone();
+    let cookies = alice.cookies(&h.url);
+    let pasting = tokio::spawn(async move {
+        let b = Browser::new(&base);
+        for (k, v) in cookies {
+            b.jar
+                .add_cookie_str(&format!("{k}={v}"), &url::Url::parse(&base).unwrap());
+        }
+        let posted = b
+            .post(
+                "/tokens/tmp-rt/pat",
+                &[("csrf".into(), csrf), ("token".into(), pat)],
+            )
+            .await;
+        b.follow(posted).await
+    });
+    h.mock
+        .provider
+        .wait_until(|_, t| t.api_in_flight >= 1)
+        .await;
+    assert_eq!(
+        h.admin_request(reqwest::Method::DELETE, "/runtimes/tmp-rt")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    // registered again in globex while the provider still hangs (straight in
+    // the registry: the API would validate its runtime token at the same
+    // hanging provider)
+    let (_, globex_credential) = h
+        .state
+        .registry
+        .create_runtime(gitbroker::registry::RuntimeInput {
+            id: "tmp-rt".into(),
+            account: "globex".into(),
+            git_host: "github.com".into(),
+            oauth_app: Some("github-app".into()),
+            provider: None,
+            base_url: None,
+        })
+        .await
+        .unwrap();
+    let globex_credential = globex_credential.expose_secret().to_owned();
+    h.mock.provider.switches().set_api_hang(false);
+    let done = pasting.await.unwrap();
+    assert!(
+        done.flash().contains("runtime `tmp-rt` was deleted or moved to another account while the token was being added; nothing was stored"),
+        "{}",
+        done.flash()
+    );
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/runtimes/tmp-rt/users/{ALICE}/token",
+            h.url
+        ))
+        .bearer_auth(&globex_credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // and nothing of it is left in alice's grants
+    let left = h
+        .store
+        .record_list(&gitbroker::store::Collection::new("grant", ALICE))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{} grants left", left.len());
+}
+
+/// Moving a runtime to another account, or an OAuth app to another host,
+/// while tokens are stored for it: 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_that_would_hand_tokens_over_are_refused() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/runtimes/acme-prod")
+        .json(&serde_json::json!({
+            "id": "acme-prod", "account": "globex", "git_host": "github.com", "oauth_app": "github-app"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("would hand them to another account"),
+        "{v}"
+    );
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/oauth-apps/github-app")
+        .json(&serde_json::json!({
+            "id": "github-app", "provider": "github", "base_url": "https://github.example.org",
+            "client_id": "test-client-id", "scopes": ["repo"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    // the same host with other settings is fine
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/oauth-apps/github-app")
+        .json(&serde_json::json!({
+            "id": "github-app", "name": "renamed", "provider": "github", "base_url": base,
+            "client_id": "test-client-id", "scopes": ["repo"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // with the user tokens deleted, the move is allowed
+    let r = h
+        .admin_request(reqwest::Method::DELETE, "/runtimes/acme-prod/user-tokens")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/runtimes/acme-prod")
+        .json(&serde_json::json!({
+            "id": "acme-prod", "account": "globex", "git_host": "github.com", "oauth_app": "github-app"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
