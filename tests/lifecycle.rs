@@ -737,3 +737,381 @@ async fn moves_that_would_hand_tokens_over_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Revocation says what really happened: "no longer valid" when the
+/// provider says so; "could not revoke" (queued, retried) when GitHub
+/// answers 404 for a token that still works — wrong app credentials look
+/// like that — and the retry revokes it once the app is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reports_what_happened_and_retries() {
+    let (h, clock) = start(Backend::Redis, None, "").await;
+    let alice = h.signed_in("alice").await;
+    // already revoked at the provider
+    alice.authorize("acme-prod").await;
+    let token = token_of(&h.url, "acme-prod", ALICE).await;
+    assert!(h.mock.provider.revoke(&token));
+    let page = alice.get("/tokens").await;
+    let page = alice
+        .follow(alice.submit_action(&page, "/tokens/acme-prod/delete").await)
+        .await;
+    assert!(
+        page.flash()
+            .contains("The provider said it was no longer valid."),
+        "{}",
+        page.flash()
+    );
+    assert_eq!(h.mock.provider.stats().revocations, 0);
+
+    // the app's client id is wrong: GitHub answers 404 although the token works
+    alice.authorize("acme-prod").await;
+    let token = token_of(&h.url, "acme-prod", ALICE).await;
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let app = |client_id: &str| {
+        serde_json::json!({
+            "id": "github-app", "name": "gitbroker tests", "provider": "github", "base_url": base,
+            "client_id": client_id, "scopes": ["repo"], "token_lifetime_secs": null
+        })
+    };
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/oauth-apps/github-app")
+        .json(&app("no-such-client"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = alice.get("/tokens").await;
+    let page = alice
+        .follow(alice.submit_action(&page, "/tokens/acme-prod/delete").await)
+        .await;
+    let flash = page.flash();
+    assert!(flash.contains("could not revoke it right now"), "{flash}");
+    assert!(
+        flash.contains("check the OAuth app's client id and secret"),
+        "{flash}"
+    );
+    assert!(!flash.contains("was revoked"), "{flash}");
+    assert_eq!(
+        fetch(&h.url, "acme-prod", ALICE).await.status(),
+        404,
+        "gone locally at once"
+    );
+    let queue = gitbroker::store::Collection::new("revocation", "queue");
+    assert_eq!(h.store.record_list(&queue).await.unwrap().len(), 1);
+    let queued = String::from_utf8_lossy(&h.store.record_list(&queue).await.unwrap()[0].1.value)
+        .into_owned();
+    assert!(!queued.contains(&token), "the queued token is sealed");
+    // fixed by the admin; the retry (after its backoff) revokes it
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/oauth-apps/github-app")
+        .json(&app("test-client-id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h.state.lifecycle.run_due().await.revocations,
+        0,
+        "not before its backoff"
+    );
+    clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(h.state.lifecycle.run_due().await.revocations, 1);
+    assert_eq!(h.mock.provider.stats().revocations, 1);
+    assert!(h.store.record_list(&queue).await.unwrap().is_empty());
+    let user = reqwest::Client::new()
+        .get(format!("{base}/api/v3/user"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), 401, "revoked at the provider");
+}
+
+/// A token nobody fetches for a week still works: background work refreshes
+/// it ahead of expiry, keeping the rotating refresh token alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfetched_tokens_stay_fresh_for_a_week() {
+    let (h, clock) = start(Backend::Embedded, None, "").await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("gitlab-rt").await;
+    for _ in 0..(7 * 24) {
+        clock.advance(chrono::Duration::hours(1));
+        h.state.lifecycle.run_due().await;
+    }
+    let background = refreshes(&h);
+    // a 2-hour token refreshed twenty minutes before it expires: ~100 times
+    assert!(
+        (80..=170).contains(&background),
+        "{background} refreshes in a week"
+    );
+    let g = stored(&h, "gitlab-rt", ALICE).await;
+    assert!(g.access_expires_at.unwrap() > clock.now() + chrono::Duration::minutes(10));
+    let token = token_of(&h.url, "gitlab-rt", ALICE).await;
+    assert_eq!(token, g.access_token.expose_secret());
+    assert_eq!(refreshes(&h), background, "the fetch needed no refresh");
+    // it works at the provider
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let user = reqwest::Client::new()
+        .get(format!("{base}/gitlab/api/v4/user"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), 200);
+}
+
+/// The background loop runs by itself: a token close to expiry is
+/// refreshed without any fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_loop_refreshes_by_itself() {
+    let h = Harness::start_with(
+        Backend::Redis,
+        Options {
+            lifecycle: "background = true\ntick_secs = 1\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    // issued with 15 minutes to live: inside twice the 10-minute margin
+    h.mock.provider.switches().set_access_token_secs(Some(900));
+    let alice = h.signed_in("alice").await;
+    alice.authorize("gitlab-rt").await;
+    h.mock.provider.switches().set_access_token_secs(None);
+    let first = stored(&h, "gitlab-rt", ALICE).await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        h.mock.provider.wait_until(|_, t| t.refresh_successes >= 1),
+    )
+    .await
+    .expect("the background refreshed within 30 s");
+    let token = token_of(&h.url, "gitlab-rt", ALICE).await;
+    assert_ne!(token, first.access_token.expose_secret());
+}
+
+/// Git Runtime tokens are checked too: one revoked at the provider is no
+/// longer served, and admins see why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_tokens_are_checked() {
+    let (h, clock) = start(Backend::Embedded, None, "").await;
+    let pat = h.github_pat("dave", &["repo", "admin:repo_hook"]);
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/runtimes/acme-prod/git-token")
+        .json(&serde_json::json!({ "token": pat }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let get = || {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/runtimes/acme-prod/token", h.url))
+            .bearer_auth(credential("acme-prod"))
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert!(h.mock.provider.revoke_pat(&pat));
+    clock.advance(chrono::Duration::hours(5));
+    assert!(h.state.lifecycle.run_due().await.checked >= 1);
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:gitbroker:problem:runtime-token-revoked");
+    let v: Value = h
+        .admin_request(reqwest::Method::GET, "/runtimes/acme-prod/git-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"]["state"], "invalid", "{v}");
+    assert!(
+        v["status"]["reason"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+}
+
+/// Records written before grants existed (per-runtime user tokens with
+/// clear metadata; runtime tokens sealed to the runtime alone; runtimes
+/// without an incarnation) are moved at start, and keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_the_previous_format_are_migrated() {
+    use base64::Engine;
+    let h = Harness::start(Backend::Redis).await;
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(KEY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let keyring = gitbroker::crypto::Keyring::new(
+        "k1",
+        &[gitbroker::config::KeySettings {
+            id: "k1".into(),
+            key: secrecy::SecretBox::new(Box::new(key)),
+        }],
+    )
+    .unwrap();
+    // acme-staging as stored before incarnations
+    let runtimes = gitbroker::store::Collection::new("runtime", "all");
+    let rec = h
+        .store
+        .record_get(&runtimes, "acme-staging")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rt: Value = serde_json::from_slice(&rec.value).unwrap();
+    rt.as_object_mut().unwrap().remove("incarnation");
+    h.store
+        .record_put(
+            &runtimes,
+            "acme-staging",
+            &serde_json::to_vec(&rt).unwrap(),
+            gitbroker::store::Expect::Any,
+        )
+        .await
+        .unwrap();
+    let oauth = h
+        .mock
+        .provider
+        .issue_token("alice", "test-client-id", &["repo"]);
+    let secrets = keyring
+        .seal(
+            &gitbroker::crypto::associated_data("user_token", &["acme-staging", ALICE]),
+            serde_json::json!({ "access_token": oauth, "refresh_token": null })
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let old_user_token = serde_json::json!({
+        "provider": "github", "provider_login": "alice", "git_username": "alice",
+        "scopes": ["repo"], "issued_at": chrono::Utc::now(), "expires_at": null,
+        "source": { "method": "o_auth", "app": "github-app" }, "secrets": secrets,
+    });
+    h.store
+        .record_put(
+            &gitbroker::store::Collection::new("user_token", "acme-staging"),
+            ALICE,
+            &serde_json::to_vec(&old_user_token).unwrap(),
+            gitbroker::store::Expect::Any,
+        )
+        .await
+        .unwrap();
+    let pat = h.github_pat("dave", &["repo", "admin:repo_hook"]);
+    let sealed = keyring
+        .seal(
+            &gitbroker::crypto::associated_data("runtime_token", &["acme-staging"]),
+            pat.as_bytes(),
+        )
+        .unwrap();
+    let old_runtime_token = serde_json::json!({
+        "runtime": "acme-staging", "provider": "github", "provider_login": "dave", "git_username": "dave",
+        "kind": "classic personal access token", "scopes": ["repo", "admin:repo_hook"],
+        "expires_at": null, "set_at": chrono::Utc::now(), "token": sealed,
+    });
+    h.store
+        .record_put(
+            &gitbroker::store::Collection::new("runtime_token", "all"),
+            "acme-staging",
+            &serde_json::to_vec(&old_runtime_token).unwrap(),
+            gitbroker::store::Expect::Any,
+        )
+        .await
+        .unwrap();
+    // the upgrade: a broker starts on this store
+    let (_, url) = h.serve_replica(|t| t).await;
+    assert_eq!(token_of(&url, "acme-staging", ALICE).await, oauth);
+    let r = reqwest::Client::new()
+        .get(format!("{url}/api/v1/runtimes/acme-staging/token"))
+        .bearer_auth(credential("acme-staging"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["token"], pat.as_str());
+    // nothing of the old format is left
+    let old = h
+        .store
+        .record_list(&gitbroker::store::Collection::new(
+            "user_token",
+            "acme-staging",
+        ))
+        .await
+        .unwrap();
+    assert!(old.is_empty());
+    let rt: Value = serde_json::from_slice(
+        &h.store
+            .record_get(&runtimes, "acme-staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    assert!(!rt["incarnation"].as_str().unwrap().is_empty());
+}
+
+/// GitHub keeps 10 tokens per user and app: with 10 held, the page warns
+/// before an 11th authorization would silently revoke the oldest, and
+/// offers the existing authorizations instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_warns_before_githubs_token_cap() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let app = h.state.registry.app("github-app").await.unwrap().unwrap();
+    let me = Harness::acme_user(ALICE);
+    for i in 0..10 {
+        let (rt, _) = h
+            .state
+            .registry
+            .create_runtime(gitbroker::registry::RuntimeInput {
+                id: format!("cap-rt-{i}"),
+                account: "acme".into(),
+                git_host: "github.com".into(),
+                oauth_app: Some("github-app".into()),
+                provider: None,
+                base_url: None,
+            })
+            .await
+            .unwrap();
+        if i == 9 {
+            let page = alice.get("/tokens").await;
+            assert!(
+                !page.body.contains("cap-warning"),
+                "nine held: no warning yet"
+            );
+        }
+        let token = h
+            .mock
+            .provider
+            .issue_token("alice", "test-client-id", &["repo"]);
+        h.state
+            .lifecycle
+            .assign_oauth(
+                &me,
+                &rt.id,
+                &rt.incarnation,
+                &app,
+                gitbroker::tokens::OAuthTokens {
+                    issued: gitbroker::providers::token_endpoint::IssuedTokens {
+                        access_token: secrecy::SecretString::from(token),
+                        refresh_token: None,
+                        scopes: None,
+                        expires_at: None,
+                    },
+                    scopes: vec!["repo".into()],
+                    login: "alice".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let page = alice.get("/tokens").await;
+    assert!(
+        page.body
+            .contains("You already hold 10 GitHub tokens of this OAuth app."),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("Use my existing authorization as alice (used by cap-rt-0)")
+    );
+}

@@ -1031,17 +1031,9 @@ impl Lifecycle {
                                 )
                             })
                             .count();
-                        let last_hour = from_app
-                            .iter()
-                            .filter(|g| now - g.authorized_at < chrono::Duration::hours(1))
-                            .count();
                         if live >= GITHUB_TOKEN_CAP {
                             cap_warning = Some(format!(
                                 "You already hold {live} GitHub tokens of this OAuth app. GitHub keeps at most {GITHUB_TOKEN_CAP} per user and app and silently revokes the oldest when an 11th is created, which would break another runtime. Use your existing authorization instead."
-                            ));
-                        } else if last_hour >= GITHUB_TOKEN_CAP {
-                            cap_warning = Some(format!(
-                                "GitHub allows {GITHUB_TOKEN_CAP} new tokens per hour for one app and user; you created {last_hour} in the last hour. Use your existing authorization, or try again later."
                             ));
                         }
                     }
