@@ -86,7 +86,7 @@ async fn case_happy_path(h: Harness) {
     // at rest: no plaintext token
     let dump = raw_store_dump(&h).await;
     assert!(
-        dump.contains("\"kid\":\"k1\""),
+        dump.contains("GB1\u{2}k1"),
         "a sealed grant is stored: {dump}"
     );
     assert!(!dump.contains(token), "token stored in plain text");

@@ -130,13 +130,17 @@ pub struct Grant {
     pub source: TokenSource,
     #[serde(with = "secret_string")]
     pub access_token: SecretString,
-    #[serde(with = "secret_option", default)]
+    #[serde(
+        with = "secret_option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub refresh_token: Option<SecretString>,
     /// Pasted tokens: the username and email that came with them, to check
     /// them again the same way.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pat_username: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pat_email: Option<String>,
     pub git_username: String,
     pub provider_login: String,
@@ -147,14 +151,17 @@ pub struct Grant {
     /// When the current access token was issued.
     pub issued_at: DateTime<Utc>,
     /// The provider's expiry of the current access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_expires_at: Option<DateTime<Utc>>,
     /// The end of the admin-set lifetime (`token_lifetime_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refreshed_at: Option<DateTime<Utc>>,
     /// Consecutive temporary refresh failures, and no refresh before this.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub refresh_failures: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_cooldown_until: Option<DateTime<Utc>>,
     pub assignments: Vec<AssignmentRef>,
     pub status: Status,
@@ -174,6 +181,10 @@ impl std::fmt::Debug for Grant {
             .field("status", &self.status)
             .finish_non_exhaustive()
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The lifecycle's timing settings, as the decisions need them.

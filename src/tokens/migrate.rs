@@ -191,12 +191,12 @@ async fn migrate(l: &Lifecycle) -> Result<(), TokenError> {
         }
     }
     for (id, rec) in store.record_list(&runtime::collection()).await? {
+        if crypto::envelope_key_id(&rec.value).is_some() {
+            continue;
+        }
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(&rec.value) else {
             continue;
         };
-        if value.get("v").is_some() {
-            continue;
-        }
         let Some(rt) = runtimes.iter().find(|r| r.id == id) else {
             continue;
         };

@@ -14,7 +14,7 @@
 
 use super::TokenError;
 use super::grant::Grant;
-use crate::crypto::{self, Keyring, Sealed};
+use crate::crypto::{self, Keyring};
 use crate::store::{Collection, Expect, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,6 @@ use std::sync::Arc;
 
 pub const GRANT: &str = "grant";
 pub const ASSIGNMENT: &str = "assignment";
-/// The format of sealed records this version writes.
-const FORMAT: u32 = 1;
 
 pub fn grant_collection(user: &str) -> Collection {
     Collection::new(GRANT, user)
@@ -35,13 +33,6 @@ pub fn assignment_collection(runtime: &str, incarnation: &str) -> Collection {
 
 fn grant_aad(user: &str, id: &str) -> Vec<u8> {
     crypto::associated_data(GRANT, &[user, id])
-}
-
-/// A sealed record as stored: a format number and the sealed JSON.
-#[derive(Serialize, Deserialize)]
-pub(super) struct SealedRecord {
-    pub v: u32,
-    pub sealed: Sealed,
 }
 
 /// Which grant a runtime serves for one user.
@@ -69,11 +60,7 @@ impl GrantRepo {
         // serializing our own types cannot quote a stored value
         let plain =
             serde_json::to_vec(value).map_err(|e| StoreError::corrupt("sealed record", &e))?;
-        let record = SealedRecord {
-            v: FORMAT,
-            sealed: keyring.seal(aad, &plain)?,
-        };
-        Ok(serde_json::to_vec(&record).map_err(|e| StoreError::corrupt("sealed record", &e))?)
+        Ok(keyring.seal_envelope(aad, &plain)?)
     }
 
     pub(super) fn open<T: for<'de> Deserialize<'de>>(
@@ -82,12 +69,10 @@ impl GrantRepo {
         bytes: &[u8],
         what: &str,
     ) -> Result<T, TokenError> {
-        let record: SealedRecord =
-            serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, &e))?;
-        if record.v != FORMAT {
-            return Err(StoreError::Corrupt(format!("{what}: unknown format {}", record.v)).into());
+        if crypto::envelope_key_id(bytes).is_none() {
+            return Err(StoreError::Corrupt(format!("{what}: not a sealed record")).into());
         }
-        let plain = keyring.open(aad, &record.sealed)?;
+        let plain = keyring.open_envelope(aad, bytes)?;
         Ok(serde_json::from_slice(&plain).map_err(|e| StoreError::corrupt(what, &e))?)
     }
 
