@@ -168,27 +168,69 @@ async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::
     }
 }
 
+/// Validates the file, then asks the identity provider (when it can be
+/// reached) whether it publishes exactly the configured issuer.
+async fn check_config(path: &std::path::Path) -> ExitCode {
+    use gitbroker::auth::oidc::{IssuerCheck, check_issuer};
+    let s = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let http =
+        match gitbroker::providers::http_client(s.provider_connect_timeout, s.provider_timeout) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("gitbroker: cannot build the HTTP client: {e}");
+                return ExitCode::from(1);
+            }
+        };
+    let issuer = s.oidc.issuer.as_str();
+    let fail = |message: String| {
+        eprintln!(
+            "gitbroker: invalid configuration in {}: oidc.issuer: {message}",
+            path.display()
+        );
+        ExitCode::from(1)
+    };
+    let idp_line = match check_issuer(issuer, &http).await {
+        IssuerCheck::Matches => "identity provider: publishes exactly this issuer".to_owned(),
+        IssuerCheck::DiffersInForm { published } => {
+            return fail(format!(
+                "the identity provider publishes its issuer as `{published}`, not `{issuer}`; \
+                 sign-in compares them character for character (OpenID Connect Discovery §4.3), \
+                 so set oidc.issuer = \"{published}\""
+            ));
+        }
+        IssuerCheck::Differs { published } => {
+            return fail(format!(
+                "the discovery document of `{issuer}` publishes another issuer, `{published}`"
+            ));
+        }
+        IssuerCheck::Broken(why) => return fail(why),
+        IssuerCheck::Unreachable(why) => format!(
+            "identity provider: could not be reached to check oidc.issuer ({why}); not checked"
+        ),
+    };
+    println!(
+        "configuration OK: {} accounts, {} OAuth apps, {} runtimes, store: {}",
+        s.accounts.len(),
+        s.oauth_apps.len(),
+        s.runtimes.len(),
+        match s.store {
+            gitbroker::config::StoreSettings::Embedded { .. } => "embedded",
+            gitbroker::config::StoreSettings::Redis { .. } => "redis",
+        }
+    );
+    println!("{idp_line}");
+    ExitCode::SUCCESS
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config).await,
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(s) => {
-                println!(
-                    "configuration OK: {} accounts, {} OAuth apps, {} runtimes, store: {}",
-                    s.accounts.len(),
-                    s.oauth_apps.len(),
-                    s.runtimes.len(),
-                    match s.store {
-                        gitbroker::config::StoreSettings::Embedded { .. } => "embedded",
-                        gitbroker::config::StoreSettings::Redis { .. } => "redis",
-                    }
-                );
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::CheckConfig { config } => check_config(&config).await,
         Command::MockProvider { listen, config } => mock_provider(listen, config.as_deref()).await,
         Command::Runtime { command } => runtime_cli::run(command).await,
         Command::GenerateKey => {

@@ -66,7 +66,11 @@ impl std::fmt::Debug for KeySettings {
 
 #[derive(Debug)]
 pub struct OidcSettings {
-    pub issuer: Url,
+    /// Exactly as configured: OpenID Connect Discovery §4.3 compares the
+    /// provider's published `issuer` with this string, so it is validated
+    /// as an absolute URL but never normalised (`Url` would add a `/` to a
+    /// bare origin such as `https://accounts.google.com`).
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
@@ -388,7 +392,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
 
     let oidc = {
         let o = &raw.oidc;
-        let issuer = parse_url("oidc.issuer", &o.issuer, allow_http)?;
+        parse_url("oidc.issuer", &o.issuer, allow_http)?;
+        let issuer = o.issuer.clone();
         if o.client_id.trim().is_empty() {
             return Err(invalid("oidc.client_id", "must not be empty"));
         }

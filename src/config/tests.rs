@@ -186,3 +186,21 @@ fn numeric_and_boolean_secrets_from_the_environment() {
         "1234567890"
     );
 }
+
+#[test]
+fn issuer_kept_exactly_as_configured() {
+    // a bare origin must not gain the `/` that `Url` would add
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(s.oidc.issuer, "https://idp.example.com");
+    let s = Settings::from_toml_str(&base().replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"https://idp.example.com/realms/x/\"",
+    ))
+    .unwrap();
+    assert_eq!(s.oidc.issuer, "https://idp.example.com/realms/x/");
+    let e = err(&base().replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"idp.example.com\"",
+    ));
+    assert!(e.starts_with("oidc.issuer:"), "{e}");
+}

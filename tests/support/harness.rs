@@ -49,6 +49,9 @@ pub struct Options {
     pub redis_args: Vec<&'static str>,
     pub token_lifetime_secs: Option<u64>,
     pub expiring_tokens: bool,
+    /// The mock identity provider at a bare origin (issuer
+    /// `http://127.0.0.1:PORT`, no path) instead of `<mock>/idp`.
+    pub idp_at_origin: bool,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             redis_args: Vec::new(),
             token_lifetime_secs: None,
             expiring_tokens: false,
+            idp_at_origin: false,
         }
     }
 }
@@ -71,6 +75,7 @@ impl Harness {
     pub async fn start_with(backend: Backend, opts: Options) -> Harness {
         let mut mock_config = MockConfig::demo();
         mock_config.expiring_tokens = opts.expiring_tokens;
+        mock_config.idp_at_origin = opts.idp_at_origin;
         let mock = MockProvider::start(mock_config, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("mock provider starts");
@@ -93,6 +98,8 @@ impl Harness {
             .map(|s| format!("token_lifetime_secs = {s}"))
             .unwrap_or_default();
         let mock_url = mock.base_url.trim_end_matches('/').to_owned();
+        // exactly as the mock publishes it: `<mock>/idp` or a bare origin
+        let issuer = mock.issuer_url();
         let toml = format!(
             r#"
 public_url = "{url}"
@@ -108,7 +115,7 @@ connect_timeout_secs = 2
 [encryption]
 keys = [{{ id = "k1", key = "{KEY}" }}]
 [oidc]
-issuer = "{mock_url}/idp"
+issuer = "{issuer}"
 client_id = "gitbroker-tests"
 client_secret = "{OIDC_SECRET}"
 [admin]
