@@ -96,6 +96,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     let listen = settings.listen;
     let public_url = settings.public_url.clone();
+    let server = settings.server.clone();
     let state = match gitbroker::app::build(settings, store, clock).await {
         Ok(s) => s,
         Err(e) => {
@@ -112,10 +113,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     tracing::info!(%listen, %public_url, "gitbroker serving");
     let app = gitbroker::router(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
+    if let Err(e) = gitbroker::web::serve(listener, app, &server, shutdown_signal()).await {
         eprintln!("gitbroker: server error: {e}");
         return ExitCode::from(1);
     }
@@ -143,7 +141,7 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutdown signal received");
 }
 
 async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::Path>) -> ExitCode {

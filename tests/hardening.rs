@@ -140,3 +140,178 @@ async fn check_config_without_the_provider_says_so_and_passes() {
         text(&out.stdout)
     );
 }
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Reads until the server closes the connection; what it sent, if anything.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    // a guard against a test that would hang, not a timing assertion
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut got),
+    )
+    .await
+    .expect("the server never closed the connection");
+    match read {
+        Ok(_) => got,
+        // a reset is a close too
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("reading: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_at_the_header_timeout() {
+    let h = Harness::start_with(
+        Backend::Embedded,
+        Options {
+            extra_toml: "[server]\nheader_read_timeout_secs = 1\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    // half a request: the headers never end
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    // and a connection that never sends anything
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let answer = read_to_close(&mut slow).await;
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    read_to_close(&mut silent).await;
+    // whole requests are still served
+    let ok = reqwest::get(format!("{}/healthz", h.url)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary, serving `config`; stderr lines arrive on the channel.
+struct Running {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn serve(config: &Path) -> Running {
+        let mut child = gitbroker()
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`.
+    async fn wait_for(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no log line with {needle:?}; got:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self) -> Option<i32> {
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the process did not exit")
+            .unwrap()
+            .code()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let extra = "[log]\nformat = \"pretty\"\nlevel = \"info,tower_http=debug\"\n[server]\nshutdown_grace_secs = 60\nbody_timeout_secs = 60\n";
+    let text = config_text(dir.path(), "http://127.0.0.1:9/idp", &listen, extra)
+        .replace("http://localhost:1", &format!("http://127.0.0.1:{port}"));
+    let path = write_config(dir.path(), &text);
+    let mut broker = Running::serve(&path);
+    broker.wait_for("gitbroker serving").await;
+
+    // a request whose body is still on its way
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /logout HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\nConnection: close\r\n\r\ncsrf=",
+    )
+    .await
+    .unwrap();
+    broker.wait_for("started processing request").await;
+
+    broker.signal("TERM");
+    broker.wait_for("no longer accepting connections").await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "new connections are refused once shutdown began"
+    );
+    slow.write_all(b"abcde").await.unwrap();
+    let answer = String::from_utf8(read_to_close(&mut slow).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert!(answer.contains("location: /signed-out"), "{answer}");
+    assert_eq!(
+        broker.exit_code().await,
+        Some(0),
+        "{}",
+        broker.seen.join("\n")
+    );
+}

@@ -109,6 +109,67 @@ pub struct RuntimeSettings {
     pub credential_sha256: [u8; 32],
 }
 
+/// How `web::serve` serves connections.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// A connection must send a request's complete headers within this
+    /// (also the idle limit between requests on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// A request must be answered within this, body reading included.
+    pub request_timeout: Duration,
+    /// A request body may pause this long between two chunks.
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// After SIGTERM, requests in flight get this long to finish.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let raw = raw::RawServer::default();
+        Self {
+            header_read_timeout: Duration::from_secs(raw.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(raw.request_timeout_secs),
+            body_timeout: Duration::from_secs(raw.body_timeout_secs),
+            max_connections: raw.max_connections as usize,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Requests per minute for each limited action; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub sign_in_per_ip: Option<std::num::NonZeroU32>,
+    pub flow_start_per_ip: Option<std::num::NonZeroU32>,
+    pub flow_start_per_user: Option<std::num::NonZeroU32>,
+    pub token_check_per_ip: Option<std::num::NonZeroU32>,
+    pub token_check_per_user: Option<std::num::NonZeroU32>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self::from_raw(&raw::RawRateLimit::default())
+    }
+}
+
+impl RateLimitSettings {
+    fn from_raw(r: &raw::RawRateLimit) -> Self {
+        let n = std::num::NonZeroU32::new;
+        Self {
+            sign_in_per_ip: n(r.sign_in_per_ip),
+            flow_start_per_ip: n(r.flow_start_per_ip),
+            flow_start_per_user: n(r.flow_start_per_user),
+            token_check_per_ip: n(r.token_check_per_ip),
+            token_check_per_user: n(r.token_check_per_user),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
     /// Serve the mock provider and mock identity provider in-process here.
@@ -135,6 +196,8 @@ pub struct Settings {
     pub provider_timeout: Duration,
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
+    pub server: ServerSettings,
+    pub rate_limits: RateLimitSettings,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
     pub runtimes: Vec<RuntimeSettings>,
@@ -442,6 +505,9 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         ));
     }
 
+    let server = validate_server(&raw.server, raw.provider.timeout_secs)?;
+    let rate_limits = RateLimitSettings::from_raw(&raw.rate_limit);
+
     let admin_api_token_sha256 = match &raw.admin.api_token {
         Some(src) => {
             let token = src.resolve("admin.api_token", base_dir)?;
@@ -675,10 +741,70 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         provider_timeout: Duration::from_secs(raw.provider.timeout_secs),
         admin_group: raw.admin.group.clone(),
         admin_api_token_sha256,
+        server,
+        rate_limits,
         accounts,
         oauth_apps,
         runtimes,
         demo,
+    })
+}
+
+/// `[server]`: timeouts within sane bounds, the connection limit, and the
+/// trusted proxies as CIDRs (a bare address is a /32 or /128).
+fn validate_server(
+    r: &raw::RawServer,
+    provider_timeout: u64,
+) -> Result<ServerSettings, ConfigError> {
+    let secs = |key: &str, v: u64, max: u64| {
+        if (1..=max).contains(&v) {
+            Ok(Duration::from_secs(v))
+        } else {
+            Err(invalid(
+                format!("server.{key}"),
+                format!("must be between 1 and {max} seconds"),
+            ))
+        }
+    };
+    let header_read_timeout = secs("header_read_timeout_secs", r.header_read_timeout_secs, 300)?;
+    let request_timeout = secs("request_timeout_secs", r.request_timeout_secs, 3600)?;
+    if r.request_timeout_secs <= provider_timeout {
+        return Err(invalid(
+            "server.request_timeout_secs",
+            format!(
+                "must be longer than provider.timeout_secs ({provider_timeout}): a request may wait for a provider call"
+            ),
+        ));
+    }
+    let body_timeout = secs("body_timeout_secs", r.body_timeout_secs, 300)?;
+    let shutdown_grace = secs("shutdown_grace_secs", r.shutdown_grace_secs, 3600)?;
+    if !(1..=1_000_000).contains(&r.max_connections) {
+        return Err(invalid(
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in r.trusted_proxies.iter().enumerate() {
+        let net = p
+            .trim()
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address or CIDR (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"),
+                )
+            })?;
+        trusted_proxies.push(net.trunc());
+    }
+    Ok(ServerSettings {
+        header_read_timeout,
+        request_timeout,
+        body_timeout,
+        max_connections: r.max_connections as usize,
+        shutdown_grace,
+        trusted_proxies,
     })
 }
 

@@ -204,3 +204,39 @@ fn issuer_kept_exactly_as_configured() {
     ));
     assert!(e.starts_with("oidc.issuer:"), "{e}");
 }
+
+#[test]
+fn server_defaults_and_errors_name_the_key() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.server.max_connections, 1024);
+    assert!(s.server.trusted_proxies.is_empty());
+    assert_eq!(s.rate_limits, RateLimitSettings::default());
+    let with = |server: &str| format!("{}\n[server]\n{server}\n", base());
+    let s = Settings::from_toml_str(&with(
+        "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\"]",
+    ))
+    .unwrap();
+    assert_eq!(s.server.trusted_proxies.len(), 3);
+    let e = err(&with("trusted_proxies = [\"10.0.0.0/8\", \"proxy.local\"]"));
+    assert!(
+        e.starts_with("server.trusted_proxies[1]:") && e.contains("proxy.local"),
+        "{e}"
+    );
+    let e = err(&with("header_read_timeout_secs = 0"));
+    assert!(e.starts_with("server.header_read_timeout_secs:"), "{e}");
+    let e = err(&with("request_timeout_secs = 10"));
+    assert!(
+        e.starts_with("server.request_timeout_secs:") && e.contains("provider.timeout_secs"),
+        "{e}"
+    );
+    let e = err(&with("max_connections = 0"));
+    assert!(e.starts_with("server.max_connections:"), "{e}");
+    let e = err(&with("keep_alive = true"));
+    assert!(e.contains("keep_alive"), "{e}");
+    let e = err(&format!("{}\n[rate_limit]\nsign_in_per_ip = -1\n", base()));
+    assert!(e.contains("rate_limit.sign_in_per_ip"), "{e}");
+    let s = Settings::from_toml_str(&format!("{}\n[rate_limit]\nsign_in_per_ip = 0\n", base()))
+        .unwrap();
+    assert_eq!(s.rate_limits.sign_in_per_ip, None);
+}

@@ -8,9 +8,11 @@ mod me_api;
 mod pages;
 mod runtime_api;
 mod security;
+mod serve;
 
 pub use error::{ApiError, PageError};
 pub use security::safe_return_path;
+pub use serve::serve;
 
 use crate::auth::SessionStore;
 use crate::auth::login::Logins;

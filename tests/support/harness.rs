@@ -52,6 +52,9 @@ pub struct Options {
     /// The mock identity provider at a bare origin (issuer
     /// `http://127.0.0.1:PORT`, no path) instead of `<mock>/idp`.
     pub idp_at_origin: bool,
+    /// More TOML for the broker's configuration (e.g. `[server]`,
+    /// `[rate_limit]` tables), appended at the end.
+    pub extra_toml: String,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             token_lifetime_secs: None,
             expiring_tokens: false,
             idp_at_origin: false,
+            extra_toml: String::new(),
         }
     }
 }
@@ -248,6 +252,7 @@ credential = "{glsm}"
             ghes = credential("ghes-rt"),
             glsm = credential("glsm-rt"),
         );
+        let toml = format!("{toml}\n{}\n", opts.extra_toml);
         for (id, client_id) in [
             ("bbc-app", "bbc-client-id"),
             ("bbdc-app", "bbdc-client-id"),
@@ -262,6 +267,7 @@ credential = "{glsm}"
             });
         }
         let settings = Settings::from_toml_str(&toml).expect("test configuration is valid");
+        let settings_server = settings.server.clone();
         mock.provider.add_oauth_app(MockOAuthApp {
             name: "gitbroker tests".into(),
             client_id: "test-client-id".into(),
@@ -288,9 +294,7 @@ credential = "{glsm}"
             .await
             .expect("broker builds");
         let app = gitbroker::router(state.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = serve_in_background(listener, app, &settings_server);
         Harness {
             url,
             mock,
@@ -319,9 +323,8 @@ credential = "{glsm}"
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let app = gitbroker::router(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let settings = Settings::from_toml_str(&self.toml).unwrap();
+        drop(serve_in_background(listener, app, &settings.server));
         (state, url)
     }
 
@@ -401,6 +404,18 @@ credential = "{glsm}"
             .await
             .unwrap()
     }
+}
+
+/// Serves as the binary does (`gitbroker::web::serve`), until aborted.
+pub fn serve_in_background(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    settings: &gitbroker::config::ServerSettings,
+) -> tokio::task::JoinHandle<()> {
+    let settings = settings.clone();
+    tokio::spawn(async move {
+        let _ = gitbroker::web::serve(listener, app, &settings, std::future::pending()).await;
+    })
 }
 
 /// A cookie-keeping HTTP client that follows no redirects by itself.
