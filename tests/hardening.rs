@@ -315,3 +315,172 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
         broker.seen.join("\n")
     );
 }
+
+/// Behind a trusted proxy on loopback; `limits` is the `[rate_limit]` table.
+async fn limited(backend: Backend, limits: &str) -> Harness {
+    Harness::start_with(
+        backend,
+        Options {
+            extra_toml: format!(
+                "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[rate_limit]\n{limits}\n"
+            ),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+async fn redis_keys(h: &Harness) -> usize {
+    let mut conn = h
+        .redis
+        .as_ref()
+        .unwrap()
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_gets_429_stores_nothing_and_others_sign_in() {
+    let h = limited(Backend::Redis, "sign_in_per_ip = 5").await;
+    let before = redis_keys(&h).await;
+    let flooder = Browser::behind_proxy(&h.url, "203.0.113.7");
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let r = flooder
+            .client
+            .get(format!("{}/login", h.url))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "pages get the HTML error page"
+            );
+            let body = r.text().await.unwrap();
+            assert!(body.contains("Too many sign-in attempts"), "{body}");
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 35);
+    // sign-in starts keep nothing server-side
+    assert_eq!(redis_keys(&h).await, before, "the store did not grow");
+
+    // meanwhile a person behind the same proxy, from another address
+    let alice = Browser::behind_proxy(&h.url, "198.51.100.20");
+    alice.sign_in("alice").await;
+    let page = alice.authorize("acme-prod").await;
+    assert!(
+        page.body
+            .contains("authorized as alice for runtime acme-prod"),
+        "{}",
+        page.body
+    );
+    // the flooder's own X-Forwarded-For prefix is not believed: the proxy
+    // appends the real address, and that one is limited
+    let spoofed = Browser::behind_proxy(&h.url, "198.51.100.20, 203.0.113.7");
+    assert_eq!(spoofed.get("/login").await.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_peers_cannot_choose_their_address() {
+    // no trusted proxy: X-Forwarded-For is ignored, the peer is counted
+    let h = Harness::start_with(
+        Backend::Embedded,
+        Options {
+            extra_toml: "[rate_limit]\nsign_in_per_ip = 2\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    for (i, client) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"].iter().enumerate() {
+        let status = Browser::behind_proxy(&h.url, client)
+            .get("/login")
+            .await
+            .status;
+        assert_eq!(status, if i < 2 { 303 } else { 429 }, "{client}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_tokens_and_flow_starts_are_limited_per_user() {
+    let h = limited(
+        Backend::Embedded,
+        "token_check_per_user = 2\nflow_start_per_user = 2",
+    )
+    .await;
+    let alice = Browser::behind_proxy(&h.url, "198.51.100.20");
+    alice.sign_in("alice").await;
+    let csrf = alice.get("/tokens").await.csrf();
+    let put = || {
+        alice
+            .client
+            .put(format!("{}/api/v1/me/runtimes/acme-prod/token", h.url))
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({ "token": "ghp_not-a-token-at-the-mock" }))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(put().await.unwrap().status(), 422);
+    }
+    let r = put().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:gitbroker:problem:rate-limited");
+    assert_eq!(body["status"], 429);
+    assert!(
+        body["detail"].as_str().unwrap().contains("your account"),
+        "{body}"
+    );
+    // the same account from another address is the same user
+    let elsewhere = Browser::behind_proxy(&h.url, "198.51.100.99");
+    elsewhere.sign_in("alice").await;
+    let page = elsewhere.get("/tokens").await;
+    let pasted = elsewhere
+        .submit_action(&page, "/tokens/acme-prod/pat")
+        .await;
+    assert_eq!(pasted.status, 429, "{}", pasted.body);
+    assert!(
+        pasted.body.contains("Too many tokens checked"),
+        "{}",
+        pasted.body
+    );
+
+    for _ in 0..2 {
+        let provider = alice.start_authorize("acme-prod").await;
+        assert_eq!(provider.status, 200, "{}", provider.body);
+    }
+    let tokens = alice.get("/tokens").await;
+    let refused = alice
+        .submit_action(&tokens, "/tokens/acme-prod/authorize")
+        .await;
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.body.contains("Too many authorizations started"),
+        "{}",
+        refused.body
+    );
+    // bob is not affected
+    let bob = Browser::behind_proxy(&h.url, "198.51.100.20");
+    bob.sign_in("bob").await;
+    assert_eq!(bob.start_authorize("acme-prod").await.status, 200);
+}

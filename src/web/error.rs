@@ -26,6 +26,9 @@ pub struct ApiError {
     /// Send `Retry-After` (temporary failures).
     #[serde(skip)]
     pub retry_after: bool,
+    /// `Retry-After` in seconds, when known (rate limits); else 5.
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -37,7 +40,15 @@ impl ApiError {
             status_code: status.as_u16(),
             detail: detail.into(),
             retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+            retry_after_secs: None,
         }
+    }
+
+    /// Sends `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = true;
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn unauthorized(detail: &str) -> Self {
@@ -97,7 +108,10 @@ impl IntoResponse for ApiError {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after_secs.unwrap_or(5)),
+            );
         }
         resp
     }
@@ -150,6 +164,8 @@ pub struct PageError {
     pub status: StatusCode,
     pub title: String,
     pub message: String,
+    /// `Retry-After` in seconds (rate limits); 503 sends 5 without it.
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Template)]
@@ -167,7 +183,14 @@ impl PageError {
             status,
             title: title.to_owned(),
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    /// Sends `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     fn unavailable(cause: &dyn std::fmt::Display) -> Self {
@@ -199,9 +222,14 @@ impl IntoResponse for PageError {
         };
         let body = page.render().unwrap_or_else(|_| "error".into());
         let mut resp = (self.status, Html(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self.retry_after_secs {
+            Some(secs) => Some(secs),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+            None => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -283,7 +311,7 @@ impl From<LoginError> for PageError {
                     "The identity provider's answer did not pass verification; sign in again.",
                 )
             }
-            LoginError::Oidc(_) => Self::internal(&e),
+            LoginError::Oidc(_) | LoginError::Seal(_) => Self::internal(&e),
             LoginError::Store(s) => s.into(),
         }
     }

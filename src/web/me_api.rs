@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::limits::Limit;
 use super::security::{csrf_ok, session_cookie_name};
 use crate::auth::Session;
 use crate::providers::PatInput;
@@ -20,10 +21,23 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tokens", get(list))
-        .route("/runtimes/{runtime}/token", put(put_pat).delete(delete))
+/// `token_check` limits the pasted-token route per client address.
+pub fn router<L>(token_check: L) -> Router<AppState>
+where
+    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<axum::extract::Request, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as tower::Service<axum::extract::Request>>::Response:
+        axum::response::IntoResponse + 'static,
+    <L::Service as tower::Service<axum::extract::Request>>::Future: Send + 'static,
+{
+    Router::new().route("/tokens", get(list)).route(
+        "/runtimes/{runtime}/token",
+        put(put_pat).route_layer(token_check).delete(delete),
+    )
 }
 
 /// The signed-in user of a session cookie; changes (any method but GET)
@@ -102,6 +116,9 @@ async fn put_pat(
     Path(runtime): Path<String>,
     payload: Result<Json<PatBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    state
+        .limits
+        .check_user(Limit::TokenCheck, &session.user.sub)?;
     let Json(body) =
         payload.map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))?;
     let input = PatInput {

@@ -4,6 +4,7 @@
 
 mod admin_api;
 mod error;
+pub mod limits;
 mod me_api;
 mod pages;
 mod runtime_api;
@@ -44,6 +45,9 @@ pub struct Services {
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
     pub public_url: url::Url,
+    /// Rate limits: per client address on the routes (see [`router`]),
+    /// per user through [`limits::RateLimits::check_user`] in handlers.
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl std::ops::Deref for AppState {
@@ -54,16 +58,25 @@ impl std::ops::Deref for AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    use limits::Limit;
+    let per_ip =
+        |limit: Limit| axum::middleware::from_fn_with_state((state.clone(), limit), limits::per_ip);
     Router::new()
         .route("/", get(pages::home))
-        .route("/login", get(pages::login))
+        .route("/login", get(pages::login).route_layer(per_ip(Limit::SignIn)))
         .route("/auth/callback", get(pages::login_callback))
         .route("/logout", post(pages::logout))
         .route("/signed-out", get(pages::signed_out))
         .route("/tokens", get(pages::tokens_page))
-        .route("/tokens/{runtime}/authorize", post(pages::authorize))
+        .route(
+            "/tokens/{runtime}/authorize",
+            post(pages::authorize).route_layer(per_ip(Limit::FlowStart)),
+        )
         .route("/tokens/{runtime}/delete", post(pages::delete_token))
-        .route("/tokens/{runtime}/pat", post(pages::add_pat))
+        .route(
+            "/tokens/{runtime}/pat",
+            post(pages::add_pat).route_layer(per_ip(Limit::TokenCheck)),
+        )
         .route("/oauth/callback/{app}", get(pages::oauth_callback))
         .route("/assets/style.css", get(pages::stylesheet))
         .route(
@@ -71,7 +84,7 @@ pub fn router(state: AppState) -> Router {
             get(runtime_api::user_token),
         )
         .route("/api/v1/runtimes/{runtime}/token", get(runtime_api::runtime_token))
-        .nest("/api/v1/me", me_api::router())
+        .nest("/api/v1/me", me_api::router(per_ip(Limit::TokenCheck)))
         .nest("/api/v1/admin", admin_api::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

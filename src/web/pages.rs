@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::error::{MessagePage, PageError};
+use super::limits::Limit;
 use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie_name};
 use crate::auth::{Flash, FlashKind, Session};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
@@ -349,6 +350,9 @@ pub async fn authorize(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
+    state
+        .limits
+        .check_user(Limit::FlowStart, &session.user.sub)?;
     match state.flows.start(&session, &runtime).await {
         Ok(started) => {
             let jar = jar.add(cookie(
@@ -495,6 +499,9 @@ pub async fn add_pat(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
+    state
+        .limits
+        .check_user(Limit::TokenCheck, &session.user.sub)?;
     let input = PatInput {
         token: SecretString::from(form.token.trim().to_owned()),
         username: non_empty(form.username),
