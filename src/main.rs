@@ -35,6 +35,8 @@ fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
     })
 }
 
+const DEMO_WARNING: &str = "DEMO MODE (demo.enabled = true): mock Git providers and a mock identity provider that signs anyone in run in this process; never use this configuration for real users or tokens";
+
 /// Registers the configuration's OAuth apps and OIDC client with the mock,
 /// so that the demo's client ids, secrets and callbacks agree on both sides.
 fn mock_config_for(settings: &Settings) -> MockConfig {
@@ -70,6 +72,13 @@ async fn serve(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(settings.log_format, &settings.log_level);
+    if let Some(demo) = &settings.demo {
+        // the very first line: nobody should run this by mistake
+        tracing::warn!(
+            mock_provider_listen = %demo.mock_provider_listen,
+            "{DEMO_WARNING}"
+        );
+    }
     let mut _mock = None;
     if let Some(demo) = &settings.demo {
         match MockProvider::start(mock_config_for(&settings), demo.mock_provider_listen).await {
@@ -209,6 +218,9 @@ async fn check_config(path: &std::path::Path) -> ExitCode {
             "identity provider: could not be reached to check oidc.issuer ({why}); not checked"
         ),
     };
+    if let Some(demo) = &s.demo {
+        println!("{DEMO_WARNING} (mock on {})", demo.mock_provider_listen);
+    }
     println!(
         "configuration OK: {} accounts, {} OAuth apps, {} runtimes, store: {}",
         s.accounts.len(),

@@ -208,7 +208,12 @@ struct Running {
 
 impl Running {
     fn serve(config: &Path) -> Running {
+        Self::serve_with_env(config, &[])
+    }
+
+    fn serve_with_env(config: &Path, env: &[(&str, &str)]) -> Running {
         let mut child = gitbroker()
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -483,4 +488,64 @@ async fn pasted_tokens_and_flow_starts_are_limited_per_user() {
     let bob = Browser::behind_proxy(&h.url, "198.51.100.20");
     bob.sign_in("bob").await;
     assert_eq!(bob.start_authorize("acme-prod").await.status, 200);
+}
+
+fn serving_config(dir: &Path, tables: &str) -> std::path::PathBuf {
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let text = config_text(dir, "http://127.0.0.1:9/idp", &listen, tables)
+        .replace("http://localhost:1", &format!("http://localhost:{port}"));
+    write_config(dir, &text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_is_loud_in_check_config_and_the_first_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = serving_config(
+        dir.path(),
+        "[demo]\nenabled = true\nmock_provider_listen = \"127.0.0.1:0\"\n",
+    );
+    let out = check_config(&path).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("DEMO MODE"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut broker = Running::serve(&path);
+    let first = broker.wait_for("").await;
+    assert!(first.contains("DEMO MODE"), "first line: {first}");
+    broker.wait_for("gitbroker serving").await;
+    assert!(
+        broker
+            .seen
+            .iter()
+            .any(|l| l.contains("mock provider listening")),
+        "{}",
+        broker.seen.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_demo_variable_starts_no_mock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = serving_config(dir.path(), "");
+    let env = [("GITBROKER_DEMO__MOCK_PROVIDER_LISTEN", "127.0.0.1:0")];
+    let out = gitbroker()
+        .envs(env)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("DEMO"), "{}", text(&out.stdout));
+    let mut broker = Running::serve_with_env(&path, &env);
+    broker.wait_for("gitbroker serving").await;
+    let log = broker.seen.join("\n");
+    assert!(
+        !log.contains("DEMO MODE") && !log.contains("mock provider"),
+        "{log}"
+    );
 }

@@ -285,6 +285,16 @@ fn parse_url(key: &str, value: &str, allow_http: bool) -> Result<Url, ConfigErro
     Ok(url)
 }
 
+/// `localhost` or a loopback address.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Ids appear in URLs and store keys: keep them to a safe alphabet.
 fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
@@ -339,6 +349,12 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         .listen
         .parse()
         .map_err(|_| invalid("listen", format!("`{}` is not an address:port", raw.listen)))?;
+    if !raw.secure_cookies && public_url.scheme() == "https" {
+        return Err(invalid(
+            "secure_cookies",
+            "is false but public_url is https: cookies would lose Secure and the __Host- prefix for no reason; remove secure_cookies (it defaults to true)",
+        ));
+    }
     if raw.secure_cookies && public_url.scheme() != "https" {
         return Err(invalid(
             "secure_cookies",
@@ -712,15 +728,31 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     }
 
     let demo = match &raw.demo {
-        Some(d) => Some(DemoSettings {
-            mock_provider_listen: d.mock_provider_listen.parse().map_err(|_| {
-                invalid(
-                    "demo.mock_provider_listen",
-                    format!("`{}` is not an address:port", d.mock_provider_listen),
-                )
-            })?,
-        }),
-        None => None,
+        Some(d) if d.enabled => {
+            if raw.secure_cookies {
+                return Err(invalid(
+                    "demo.enabled",
+                    "demo mode (mock Git providers and a mock identity provider that signs anyone in) is refused with secure_cookies = true, a production setting; the demo runs on plain http with secure_cookies = false",
+                ));
+            }
+            if public_url.scheme() == "https" && !is_loopback_host(&public_url) {
+                return Err(invalid(
+                    "demo.enabled",
+                    format!(
+                        "demo mode is refused with public_url {public_url}: an https URL that is not localhost or a loopback address looks like a real deployment"
+                    ),
+                ));
+            }
+            Some(DemoSettings {
+                mock_provider_listen: d.mock_provider_listen.parse().map_err(|_| {
+                    invalid(
+                        "demo.mock_provider_listen",
+                        format!("`{}` is not an address:port", d.mock_provider_listen),
+                    )
+                })?,
+            })
+        }
+        _ => None,
     };
 
     Ok(Settings {

@@ -257,8 +257,16 @@ pub struct RawRuntime {
     pub credential_sha256: Option<String>,
 }
 
+/// Demo mode is on only with `enabled = true`: a stray
+/// `GITBROKER_DEMO__…` variable or an empty `[demo]` does not turn it on.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDemo {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_mock_listen")]
     pub mock_provider_listen: String,
+}
+fn default_mock_listen() -> String {
+    "127.0.0.1:8081".into()
 }
