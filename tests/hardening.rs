@@ -549,3 +549,140 @@ async fn a_stray_demo_variable_starts_no_mock() {
         "{log}"
     );
 }
+
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers()["content-type"].to_str().unwrap().to_owned()
+}
+
+async fn assert_page(r: reqwest::Response, status: u16) {
+    assert_eq!(r.status(), status);
+    assert!(
+        content_type(&r).starts_with("text/html"),
+        "{}",
+        content_type(&r)
+    );
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("Back to Git Personal Access Tokens"),
+        "{body}"
+    );
+}
+
+async fn assert_problem(r: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status(), status);
+    assert_eq!(content_type(&r), "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:gitbroker:problem:")
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_error_pages_on_pages() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let c = &alice.client;
+    // a form without its csrf field
+    for path in [
+        "/logout",
+        "/tokens/acme-prod/authorize",
+        "/tokens/acme-prod/delete",
+        "/tokens/acme-prod/pat",
+    ] {
+        let r = c
+            .post(format!("{}{path}", h.url))
+            .form(&[("token", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_page(r, 400).await;
+    }
+    // not a form at all
+    let r = c
+        .post(format!("{}/logout", h.url))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_page(r, 400).await;
+    // a query string that does not parse, a path segment that is not UTF-8
+    let r = c
+        .get(format!("{}/login?next=/a&next=/b", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_page(r, 400).await;
+    let r = c
+        .get(format!("{}/oauth/callback/%FF?state=x", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_page(r, 400).await;
+    let r = c.put(format!("{}/tokens", h.url)).send().await.unwrap();
+    assert_page(r, 405).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_problems_on_apis() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let csrf = alice.get("/tokens").await.csrf();
+    let me = format!("{}/api/v1/me/runtimes/acme-prod/token", h.url);
+    let put = |body: &'static str, ct: &'static str| {
+        alice
+            .client
+            .put(&me)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    assert_problem(put("{not json", "application/json").await.unwrap(), 400).await;
+    assert_problem(put("{}", "text/plain").await.unwrap(), 400).await;
+    // a value of the wrong type is not echoed: it may be a token
+    let body = assert_problem(
+        put(
+            r#"{"token":"ghp_first","also":"ghp_echoed_secret"}"#,
+            "application/json",
+        )
+        .await
+        .unwrap(),
+        400,
+    )
+    .await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("also"), "{detail}");
+    assert!(!detail.contains("ghp_echoed_secret"), "{detail}");
+
+    let admin = h
+        .admin_request(reqwest::Method::POST, "/oauth-apps")
+        .header("content-type", "application/json")
+        .body("[1,2]")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(admin, 400).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/runtimes/%FF/token", h.url))
+        .bearer_auth(credential("acme-prod"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400).await;
+    let r = reqwest::get(format!("{}/api/v1/nothing-here", h.url))
+        .await
+        .unwrap();
+    assert_problem(r, 404).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/me/tokens", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 405).await;
+}

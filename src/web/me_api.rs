@@ -4,14 +4,14 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
 use super::limits::Limit;
 use super::security::{csrf_ok, session_cookie_name};
 use crate::auth::Session;
 use crate::providers::PatInput;
 use crate::tokens::TokenSource;
 use crate::tokens::service::AssignError;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::routing::{get, put};
@@ -113,14 +113,12 @@ struct PatBody {
 async fn put_pat(
     State(state): State<AppState>,
     Me(session): Me,
-    Path(runtime): Path<String>,
-    payload: Result<Json<PatBody>, JsonRejection>,
+    ApiPath(runtime): ApiPath<String>,
+    ApiJson(body): ApiJson<PatBody>,
 ) -> Result<Json<Value>, ApiError> {
     state
         .limits
         .check_user(Limit::TokenCheck, &session.user.sub)?;
-    let Json(body) =
-        payload.map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))?;
     let input = PatInput {
         token: body.token,
         username: body.username.filter(|u| !u.trim().is_empty()),
@@ -178,7 +176,7 @@ pub fn assign_error(e: AssignError) -> ApiError {
 async fn delete(
     State(state): State<AppState>,
     Me(session): Me,
-    Path(runtime): Path<String>,
+    ApiPath(runtime): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .token_service

@@ -4,6 +4,7 @@
 
 mod admin_api;
 mod error;
+pub mod extract;
 pub mod limits;
 mod me_api;
 mod pages;
@@ -88,7 +89,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1/admin", admin_api::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(pages::not_found)
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(security::headers))
         .layer(
             TraceLayer::new_for_http()
@@ -99,6 +101,38 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .with_state(state)
+}
+
+/// No such route: problem+json under `/api/`, the HTML page elsewhere.
+async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if serve::is_api(uri.path()) {
+        ApiError::not_found("there is no API route at this path").into_response()
+    } else {
+        pages::not_found().await.into_response()
+    }
+}
+
+/// A route that exists, with another method.
+async fn method_not_allowed(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    if serve::is_api(uri.path()) {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this API route does not take that method",
+        )
+        .into_response()
+    } else {
+        PageError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed",
+            "This page cannot be used that way.",
+        )
+        .into_response()
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::error::{MessagePage, PageError};
+use super::extract::{PageForm, PagePath, PageQuery};
 use super::limits::Limit;
 use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie_name};
 use crate::auth::{Flash, FlashKind, Session};
@@ -11,8 +12,7 @@ use crate::providers::{self, PatInput};
 use crate::tokens::service::AssignError;
 use crate::tokens::{TokenError, TokenSource};
 use askama::Template;
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
@@ -45,7 +45,7 @@ pub struct LoginQuery {
 pub async fn login(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(q): Query<LoginQuery>,
+    PageQuery(q): PageQuery<LoginQuery>,
 ) -> Result<Response, PageError> {
     let return_to = q
         .next
@@ -72,7 +72,7 @@ pub struct OidcCallback {
 pub async fn login_callback(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(q): Query<OidcCallback>,
+    PageQuery(q): PageQuery<OidcCallback>,
 ) -> Result<Response, PageError> {
     let login_state = q.state.unwrap_or_default();
     let cookie_name = crate::auth::login::login_cookie_name(&login_state, state.secure_cookies);
@@ -104,7 +104,7 @@ pub struct CsrfForm {
 pub async fn logout(
     State(state): State<AppState>,
     jar: CookieJar,
-    Form(form): Form<CsrfForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
     let Some(session) = current_session(&state, &jar).await? else {
         return Ok(Redirect::to("/signed-out").into_response());
@@ -341,8 +341,8 @@ pub async fn tokens_page(
 pub async fn authorize(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));
@@ -377,8 +377,8 @@ pub async fn authorize(
 pub async fn oauth_callback(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(app): Path<String>,
-    Query(params): Query<CallbackParams>,
+    PagePath(app): PagePath<String>,
+    PageQuery(params): PageQuery<CallbackParams>,
 ) -> Result<Response, PageError> {
     let session = current_session(&state, &jar).await?;
     let flow_state = params.state.clone().unwrap_or_default();
@@ -427,8 +427,8 @@ pub async fn oauth_callback(
 pub async fn delete_token(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));
@@ -490,8 +490,8 @@ fn non_empty(s: String) -> Option<String> {
 pub async fn add_pat(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<PatForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<PatForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));

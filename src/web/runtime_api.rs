@@ -4,10 +4,11 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::ApiPath;
 use crate::providers;
 use crate::registry::Runtime;
 use crate::tokens::TokenSource;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,7 +45,7 @@ impl FromRequestParts<AppState> for RuntimeCaller {
 
 pub async fn user_token(
     State(state): State<AppState>,
-    Path((runtime, user)): Path<(String, String)>,
+    ApiPath((runtime, user)): ApiPath<(String, String)>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
     let absent = || {
@@ -130,7 +131,7 @@ pub async fn user_token(
 /// token. A process-level action, audited as such.
 pub async fn runtime_token(
     State(state): State<AppState>,
-    Path(runtime): Path<String>,
+    ApiPath(runtime): ApiPath<String>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
     let absent = || {
