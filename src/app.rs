@@ -94,6 +94,12 @@ pub async fn build(
         .public_url
         .join("/auth/callback")
         .map_err(|e| StartError::Http(e.to_string()))?;
+    let limits = Arc::new(crate::web::limits::RateLimits::new(
+        &settings.rate_limits,
+        settings.server.trusted_proxies.clone(),
+        clock.clone(),
+    ));
+    limits.spawn_sweeper();
     let Settings {
         public_url,
         secure_cookies,
@@ -105,7 +111,8 @@ pub async fn build(
     } = settings;
     let oidc = Arc::new(Oidc::new(oidc, oidc_redirect, http.reqwest().clone()));
     let logins = Logins::new(
-        store.clone(),
+        keyring.clone(),
+        clock.clone(),
         oidc,
         sessions.clone(),
         flow_ttl,
@@ -133,5 +140,6 @@ pub async fn build(
         admin_group,
         admin_api_token_sha256,
         public_url,
+        limits,
     })))
 }

@@ -35,6 +35,8 @@ fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
     })
 }
 
+const DEMO_WARNING: &str = "DEMO MODE (demo.enabled = true): mock Git providers and a mock identity provider that signs anyone in run in this process; never use this configuration for real users or tokens";
+
 /// Registers the configuration's OAuth apps and OIDC client with the mock,
 /// so that the demo's client ids, secrets and callbacks agree on both sides.
 fn mock_config_for(settings: &Settings) -> MockConfig {
@@ -70,6 +72,13 @@ async fn serve(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(settings.log_format, &settings.log_level);
+    if let Some(demo) = &settings.demo {
+        // the very first line: nobody should run this by mistake
+        tracing::warn!(
+            mock_provider_listen = %demo.mock_provider_listen,
+            "{DEMO_WARNING}"
+        );
+    }
     let mut _mock = None;
     if let Some(demo) = &settings.demo {
         match MockProvider::start(mock_config_for(&settings), demo.mock_provider_listen).await {
@@ -96,6 +105,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     let listen = settings.listen;
     let public_url = settings.public_url.clone();
+    let server = settings.server.clone();
     let state = match gitbroker::app::build(settings, store, clock).await {
         Ok(s) => s,
         Err(e) => {
@@ -112,10 +122,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     tracing::info!(%listen, %public_url, "gitbroker serving");
     let app = gitbroker::router(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
+    if let Err(e) = gitbroker::web::serve(listener, app, &server, shutdown_signal()).await {
         eprintln!("gitbroker: server error: {e}");
         return ExitCode::from(1);
     }
@@ -143,7 +150,7 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutdown signal received");
 }
 
 async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::Path>) -> ExitCode {
@@ -168,27 +175,72 @@ async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::
     }
 }
 
+/// Validates the file, then asks the identity provider (when it can be
+/// reached) whether it publishes exactly the configured issuer.
+async fn check_config(path: &std::path::Path) -> ExitCode {
+    use gitbroker::auth::oidc::{IssuerCheck, check_issuer};
+    let s = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let http =
+        match gitbroker::providers::http_client(s.provider_connect_timeout, s.provider_timeout) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("gitbroker: cannot build the HTTP client: {e}");
+                return ExitCode::from(1);
+            }
+        };
+    let issuer = s.oidc.issuer.as_str();
+    let fail = |message: String| {
+        eprintln!(
+            "gitbroker: invalid configuration in {}: oidc.issuer: {message}",
+            path.display()
+        );
+        ExitCode::from(1)
+    };
+    let idp_line = match check_issuer(issuer, http.reqwest()).await {
+        IssuerCheck::Matches => "identity provider: publishes exactly this issuer".to_owned(),
+        IssuerCheck::DiffersInForm { published } => {
+            return fail(format!(
+                "the identity provider publishes its issuer as `{published}`, not `{issuer}`; \
+                 sign-in compares them character for character (OpenID Connect Discovery §4.3), \
+                 so set oidc.issuer = \"{published}\""
+            ));
+        }
+        IssuerCheck::Differs { published } => {
+            return fail(format!(
+                "the discovery document of `{issuer}` publishes another issuer, `{published}`"
+            ));
+        }
+        IssuerCheck::Broken(why) => return fail(why),
+        IssuerCheck::Unreachable(why) => format!(
+            "identity provider: could not be reached to check oidc.issuer ({why}); not checked"
+        ),
+    };
+    if let Some(demo) = &s.demo {
+        println!("{DEMO_WARNING} (mock on {})", demo.mock_provider_listen);
+    }
+    println!(
+        "configuration OK: {} accounts, {} OAuth apps, {} runtimes, store: {}",
+        s.accounts.len(),
+        s.oauth_apps.len(),
+        s.runtimes.len(),
+        match s.store {
+            gitbroker::config::StoreSettings::Embedded { .. } => "embedded",
+            gitbroker::config::StoreSettings::Redis { .. } => "redis",
+        }
+    );
+    println!("{idp_line}");
+    ExitCode::SUCCESS
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config).await,
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(s) => {
-                println!(
-                    "configuration OK: {} accounts, {} OAuth apps, {} runtimes, store: {}",
-                    s.accounts.len(),
-                    s.oauth_apps.len(),
-                    s.runtimes.len(),
-                    match s.store {
-                        gitbroker::config::StoreSettings::Embedded { .. } => "embedded",
-                        gitbroker::config::StoreSettings::Redis { .. } => "redis",
-                    }
-                );
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::CheckConfig { config } => check_config(&config).await,
         Command::MockProvider { listen, config } => mock_provider(listen, config.as_deref()).await,
         Command::Runtime { command } => runtime_cli::run(command).await,
         Command::GenerateKey => {

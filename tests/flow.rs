@@ -611,6 +611,19 @@ macro_rules! suite {
                 async fn $case() { super::$case(Harness::start(Backend::Redis).await).await }
             )*
         }
+        /// The identity provider's issuer a bare origin (`http://127.0.0.1:PORT`,
+        /// no path, like `https://accounts.google.com`): sign-in must not
+        /// turn it into `…/` and fail discovery.
+        mod bare_issuer {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let opts = Options { idp_at_origin: true, ..Options::default() };
+                    super::$case(Harness::start_with(Backend::Embedded, opts).await).await
+                }
+            )*
+        }
     };
 }
 

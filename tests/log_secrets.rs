@@ -149,6 +149,29 @@ async fn no_secret_reaches_the_logs() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // a permission probe GitHub answers 2xx: refused, logged by request
+    h.mock.provider.switches().set_probes_succeed(true);
+    let fine = h.pat(
+        "alice",
+        "fine_grained",
+        &["contents:write", "metadata:read"],
+        None,
+    );
+    secrets.push(fine.clone());
+    let tokens = alice.get("/tokens").await;
+    let page = alice
+        .follow(
+            alice
+                .post(
+                    "/tokens/acme-prod/pat",
+                    &[("csrf".into(), tokens.csrf()), ("token".into(), fine)],
+                )
+                .await,
+        )
+        .await;
+    assert!(page.flash().contains("was not stored"), "{}", page.flash());
+    h.mock.provider.switches().set_probes_succeed(false);
+
     // session and flow cookies, taken before the flow completes too
     let cookies = alice.cookies(&h.url);
     assert!(
@@ -179,6 +202,15 @@ async fn no_secret_reaches_the_logs() {
         logs.contains("\"action\":\"runtime_token.read\"")
             && logs.contains("\"actor\":\"runtime:new-rt\""),
         "runtime token reads are audited as process-level actions"
+    );
+    let probe_line = logs
+        .lines()
+        .find(|l| l.contains("accepted a permission probe"))
+        .expect("a probe answered 2xx is logged");
+    assert!(probe_line.contains("\"level\":\"ERROR\""), "{probe_line}");
+    assert!(
+        probe_line.contains("\"request\":\"POST /repos/alice/"),
+        "{probe_line}"
     );
     for s in &secrets {
         assert!(!s.is_empty());

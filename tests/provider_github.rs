@@ -408,6 +408,26 @@ async fn fine_grained_with_no_repositories(kind: ProviderKind) {
 // ---------------------------------------------------------------------------
 // GitHub unavailable: never a verdict on the token.
 
+/// A probe GitHub answers 2xx may have written something and proves
+/// nothing: the token is refused, never counted as granted.
+async fn fine_grained_probe_answering_2xx_is_refused(kind: ProviderKind) {
+    let t = Setup::start(kind).await;
+    t.mock.provider.switches().set_probes_succeed(true);
+    let token = t.pat("fine_grained", &["contents:write", "metadata:read"]);
+    let err = t.validate(&token, USER).await.unwrap_err();
+    match &err {
+        PatError::ProbeAccepted { request, .. } => {
+            assert!(request.starts_with("POST /repos/alice/"), "{request}");
+            assert!(request.ends_with("/git/blobs"), "{request}");
+        }
+        other => panic!("expected ProbeAccepted, got {other:?}"),
+    }
+    assert!(!err.to_string().contains(&token));
+    // classic tokens are judged on their scopes, without probes
+    let classic = t.pat("classic", &["repo"]);
+    t.validate(&classic, USER).await.unwrap();
+}
+
 async fn unavailable_statuses(kind: ProviderKind) {
     let t = Setup::start(kind).await;
     let classic = t.pat("classic", &["repo"]);
@@ -471,6 +491,7 @@ for_both_kinds!(
     fine_grained_missing_webhooks_write_for_runtime,
     fine_grained_missing_metadata,
     fine_grained_with_no_repositories,
+    fine_grained_probe_answering_2xx_is_refused,
     unavailable_statuses,
     hang_is_unavailable,
 );

@@ -1,18 +1,21 @@
-//! The sign-in round trip: a login record (nonce, PKCE verifier, where to
-//! go next) stored one-time under the state's digest and bound to the
-//! browser by a cookie; at the callback it is consumed, the ID token is
-//! checked and a fresh session is created (a new id at every login).
+//! The sign-in round trip, without server-side state: what the callback
+//! needs (nonce, PKCE verifier, where to go next, expiry) is sealed with
+//! the keyring into the browser's binding cookie, bound by associated data
+//! to the state's digest. `GET /login` stores nothing, so anonymous sign-in
+//! starts cannot fill the store. At the callback the cookie is removed and
+//! opened, the ID token is checked and a fresh session is created (a new
+//! id at every login). A replayed callback finds no cookie, and its code
+//! is spent at the identity provider anyway.
 
 use super::oidc::{Oidc, OidcError};
 use super::{Session, SessionStore};
-use crate::crypto;
-use crate::store::{EphemeralKey, Store, StoreError};
+use crate::clock::Clock;
+use crate::crypto::{self, Keyring, Sealed};
+use crate::store::StoreError;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-
-const NS: &str = "login";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -26,14 +29,41 @@ pub enum LoginError {
     Oidc(#[from] OidcError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("sealing the sign-in: {0}")]
+    Seal(#[from] crypto::CryptoError),
 }
 
+/// Sealed into the cookie: short field names keep the cookie small.
 #[derive(Serialize, Deserialize)]
 struct LoginRecord {
+    #[serde(rename = "n")]
     nonce: String,
+    #[serde(rename = "v")]
     pkce_verifier: String,
-    binding_sha256: String,
+    #[serde(rename = "r")]
     return_to: String,
+    /// Unix seconds, from the injected clock.
+    #[serde(rename = "e")]
+    expires_at: i64,
+}
+
+fn aad(state: &str) -> Vec<u8> {
+    crypto::associated_data("login", &[&crypto::sha256_hex(state.as_bytes())])
+}
+
+/// `kid:nonce:ct` — the key id alphabet has no `:`, base64url neither.
+fn cookie_value(sealed: &Sealed) -> String {
+    format!("{}:{}:{}", sealed.kid, sealed.nonce, sealed.ct)
+}
+
+fn parse_cookie(value: &str) -> Option<Sealed> {
+    let mut parts = value.splitn(3, ':');
+    let (kid, nonce, ct) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Sealed {
+        kid: kid.to_owned(),
+        nonce: nonce.to_owned(),
+        ct: ct.to_owned(),
+    })
 }
 
 pub struct StartedLogin {
@@ -48,7 +78,8 @@ pub fn login_cookie_name(state: &str, secure: bool) -> String {
 }
 
 pub struct Logins {
-    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
     oidc: Arc<Oidc>,
     sessions: Arc<SessionStore>,
     ttl: Duration,
@@ -57,14 +88,16 @@ pub struct Logins {
 
 impl Logins {
     pub fn new(
-        store: Arc<dyn Store>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
         oidc: Arc<Oidc>,
         sessions: Arc<SessionStore>,
         ttl: Duration,
         secure_cookies: bool,
     ) -> Self {
         Self {
-            store,
+            keyring,
+            clock,
             oidc,
             sessions,
             ttl,
@@ -72,26 +105,24 @@ impl Logins {
         }
     }
 
-    /// `return_to` must already be a checked same-origin path.
+    /// `return_to` must already be a checked same-origin path. The
+    /// returned `binding` is the cookie value: the sealed record.
     pub async fn begin(&self, return_to: String) -> Result<StartedLogin, LoginError> {
         let challenge = self.oidc.begin().await?;
-        let binding = crypto::random_string(32);
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::minutes(10));
         let record = LoginRecord {
             nonce: challenge.nonce,
             pkce_verifier: challenge.pkce_verifier,
-            binding_sha256: crypto::sha256_hex(binding.as_bytes()),
             return_to,
+            expires_at: (self.clock.now() + ttl).timestamp(),
         };
         let bytes =
             serde_json::to_vec(&record).map_err(|e| StoreError::corrupt("sign-in record", &e))?;
-        let key = EphemeralKey::new(NS, crypto::sha256_hex(challenge.state.as_bytes()));
-        if !self.store.put_new(&key, &bytes, self.ttl).await? {
-            return Err(StoreError::Conflict.into());
-        }
+        let sealed = self.keyring.seal(&aad(&challenge.state), &bytes)?;
         Ok(StartedLogin {
             url: challenge.url,
             cookie_name: login_cookie_name(&challenge.state, self.secure_cookies),
-            binding: SecretString::from(binding),
+            binding: SecretString::from(cookie_value(&sealed)),
             ttl: self.ttl,
         })
     }
@@ -107,16 +138,22 @@ impl Logins {
         if state.is_empty() || state.len() > 512 {
             return Err(LoginError::UnknownState);
         }
-        let key = EphemeralKey::new(NS, crypto::sha256_hex(state.as_bytes()));
-        let bytes = self
-            .store
-            .take(&key)
-            .await?
+        // no cookie: never started here, already completed, or expired
+        let sealed = binding
+            .and_then(parse_cookie)
             .ok_or(LoginError::UnknownState)?;
+        let bytes = self
+            .keyring
+            .open(&aad(state), &sealed)
+            .map_err(|e| match e {
+                // sealed for another state, or tampered with
+                crypto::CryptoError::Open => LoginError::Forbidden,
+                _ => LoginError::UnknownState,
+            })?;
         let record: LoginRecord = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::corrupt("sign-in record", &e))?;
-        if !crypto::binding_matches(binding, &record.binding_sha256) {
-            return Err(LoginError::Forbidden);
+        if self.clock.now().timestamp() >= record.expires_at {
+            return Err(LoginError::UnknownState);
         }
         if let Some(error) = error {
             return Err(LoginError::Denied(

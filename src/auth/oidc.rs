@@ -70,7 +70,8 @@ impl Oidc {
         }
     }
 
-    pub fn issuer(&self) -> &url::Url {
+    /// The issuer exactly as configured.
+    pub fn issuer(&self) -> &str {
         &self.settings.issuer
     }
 
@@ -78,7 +79,11 @@ impl Oidc {
         if let Some(m) = self.metadata.read().await.as_ref() {
             return Ok(m.clone());
         }
-        let issuer = IssuerUrl::from_url(self.settings.issuer.clone());
+        // `IssuerUrl::new` keeps the configured string, which discovery
+        // compares with the published `issuer`; `from_url` would compare a
+        // normalised form (a bare origin gains a `/` and never matches)
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| OidcError::Config(format!("oidc.issuer: {e}")))?;
         let m = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| {
@@ -204,6 +209,97 @@ impl Oidc {
     }
 }
 
+/// What the identity provider's discovery document says about the
+/// configured issuer (for `gitbroker check-config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerCheck {
+    /// The published `issuer` is the configured string, byte for byte.
+    Matches,
+    /// The provider publishes `published`, the same URL as configured but
+    /// written differently (a trailing `/`, upper-case host, default port):
+    /// discovery refuses it all the same (Discovery §4.3).
+    DiffersInForm { published: String },
+    /// The provider publishes another issuer altogether.
+    Differs { published: String },
+    /// The provider answered, but not with a usable discovery document.
+    Broken(String),
+    /// The provider could not be reached (connection, timeout, 5xx, 429):
+    /// nothing was checked.
+    Unreachable(String),
+}
+
+/// The URL openidconnect fetches the discovery document from.
+pub fn discovery_url(issuer: &str) -> Result<url::Url, url::ParseError> {
+    IssuerUrl::new(issuer.to_owned())?.join(".well-known/openid-configuration")
+}
+
+/// Fetches `issuer`'s discovery document and compares its `issuer` with the
+/// configured string exactly, as sign-in will.
+pub async fn check_issuer(issuer: &str, http: &reqwest::Client) -> IssuerCheck {
+    let url = match discovery_url(issuer) {
+        Ok(u) => u,
+        Err(e) => return IssuerCheck::Broken(format!("not a URL ({e})")),
+    };
+    let resp = match http
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "cannot connect"
+            } else {
+                "request failed"
+            };
+            return IssuerCheck::Unreachable(format!("{why}: {url}"));
+        }
+    };
+    let status = resp.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return IssuerCheck::Unreachable(format!("{url} answered HTTP {}", status.as_u16()));
+    }
+    if !status.is_success() {
+        return IssuerCheck::Broken(format!(
+            "{url} answered HTTP {} instead of a discovery document",
+            status.as_u16()
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+    }
+    let published = match resp.json::<Discovery>().await {
+        Ok(d) => d.issuer,
+        Err(_) => {
+            return IssuerCheck::Broken(format!(
+                "{url} is not a discovery document (no `issuer` string)"
+            ));
+        }
+    };
+    if published == issuer {
+        IssuerCheck::Matches
+    } else if same_url(&published, issuer) {
+        IssuerCheck::DiffersInForm { published }
+    } else {
+        IssuerCheck::Differs { published }
+    }
+}
+
+/// The same URL up to how it is written: `url`'s normal form without a
+/// trailing `/`.
+fn same_url(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        url::Url::parse(s)
+            .ok()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+    };
+    matches!((norm(a), norm(b)), (Some(x), Some(y)) if x == y)
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ExtraClaims {
     #[serde(flatten)]
@@ -238,6 +334,38 @@ fn groups_from_jwt(jwt: &str, claim: &str) -> Option<Vec<String>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn discovery_url_keeps_the_issuer() {
+        assert_eq!(
+            discovery_url("https://accounts.google.com")
+                .unwrap()
+                .as_str(),
+            "https://accounts.google.com/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://idp.example.com/realms/x/")
+                .unwrap()
+                .as_str(),
+            "https://idp.example.com/realms/x/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn issuers_differing_only_in_form() {
+        assert!(same_url(
+            "https://accounts.google.com",
+            "https://accounts.google.com/"
+        ));
+        assert!(same_url(
+            "https://IDP.example.com:443/r/x/",
+            "https://idp.example.com/r/x"
+        ));
+        assert!(!same_url(
+            "https://idp.example.com/r/x",
+            "https://idp.example.com/r/y"
+        ));
+    }
 
     #[test]
     fn groups_claim_from_payload() {

@@ -66,7 +66,11 @@ impl std::fmt::Debug for KeySettings {
 
 #[derive(Debug)]
 pub struct OidcSettings {
-    pub issuer: Url,
+    /// Exactly as configured: OpenID Connect Discovery §4.3 compares the
+    /// provider's published `issuer` with this string, so it is validated
+    /// as an absolute URL but never normalised (`Url` would add a `/` to a
+    /// bare origin such as `https://accounts.google.com`).
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
@@ -227,6 +231,67 @@ fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, Config
     })
 }
 
+/// How `web::serve` serves connections.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// A connection must send a request's complete headers within this
+    /// (also the idle limit between requests on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// A request must be answered within this, body reading included.
+    pub request_timeout: Duration,
+    /// A request body may pause this long between two chunks.
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// After SIGTERM, requests in flight get this long to finish.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let raw = raw::RawServer::default();
+        Self {
+            header_read_timeout: Duration::from_secs(raw.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(raw.request_timeout_secs),
+            body_timeout: Duration::from_secs(raw.body_timeout_secs),
+            max_connections: raw.max_connections as usize,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Requests per minute for each limited action; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub sign_in_per_ip: Option<std::num::NonZeroU32>,
+    pub flow_start_per_ip: Option<std::num::NonZeroU32>,
+    pub flow_start_per_user: Option<std::num::NonZeroU32>,
+    pub token_check_per_ip: Option<std::num::NonZeroU32>,
+    pub token_check_per_user: Option<std::num::NonZeroU32>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self::from_raw(&raw::RawRateLimit::default())
+    }
+}
+
+impl RateLimitSettings {
+    fn from_raw(r: &raw::RawRateLimit) -> Self {
+        let n = std::num::NonZeroU32::new;
+        Self {
+            sign_in_per_ip: n(r.sign_in_per_ip),
+            flow_start_per_ip: n(r.flow_start_per_ip),
+            flow_start_per_user: n(r.flow_start_per_user),
+            token_check_per_ip: n(r.token_check_per_ip),
+            token_check_per_user: n(r.token_check_per_user),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
     /// Serve the mock provider and mock identity provider in-process here.
@@ -254,6 +319,8 @@ pub struct Settings {
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
     pub lifecycle: LifecycleSettings,
+    pub server: ServerSettings,
+    pub rate_limits: RateLimitSettings,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
     pub runtimes: Vec<RuntimeSettings>,
@@ -341,6 +408,16 @@ fn parse_url(key: &str, value: &str, allow_http: bool) -> Result<Url, ConfigErro
     Ok(url)
 }
 
+/// `localhost` or a loopback address.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Ids appear in URLs and store keys: keep them to a safe alphabet.
 fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
@@ -395,6 +472,12 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         .listen
         .parse()
         .map_err(|_| invalid("listen", format!("`{}` is not an address:port", raw.listen)))?;
+    if !raw.secure_cookies && public_url.scheme() == "https" {
+        return Err(invalid(
+            "secure_cookies",
+            "is false but public_url is https: cookies would lose Secure and the __Host- prefix for no reason; remove secure_cookies (it defaults to true)",
+        ));
+    }
     if raw.secure_cookies && public_url.scheme() != "https" {
         return Err(invalid(
             "secure_cookies",
@@ -511,7 +594,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
 
     let oidc = {
         let o = &raw.oidc;
-        let issuer = parse_url("oidc.issuer", &o.issuer, allow_http)?;
+        parse_url("oidc.issuer", &o.issuer, allow_http)?;
+        let issuer = o.issuer.clone();
         if o.client_id.trim().is_empty() {
             return Err(invalid("oidc.client_id", "must not be empty"));
         }
@@ -559,6 +643,9 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             "must be greater than 0",
         ));
     }
+
+    let server = validate_server(&raw.server, raw.provider.timeout_secs)?;
+    let rate_limits = RateLimitSettings::from_raw(&raw.rate_limit);
 
     let admin_api_token_sha256 = match &raw.admin.api_token {
         Some(src) => {
@@ -769,15 +856,31 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     }
 
     let demo = match &raw.demo {
-        Some(d) => Some(DemoSettings {
-            mock_provider_listen: d.mock_provider_listen.parse().map_err(|_| {
-                invalid(
-                    "demo.mock_provider_listen",
-                    format!("`{}` is not an address:port", d.mock_provider_listen),
-                )
-            })?,
-        }),
-        None => None,
+        Some(d) if d.enabled => {
+            if raw.secure_cookies {
+                return Err(invalid(
+                    "demo.enabled",
+                    "demo mode (mock Git providers and a mock identity provider that signs anyone in) is refused with secure_cookies = true, a production setting; the demo runs on plain http with secure_cookies = false",
+                ));
+            }
+            if public_url.scheme() == "https" && !is_loopback_host(&public_url) {
+                return Err(invalid(
+                    "demo.enabled",
+                    format!(
+                        "demo mode is refused with public_url {public_url}: an https URL that is not localhost or a loopback address looks like a real deployment"
+                    ),
+                ));
+            }
+            Some(DemoSettings {
+                mock_provider_listen: d.mock_provider_listen.parse().map_err(|_| {
+                    invalid(
+                        "demo.mock_provider_listen",
+                        format!("`{}` is not an address:port", d.mock_provider_listen),
+                    )
+                })?,
+            })
+        }
+        _ => None,
     };
 
     Ok(Settings {
@@ -799,10 +902,70 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         admin_group: raw.admin.group.clone(),
         admin_api_token_sha256,
         lifecycle: lifecycle_settings(&raw.lifecycle)?,
+        server,
+        rate_limits,
         accounts,
         oauth_apps,
         runtimes,
         demo,
+    })
+}
+
+/// `[server]`: timeouts within sane bounds, the connection limit, and the
+/// trusted proxies as CIDRs (a bare address is a /32 or /128).
+fn validate_server(
+    r: &raw::RawServer,
+    provider_timeout: u64,
+) -> Result<ServerSettings, ConfigError> {
+    let secs = |key: &str, v: u64, max: u64| {
+        if (1..=max).contains(&v) {
+            Ok(Duration::from_secs(v))
+        } else {
+            Err(invalid(
+                format!("server.{key}"),
+                format!("must be between 1 and {max} seconds"),
+            ))
+        }
+    };
+    let header_read_timeout = secs("header_read_timeout_secs", r.header_read_timeout_secs, 300)?;
+    let request_timeout = secs("request_timeout_secs", r.request_timeout_secs, 3600)?;
+    if r.request_timeout_secs <= provider_timeout {
+        return Err(invalid(
+            "server.request_timeout_secs",
+            format!(
+                "must be longer than provider.timeout_secs ({provider_timeout}): a request may wait for a provider call"
+            ),
+        ));
+    }
+    let body_timeout = secs("body_timeout_secs", r.body_timeout_secs, 300)?;
+    let shutdown_grace = secs("shutdown_grace_secs", r.shutdown_grace_secs, 3600)?;
+    if !(1..=1_000_000).contains(&r.max_connections) {
+        return Err(invalid(
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in r.trusted_proxies.iter().enumerate() {
+        let net = p
+            .trim()
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address or CIDR (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"),
+                )
+            })?;
+        trusted_proxies.push(net.trunc());
+    }
+    Ok(ServerSettings {
+        header_read_timeout,
+        request_timeout,
+        body_timeout,
+        max_connections: r.max_connections as usize,
+        shutdown_grace,
+        trusted_proxies,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub lifecycle: RawLifecycle,
     #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub oauth_apps: Vec<RawOAuthApp>,
@@ -202,6 +206,53 @@ impl Default for RawLifecycle {
     }
 }
 
+/// How connections are served. Defaults in [`RawServer::default`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub max_connections: u64,
+    pub shutdown_grace_secs: u64,
+    pub trusted_proxies: Vec<String>,
+}
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 60,
+            body_timeout_secs: 15,
+            max_connections: 1024,
+            shutdown_grace_secs: 30,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Requests per minute; 0 turns a limit off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    pub sign_in_per_ip: u32,
+    pub flow_start_per_ip: u32,
+    pub flow_start_per_user: u32,
+    pub token_check_per_ip: u32,
+    pub token_check_per_user: u32,
+}
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        // far above what a person does, even many people behind one NAT
+        Self {
+            sign_in_per_ip: 120,
+            flow_start_per_ip: 240,
+            flow_start_per_user: 30,
+            token_check_per_ip: 120,
+            token_check_per_user: 20,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
@@ -246,8 +297,16 @@ pub struct RawRuntime {
     pub credential_sha256: Option<String>,
 }
 
+/// Demo mode is on only with `enabled = true`: a stray
+/// `GITBROKER_DEMO__…` variable or an empty `[demo]` does not turn it on.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDemo {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_mock_listen")]
     pub mock_provider_listen: String,
+}
+fn default_mock_listen() -> String {
+    "127.0.0.1:8081".into()
 }

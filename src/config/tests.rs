@@ -186,3 +186,136 @@ fn numeric_and_boolean_secrets_from_the_environment() {
         "1234567890"
     );
 }
+
+#[test]
+fn issuer_kept_exactly_as_configured() {
+    // a bare origin must not gain the `/` that `Url` would add
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(s.oidc.issuer, "https://idp.example.com");
+    let s = Settings::from_toml_str(&base().replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"https://idp.example.com/realms/x/\"",
+    ))
+    .unwrap();
+    assert_eq!(s.oidc.issuer, "https://idp.example.com/realms/x/");
+    let e = err(&base().replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"idp.example.com\"",
+    ));
+    assert!(e.starts_with("oidc.issuer:"), "{e}");
+}
+
+#[test]
+fn server_defaults_and_errors_name_the_key() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.server.max_connections, 1024);
+    assert!(s.server.trusted_proxies.is_empty());
+    assert_eq!(s.rate_limits, RateLimitSettings::default());
+    let with = |server: &str| format!("{}\n[server]\n{server}\n", base());
+    let s = Settings::from_toml_str(&with(
+        "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\"]",
+    ))
+    .unwrap();
+    assert_eq!(s.server.trusted_proxies.len(), 3);
+    let e = err(&with("trusted_proxies = [\"10.0.0.0/8\", \"proxy.local\"]"));
+    assert!(
+        e.starts_with("server.trusted_proxies[1]:") && e.contains("proxy.local"),
+        "{e}"
+    );
+    let e = err(&with("header_read_timeout_secs = 0"));
+    assert!(e.starts_with("server.header_read_timeout_secs:"), "{e}");
+    let e = err(&with("request_timeout_secs = 10"));
+    assert!(
+        e.starts_with("server.request_timeout_secs:") && e.contains("provider.timeout_secs"),
+        "{e}"
+    );
+    let e = err(&with("max_connections = 0"));
+    assert!(e.starts_with("server.max_connections:"), "{e}");
+    let e = err(&with("keep_alive = true"));
+    assert!(e.contains("keep_alive"), "{e}");
+    let e = err(&format!("{}\n[rate_limit]\nsign_in_per_ip = -1\n", base()));
+    assert!(e.contains("rate_limit.sign_in_per_ip"), "{e}");
+    let s = Settings::from_toml_str(&format!("{}\n[rate_limit]\nsign_in_per_ip = 0\n", base()))
+        .unwrap();
+    assert_eq!(s.rate_limits.sign_in_per_ip, None);
+}
+
+#[test]
+fn insecure_cookies_refused_with_https() {
+    let e = err(&format!("secure_cookies = false\n{}", base()));
+    assert!(
+        e.starts_with("secure_cookies:") && e.contains("https"),
+        "{e}"
+    );
+}
+
+fn demo_base(public_url: &str, secure: bool) -> String {
+    format!(
+        "allow_insecure_http = true\nsecure_cookies = {secure}\n{}",
+        base().replace("https://broker.example.com", public_url)
+    )
+}
+
+#[test]
+fn demo_mode_needs_its_explicit_switch() {
+    let local = demo_base("http://localhost:8080", false);
+    // a [demo] table (or one stray GITBROKER_DEMO__… variable) is not enough
+    let s = Settings::from_toml_str(&format!(
+        "{local}\n[demo]\nmock_provider_listen = \"127.0.0.1:8081\"\n"
+    ))
+    .unwrap();
+    assert!(s.demo.is_none());
+    let s = Settings::from_toml_str(&format!("{local}\n[demo]\nenabled = true\n")).unwrap();
+    assert_eq!(
+        s.demo.unwrap().mock_provider_listen,
+        "127.0.0.1:8081".parse().unwrap()
+    );
+    let e = err(&format!(
+        "{local}\n[demo]\nenabled = true\nmock_provider_listen = \"nowhere\"\n"
+    ));
+    assert!(e.starts_with("demo.mock_provider_listen:"), "{e}");
+}
+
+#[test]
+fn demo_mode_refused_in_production_settings() {
+    let e = err(&format!(
+        "{}\n[demo]\nenabled = true\n",
+        demo_base("http://localhost:8080", true).replace("secure_cookies = true\n", "")
+    ));
+    assert!(
+        e.starts_with("secure_cookies:") || e.starts_with("demo.enabled:"),
+        "{e}"
+    );
+    // secure cookies on https: refused because of demo mode
+    let e = err(&format!(
+        "{}\n[demo]\nenabled = true\n",
+        demo_base("https://localhost:8443", true)
+    ));
+    assert!(
+        e.starts_with("demo.enabled:") && e.contains("secure_cookies"),
+        "{e}"
+    );
+    // an https production host: refused whatever the cookies
+    let e = err(&format!(
+        "{}\n[demo]\nenabled = true\n",
+        demo_base("https://broker.example.com", false)
+    ));
+    assert!(
+        e.starts_with("secure_cookies:") || e.starts_with("demo.enabled:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn demo_refused_for_https_non_loopback_host() {
+    let url = Url::parse("https://broker.example.com").unwrap();
+    assert!(!is_loopback_host(&url));
+    for ok in [
+        "http://localhost:8080",
+        "https://127.0.0.1",
+        "http://[::1]:1",
+    ] {
+        assert!(is_loopback_host(&Url::parse(ok).unwrap()), "{ok}");
+    }
+}

@@ -112,6 +112,12 @@ pub struct SwitchState {
     /// for [`TOKEN_HANG`] or until the switch is turned off.
     #[serde(default)]
     pub api_hang: bool,
+    /// The GitHub repository writes the broker uses as permission probes
+    /// (`…/git/blobs`, `…/hooks`, `PATCH /repos/…`) answer 201 once the
+    /// permission check passes, whatever the body: a GitHub that stopped
+    /// refusing the probes' invalid bodies.
+    #[serde(default)]
+    pub probes_succeed: bool,
 }
 
 /// `limit` API requests per window of `window_ms` milliseconds.
@@ -212,6 +218,10 @@ impl Switches {
 
     pub fn set_api_hang(&self, on: bool) {
         self.update(|s| s.api_hang = on);
+    }
+
+    pub fn set_probes_succeed(&self, on: bool) {
+        self.update(|s| s.probes_succeed = on);
     }
 
     /// Waits while `api_hang` is on (at most [`TOKEN_HANG`]); API handlers
@@ -672,6 +682,8 @@ struct SwitchUpdate {
     // end of token lifecycle
     #[serde(default, deserialize_with = "present")]
     api_hang: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    probes_succeed: Option<Option<bool>>,
 }
 
 fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -751,6 +763,9 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         }
         if let Some(v) = update.api_hang {
             state.api_hang = v.unwrap_or(false);
+        }
+        if let Some(v) = update.probes_succeed {
+            state.probes_succeed = v.unwrap_or(false);
         }
     });
     Json(s.switches.get()).into_response()

@@ -735,6 +735,12 @@ async fn repo_write(
             ));
         }
     }
+    if s.switches.get().probes_succeed {
+        return Err(with_headers(
+            out,
+            (StatusCode::CREATED, Json(json!({ "full_name": full_name }))).into_response(),
+        ));
+    }
     Ok((full_name, out))
 }
 

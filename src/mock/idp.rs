@@ -133,7 +133,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 fn issuer(s: &Shared) -> String {
-    format!("{}/idp", s.base_url())
+    s.idp_issuer()
 }
 
 fn server_error() -> Response {

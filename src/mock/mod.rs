@@ -9,7 +9,9 @@
 //! - GitLab (`gitlab` flavour): everything under `/gitlab`, so the broker's
 //!   `base_url` is `<base>/gitlab` (`/oauth/…`, `/api/v4/…`).
 //! - OpenID Connect: issuer `<base>/idp` (discovery, `authorize`, `token`,
-//!   `userinfo`, `jwks`).
+//!   `userinfo`, `jwks`); with [`MockConfig::idp_at_origin`], on a port of
+//!   its own instead, at the bare origin `http://<host>:<port>` (no path),
+//!   as Google's `https://accounts.google.com` is.
 //! - Test control, for suites that drive the mock from outside the process:
 //!   - `GET /__mock/stats` → the [`Stats`] and [`TrafficStats`] counters as
 //!     one JSON object;
@@ -105,6 +107,11 @@ pub struct MockConfig {
     /// GitHub's opt-in expiring user tokens: 8 h access tokens with 6-month
     /// refresh tokens that rotate on every use.
     pub expiring_tokens: bool,
+    /// Serve the identity provider on a listener of its own (same host,
+    /// another free port) at the bare origin: its issuer is then
+    /// `http://<host>:<port>`, with no path, and `/idp` is not served. Needs
+    /// [`MockProvider::serve`] (or [`MockProvider::start`]).
+    pub idp_at_origin: bool,
 }
 
 /// A user of the mock GitHub.
@@ -206,6 +213,7 @@ impl MockConfig {
             oauth_apps: Vec::new(),
             idp_clients: Vec::new(),
             expiring_tokens: false,
+            idp_at_origin: false,
         }
     }
 }
@@ -219,6 +227,9 @@ pub struct MockProvider {
 /// State shared by every flavour and the identity provider.
 pub(crate) struct Shared {
     base_url: RwLock<Option<String>>,
+    /// The identity provider's issuer when it has a listener of its own.
+    idp_origin: RwLock<Option<String>>,
+    idp_at_origin: bool,
     clock: Arc<dyn Clock>,
     github_users: Vec<MockGitUser>,
     oauth_apps: RwLock<Vec<MockOAuthApp>>,
@@ -272,6 +283,14 @@ impl Shared {
             .get()
             .github_expiring_tokens
             .unwrap_or(self.expiring_tokens)
+    }
+
+    /// `<base>/idp`, or the bare origin of the identity provider's own
+    /// listener.
+    fn idp_issuer(&self) -> String {
+        read(&self.idp_origin)
+            .clone()
+            .unwrap_or_else(|| format!("{}/idp", self.base_url()))
     }
 
     fn oauth_app(&self, client_id: &str) -> Option<MockOAuthApp> {
@@ -354,10 +373,13 @@ impl MockProvider {
             idp_clients,
             idp_users,
             expiring_tokens,
+            idp_at_origin,
         } = config;
         Self {
             shared: Arc::new(Shared {
                 base_url: RwLock::new(None),
+                idp_origin: RwLock::new(None),
+                idp_at_origin,
                 clock,
                 github_users,
                 oauth_apps: RwLock::new(oauth_apps),
@@ -394,21 +416,36 @@ impl MockProvider {
                 *base = Some(format!("http://{}", reachable(local)));
             }
         }
+        let idp_listener = if self.shared.idp_at_origin {
+            let idp = tokio::net::TcpListener::bind(SocketAddr::new(local.ip(), 0)).await?;
+            let origin = format!("http://{}", reachable(idp.local_addr()?));
+            *write(&self.shared.idp_origin) = Some(origin);
+            Some(idp)
+        } else {
+            None
+        };
         let base_url = self.base_url();
         let (stop, stopped) = oneshot::channel::<()>();
         let app = self.router();
+        let idp_app = idp::routes()
+            .layer(axum::middleware::from_fn(control::log_request))
+            .with_state(self.shared.clone());
         let task = tokio::spawn(async move {
-            let shutdown = async move {
+            // one stop signal for both listeners
+            let (tx, rx) = tokio::sync::watch::channel(());
+            let stopper = async move {
                 let _ = stopped.await;
+                drop(tx);
             };
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%err, "mock provider stopped");
-            }
+            let idp_stop = rx.clone();
+            let idp = async move {
+                if let Some(listener) = idp_listener {
+                    serve_until(listener, idp_app, idp_stop).await;
+                }
+            };
+            tokio::join!(serve_until(listener, app, rx), idp, stopper);
         });
-        tracing::info!(%base_url, "mock provider listening");
+        tracing::info!(%base_url, issuer = %self.shared.idp_issuer(), "mock provider listening");
         Ok(RunningMock {
             base_url,
             provider: self,
@@ -423,10 +460,16 @@ impl MockProvider {
         // The API routes of each flavour go through `traffic::layer`: counted
         // per token, in-flight gauge, `api_delay_ms`.
         let api = |routes, flavour| traffic::layer(routes, &self.shared, flavour);
-        Router::new()
+        let router = Router::new()
             .merge(github::routes())
-            .merge(api(github::api_routes(), Flavour::Github))
-            .nest("/idp", idp::routes())
+            .merge(api(github::api_routes(), Flavour::Github));
+        // with a listener of its own, the identity provider is only there
+        let router = if self.shared.idp_at_origin {
+            router
+        } else {
+            router.nest("/idp", idp::routes())
+        };
+        router
             .nest(
                 "/gitlab",
                 gitlab::routes().merge(api(gitlab::api_routes(), Flavour::Gitlab)),
@@ -466,9 +509,10 @@ impl MockProvider {
         format!("{}/api/v3", self.base_url())
     }
 
-    /// The identity provider's issuer: `<base>/idp`.
+    /// The identity provider's issuer: `<base>/idp`, or with
+    /// [`MockConfig::idp_at_origin`] the bare origin of its own listener.
     pub fn issuer_url(&self) -> String {
-        format!("{}/idp", self.base_url())
+        self.shared.idp_issuer()
     }
 
     pub fn switches(&self) -> &Switches {
@@ -649,6 +693,23 @@ impl std::fmt::Debug for RunningMock {
 
 fn owned(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Serves `app` until `stop`'s sender is dropped, then lets open requests finish.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(%err, "mock provider stopped");
+    }
 }
 
 /// A wildcard bind address is not something a browser can be sent to.

@@ -22,7 +22,10 @@
 //!    - Administration (runtime): `PATCH /repos/{o}/{r}` with `{"name": ""}`.
 //!
 //!    422 (or 409, an empty repository) means the request got past the
-//!    permission check: granted. 403 (with `X-Accepted-GitHub-Permissions`
+//!    permission check: granted. A 2xx means GitHub accepted the body after
+//!    all and may have written something: logged as an error naming the
+//!    request, and the token is refused (`PatError::ProbeAccepted`), never
+//!    counted as granted. 403 (with `X-Accepted-GitHub-Permissions`
 //!    naming what was wanted) or 404 means not granted. 401 means the token
 //!    is invalid; 429, a 403 with `X-RateLimit-Remaining: 0` or `Retry-After`,
 //!    5xx and timeouts mean GitHub could not answer now, never a verdict.
@@ -572,6 +575,8 @@ enum ProbeError {
     Provider(ProviderError),
     NoRepositories,
     Missing(Vec<Permission>),
+    /// A probe answered 2xx: `METHOD /path` (never the token).
+    Accepted(String),
 }
 
 impl From<ProviderError> for ProbeError {
@@ -589,6 +594,7 @@ impl ProbeError {
                     "This token has access to no repositories; choose All repositories or select the repositories your runtime uses. {help}"
                 ),
             },
+            Self::Accepted(request) => PatError::ProbeAccepted { provider, request },
             Self::Missing(missing) => PatError::MissingScopes {
                 what: "the required permissions",
                 missing: missing.iter().map(|p| p.label().to_owned()).collect(),
@@ -663,7 +669,17 @@ async fn probe_permissions(
             "github permission probe"
         );
         match answer {
-            Answer::Rejected | Answer::Success => granted.push(permission),
+            Answer::Rejected => granted.push(permission),
+            // GitHub no longer refused the deliberately invalid body: the
+            // request may have written something, and proves nothing
+            Answer::Success => {
+                tracing::error!(
+                    request = %what,
+                    permission = permission.name(),
+                    "GitHub accepted a permission probe that it must refuse; something may have been created or changed; token refused"
+                );
+                return Err(ProbeError::Accepted(what));
+            }
             Answer::Denied => missing.push(permission),
             other => return Err(not_a_verdict(other, &what).into()),
         }

@@ -201,6 +201,16 @@ pub enum PatError {
     WrongKind { reason: String },
     #[error("{0}")]
     BadInput(String),
+    /// A request sent only to learn a permission, which the provider should
+    /// have refused, succeeded: it may have changed something, and the
+    /// answer tells nothing about the permission. Never counted as granted.
+    #[error(
+        "{provider} accepted a request gitbroker sends only to check a permission ({request}); it may have created or changed something, so the token's permissions cannot be checked safely and it was not stored. Tell your gitbroker administrator, or use a classic token."
+    )]
+    ProbeAccepted {
+        provider: &'static str,
+        request: String,
+    },
     /// Temporary: never a verdict on the token.
     #[error(
         "{provider} could not validate the token right now ({detail}). Nothing was changed; try again in a moment."

@@ -52,20 +52,66 @@ fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_nanos().div_ceil(1_000_000).max(1)).unwrap_or(i64::MAX)
 }
 
+/// Creates `dir` and its missing parents as 0700 (existing ones untouched).
+fn owner_only_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `path` empty as 0600 if it does not exist (redb initialises an
+/// empty file); warns about an existing one that others may read.
+fn owner_only_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format!("{:o}", mode & 0o777),
+                        "the embedded store file is readable or writable by others; chmod 600 it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the database file, creating parent directories.
+    /// What it creates is owner-only: directories 0700, the file 0600 (it
+    /// holds sessions and sealed tokens). An existing file readable by
+    /// others is opened as it is, with a warning.
     ///
     /// The file is locked while open: a second opener, in this process or
     /// another, gets [`StoreError::Unavailable`].
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            owner_only_dirs(parent).map_err(|e| {
                 StoreError::Unavailable(format!(
                     "embedded store: cannot create {}: {e}",
                     parent.display()
                 ))
             })?;
         }
+        owner_only_file(path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "embedded store: cannot create {}: {e}",
+                path.display()
+            ))
+        })?;
         let db = Database::create(path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
                 "embedded store: {} is in use by another process",
@@ -508,7 +554,12 @@ impl Store for EmbeddedStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
@@ -529,6 +580,25 @@ mod tests {
         let eph = txn.open_table(EPHEMERAL).unwrap().len().unwrap();
         let exp = txn.open_table(EXPIRY).unwrap().len().unwrap();
         (eph, exp)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("var/lib/gitbroker/db.redb");
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let store = EmbeddedStore::open(&path, clock).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "the file");
+        for d in ["var", "var/lib", "var/lib/gitbroker"] {
+            assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+        }
+        drop(store);
+        // reopening an existing database works and keeps the mode
+        EmbeddedStore::open(&path, Arc::new(ManualClock::new(Utc::now()))).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

@@ -589,8 +589,9 @@ fn pat_verdict(e: PatError) -> Verdict {
         PatError::Unavailable { .. } | PatError::BadInput(_) => Verdict::Unknown(reason),
         PatError::Expired { .. } => Verdict::State(State::Expired, reason),
         PatError::MissingScopes { .. } => Verdict::State(State::MissingScopes, reason),
-        PatError::Invalid { .. } | PatError::Revoked { .. } | PatError::WrongKind { .. } => {
-            Verdict::State(State::Invalid, reason)
-        }
+        PatError::Invalid { .. }
+        | PatError::Revoked { .. }
+        | PatError::WrongKind { .. }
+        | PatError::ProbeAccepted { .. } => Verdict::State(State::Invalid, reason),
     }
 }

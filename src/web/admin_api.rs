@@ -5,14 +5,14 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
 use super::me_api::Me;
 use super::runtime_api::bearer;
 use super::security::session_cookie_name;
 use crate::crypto;
 use crate::providers::PatInput;
 use crate::registry::{OAuthApp, OAuthAppInput, Runtime, RuntimeInput};
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -88,12 +88,6 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    payload
-        .map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
-}
-
 fn app_view(state: &AppState, app: &OAuthApp) -> Value {
     let callback = state
         .flows
@@ -162,7 +156,7 @@ pub struct RegisterBody {
 async fn get_runtime_token(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(rt) = state.registry.runtime(&id).await? else {
         return Err(ApiError::not_found(format!(
@@ -181,7 +175,7 @@ async fn get_runtime_token(
 async fn list_user_tokens(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(rt) = state.registry.runtime(&id).await? else {
         return Err(ApiError::not_found(format!(
@@ -211,7 +205,7 @@ async fn list_user_tokens(
 async fn delete_user_tokens(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let n = state
         .lifecycle
@@ -224,10 +218,9 @@ async fn delete_user_tokens(
 async fn rotate_runtime_token(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
-    payload: Result<Json<GitTokenBody>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(token): ApiJson<GitTokenBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let token = body(payload)?;
     let status = state
         .lifecycle
         .rotate_runtime_token(&id, token.into(), &admin.who)
@@ -247,7 +240,7 @@ async fn list_apps(State(state): State<AppState>, _admin: Admin) -> Result<Json<
 async fn get_app(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let app = state
         .registry
@@ -260,9 +253,9 @@ async fn get_app(
 async fn create_app(
     State(state): State<AppState>,
     admin: Admin,
-    payload: Result<Json<OAuthAppInput>, JsonRejection>,
+    ApiJson(input): ApiJson<OAuthAppInput>,
 ) -> Result<Response, ApiError> {
-    let app = state.registry.create_app(body(payload)?).await?;
+    let app = state.registry.create_app(input).await?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app created");
     Ok((StatusCode::CREATED, Json(app_view(&state, &app))).into_response())
 }
@@ -270,12 +263,12 @@ async fn create_app(
 async fn update_app(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
-    payload: Result<Json<OAuthAppInput>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<OAuthAppInput>,
 ) -> Result<Json<Value>, ApiError> {
     let app = state
         .lifecycle
-        .update_app(&id, body(payload)?)
+        .update_app(&id, input)
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app updated");
@@ -285,7 +278,7 @@ async fn update_app(
 async fn delete_app(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.registry.delete_app(&id).await?;
     tracing::info!(admin = %admin.who, app = %id, "OAuth app deleted");
@@ -310,7 +303,7 @@ async fn list_runtimes(
 async fn get_runtime(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rt = state
         .registry
@@ -326,9 +319,8 @@ async fn get_runtime(
 async fn create_runtime(
     State(state): State<AppState>,
     admin: Admin,
-    payload: Result<Json<RegisterBody>, JsonRejection>,
+    ApiJson(b): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
-    let b = body(payload)?;
     let token = b.git_token.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -363,12 +355,12 @@ async fn create_runtime(
 async fn update_runtime(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
-    payload: Result<Json<RuntimeInput>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<RuntimeInput>,
 ) -> Result<Json<Value>, ApiError> {
     let rt = state
         .lifecycle
-        .update_runtime(&id, body(payload)?)
+        .update_runtime(&id, input)
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime updated");
@@ -378,7 +370,7 @@ async fn update_runtime(
 async fn delete_runtime(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .lifecycle

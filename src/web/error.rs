@@ -46,6 +46,12 @@ impl ApiError {
         self
     }
 
+    /// Sends `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     pub fn unauthorized(detail: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -102,10 +108,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            headers.insert(header::RETRY_AFTER, v);
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -158,6 +162,8 @@ pub struct PageError {
     pub status: StatusCode,
     pub title: String,
     pub message: String,
+    /// `Retry-After` in seconds (rate limits); 503 sends 5 without it.
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Template)]
@@ -175,7 +181,14 @@ impl PageError {
             status,
             title: title.to_owned(),
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    /// Sends `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     fn unavailable(cause: &dyn std::fmt::Display) -> Self {
@@ -207,9 +220,14 @@ impl IntoResponse for PageError {
         };
         let body = page.render().unwrap_or_else(|_| "error".into());
         let mut resp = (self.status, Html(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self.retry_after_secs {
+            Some(secs) => Some(secs),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+            None => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -291,7 +309,7 @@ impl From<LoginError> for PageError {
                     "The identity provider's answer did not pass verification; sign in again.",
                 )
             }
-            LoginError::Oidc(_) => Self::internal(&e),
+            LoginError::Oidc(_) | LoginError::Seal(_) => Self::internal(&e),
             LoginError::Store(s) => s.into(),
         }
     }

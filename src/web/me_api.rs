@@ -5,12 +5,13 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use super::limits::Limit;
 use super::security::{csrf_ok, session_cookie_name};
 use crate::auth::Session;
 use crate::providers::PatInput;
 use crate::tokens::{AssignError, Released, TokenInfo, TokenSlot};
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +22,25 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub fn router() -> Router<AppState> {
+/// `token_check` limits the pasted-token route per client address.
+pub fn router<L>(token_check: L) -> Router<AppState>
+where
+    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<axum::extract::Request, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as tower::Service<axum::extract::Request>>::Response:
+        axum::response::IntoResponse + 'static,
+    <L::Service as tower::Service<axum::extract::Request>>::Future: Send + 'static,
+{
     Router::new()
         .route("/tokens", get(list))
-        .route("/runtimes/{runtime}/token", put(put_pat).delete(delete))
+        .route(
+            "/runtimes/{runtime}/token",
+            put(put_pat).route_layer(token_check).delete(delete),
+        )
         .route("/runtimes/{runtime}/token/reuse", post(reuse))
 }
 
@@ -132,11 +148,12 @@ struct PatBody {
 async fn put_pat(
     State(state): State<AppState>,
     Me(session): Me,
-    Path(runtime): Path<String>,
-    payload: Result<Json<PatBody>, JsonRejection>,
+    ApiPath(runtime): ApiPath<String>,
+    ApiJson(body): ApiJson<PatBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) =
-        payload.map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))?;
+    state
+        .limits
+        .check_user(Limit::TokenCheck, &session.user.sub)?;
     let input = PatInput::new(
         body.token.expose_secret(),
         body.username.as_deref(),
@@ -174,11 +191,9 @@ struct ReuseBody {
 async fn reuse(
     State(state): State<AppState>,
     Me(session): Me,
-    Path(runtime): Path<String>,
-    payload: Result<Json<ReuseBody>, JsonRejection>,
+    ApiPath(runtime): ApiPath<String>,
+    ApiJson(body): ApiJson<ReuseBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) =
-        payload.map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))?;
     let done = state
         .lifecycle
         .reuse_grant(&session.user, &runtime, &body.grant)
@@ -233,7 +248,7 @@ pub fn assign_error(e: AssignError) -> ApiError {
 async fn delete(
     State(state): State<AppState>,
     Me(session): Me,
-    Path(runtime): Path<String>,
+    ApiPath(runtime): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     match state
         .lifecycle

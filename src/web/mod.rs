@@ -4,13 +4,17 @@
 
 mod admin_api;
 mod error;
+pub mod extract;
+pub mod limits;
 mod me_api;
 mod pages;
 mod runtime_api;
 mod security;
+mod serve;
 
 pub use error::{ApiError, PageError};
 pub use security::safe_return_path;
+pub use serve::serve;
 
 use crate::auth::SessionStore;
 use crate::auth::login::Logins;
@@ -40,6 +44,9 @@ pub struct Services {
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
     pub public_url: url::Url,
+    /// Rate limits: per client address on the routes (see [`router`]),
+    /// per user through [`limits::RateLimits::check_user`] in handlers.
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl std::ops::Deref for AppState {
@@ -50,16 +57,25 @@ impl std::ops::Deref for AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    use limits::Limit;
+    let per_ip =
+        |limit: Limit| axum::middleware::from_fn_with_state((state.clone(), limit), limits::per_ip);
     Router::new()
         .route("/", get(pages::home))
-        .route("/login", get(pages::login))
+        .route("/login", get(pages::login).route_layer(per_ip(Limit::SignIn)))
         .route("/auth/callback", get(pages::login_callback))
         .route("/logout", post(pages::logout))
         .route("/signed-out", get(pages::signed_out))
         .route("/tokens", get(pages::tokens_page))
-        .route("/tokens/{runtime}/authorize", post(pages::authorize))
+        .route(
+            "/tokens/{runtime}/authorize",
+            post(pages::authorize).route_layer(per_ip(Limit::FlowStart)),
+        )
         .route("/tokens/{runtime}/delete", post(pages::delete_token))
-        .route("/tokens/{runtime}/pat", post(pages::add_pat))
+        .route(
+            "/tokens/{runtime}/pat",
+            post(pages::add_pat).route_layer(per_ip(Limit::TokenCheck)),
+        )
         .route("/tokens/{runtime}/reuse", post(pages::reuse_grant))
         .route("/oauth/callback/{app}", get(pages::oauth_callback))
         .route("/assets/style.css", get(pages::stylesheet))
@@ -68,11 +84,12 @@ pub fn router(state: AppState) -> Router {
             get(runtime_api::user_token),
         )
         .route("/api/v1/runtimes/{runtime}/token", get(runtime_api::runtime_token))
-        .nest("/api/v1/me", me_api::router())
+        .nest("/api/v1/me", me_api::router(per_ip(Limit::TokenCheck)))
         .nest("/api/v1/admin", admin_api::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(pages::not_found)
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(security::headers))
         .layer(
             TraceLayer::new_for_http()
@@ -83,6 +100,38 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .with_state(state)
+}
+
+/// No such route: problem+json under `/api/`, the HTML page elsewhere.
+async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if serve::is_api(uri.path()) {
+        ApiError::not_found("there is no API route at this path").into_response()
+    } else {
+        pages::not_found().await.into_response()
+    }
+}
+
+/// A route that exists, with another method.
+async fn method_not_allowed(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    if serve::is_api(uri.path()) {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this API route does not take that method",
+        )
+        .into_response()
+    } else {
+        PageError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed",
+            "This page cannot be used that way.",
+        )
+        .into_response()
+    }
 }
 
 async fn healthz() -> &'static str {

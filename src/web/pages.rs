@@ -3,6 +3,8 @@
 
 use super::AppState;
 use super::error::{MessagePage, PageError};
+use super::extract::{PageForm, PagePath, PageQuery};
+use super::limits::Limit;
 use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie_name};
 use crate::auth::{Flash, FlashKind, Session};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
@@ -11,8 +13,7 @@ use crate::tokens::{
     AssignError, Released, State as TokenState, TokenInfo, TokenSlot, TokenSource,
 };
 use askama::Template;
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
@@ -44,7 +45,7 @@ pub struct LoginQuery {
 pub async fn login(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(q): Query<LoginQuery>,
+    PageQuery(q): PageQuery<LoginQuery>,
 ) -> Result<Response, PageError> {
     let return_to = q
         .next
@@ -71,7 +72,7 @@ pub struct OidcCallback {
 pub async fn login_callback(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(q): Query<OidcCallback>,
+    PageQuery(q): PageQuery<OidcCallback>,
 ) -> Result<Response, PageError> {
     let login_state = q.state.unwrap_or_default();
     let cookie_name = crate::auth::login::login_cookie_name(&login_state, state.secure_cookies);
@@ -103,7 +104,7 @@ pub struct CsrfForm {
 pub async fn logout(
     State(state): State<AppState>,
     jar: CookieJar,
-    Form(form): Form<CsrfForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
     let Some(session) = current_session(&state, &jar).await? else {
         return Ok(Redirect::to("/signed-out").into_response());
@@ -356,8 +357,8 @@ fn assign_page_error(e: AssignError) -> PageError {
 pub async fn authorize(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));
@@ -365,6 +366,9 @@ pub async fn authorize(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
+    state
+        .limits
+        .check_user(Limit::FlowStart, &session.user.sub)?;
     match state.flows.start(&session, &runtime).await {
         Ok(started) => {
             let jar = jar.add(cookie(
@@ -389,8 +393,8 @@ pub async fn authorize(
 pub async fn oauth_callback(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(app): Path<String>,
-    Query(params): Query<CallbackParams>,
+    PagePath(app): PagePath<String>,
+    PageQuery(params): PageQuery<CallbackParams>,
 ) -> Result<Response, PageError> {
     let session = current_session(&state, &jar).await?;
     let flow_state = params.state.clone().unwrap_or_default();
@@ -439,8 +443,8 @@ pub async fn oauth_callback(
 pub async fn delete_token(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));
@@ -488,8 +492,8 @@ pub struct PatForm {
 pub async fn add_pat(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<PatForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<PatForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));
@@ -497,6 +501,9 @@ pub async fn add_pat(
     if !csrf_ok(&session.csrf, &form.csrf) {
         return Err(csrf_error());
     }
+    state
+        .limits
+        .check_user(Limit::TokenCheck, &session.user.sub)?;
     let input = PatInput::new(&form.token, Some(&form.username), Some(&form.email));
     let (kind, text) = match pat_outcome(&state, &session, &runtime, &form.also, input).await? {
         Ok(text) => (FlashKind::Success, text),
@@ -558,8 +565,8 @@ pub struct ReuseForm {
 pub async fn reuse_grant(
     State(state): State<AppState>,
     jar: CookieJar,
-    Path(runtime): Path<String>,
-    Form(form): Form<ReuseForm>,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<ReuseForm>,
 ) -> Result<Response, PageError> {
     let Some(mut session) = current_session(&state, &jar).await? else {
         return Ok(to_login("/tokens"));

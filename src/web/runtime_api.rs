@@ -5,9 +5,10 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::ApiPath;
 use crate::registry::Runtime;
 use crate::tokens::{ServeError, Served};
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -73,7 +74,7 @@ fn token_response(served: &Served) -> Response {
 /// token, refreshed first when it is about to expire.
 pub async fn user_token(
     State(state): State<AppState>,
-    Path((runtime, user)): Path<(String, String)>,
+    ApiPath((runtime, user)): ApiPath<(String, String)>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
     let served = state
@@ -150,7 +151,7 @@ fn user_token_error(e: ServeError, runtime: &str, user: &str) -> ApiError {
 /// token. A process-level action, audited as such.
 pub async fn runtime_token(
     State(state): State<AppState>,
-    Path(runtime): Path<String>,
+    ApiPath(runtime): ApiPath<String>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
     let served = state

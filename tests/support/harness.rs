@@ -54,6 +54,12 @@ pub struct Options {
     /// Extra keys of `[lifecycle]`; background work is off unless a test
     /// turns it on (`background = true`), so tests drive it themselves.
     pub lifecycle: String,
+    /// The mock identity provider at a bare origin (issuer
+    /// `http://127.0.0.1:PORT`, no path) instead of `<mock>/idp`.
+    pub idp_at_origin: bool,
+    /// More TOML for the broker's configuration (e.g. `[server]`,
+    /// `[rate_limit]` tables), appended at the end.
+    pub extra_toml: String,
 }
 
 impl Default for Options {
@@ -65,6 +71,8 @@ impl Default for Options {
             token_lifetime_secs: None,
             expiring_tokens: false,
             lifecycle: String::new(),
+            idp_at_origin: false,
+            extra_toml: String::new(),
         }
     }
 }
@@ -77,6 +85,7 @@ impl Harness {
     pub async fn start_with(backend: Backend, opts: Options) -> Harness {
         let mut mock_config = MockConfig::demo();
         mock_config.expiring_tokens = opts.expiring_tokens;
+        mock_config.idp_at_origin = opts.idp_at_origin;
         let mock = MockProvider::start(mock_config, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("mock provider starts");
@@ -99,6 +108,8 @@ impl Harness {
             .map(|s| format!("token_lifetime_secs = {s}"))
             .unwrap_or_default();
         let mock_url = mock.base_url.trim_end_matches('/').to_owned();
+        // exactly as the mock publishes it: `<mock>/idp` or a bare origin
+        let issuer = mock.issuer_url();
         let toml = format!(
             r#"
 public_url = "{url}"
@@ -116,7 +127,7 @@ connect_timeout_secs = 2
 [encryption]
 keys = [{{ id = "k1", key = "{KEY}" }}]
 [oidc]
-issuer = "{mock_url}/idp"
+issuer = "{issuer}"
 client_id = "gitbroker-tests"
 client_secret = "{OIDC_SECRET}"
 [admin]
@@ -254,6 +265,15 @@ credential = "{glsm}"
             ghes = credential("ghes-rt"),
             glsm = credential("glsm-rt"),
         );
+        // The suites drive one user through far more token checks and flow
+        // starts a minute than a person would; tests/hardening.rs tests the
+        // limits with a `[rate_limit]` table of its own.
+        let limits = if opts.extra_toml.contains("[rate_limit]") {
+            ""
+        } else {
+            "[rate_limit]\nflow_start_per_user = 0\ntoken_check_per_user = 0\n"
+        };
+        let toml = format!("{toml}\n{}\n{limits}", opts.extra_toml);
         for (id, client_id) in [
             ("bbc-app", "bbc-client-id"),
             ("bbdc-app", "bbdc-client-id"),
@@ -268,6 +288,7 @@ credential = "{glsm}"
             });
         }
         let settings = Settings::from_toml_str(&toml).expect("test configuration is valid");
+        let settings_server = settings.server.clone();
         mock.provider.add_oauth_app(MockOAuthApp {
             name: "gitbroker tests".into(),
             client_id: "test-client-id".into(),
@@ -294,9 +315,7 @@ credential = "{glsm}"
             .await
             .expect("broker builds");
         let app = gitbroker::router(state.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = serve_in_background(listener, app, &settings_server);
         Harness {
             url,
             mock,
@@ -326,9 +345,8 @@ credential = "{glsm}"
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let app = gitbroker::router(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let settings = Settings::from_toml_str(&self.toml).unwrap();
+        drop(serve_in_background(listener, app, &settings.server));
         (state, url)
     }
 
@@ -442,6 +460,18 @@ credential = "{glsm}"
     }
 }
 
+/// Serves as the binary does (`gitbroker::web::serve`), until aborted.
+pub fn serve_in_background(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    settings: &gitbroker::config::ServerSettings,
+) -> tokio::task::JoinHandle<()> {
+    let settings = settings.clone();
+    tokio::spawn(async move {
+        let _ = gitbroker::web::serve(listener, app, &settings, std::future::pending()).await;
+    })
+}
+
 /// A cookie-keeping HTTP client that follows no redirects by itself.
 pub struct Browser {
     pub client: reqwest::Client,
@@ -489,11 +519,24 @@ impl Page {
 
 impl Browser {
     pub fn new(base: &str) -> Browser {
+        Self::with_headers(base, reqwest::header::HeaderMap::new())
+    }
+
+    /// A browser that sends `X-Forwarded-For: client` on every request, as
+    /// a reverse proxy in front of the broker would for that client.
+    pub fn behind_proxy(base: &str, client: &str) -> Browser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-forwarded-for", client.parse().unwrap());
+        Self::with_headers(base, headers)
+    }
+
+    fn with_headers(base: &str, headers: reqwest::header::HeaderMap) -> Browser {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Browser {
             jar: jar.clone(),
             client: reqwest::Client::builder()
                 .cookie_provider(jar)
+                .default_headers(headers)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
