@@ -532,3 +532,117 @@ async fn paste_personal_access_tokens_in_a_real_browser() {
         })
         .await;
 }
+
+/// One authorization for two runtimes, and the statuses checks find, as a
+/// person sees them: "Use my existing authorization" on a second runtime,
+/// then the token revoked at the provider and shown as such on both rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_an_authorization_and_see_its_status_in_a_real_browser() {
+    let clock = std::sync::Arc::new(gitbroker::clock::ManualClock::new(chrono::Utc::now()));
+    let h = std::sync::Arc::new(
+        Harness::start_with(
+            Backend::Embedded,
+            Options {
+                clock: Some(clock.clone()),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let browser = Browser::start("reuse-and-status").await;
+    let hh = h.clone();
+    browser
+        .run(move |c| async move {
+            let h = hh;
+            let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
+            sign_in_as_alice(&c, &h.url, &mock_url).await;
+            start_authorize(&c, &mock_url).await;
+            c.find(Locator::Id("approve"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for(
+                &c,
+                "acme-prod's token",
+                Locator::Css("tr#runtime-acme-prod dl.token"),
+            )
+            .await;
+            let minted = h.mock.provider.stats().token_requests;
+
+            let reuse = c
+                .find(Locator::Css("tr#runtime-acme-staging button.reuse-grant"))
+                .await
+                .unwrap();
+            assert_eq!(
+                reuse.text().await.unwrap(),
+                "Use my existing authorization as alice (used by acme-prod)"
+            );
+            reuse.click().await.unwrap();
+            wait_for(
+                &c,
+                "acme-staging's token",
+                Locator::Css("tr#runtime-acme-staging dl.token"),
+            )
+            .await;
+            assert!(
+                text(&c, "#flash")
+                    .await
+                    .contains("is now also used for runtime acme-staging")
+            );
+            assert_eq!(
+                text(&c, "tr#runtime-acme-staging dd.shared").await,
+                "acme-prod"
+            );
+            assert_eq!(
+                text(&c, "tr#runtime-acme-prod dd.shared").await,
+                "acme-staging"
+            );
+            assert_eq!(
+                h.mock.provider.stats().token_requests,
+                minted,
+                "no new token"
+            );
+            let a: serde_json::Value = h
+                .runtime_get("acme-prod", "acme-prod", ALICE)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let b: serde_json::Value = h
+                .runtime_get("acme-staging", "acme-staging", ALICE)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(a["token"], b["token"]);
+
+            // revoked at GitHub; the next check finds it
+            assert!(h.mock.provider.revoke(a["token"].as_str().unwrap()));
+            clock.advance(chrono::Duration::hours(5));
+            assert!(h.state.lifecycle.run_due().await.checked >= 1);
+            c.goto(&format!("{}/tokens", h.url)).await.unwrap();
+            wait_for(
+                &c,
+                "the token page",
+                Locator::Css("tr#runtime-acme-prod dl.token"),
+            )
+            .await;
+            for rt in ["acme-prod", "acme-staging"] {
+                let status = text(&c, &format!("tr#runtime-{rt} dd.status")).await;
+                assert!(
+                    status.starts_with("Revoked or invalid — authorize again"),
+                    "{rt}: {status}"
+                );
+                assert!(
+                    status.contains("GitHub rejects the token"),
+                    "{rt}: {status}"
+                );
+            }
+            let png = c.screenshot().await.unwrap();
+            let shot = artifacts_dir().join("statuses.png");
+            std::fs::write(&shot, png).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+        })
+        .await;
+}

@@ -219,6 +219,24 @@ async fn user_api_paste_and_delete() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["provider_login"], "alice");
     assert!(!v.to_string().contains(&pat), "the token is not echoed");
+    // one normal form on every path: what was validated (trimmed) is what is served
+    let padded = h.github_pat("alice", &["repo"]);
+    let r = alice
+        .client
+        .put(&url)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"token": format!("  {padded}\n"), "username": "  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let served: Value = h
+        .runtime_get("acme-prod", "acme-prod", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["token"], padded.as_str(), "served trimmed");
     let weak = h.github_pat("alice", &["public_repo"]);
     let r = alice
         .client
