@@ -118,6 +118,22 @@ pub fn new_incarnation() -> String {
     crypto::random_string(16)
 }
 
+/// What an OAuth app requires of the tokens it issued.
+#[derive(Debug, Clone)]
+pub struct AppRequirements {
+    pub provider: ProviderKind,
+    pub scopes: Vec<String>,
+}
+
+impl From<&OAuthApp> for AppRequirements {
+    fn from(a: &OAuthApp) -> Self {
+        Self {
+            provider: a.provider,
+            scopes: a.scopes.clone(),
+        }
+    }
+}
+
 /// A checked, not yet written, change of an OAuth app.
 pub struct AppUpdate {
     pub old: OAuthApp,
@@ -317,6 +333,24 @@ impl Registry {
             token_lifetime_secs: s.token_lifetime_secs,
             origin: s.origin,
         })
+    }
+
+    /// What an OAuth app requires of its tokens — its provider and scopes —
+    /// without opening its client secret (the runtime API's hot path).
+    pub async fn app_requirements(
+        &self,
+        id: &str,
+    ) -> Result<Option<AppRequirements>, RegistryError> {
+        match self.store.record_get(&all(APPS), id).await? {
+            Some(v) => {
+                let s: StoredApp = serde_json::from_slice(&v.value).map_err(corrupt)?;
+                Ok(Some(AppRequirements {
+                    provider: s.provider,
+                    scopes: s.scopes,
+                }))
+            }
+            None => Ok(None),
+        }
     }
 
     pub async fn app(&self, id: &str) -> Result<Option<OAuthApp>, RegistryError> {

@@ -28,7 +28,7 @@ use crate::providers::{
     TokenPurpose, TokenReport,
 };
 use crate::registry::{
-    AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime, RuntimeInput,
+    AppRequirements, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime, RuntimeInput,
 };
 use crate::store::{Expect, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -543,7 +543,7 @@ impl Lifecycle {
                 return Err(unusable("it comes from another OAuth app or provider host"));
             }
             let now = self.clock.now();
-            let missing = self.missing_for(&g, app.as_ref());
+            let missing = self.missing_for(&g, app.as_ref().map(AppRequirements::from).as_ref());
             let status = g.effective_status(now, &missing, &self.timing);
             if !status.state.servable() {
                 return Err(unusable(
@@ -897,7 +897,7 @@ impl Lifecycle {
     // ------------------------------------------------------------------
     // What the user sees
 
-    pub(super) fn missing_for(&self, g: &Grant, app: Option<&OAuthApp>) -> Vec<String> {
+    pub(super) fn missing_for(&self, g: &Grant, app: Option<&AppRequirements>) -> Vec<String> {
         match (&g.source, app) {
             (TokenSource::OAuth { .. }, Some(app)) => {
                 providers::missing_scopes(providers::provider(app.provider), &g.scopes, &app.scopes)
@@ -915,7 +915,11 @@ impl Lifecycle {
     ) -> TokenInfo {
         TokenInfo {
             grant_id: g.id.clone(),
-            status: g.effective_status(now, &self.missing_for(g, app), &self.timing),
+            status: g.effective_status(
+                now,
+                &self.missing_for(g, app.map(AppRequirements::from).as_ref()),
+                &self.timing,
+            ),
             provider: g.provider,
             login: g.provider_login.clone(),
             scopes: g.scopes.clone(),
@@ -1004,7 +1008,11 @@ impl Lifecycle {
                         .collect();
                     for g in &from_app {
                         let usable = g
-                            .effective_status(now, &self.missing_for(g, Some(app)), &self.timing)
+                            .effective_status(
+                                now,
+                                &self.missing_for(g, Some(&AppRequirements::from(app))),
+                                &self.timing,
+                            )
                             .state
                             .servable();
                         if usable

@@ -133,7 +133,7 @@ impl Lifecycle {
             return Err(ServeError::Absent);
         }
         let app = match g.source.app() {
-            Some(id) => self.registry.app(id).await.map_err(|e| match e {
+            Some(id) => self.registry.app_requirements(id).await.map_err(|e| match e {
                 crate::registry::RegistryError::Store(s) => ServeError::from(s),
                 other => ServeError::Store(StoreError::Corrupt(other.to_string()).into()),
             })?,
@@ -188,7 +188,7 @@ impl Lifecycle {
     fn verdict(
         &self,
         g: &Grant,
-        app: Option<&crate::registry::OAuthApp>,
+        app: Option<&crate::registry::AppRequirements>,
         now: DateTime<Utc>,
     ) -> Result<(), ServeError> {
         let status = g.effective_status(now, &self.missing_for(g, app), self.timing());
