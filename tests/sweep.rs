@@ -311,10 +311,18 @@ async fn concurrency_bound_and_recovery() {
         200,
         "unknown is still served"
     );
-    // the provider is back: valid again
+    // a check without a verdict is tried again within minutes, not an
+    // interval; the provider is back: valid again
     h.mock.provider.switches().set_user_api_status(None);
-    clock.advance(chrono::Duration::minutes(70));
-    h.state.lifecycle.run_due().await;
+    clock.advance(chrono::Duration::minutes(6));
+    let retried = h.state.lifecycle.run_due().await;
+    assert_eq!(
+        retried.checked, 200,
+        "every check that reached no verdict is retried"
+    );
+    // and then, with verdicts, not again before the interval
+    clock.advance(chrono::Duration::minutes(6));
+    assert_eq!(h.state.lifecycle.run_due().await.checked, 0);
     let got = statuses(&h).await;
     assert_eq!(got[&valid.0], State::Valid);
     let page_user = Harness::acme_user(&valid.0);

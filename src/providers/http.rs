@@ -9,7 +9,8 @@
 //!   with "rate limited" rather than hold a person's request.
 //! - A soft pause follows a response that reports its remaining budget at or
 //!   under the reserve: background work (token checks) waits until the reset
-//!   time; people's requests go ahead, since such budgets are often per token.
+//!   time, at most a minute; people's requests go ahead, since such budgets
+//!   are often one user's.
 //! - Background work also takes one of a bounded number of permits per host.
 //!
 //! Pauses are per process: each replica paces what it sends itself.
@@ -31,6 +32,11 @@ pub const INTERACTIVE_WAIT: Duration = Duration::from_secs(2);
 const DEFAULT_PAUSE: Duration = Duration::from_secs(60);
 /// Pauses are capped: a provider asking for more is asked again after this.
 const MAX_PAUSE: Duration = Duration::from_secs(3600);
+/// A soft pause lasts at most this long. A nearly used budget may be one
+/// token's own (GitHub and GitLab count per user): waiting a whole reset
+/// window for it would stall every other token's checks, while a host-wide
+/// budget that is still low simply pauses again.
+const MAX_SOFT_PAUSE: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct ProviderClient {
@@ -226,7 +232,7 @@ impl Pacer {
             && remaining <= self.reserve
             && let Some(pause) = limit.wait(now_wall)
         {
-            let pause = pause.min(MAX_PAUSE);
+            let pause = pause.min(MAX_SOFT_PAUSE);
             tracing::debug!(host = %host, remaining, pause_secs = pause.as_secs_f64(), "provider rate limit nearly used: pausing background work");
             self.with_host(host, |h| {
                 let until = now + pause;
@@ -346,6 +352,26 @@ mod tests {
         assert!(pacer.hard_pause("g:443").is_none());
         pacer.observe("g:443", 403, &headers(&[("x-ratelimit-remaining", "0")]));
         assert!(pacer.hard_pause("g:443").is_some());
+    }
+
+    #[test]
+    fn a_nearly_used_budget_pauses_background_work_a_minute_at_most() {
+        let pacer = Pacer::new(2, 10);
+        let in_an_hour = (crate::clock::wall_now() + chrono::Duration::hours(1)).timestamp();
+        pacer.observe(
+            "h:443",
+            200,
+            &headers(&[
+                ("x-ratelimit-remaining", "3"),
+                ("x-ratelimit-reset", &in_an_hour.to_string()),
+            ]),
+        );
+        let now = Instant::now();
+        let soft = pacer.with_host("h:443", |h| h.soft_until).unwrap();
+        assert!(soft - now <= MAX_SOFT_PAUSE, "{:?}", soft - now);
+        assert!(soft - now > Duration::from_secs(50));
+        // people's requests are not held by it
+        assert!(pacer.hard_pause("h:443").is_none());
     }
 
     #[tokio::test]

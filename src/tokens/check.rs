@@ -370,7 +370,11 @@ impl Lifecycle {
         verdict: Verdict,
         now: DateTime<Utc>,
     ) -> Result<(), TokenError> {
-        let next = self.next_check(now);
+        // a check that reached no verdict is tried again soon, not in an interval
+        let next = match verdict {
+            Verdict::Unknown(_) => self.retry_check(now),
+            _ => self.next_check(now),
+        };
         let from = g.status.state;
         let updated = self
             .update_grant(&g.user, &g.id, |x| {
@@ -491,7 +495,10 @@ impl Lifecycle {
                 Err(e) => Verdict::Unknown(e.to_string()),
             };
             let from = t.info.status.state;
-            t.next_check_at = self.next_check(now);
+            t.next_check_at = match verdict {
+                Verdict::Unknown(_) => self.retry_check(now),
+                _ => self.next_check(now),
+            };
             match verdict {
                 Verdict::Valid { scopes, expires_at } => {
                     if let Some(s) = scopes {
@@ -579,6 +586,16 @@ impl Lifecycle {
             self.leases.release(lease).await;
         }
         finished
+    }
+}
+
+/// A check that could not reach a verdict is retried after this long (or the
+/// check interval, if shorter).
+const RETRY_CHECK: chrono::Duration = chrono::Duration::minutes(5);
+
+impl Lifecycle {
+    fn retry_check(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + RETRY_CHECK.min(self.timing().check_interval)
     }
 }
 

@@ -28,7 +28,8 @@ use crate::providers::{
     TokenPurpose, TokenReport,
 };
 use crate::registry::{
-    AppRequirements, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime, RuntimeInput,
+    AppRequirements, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime,
+    RuntimeInput,
 };
 use crate::store::{Expect, Store, StoreError};
 use chrono::{DateTime, Utc};

@@ -133,10 +133,14 @@ impl Lifecycle {
             return Err(ServeError::Absent);
         }
         let app = match g.source.app() {
-            Some(id) => self.registry.app_requirements(id).await.map_err(|e| match e {
-                crate::registry::RegistryError::Store(s) => ServeError::from(s),
-                other => ServeError::Store(StoreError::Corrupt(other.to_string()).into()),
-            })?,
+            Some(id) => self
+                .registry
+                .app_requirements(id)
+                .await
+                .map_err(|e| match e {
+                    crate::registry::RegistryError::Store(s) => ServeError::from(s),
+                    other => ServeError::Store(StoreError::Corrupt(other.to_string()).into()),
+                })?,
             None => None,
         };
         let now = self.clock.now();
