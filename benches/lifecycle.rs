@@ -20,8 +20,6 @@
 mod support;
 
 use gitbroker::clock::ManualClock;
-use gitbroker::providers::token_endpoint::IssuedTokens;
-use gitbroker::tokens::OAuthTokens;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
@@ -69,46 +67,14 @@ async fn sweep(tokens: usize, concurrency: usize) {
         },
     )
     .await;
-    let app = h.state.registry.app("github-app").await.unwrap().unwrap();
-    let rt = h
-        .state
-        .registry
-        .runtime("acme-prod")
-        .await
-        .unwrap()
-        .unwrap();
     let memory_before = redis_used_memory(&h);
     let started = Instant::now();
     let mut set = JoinSet::new();
     for i in 0..tokens {
-        let (state, mock, app, inc) = (
-            h.state.clone(),
-            h.mock.provider.clone(),
-            app.clone(),
-            rt.incarnation.clone(),
-        );
+        let (state, mock) = (h.state.clone(), h.mock.provider.clone());
         set.spawn(async move {
             let token = mock.issue_token("alice", "test-client-id", &["repo"]);
-            state
-                .lifecycle
-                .assign_oauth(
-                    &Harness::acme_user(&format!("bench-user-{i:06}")),
-                    "acme-prod",
-                    &inc,
-                    &app,
-                    OAuthTokens {
-                        issued: IssuedTokens {
-                            access_token: secrecy::SecretString::from(token),
-                            refresh_token: None,
-                            scopes: None,
-                            expires_at: None,
-                        },
-                        scopes: vec!["repo".into()],
-                        login: "alice".into(),
-                    },
-                )
-                .await
-                .unwrap();
+            assign_oauth_with(&state, &format!("bench-user-{i:06}"), "acme-prod", &token).await;
         });
         while set.len() >= 64 {
             set.join_next().await.unwrap().unwrap();

@@ -516,22 +516,26 @@ async fn a_refresh_serves_every_runtime_of_the_grant() {
     assert_eq!(refreshes(&h), 1);
 }
 
+/// Registers `tmp-rt` in `account` through the admin API, with a Git
+/// Runtime token.
+fn register_tmp_rt(h: &Harness, account: &str, runtime_token: &str) -> reqwest::RequestBuilder {
+    h.admin_request(reqwest::Method::POST, "/runtimes")
+        .json(&serde_json::json!({
+            "id": "tmp-rt",
+            "account": account,
+            "git_host": "github.com",
+            "oauth_app": "github-app",
+            "git_token": { "token": runtime_token },
+        }))
+}
+
 /// The reported race: alice starts authorizing `tmp-rt` (acme); an admin
 /// deletes it and registers `tmp-rt` in globex; alice's callback stores
 /// nothing, revokes the token, and the new runtime never reads it.
 async fn a_runtime_replaced_during_the_flow_gets_nothing(backend: Backend) {
     let h = Harness::start(backend).await;
     let runtime_token = h.github_pat("dave", &["repo", "admin:repo_hook"]);
-    let register = |account: &str| {
-        h.admin_request(reqwest::Method::POST, "/runtimes")
-            .json(&serde_json::json!({
-                "id": "tmp-rt",
-                "account": account,
-                "git_host": "github.com",
-                "oauth_app": "github-app",
-                "git_token": { "token": runtime_token },
-            }))
-    };
+    let register = |account: &str| register_tmp_rt(&h, account, &runtime_token);
     assert_eq!(register("acme").send().await.unwrap().status(), 201);
     let alice = h.signed_in("alice").await;
     let provider = alice.start_authorize("tmp-rt").await;
@@ -587,16 +591,7 @@ async fn a_runtime_replaced_during_the_flow_gets_nothing_embedded() {
 async fn a_runtime_replaced_during_pat_validation_gets_nothing() {
     let h = Harness::start(Backend::Redis).await;
     let runtime_token = h.github_pat("dave", &["repo", "admin:repo_hook"]);
-    let register = |account: &str| {
-        h.admin_request(reqwest::Method::POST, "/runtimes")
-            .json(&serde_json::json!({
-                "id": "tmp-rt",
-                "account": account,
-                "git_host": "github.com",
-                "oauth_app": "github-app",
-                "git_token": { "token": runtime_token },
-            }))
-    };
+    let register = |account: &str| register_tmp_rt(&h, account, &runtime_token);
     assert_eq!(register("acme").send().await.unwrap().status(), 201);
     let alice = h.signed_in("alice").await;
     let page = alice.get("/tokens").await;
@@ -1055,8 +1050,6 @@ async fn records_of_the_previous_format_are_migrated() {
 async fn the_page_warns_before_githubs_token_cap() {
     let h = Harness::start(Backend::Embedded).await;
     let alice = h.signed_in("alice").await;
-    let app = h.state.registry.app("github-app").await.unwrap().unwrap();
-    let me = Harness::acme_user(ALICE);
     for i in 0..10 {
         let (rt, _) = h
             .state
@@ -1082,26 +1075,7 @@ async fn the_page_warns_before_githubs_token_cap() {
             .mock
             .provider
             .issue_token("alice", "test-client-id", &["repo"]);
-        h.state
-            .lifecycle
-            .assign_oauth(
-                &me,
-                &rt.id,
-                &rt.incarnation,
-                &app,
-                gitbroker::tokens::OAuthTokens {
-                    issued: gitbroker::providers::token_endpoint::IssuedTokens {
-                        access_token: secrecy::SecretString::from(token),
-                        refresh_token: None,
-                        scopes: None,
-                        expires_at: None,
-                    },
-                    scopes: vec!["repo".into()],
-                    login: "alice".into(),
-                },
-            )
-            .await
-            .unwrap();
+        h.assign_oauth_as(ALICE, &rt.id, &token).await;
     }
     let page = alice.get("/tokens").await;
     assert!(

@@ -15,8 +15,7 @@ mod support;
 
 use gitbroker::clock::ManualClock;
 use gitbroker::mock::RateLimit;
-use gitbroker::providers::token_endpoint::IssuedTokens;
-use gitbroker::tokens::{OAuthTokens, State, TokenSlot};
+use gitbroker::tokens::{State, TokenSlot};
 use std::collections::HashMap;
 use std::sync::Arc;
 use support::*;
@@ -44,14 +43,6 @@ enum Kind {
 /// (in turn): OAuth tokens (valid, revoked, narrowed at the provider) and
 /// pasted tokens that expire in three days.
 async fn populate(h: &Harness, n: usize) -> Vec<(String, String, Kind)> {
-    let app = h.state.registry.app("github-app").await.unwrap().unwrap();
-    let rt = h
-        .state
-        .registry
-        .runtime("acme-prod")
-        .await
-        .unwrap()
-        .unwrap();
     let mut set = JoinSet::new();
     let mut out = Vec::new();
     for i in 0..n {
@@ -62,12 +53,7 @@ async fn populate(h: &Harness, n: usize) -> Vec<(String, String, Kind)> {
             _ => Kind::Valid,
         };
         let user = format!("sweep-user-{i:05}");
-        let (state, mock, app, inc) = (
-            h.state.clone(),
-            h.mock.provider.clone(),
-            app.clone(),
-            rt.incarnation.clone(),
-        );
+        let (state, mock) = (h.state.clone(), h.mock.provider.clone());
         let expiring = (kind == Kind::Expiring).then(|| {
             h.pat(
                 "alice",
@@ -94,26 +80,7 @@ async fn populate(h: &Harness, n: usize) -> Vec<(String, String, Kind)> {
                 }
                 None => {
                     let token = mock.issue_token("alice", "test-client-id", &["repo"]);
-                    state
-                        .lifecycle
-                        .assign_oauth(
-                            &me,
-                            "acme-prod",
-                            &inc,
-                            &app,
-                            OAuthTokens {
-                                issued: IssuedTokens {
-                                    access_token: secrecy::SecretString::from(token.clone()),
-                                    refresh_token: None,
-                                    scopes: None,
-                                    expires_at: None,
-                                },
-                                scopes: vec!["repo".into()],
-                                login: "alice".into(),
-                            },
-                        )
-                        .await
-                        .unwrap();
+                    assign_oauth_with(&state, &user, "acme-prod", &token).await;
                     match kind {
                         Kind::Revoked => assert!(mock.revoke(&token)),
                         Kind::Narrowed => assert!(mock.set_token_scopes(&token, &["public_repo"])),

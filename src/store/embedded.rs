@@ -164,6 +164,37 @@ impl EmbeddedStore {
         self.blocking(|inner| inner.sweep()).await
     }
 
+    /// Stores `value` only if a live value is there (`present`) or is not
+    /// (`!present`), in one write transaction; `true` when stored.
+    async fn put_if(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+        present: bool,
+    ) -> Result<bool, StoreError> {
+        let key = ephemeral_key(key);
+        let value = value.to_vec();
+        self.blocking(move |inner| {
+            inner.write(|txn| {
+                let now = inner.now_ms();
+                let expires_at = now.saturating_add(ttl_millis(ttl));
+                let mut eph = txn.open_table(EPHEMERAL).map_err(storage_error)?;
+                let mut exp = txn.open_table(EXPIRY).map_err(storage_error)?;
+                let holds = eph
+                    .get(key.as_str())
+                    .map_err(storage_error)?
+                    .is_some_and(|g| live(g.value(), now).is_some());
+                if holds != present {
+                    return Ok((false, false));
+                }
+                insert_entry(&mut eph, &mut exp, &key, expires_at, &value)?;
+                Ok((true, true))
+            })
+        })
+        .await
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -297,26 +328,7 @@ impl Store for EmbeddedStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let key = ephemeral_key(key);
-        let value = value.to_vec();
-        self.blocking(move |inner| {
-            inner.write(|txn| {
-                let now = inner.now_ms();
-                let expires_at = now.saturating_add(ttl_millis(ttl));
-                let mut eph = txn.open_table(EPHEMERAL).map_err(storage_error)?;
-                let mut exp = txn.open_table(EXPIRY).map_err(storage_error)?;
-                let taken = eph
-                    .get(key.as_str())
-                    .map_err(storage_error)?
-                    .is_some_and(|g| live(g.value(), now).is_some());
-                if taken {
-                    return Ok((false, false));
-                }
-                insert_entry(&mut eph, &mut exp, &key, expires_at, &value)?;
-                Ok((true, true))
-            })
-        })
-        .await
+        self.put_if(key, value, ttl, false).await
     }
 
     async fn put(&self, key: &EphemeralKey, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -340,26 +352,7 @@ impl Store for EmbeddedStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let key = ephemeral_key(key);
-        let value = value.to_vec();
-        self.blocking(move |inner| {
-            inner.write(|txn| {
-                let now = inner.now_ms();
-                let expires_at = now.saturating_add(ttl_millis(ttl));
-                let mut eph = txn.open_table(EPHEMERAL).map_err(storage_error)?;
-                let mut exp = txn.open_table(EXPIRY).map_err(storage_error)?;
-                let present = eph
-                    .get(key.as_str())
-                    .map_err(storage_error)?
-                    .is_some_and(|g| live(g.value(), now).is_some());
-                if !present {
-                    return Ok((false, false));
-                }
-                insert_entry(&mut eph, &mut exp, &key, expires_at, &value)?;
-                Ok((true, true))
-            })
-        })
-        .await
+        self.put_if(key, value, ttl, true).await
     }
 
     async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {

@@ -174,6 +174,30 @@ impl RedisStore {
         collection_key(&self.prefix, coll)
     }
 
+    /// `SET key value NX|XX PX ttl`: `true` when the condition held and the
+    /// value was stored.
+    async fn set_if(
+        &self,
+        key: &EphemeralKey,
+        value: &[u8],
+        ttl: Duration,
+        condition: &'static str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.ephemeral_key(key))
+                    .arg(value)
+                    .arg(condition)
+                    .arg("PX")
+                    .arg(ttl_millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
     async fn run<T>(
         &self,
         fut: impl Future<Output = Result<T, RedisError>>,
@@ -288,19 +312,7 @@ impl Store for RedisStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.ephemeral_key(key))
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_millis(ttl))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(!matches!(reply, Value::Nil))
+        self.set_if(key, value, ttl, "NX").await
     }
 
     async fn put(&self, key: &EphemeralKey, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -322,19 +334,7 @@ impl Store for RedisStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.ephemeral_key(key))
-                    .arg(value)
-                    .arg("XX")
-                    .arg("PX")
-                    .arg(ttl_millis(ttl))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(!matches!(reply, Value::Nil))
+        self.set_if(key, value, ttl, "XX").await
     }
 
     async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {

@@ -338,6 +338,15 @@ impl Lifecycle {
         self.runtime_tokens.put(t, expect).await
     }
 
+    /// A runtime that must exist (admin operations): 404 otherwise.
+    async fn existing_runtime(&self, id: &str) -> Result<Runtime, AssignError> {
+        Ok(self
+            .registry
+            .runtime(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?)
+    }
+
     /// A runtime of one of the user's accounts; anything else looks absent.
     pub async fn user_runtime(&self, user: &SessionUser, id: &str) -> Result<Runtime, AssignError> {
         self.registry
@@ -1145,11 +1154,7 @@ impl Lifecycle {
         token: PatInput,
         actor: &str,
     ) -> Result<RuntimeTokenStatus, AssignError> {
-        let rt = self
-            .registry
-            .runtime(runtime)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{runtime}`")))?;
+        let rt = self.existing_runtime(runtime).await?;
         let (kind, endpoints) = self.registry.provider_of(&rt).await?;
         let t = self
             .validate_runtime_token(kind, &endpoints, runtime, &rt.incarnation, token)
@@ -1252,11 +1257,7 @@ impl Lifecycle {
         id: &str,
         input: RuntimeInput,
     ) -> Result<Runtime, AssignError> {
-        let current = self
-            .registry
-            .runtime(id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
+        let current = self.existing_runtime(id).await?;
         let (old_kind, old_endpoints) = self.registry.provider_of(&current).await?;
         let (new_kind, new_endpoints) = self.registry.check_runtime_input(&input).await?;
         let user_tokens = self.user_token_count(&current).await?;
@@ -1345,11 +1346,7 @@ impl Lifecycle {
 
     /// Removes every user token of a runtime (the runtime stays).
     pub async fn delete_user_tokens(&self, id: &str, actor: &str) -> Result<usize, AssignError> {
-        let rt = self
-            .registry
-            .runtime(id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
+        let rt = self.existing_runtime(id).await?;
         let n = self.drop_user_tokens(&rt).await?;
         tracing::info!(target: "gitbroker::audit", action = "runtime.user_tokens_delete", runtime = %id, actor = %actor, user_tokens = n, "runtime's user tokens deleted");
         Ok(n)

@@ -430,6 +430,13 @@ credential = "{glsm}"
             .unwrap()
     }
 
+    /// Stores an OAuth token minted at the mock GitHub (`github-app`) for the
+    /// acme user `sub` on `runtime`, through the lifecycle as the flow's
+    /// callback would.
+    pub async fn assign_oauth_as(&self, sub: &str, runtime: &str, token: &str) {
+        assign_oauth_with(&self.state, sub, runtime, token).await;
+    }
+
     /// GET the runtime API as `runtime` for `user`.
     pub async fn runtime_get(
         &self,
@@ -470,6 +477,32 @@ pub fn serve_in_background(
     tokio::spawn(async move {
         let _ = gitbroker::web::serve(listener, app, &settings, std::future::pending()).await;
     })
+}
+
+/// [`Harness::assign_oauth_as`] for tasks that cannot borrow the harness.
+pub async fn assign_oauth_with(state: &gitbroker::AppState, sub: &str, runtime: &str, token: &str) {
+    let app = state.registry.app("github-app").await.unwrap().unwrap();
+    let rt = state.registry.runtime(runtime).await.unwrap().unwrap();
+    state
+        .lifecycle
+        .assign_oauth(
+            &Harness::acme_user(sub),
+            runtime,
+            &rt.incarnation,
+            &app,
+            gitbroker::tokens::OAuthTokens {
+                issued: gitbroker::providers::token_endpoint::IssuedTokens {
+                    access_token: secrecy::SecretString::from(token.to_owned()),
+                    refresh_token: None,
+                    scopes: None,
+                    expires_at: None,
+                },
+                scopes: vec!["repo".into()],
+                login: "alice".into(),
+            },
+        )
+        .await
+        .unwrap();
 }
 
 /// A cookie-keeping HTTP client that follows no redirects by itself.
