@@ -100,6 +100,9 @@ struct FlowRecord {
     runtime: String,
     /// The runtime's incarnation at the start: the token is stored only
     /// for that same runtime, never for one registered later under its id.
+    /// (Flows started before incarnations existed have none and are refused
+    /// at the callback like a runtime that changed.)
+    #[serde(default)]
     runtime_incarnation: String,
     app: String,
     pkce_verifier: String,

@@ -165,6 +165,8 @@ pub struct TokenInfo {
     pub authorized_at: DateTime<Utc>,
     pub issued_at: DateTime<Utc>,
     pub last_refreshed_at: Option<DateTime<Utc>>,
+    /// Whether gitbroker refreshes it (an OAuth grant with a refresh token).
+    pub refreshable: bool,
     pub source: TokenSource,
     /// Other runtimes this same grant is assigned to.
     pub shared_with: Vec<String>,
@@ -938,6 +940,7 @@ impl Lifecycle {
             authorized_at: g.authorized_at,
             issued_at: g.issued_at,
             last_refreshed_at: g.last_refreshed_at,
+            refreshable: g.refreshable(),
             source: g.source.clone(),
             shared_with: g
                 .assignments

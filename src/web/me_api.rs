@@ -89,6 +89,7 @@ pub fn token_json(t: &TokenInfo) -> Value {
         "expires_at": t.expires_at,
         "authorization_expires_at": t.usable_until,
         "last_refreshed_at": t.last_refreshed_at,
+        "refreshed_automatically": t.refreshable,
         "method": t.source.method(),
         "status": {
             "state": t.status.state.as_str(),

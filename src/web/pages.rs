@@ -238,17 +238,15 @@ fn token_view(t: &TokenInfo) -> TokenView {
             t.login.clone()
         },
         scopes: t.scopes.join(", "),
-        expires: match (t.usable_until, t.expires_at) {
-            // refreshable: the authorization's end is what matters to the user
-            (Some(u), _)
-                if matches!(t.source, TokenSource::OAuth { .. })
-                    && t.usable_until != t.expires_at =>
-            {
-                format!("{} (refreshed automatically)", when(u))
-            }
-            (_, Some(e)) => when(e),
-            (None, None) => "never".into(),
-            (Some(u), None) => when(u),
+        // a refreshed token's own expiry does not matter to the user: its
+        // authorization's end does
+        expires: if t.refreshable {
+            format!(
+                "{} (refreshed automatically)",
+                t.usable_until.map(when).unwrap_or_else(|| "never".into())
+            )
+        } else {
+            t.expires_at.map(when).unwrap_or_else(|| "never".into())
         },
         added: when(t.authorized_at),
         method: match t.source {
