@@ -45,6 +45,29 @@ pub enum Command {
     /// Read a runtime credential on standard input and print its SHA-256
     /// (hex), for `credential_sha256` in the configuration.
     HashCredential,
+    /// git's credential helper for a runtime: answers `get` with the
+    /// runtime's Git Runtime token (or, with --user, that user's Git user
+    /// token) for the runtime's Git host, asking the broker once per call.
+    /// Configure it as `credential.helper = "!gitbroker credential --runtime ID"`
+    /// (with GITBROKER_URL and the credential in GITBROKER_RUNTIME_CREDENTIAL
+    /// or --credential-file).
+    Credential {
+        #[command(flatten)]
+        remote: Remote,
+        /// The runtime whose credential this is.
+        #[arg(long, env = "GITBROKER_RUNTIME")]
+        runtime: String,
+        /// A file holding the runtime credential (else the environment
+        /// variable GITBROKER_RUNTIME_CREDENTIAL).
+        #[arg(long)]
+        credential_file: Option<PathBuf>,
+        /// A user's Git user token (the identity-provider subject) instead of
+        /// the Git Runtime token.
+        #[arg(long)]
+        user: Option<String>,
+        /// What git asks: get, store or erase.
+        operation: String,
+    },
     /// Manage runtimes through a running broker's admin API. The admin API
     /// token comes from GITBROKER_ADMIN_TOKEN; the Git Runtime token from
     /// standard input (never from the command line, which `ps` shows).

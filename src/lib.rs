@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod credential;
 pub mod crypto;
 pub mod mock;
 pub mod oauth;

@@ -2,6 +2,7 @@
 //! and serves. Everything else lives in the library.
 
 mod cli;
+mod credential_cli;
 mod runtime_cli;
 
 use clap::Parser;
@@ -243,6 +244,22 @@ async fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config).await,
         Command::MockProvider { listen, config } => mock_provider(listen, config.as_deref()).await,
         Command::Runtime { command } => runtime_cli::run(command).await,
+        Command::Credential {
+            remote,
+            runtime,
+            credential_file,
+            user,
+            operation,
+        } => {
+            credential_cli::run(
+                &remote.url,
+                &runtime,
+                credential_file.as_deref(),
+                user.as_deref(),
+                &operation,
+            )
+            .await
+        }
         Command::GenerateKey => {
             println!("{}", gitbroker::crypto::generate_key());
             ExitCode::SUCCESS

@@ -10,7 +10,7 @@
 //! include "read", so a requirement written for API tokens lists both.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
     ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
@@ -304,6 +304,8 @@ impl GitProvider for BitbucketCloud {
         Ok(TokenReport {
             login,
             git_username: username.to_owned(),
+            // API tokens: the Bitbucket username (not the account email)
+            git_auth: GitAuth::basic(username),
             kind: "API token".into(),
             scopes: granted,
             // Bitbucket does not report an API token's expiry

@@ -9,7 +9,7 @@
 
 use super::bitbucket_cloud::check_status;
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
     ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
@@ -189,6 +189,14 @@ impl GitProvider for BitbucketDataCenter {
         }
         Ok(TokenReport {
             git_username: login.clone(),
+            // "you can use the project and repository level token only with
+            // Bearer authentication" (Atlassian, HTTP access tokens); personal
+            // tokens also work as the owner's password
+            git_auth: if service {
+                GitAuth::Bearer
+            } else {
+                GitAuth::basic(login.clone())
+            },
             login,
             kind: if service {
                 "project or repository HTTP access token".into()
@@ -231,6 +239,12 @@ impl GitProvider for BitbucketDataCenter {
 
     fn git_username(&self, identity_login: &str) -> String {
         identity_login.to_owned()
+    }
+
+    /// Data Center's OAuth 2.0 access tokens are bearer tokens (verify
+    /// Basic on a live server): Bearer is the form documented for them.
+    fn oauth_git_auth(&self, _identity_login: &str) -> GitAuth {
+        GitAuth::Bearer
     }
 }
 

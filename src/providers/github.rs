@@ -38,7 +38,7 @@
 //! never in accepting a token that cannot work.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
     ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
@@ -233,6 +233,8 @@ impl GitProvider for GitHub {
         };
         Ok(TokenReport {
             git_username: self.git_username(&user.login),
+            // any non-empty username works with every GitHub token a person holds
+            git_auth: GitAuth::basic(self.git_username(&user.login)),
             login: user.login,
             kind: kind.describe().to_owned(),
             scopes: granted,

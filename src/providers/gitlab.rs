@@ -4,7 +4,7 @@
 //! RFC 7009 revocation, and a PAT endpoint that describes the token itself.
 
 use super::{
-    Endpoints, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
+    Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
     ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned,
 };
 use async_trait::async_trait;
@@ -219,6 +219,7 @@ impl GitProvider for GitLab {
         let user = user.map_err(|e| self.pat_error(e, help))?;
         Ok(TokenReport {
             git_username: self.git_username(&user.username),
+            git_auth: GitAuth::basic(self.git_username(&user.username)),
             login: user.username,
             kind: "personal access token".into(),
             scopes: granted,

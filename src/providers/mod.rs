@@ -160,6 +160,34 @@ impl std::fmt::Debug for PatInput {
     }
 }
 
+/// How a runtime presents a token to Git over HTTPS, as the provider
+/// requires it for that kind of token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+pub enum GitAuth {
+    /// HTTP Basic with this username and the token as the password.
+    Basic { username: String },
+    /// `Authorization: Bearer <token>`, with no username. The only form
+    /// Bitbucket Data Center takes for project and repository tokens.
+    Bearer,
+}
+
+impl GitAuth {
+    pub fn basic(username: impl Into<String>) -> Self {
+        Self::Basic {
+            username: username.into(),
+        }
+    }
+
+    /// The username to use, for Basic.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Self::Basic { username } => Some(username),
+            Self::Bearer => None,
+        }
+    }
+}
+
 /// What the provider said about a token that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenReport {
@@ -167,6 +195,8 @@ pub struct TokenReport {
     pub login: String,
     /// The username a runtime uses with this token for Git over HTTPS.
     pub git_username: String,
+    /// How a runtime presents it to Git.
+    pub git_auth: GitAuth,
     /// Human-readable kind, e.g. "classic personal access token".
     pub kind: String,
     /// Granted scopes, or permissions written `name:level` for tokens that
@@ -302,6 +332,10 @@ pub trait GitProvider: Send + Sync + 'static {
     ) -> Result<Revocation, ProviderError>;
     /// The username a runtime should use with this token for Git over HTTPS.
     fn git_username(&self, identity_login: &str) -> String;
+    /// How a runtime presents an OAuth token of this provider to Git.
+    fn oauth_git_auth(&self, identity_login: &str) -> GitAuth {
+        GitAuth::basic(self.git_username(identity_login))
+    }
 }
 
 pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {

@@ -5,7 +5,7 @@
 //! together, so nothing about a token can be changed in the store without
 //! the key. The decisions here are pure: they take `now` and settings.
 
-use crate::providers::ProviderKind;
+use crate::providers::{GitAuth, ProviderKind};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,10 @@ pub struct Grant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pat_email: Option<String>,
     pub git_username: String,
+    /// How to present it to Git; absent in grants written before it was
+    /// recorded, which were all HTTP Basic with `git_username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_auth: Option<GitAuth>,
     pub provider_login: String,
     pub scopes: Vec<String>,
     /// When the user authorized (or pasted) it: the admin lifetime counts
@@ -332,6 +336,13 @@ impl Grant {
             .any(|a| a.runtime == runtime && a.incarnation == incarnation)
     }
 
+    /// How a runtime presents it to Git.
+    pub fn git_auth(&self) -> GitAuth {
+        self.git_auth
+            .clone()
+            .unwrap_or_else(|| GitAuth::basic(self.git_username.clone()))
+    }
+
     pub fn access_token(&self) -> &str {
         self.access_token.expose_secret()
     }
@@ -414,6 +425,7 @@ mod tests {
             pat_username: None,
             pat_email: None,
             git_username: "oauth2".into(),
+            git_auth: None,
             provider_login: "alice".into(),
             scopes: vec!["api".into()],
             authorized_at: now,

@@ -421,6 +421,7 @@ impl Lifecycle {
             pat_username: None,
             pat_email: None,
             git_username: provider.git_username(&tokens.login),
+            git_auth: Some(provider.oauth_git_auth(&tokens.login)),
             provider_login: tokens.login.clone(),
             scopes: tokens.scopes,
             authorized_at: now,
@@ -497,6 +498,7 @@ impl Lifecycle {
             pat_username: input.username,
             pat_email: input.email,
             git_username: report.git_username.clone(),
+            git_auth: Some(report.git_auth.clone()),
             provider_login: report.login.clone(),
             scopes: report.scopes.clone(),
             authorized_at: now,
@@ -1111,10 +1113,10 @@ impl Lifecycle {
             info: RuntimeTokenStatus {
                 runtime: rt_id.to_owned(),
                 provider: kind,
-                provider_login: report.login,
-                git_username: report.git_username,
-                kind: report.kind,
-                scopes: report.scopes,
+                provider_login: report.login.clone(),
+                git_username: report.git_username.clone(),
+                kind: report.kind.clone(),
+                scopes: report.scopes.clone(),
                 expires_at: report.expires_at,
                 set_at: now,
                 status: Status::new(State::Valid, now, None),
@@ -1123,6 +1125,7 @@ impl Lifecycle {
             pat_username: input.username,
             pat_email: input.email,
             next_check_at: self.next_check(now),
+            git_auth: Some(report.git_auth),
         })
     }
 

@@ -154,6 +154,7 @@ async fn migrate(l: &Lifecycle) -> Result<(), TokenError> {
                 pat_username: source_is_pat.then(|| t.git_username.clone()),
                 pat_email: None,
                 git_username: t.git_username,
+                git_auth: None,
                 provider_login: t.provider_login,
                 scopes: t.scopes,
                 authorized_at: t.issued_at,
@@ -238,6 +239,7 @@ async fn migrate(l: &Lifecycle) -> Result<(), TokenError> {
             pat_email: None,
             next_check_at: now
                 + chrono::Duration::seconds(rand::thread_rng().gen_range(0..interval)),
+            git_auth: None,
         };
         l.save_runtime_token(&t, Expect::Version(rec.version))
             .await?;

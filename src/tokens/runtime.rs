@@ -7,7 +7,7 @@ use super::TokenError;
 use super::grant::{State, Status};
 use super::repo::GrantRepo;
 use crate::crypto::{self, Keyring};
-use crate::providers::ProviderKind;
+use crate::providers::{GitAuth, ProviderKind};
 use crate::store::{Collection, Expect, Store};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -46,6 +46,17 @@ pub struct RuntimeToken {
     pub pat_username: Option<String>,
     pub pat_email: Option<String>,
     pub next_check_at: DateTime<Utc>,
+    /// How to present it to Git (absent: Basic with `git_username`).
+    #[serde(default)]
+    pub git_auth: Option<GitAuth>,
+}
+
+impl RuntimeToken {
+    pub fn git_auth(&self) -> GitAuth {
+        self.git_auth
+            .clone()
+            .unwrap_or_else(|| GitAuth::basic(self.info.git_username.clone()))
+    }
 }
 
 impl std::fmt::Debug for RuntimeToken {

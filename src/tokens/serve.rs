@@ -25,6 +25,10 @@ use std::time::Duration;
 pub struct Served {
     pub token: SecretString,
     pub username: String,
+    /// How to present it to Git.
+    pub auth: crate::providers::GitAuth,
+    /// The runtime's Git host.
+    pub git_host: String,
     pub provider: ProviderKind,
     pub scopes: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -181,6 +185,8 @@ impl Lifecycle {
         tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, fingerprint = %fingerprint(&g.access_token), "user token served to its runtime");
         Ok(Served {
             username: g.git_username.clone(),
+            auth: g.git_auth(),
+            git_host: caller.git_host.clone(),
             provider: g.provider,
             scopes: g.scopes.clone(),
             expires_at: g.expires_at(),
@@ -237,6 +243,8 @@ impl Lifecycle {
         }
         tracing::info!(target: "gitbroker::audit", action = "runtime_token.read", runtime = %runtime, actor = %format!("runtime:{runtime}"), fingerprint = %fingerprint(&t.token), "runtime token served to its runtime");
         Ok(Served {
+            auth: t.git_auth(),
+            git_host: caller.git_host.clone(),
             username: t.info.git_username,
             provider: t.info.provider,
             scopes: t.info.scopes,

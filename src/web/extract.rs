@@ -58,6 +58,24 @@ where
     }
 }
 
+/// The query string of an API route; rejections are 400 problems.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| ApiError::bad_request(format!("query: {}", redact(&e.body_text()))))
+    }
+}
+
 fn bad_page(what: &str, detail: &str) -> PageError {
     tracing::debug!(detail = %redact(detail), "page request refused: {what}");
     PageError::new(

@@ -5,7 +5,8 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::ApiPath;
+use super::extract::{ApiPath, ApiQuery};
+use crate::providers::GitAuth;
 use crate::registry::Runtime;
 use crate::tokens::{ServeError, Served};
 use axum::extract::{FromRequestParts, State};
@@ -43,26 +44,128 @@ impl FromRequestParts<AppState> for RuntimeCaller {
     }
 }
 
-/// What a runtime gets: the token and how to use it. Never a refresh
-/// token or a client secret.
+/// What a runtime gets: the token and how to present it to Git. Never a
+/// refresh token or a client secret.
 #[derive(serde::Serialize)]
 struct TokenBody<'a> {
     token: &'a str,
+    /// The username for HTTP Basic (kept for clients that predate `auth`;
+    /// meaningless when `auth.scheme` is `bearer`).
     username: &'a str,
+    auth: &'a GitAuth,
     provider: &'static str,
+    git_host: &'a str,
     scopes: &'a [String],
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn token_response(served: &Served) -> Response {
-    let body = TokenBody {
-        token: served.token.expose_secret(),
-        username: &served.username,
-        provider: served.provider.as_str(),
-        scopes: &served.scopes,
-        expires_at: served.expires_at,
+/// The shape of the answer: gitbroker's own JSON, or a document a runtime
+/// consumes as it is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    #[default]
+    Json,
+    /// An Argo CD repository-credentials Secret (`repo-creds`).
+    Argocd,
+    /// The Secret a Flux `GitRepository` names in `secretRef`.
+    Flux,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    #[serde(default)]
+    format: Format,
+}
+
+/// A Kubernetes object name from free-form parts: lower-case
+/// alphanumerics and `-`, at most 253 characters.
+fn k8s_name(parts: &[&str]) -> String {
+    let mut name: String = parts
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(253);
+    name.trim_matches('-').to_owned()
+}
+
+/// The Secret's `stringData` as Argo CD and Flux name the fields: HTTP
+/// Basic as `username`/`password`, Bearer as `bearerToken`.
+fn credential_fields(served: &Served) -> serde_json::Map<String, serde_json::Value> {
+    let token = served.token.expose_secret().to_owned();
+    let mut data = serde_json::Map::new();
+    match &served.auth {
+        GitAuth::Basic { username } => {
+            data.insert("username".into(), username.clone().into());
+            data.insert("password".into(), token.into());
+        }
+        GitAuth::Bearer => {
+            data.insert("bearerToken".into(), token.into());
+        }
+    }
+    data
+}
+
+/// A Secret manifest, ready to apply.
+fn secret(
+    name: String,
+    labels: serde_json::Value,
+    data: serde_json::Map<String, serde_json::Value>,
+    served: &Served,
+) -> serde_json::Value {
+    let mut annotations = serde_json::Map::new();
+    if let Some(at) = served.expires_at {
+        annotations.insert("gitbroker.io/expires-at".into(), at.to_rfc3339().into());
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": { "name": name, "labels": labels, "annotations": annotations },
+        "stringData": data,
+    })
+}
+
+fn token_response(served: &Served, format: Format, name: &[&str]) -> Response {
+    let mut resp = match format {
+        Format::Json => axum::Json(TokenBody {
+            token: served.token.expose_secret(),
+            username: served.auth.username().unwrap_or(&served.username),
+            auth: &served.auth,
+            provider: served.provider.as_str(),
+            git_host: &served.git_host,
+            scopes: &served.scopes,
+            expires_at: served.expires_at,
+        })
+        .into_response(),
+        Format::Argocd => {
+            let mut data = credential_fields(served);
+            data.insert("type".into(), "git".into());
+            data.insert("url".into(), format!("https://{}", served.git_host).into());
+            axum::Json(secret(
+                k8s_name(&[&["gitbroker"], name].concat()),
+                serde_json::json!({ "argocd.argoproj.io/secret-type": "repo-creds" }),
+                data,
+                served,
+            ))
+            .into_response()
+        }
+        Format::Flux => axum::Json(secret(
+            k8s_name(&[&["gitbroker"], name].concat()),
+            serde_json::json!({}),
+            credential_fields(served),
+            served,
+        ))
+        .into_response(),
     };
-    let mut resp = axum::Json(body).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut()
@@ -75,6 +178,7 @@ fn token_response(served: &Served) -> Response {
 pub async fn user_token(
     State(state): State<AppState>,
     ApiPath((runtime, user)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<TokenQuery>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
     let served = state
@@ -82,7 +186,7 @@ pub async fn user_token(
         .serve_user_token(&caller, &runtime, &user)
         .await
         .map_err(|e| user_token_error(e, &runtime, &user))?;
-    Ok(token_response(&served))
+    Ok(token_response(&served, query.format, &[&runtime, &user]))
 }
 
 /// A problem type per reason a user token is not served.
@@ -152,6 +256,7 @@ fn user_token_error(e: ServeError, runtime: &str, user: &str) -> ApiError {
 pub async fn runtime_token(
     State(state): State<AppState>,
     ApiPath(runtime): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TokenQuery>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
     let served = state
@@ -191,5 +296,24 @@ pub async fn runtime_token(
                 other => user_token_error(other, &runtime, "-"),
             }
         })?;
-    Ok(token_response(&served))
+    Ok(token_response(
+        &served,
+        query.format,
+        &[&runtime, "runtime-token"],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_names_are_dns_labels() {
+        assert_eq!(
+            k8s_name(&["gitbroker", "Acme_Prod.1", "u-1001"]),
+            "gitbroker-acme-prod-1-u-1001"
+        );
+        assert_eq!(k8s_name(&["--x--"]), "x");
+        assert!(k8s_name(&[&"a".repeat(300)]).len() <= 253);
+    }
 }

@@ -1,0 +1,417 @@
+//! Every token gitbroker serves says how to present it to Git — HTTP Basic
+//! with a username, or Bearer — as its provider requires for that kind of
+//! token; and gitbroker answers in the shapes runtimes consume as they are:
+//! Argo CD repository credentials, Flux `GitRepository` secrets, and git's
+//! credential-helper protocol (`gitbroker credential`, run by the real git).
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code
+)]
+
+mod support;
+
+use gitbroker::mock::{Flavour, PatSpec};
+use gitbroker::providers::PatInput;
+use serde_json::{Value, json};
+use support::*;
+
+const ALICE: &str = "u-1001";
+
+fn spec(flavour: Flavour, owner: &str, kind: &str, scopes: &[&str]) -> PatSpec {
+    PatSpec {
+        flavour,
+        owner: owner.into(),
+        kind: kind.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        expires_at: None,
+        repositories: Vec::new(),
+        email: None,
+    }
+}
+
+async fn served(h: &Harness, runtime: &str, user: &str) -> Value {
+    let r = h.runtime_get(runtime, runtime, user).await;
+    assert_eq!(r.status(), 200, "{runtime}/{user}");
+    r.json().await.unwrap()
+}
+
+async fn served_runtime_token(h: &Harness, runtime: &str, format: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/runtimes/{runtime}/token{format}", h.url))
+        .bearer_auth(credential(runtime))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn paste(
+    h: &Harness,
+    runtime: &str,
+    token: &str,
+    username: Option<&str>,
+    email: Option<&str>,
+) {
+    h.state
+        .lifecycle
+        .assign_pat(
+            &Harness::acme_user(ALICE),
+            runtime,
+            &[],
+            PatInput::new(token, username, email),
+        )
+        .await
+        .unwrap();
+}
+
+async fn set_runtime_token(h: &Harness, runtime: &str, token: &str, username: Option<&str>) {
+    let r = h
+        .admin_request(
+            reqwest::Method::PUT,
+            &format!("/runtimes/{runtime}/git-token"),
+        )
+        .json(&json!({ "token": token, "username": username }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Each provider × token kind, with the scheme its provider documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_says_how_to_present_it() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let mock = &h.mock.provider;
+    let basic = |u: &str| json!({ "scheme": "basic", "username": u });
+    let bearer = json!({ "scheme": "bearer" });
+
+    // GitHub: any non-empty username; gitbroker names the owner
+    alice.authorize("acme-prod").await;
+    assert_eq!(served(&h, "acme-prod", ALICE).await["auth"], basic("alice"));
+    paste(
+        &h,
+        "acme-staging",
+        &h.github_pat("alice", &["repo"]),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        served(&h, "acme-staging", ALICE).await["auth"],
+        basic("alice")
+    );
+    let fine = h.pat(
+        "alice",
+        "fine_grained",
+        &["contents:write", "metadata:read"],
+        None,
+    );
+    paste(&h, "acme-staging", &fine, None, None).await;
+    assert_eq!(
+        served(&h, "acme-staging", ALICE).await["auth"],
+        basic("alice")
+    );
+
+    // GitLab: `oauth2` for OAuth and personal access tokens alike
+    alice.authorize("gitlab-rt").await;
+    assert_eq!(
+        served(&h, "gitlab-rt", ALICE).await["auth"],
+        basic("oauth2")
+    );
+    let glpat = mock.create_pat(spec(
+        Flavour::Gitlab,
+        "alice",
+        "personal",
+        &["read_api", "write_repository"],
+    ));
+    paste(&h, "gitlab-rt", &glpat, None, None).await;
+    assert_eq!(
+        served(&h, "gitlab-rt", ALICE).await["auth"],
+        basic("oauth2")
+    );
+
+    // Bitbucket Cloud: OAuth tokens with `x-token-auth`, API tokens with the
+    // Bitbucket username
+    alice.authorize("bbc-rt").await;
+    assert_eq!(
+        served(&h, "bbc-rt", ALICE).await["auth"],
+        basic("x-token-auth")
+    );
+    let api = mock.create_pat(spec(
+        Flavour::BitbucketCloud,
+        "alice",
+        "api_token",
+        &[
+            "read:user:bitbucket",
+            "read:workspace:bitbucket",
+            "read:repository:bitbucket",
+            "write:repository:bitbucket",
+        ],
+    ));
+    paste(&h, "bbc-rt", &api, Some("alice"), Some("alice@example.com")).await;
+    assert_eq!(served(&h, "bbc-rt", ALICE).await["auth"], basic("alice"));
+
+    // Bitbucket Data Center: OAuth tokens as Bearer, personal tokens as the
+    // owner's password, project and repository tokens only as Bearer
+    alice.authorize("bbdc-rt").await;
+    assert_eq!(served(&h, "bbdc-rt", ALICE).await["auth"], bearer);
+    let personal = mock.create_pat(spec(
+        Flavour::BitbucketDataCenter,
+        "alice",
+        "personal",
+        &["REPO_WRITE"],
+    ));
+    paste(&h, "bbdc-rt", &personal, Some("alice"), None).await;
+    assert_eq!(served(&h, "bbdc-rt", ALICE).await["auth"], basic("alice"));
+    for kind in ["project", "repository"] {
+        let service = mock.create_pat(spec(
+            Flavour::BitbucketDataCenter,
+            "acme-deployer",
+            kind,
+            &["REPO_ADMIN"],
+        ));
+        set_runtime_token(&h, "bbdc-rt", &service, Some("acme-deployer")).await;
+        let v = served_runtime_token(&h, "bbdc-rt", "").await;
+        assert_eq!(v["auth"], bearer, "{kind}");
+        assert_eq!(v["git_host"], "bitbucket.example.com");
+    }
+    // a Git Runtime token of GitHub: Basic with its owner
+    set_runtime_token(
+        &h,
+        "acme-prod",
+        &h.github_pat("dave", &["repo", "admin:repo_hook"]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        served_runtime_token(&h, "acme-prod", "").await["auth"],
+        basic("dave")
+    );
+}
+
+/// The documents Argo CD and Flux take as they are, with their own field
+/// names: `username`/`password` for Basic, `bearerToken` for Bearer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cd_and_flux_documents() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let plain = served(&h, "acme-prod", ALICE).await;
+    let token = plain["token"].as_str().unwrap();
+    let get = |path: String| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", h.url))
+            .bearer_auth(credential("acme-prod"))
+            .send()
+    };
+    let argo: Value = get(format!(
+        "/api/v1/runtimes/acme-prod/users/{ALICE}/token?format=argocd"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(argo["apiVersion"], "v1");
+    assert_eq!(argo["kind"], "Secret");
+    assert_eq!(
+        argo["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
+        "repo-creds"
+    );
+    assert_eq!(argo["metadata"]["name"], "gitbroker-acme-prod-u-1001");
+    assert_eq!(
+        argo["stringData"],
+        json!({ "type": "git", "url": "https://github.com", "username": "alice", "password": token })
+    );
+    let flux: Value = get(format!(
+        "/api/v1/runtimes/acme-prod/users/{ALICE}/token?format=flux"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(flux["kind"], "Secret");
+    assert_eq!(
+        flux["stringData"],
+        json!({ "username": "alice", "password": token })
+    );
+    // Bearer tokens as `bearerToken`, never with a username
+    let service = h.mock.provider.create_pat(spec(
+        Flavour::BitbucketDataCenter,
+        "acme-deployer",
+        "project",
+        &["REPO_ADMIN"],
+    ));
+    set_runtime_token(&h, "bbdc-rt", &service, Some("acme-deployer")).await;
+    let argo = served_runtime_token(&h, "bbdc-rt", "?format=argocd").await;
+    assert_eq!(
+        argo["stringData"],
+        json!({ "type": "git", "url": "https://bitbucket.example.com", "bearerToken": service })
+    );
+    let flux = served_runtime_token(&h, "bbdc-rt", "?format=flux").await;
+    assert_eq!(flux["stringData"], json!({ "bearerToken": service }));
+    // an unknown format is a clear 400
+    let r = get("/api/v1/runtimes/acme-prod/token?format=jenkins".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("format"), "{v}");
+}
+
+/// Runs `git credential fill` with `gitbroker credential` as the only
+/// helper, in an empty home; returns git's output.
+fn git_credential_fill(h: &Harness, helper_args: &str, input: &str) -> (bool, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let cred = home.path().join("credential");
+    std::fs::write(&cred, credential(helper_args.split(' ').next().unwrap())).unwrap();
+    let helper = format!(
+        "!{} credential --url {} --credential-file {} --runtime {helper_args}",
+        env!("CARGO_BIN_EXE_gitbroker"),
+        h.url,
+        cred.display()
+    );
+    let mut child = std::process::Command::new("git")
+        .args([
+            "-c",
+            "credential.helper=",
+            "-c",
+            &format!("credential.helper={helper}"),
+        ])
+        .args(["credential", "fill"])
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GITBROKER_RUNTIME_CREDENTIAL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The real git asks `gitbroker credential`: Basic tokens as username and
+/// password with their expiry; Bearer tokens as `authtype=Bearer` when git
+/// announces it can take them; other hosts are left alone; a missing token
+/// stops git rather than letting it fall back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_credential_fill_through_the_helper() {
+    let h = std::sync::Arc::new(
+        Harness::start_with(
+            Backend::Embedded,
+            Options {
+                token_lifetime_secs: Some(3600),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let plain = served(&h, "acme-prod", ALICE).await;
+    let expiry: chrono::DateTime<chrono::Utc> =
+        plain["expires_at"].as_str().unwrap().parse().unwrap();
+    let hh = h.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        git_credential_fill(
+            &hh,
+            &format!("acme-prod --user {ALICE}"),
+            "protocol=https\nhost=github.com\npath=acme/app.git\n\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("username=alice\n"), "{out}");
+    assert!(
+        out.contains(&format!("password={}\n", plain["token"].as_str().unwrap())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("password_expiry_utc={}\n", expiry.timestamp())),
+        "{out}"
+    );
+
+    // another host: not ours, git goes on (and, with no other helper, fails)
+    let hh = h.clone();
+    let (ok, out, _) = tokio::task::spawn_blocking(move || {
+        git_credential_fill(
+            &hh,
+            &format!("acme-prod --user {ALICE}"),
+            "protocol=https\nhost=gitlab.com\n\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!ok && !out.contains("password="), "{out}");
+
+    // a Bearer-only token
+    let service = h.mock.provider.create_pat(spec(
+        Flavour::BitbucketDataCenter,
+        "acme-deployer",
+        "repository",
+        &["REPO_ADMIN"],
+    ));
+    set_runtime_token(&h, "bbdc-rt", &service, Some("acme-deployer")).await;
+    let hh = h.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        git_credential_fill(
+            &hh,
+            "bbdc-rt",
+            "capability[]=authtype\nprotocol=https\nhost=bitbucket.example.com\n\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("authtype=Bearer\n"), "{out}");
+    assert!(out.contains(&format!("credential={service}\n")), "{out}");
+    assert!(!out.contains("password="), "{out}");
+    // a git that cannot take Bearer from a helper is told how, and stops
+    let hh = h.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        git_credential_fill(
+            &hh,
+            "bbdc-rt",
+            "protocol=https\nhost=bitbucket.example.com\n\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!ok && !out.contains(&service), "{out}");
+    assert!(err.contains("http.extraHeader"), "{err}");
+
+    // no token for the user: git is stopped, with the broker's reason
+    let hh = h.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        git_credential_fill(
+            &hh,
+            "acme-staging --user u-1002",
+            "protocol=https\nhost=github.com\n\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!ok && !out.contains("password="), "{out}");
+    assert!(err.contains("has no Git user token"), "{err}");
+}
