@@ -31,15 +31,26 @@ fn run(mut cmd: Command, input: &str) -> Duration {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("password="));
     t.elapsed()
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let h = rt.block_on(Harness::start(Backend::Redis));
     let pat = h.github_pat("dave", &["repo", "admin:repo_hook"]);
     rt.block_on(async {
@@ -67,11 +78,16 @@ fn main() {
     );
     let git = || {
         let mut c = Command::new("git");
-        c.args(["-c", &format!("credential.helper={config}"), "credential", "fill"])
-            .env("HOME", home.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GITBROKER_RUNTIME_CREDENTIAL", credential("acme-prod"));
+        c.args([
+            "-c",
+            &format!("credential.helper={config}"),
+            "credential",
+            "fill",
+        ])
+        .env("HOME", home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GITBROKER_RUNTIME_CREDENTIAL", credential("acme-prod"));
         c
     };
     let mut through_git: Vec<Duration> = (0..runs).map(|_| run(git(), input)).collect();

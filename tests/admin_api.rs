@@ -508,3 +508,75 @@ async fn provider_host_cannot_change_under_stored_tokens() {
         200
     );
 }
+
+/// Each replica serves runtime credentials and OAuth app requirements from
+/// its own copy of the registry; an admin change made through another
+/// replica reaches it within the cache's lifetime (half a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_changes_reach_other_replicas_within_a_second() {
+    let h = Harness::start(Backend::Redis).await;
+    let (_, other) = h.serve_replica(|t| t).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-prod").await;
+    let fetch = |base: String| async move {
+        reqwest::Client::new()
+            .get(format!(
+                "{base}/api/v1/runtimes/acme-prod/users/u-1001/token"
+            ))
+            .bearer_auth(credential("acme-prod"))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        fetch(other.clone()).await.status(),
+        200,
+        "the other replica has it cached"
+    );
+    // the app now requires more: the other replica refuses the token soon after
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let mut body = app_body("github-app", &base);
+    body["client_id"] = json!("test-client-id");
+    body["scopes"] = json!(["repo", "admin:repo_hook"]);
+    body.as_object_mut().unwrap().remove("client_secret");
+    let changed = std::time::Instant::now();
+    let r = h
+        .admin_request(Method::PUT, "/oauth-apps/github-app")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // the replica that made the change sees it at once
+    assert_eq!(fetch(h.url.clone()).await.status(), 404);
+    let seen = loop {
+        if fetch(other.clone()).await.status() == 404 {
+            break changed.elapsed();
+        }
+        assert!(
+            changed.elapsed() < std::time::Duration::from_secs(3),
+            "never reached the other replica"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(seen < std::time::Duration::from_secs(1), "took {seen:?}");
+    // a deleted runtime's credential stops working there too
+    let changed = std::time::Instant::now();
+    let r = h
+        .admin_request(Method::DELETE, "/runtimes/acme-prod")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let seen = loop {
+        if fetch(other.clone()).await.status() == 401 {
+            break changed.elapsed();
+        }
+        assert!(
+            changed.elapsed() < std::time::Duration::from_secs(3),
+            "never reached the other replica"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(seen < std::time::Duration::from_secs(1), "took {seen:?}");
+}

@@ -185,6 +185,25 @@ struct StoredApp {
 const APPS: &str = "oauth_app";
 const RUNTIMES: &str = "runtime";
 const CREDENTIALS: &str = "runtime_credential";
+/// One record whose version every registry write bumps: replicas compare it
+/// to know their cached copy is stale.
+const GENERATION: &str = "registry_generation";
+
+/// How long a replica trusts its cached runtimes and apps before asking
+/// whether they changed: admin changes reach every replica within this.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A replica's copy of every runtime and the apps' requirements, for the
+/// runtime API's hot path. Checks that decide whether a token may be
+/// *written* never use it: they read the store.
+struct Snapshot {
+    generation: u64,
+    runtimes: std::collections::HashMap<String, Runtime>,
+    /// credential SHA-256 (hex) → runtime id
+    by_credential: std::collections::HashMap<String, String>,
+    apps: std::collections::HashMap<String, AppRequirements>,
+    checked: std::sync::Mutex<std::time::Instant>,
+}
 
 fn all(kind: &'static str) -> Collection {
     Collection::new(kind, "all")
@@ -197,6 +216,7 @@ fn corrupt(e: serde_json::Error) -> RegistryError {
 pub struct Registry {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    cache: std::sync::RwLock<Option<Arc<Snapshot>>>,
     accounts: Vec<AccountSettings>,
     allow_http: bool,
 }
@@ -206,6 +226,7 @@ impl Registry {
         Self {
             store,
             keyring,
+            cache: std::sync::RwLock::new(None),
             accounts: settings.accounts.clone(),
             allow_http: settings.allow_insecure_http,
         }
@@ -245,6 +266,7 @@ impl Registry {
                     Ok(_) | Err(StoreError::Conflict) => {}
                     Err(e) => return Err(e.into()),
                 }
+                self.changed().await?;
             }
         }
         Ok(())
@@ -313,7 +335,7 @@ impl Registry {
                 }
                 e => e.into(),
             })?;
-        Ok(())
+        self.changed().await
     }
 
     fn decode_app(&self, bytes: &[u8]) -> Result<OAuthApp, RegistryError> {
@@ -493,7 +515,7 @@ impl Registry {
         {
             return Err(RegistryError::NotFound(format!("OAuth app `{id}`")));
         }
-        Ok(())
+        self.changed().await
     }
 
     // --- runtimes ---
@@ -525,7 +547,7 @@ impl Registry {
                 Expect::Any,
             )
             .await?;
-        Ok(())
+        self.changed().await
     }
 
     pub async fn runtime(&self, id: &str) -> Result<Option<Runtime>, RegistryError> {
@@ -715,7 +737,109 @@ impl Registry {
         self.store
             .record_delete(&all(CREDENTIALS), &rt.credential_sha256, Expect::Any)
             .await?;
+        self.changed().await?;
         Ok(rt)
+    }
+
+    /// Tells every replica (and this one, at once) that runtimes or apps
+    /// changed.
+    async fn changed(&self) -> Result<(), RegistryError> {
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.store
+            .record_put(&all(GENERATION), "generation", b"", Expect::Any)
+            .await?;
+        Ok(())
+    }
+
+    /// This replica's copy of the runtimes and apps: reused while younger
+    /// than [`CACHE_TTL`], then kept if the store's generation did not
+    /// move, else reloaded.
+    async fn snapshot(&self) -> Result<Arc<Snapshot>, RegistryError> {
+        let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let generation = |rec: Option<crate::store::Versioned>| rec.map_or(0, |r| r.version);
+        if let Some(snap) = &cached {
+            let fresh = snap
+                .checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                < CACHE_TTL;
+            if fresh {
+                return Ok(snap.clone());
+            }
+            let now = generation(
+                self.store
+                    .record_get(&all(GENERATION), "generation")
+                    .await?,
+            );
+            if now == snap.generation {
+                *snap.checked.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+                return Ok(snap.clone());
+            }
+        }
+        // the generation first: a write racing the reload leaves a newer one
+        let gen_now = generation(
+            self.store
+                .record_get(&all(GENERATION), "generation")
+                .await?,
+        );
+        let runtimes: std::collections::HashMap<String, Runtime> = self
+            .runtimes()
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let by_credential = runtimes
+            .values()
+            .map(|r| (r.credential_sha256.clone(), r.id.clone()))
+            .collect();
+        let mut apps = std::collections::HashMap::new();
+        for (id, v) in self.store.record_list(&all(APPS)).await? {
+            let a: StoredApp = serde_json::from_slice(&v.value).map_err(corrupt)?;
+            apps.insert(
+                id,
+                AppRequirements {
+                    provider: a.provider,
+                    scopes: a.scopes,
+                },
+            );
+        }
+        let snap = Arc::new(Snapshot {
+            generation: gen_now,
+            runtimes,
+            by_credential,
+            apps,
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
+        });
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// The runtime a credential belongs to, from this replica's copy (at
+    /// most [`CACHE_TTL`] behind the store): the runtime API's hot path.
+    pub async fn runtime_for_credential_cached(
+        &self,
+        credential: &str,
+    ) -> Result<Option<Runtime>, RegistryError> {
+        let digest = crypto::sha256_hex(credential.as_bytes());
+        let snap = self.snapshot().await?;
+        let Some(rt) = snap
+            .by_credential
+            .get(&digest)
+            .and_then(|id| snap.runtimes.get(id))
+        else {
+            return Ok(None);
+        };
+        // the map is only a lookup: the runtime's own digest decides, in constant time
+        Ok(crypto::ct_eq(rt.credential_sha256.as_bytes(), digest.as_bytes()).then(|| rt.clone()))
+    }
+
+    /// An OAuth app's requirements from this replica's copy.
+    pub async fn app_requirements_cached(
+        &self,
+        id: &str,
+    ) -> Result<Option<AppRequirements>, RegistryError> {
+        Ok(self.snapshot().await?.apps.get(id).cloned())
     }
 
     /// The runtime a credential belongs to, if any.

@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for RuntimeCaller {
         })?;
         state
             .registry
-            .runtime_for_credential(credential)
+            .runtime_for_credential_cached(credential)
             .await?
             .map(RuntimeCaller)
             .ok_or_else(|| ApiError::unauthorized("the runtime credential is not valid"))
