@@ -43,7 +43,7 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 44), ("", 44), 3
 /// Data Center's defaults: access tokens one hour, refresh tokens 90 days.
 const ACCESS_SECONDS: i64 = 3_600;
 const REFRESH_DAYS: i64 = 90;
-const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
+pub(crate) const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 const SCOPES: &[&str] = &[
     "PUBLIC_REPOS",

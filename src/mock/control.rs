@@ -24,7 +24,7 @@
 //! for personal access tokens.
 
 use super::pats::Flavour;
-use super::{Shared, github, lock};
+use super::{Shared, lock};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -819,6 +819,9 @@ struct TokenRequest {
     #[serde(default)]
     scopes: Vec<String>,
     client_id: Option<String>,
+    /// Default: GitHub.
+    #[serde(default)]
+    flavour: Option<Flavour>,
 }
 
 async fn issue_token(State(s): State<Arc<Shared>>, Json(req): Json<TokenRequest>) -> Response {
@@ -835,7 +838,8 @@ async fn issue_token(State(s): State<Arc<Shared>>, Json(req): Json<TokenRequest>
             .map(|a| a.client_id.clone())
             .unwrap_or_default()
     });
-    let token = github::issue_direct(&s, &req.login, &client_id, req.scopes);
+    let flavour = req.flavour.unwrap_or(Flavour::Github);
+    let token = s.issue_oauth(flavour, &req.login, &client_id, req.scopes);
     Json(serde_json::json!({ "token": token })).into_response()
 }
 

@@ -24,9 +24,10 @@
 //!     ([`MockProvider::reset_counters`]); 204;
 //!   - `POST /__mock/reset` → clears switches, counters, codes and tokens
 //!     (users, apps and clients stay); 204;
-//!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?}` →
-//!     `{"token": "gho_…"}`, a token as if the user had authorized the app
-//!     (`client_id` defaults to the first OAuth app).
+//!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?,
+//!     "flavour"?}` → `{"token": …}`, an OAuth token as if the user had
+//!     authorized the app (`client_id` defaults to the first OAuth app,
+//!     `flavour` to `github`; [`MockProvider::issue_oauth_token`]).
 //!   - `POST /__mock/tokens/scopes` (`{"token", "scopes"}`),
 //!     `/__mock/tokens/expire` and `/__mock/tokens/revoke` (`{"token"}`)
 //!     change an issued OAuth token of any Git flavour
@@ -325,6 +326,28 @@ impl Shared {
         ]
     }
 
+    /// [`MockProvider::issue_oauth_token`].
+    fn issue_oauth(
+        &self,
+        flavour: Flavour,
+        login: &str,
+        client_id: &str,
+        scopes: Vec<String>,
+    ) -> String {
+        let (book, lifetimes) = match flavour {
+            Flavour::Github => return github::issue_direct(self, login, client_id, scopes),
+            Flavour::Gitlab => (&self.gitlab, gitlab::LIFETIMES),
+            Flavour::BitbucketCloud => (&self.bitbucket_cloud, bitbucket_cloud::LIFETIMES),
+            Flavour::BitbucketDataCenter => (&self.bitbucket_dc, bitbucket_dc::LIFETIMES),
+        };
+        let lifetimes = book::Lifetimes {
+            refresh: None,
+            ..self.lifetimes(lifetimes)
+        };
+        book.issue(login, client_id, scopes, self.now(), Some(lifetimes))
+            .access_token
+    }
+
     /// [`MockProvider::revoke`].
     fn revoke_oauth(&self, token: &str) -> bool {
         self.git_books().iter().any(|b| b.revoke(token))
@@ -586,6 +609,22 @@ impl MockProvider {
     pub fn issue_token(&self, login: &str, client_id: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
         github::issue_direct(&self.shared, login, client_id, scopes)
+    }
+
+    /// An OAuth access token of `flavour` for `login`, as if the user had
+    /// authorized `client_id` with `scopes` (GitHub: the same as
+    /// [`MockProvider::issue_token`]). It expires like a token from that
+    /// flavour's flow (with `access_token_secs` applied); no refresh token
+    /// comes with it. Same as `POST /__mock/tokens` with `"flavour"`.
+    pub fn issue_oauth_token(
+        &self,
+        flavour: Flavour,
+        login: &str,
+        client_id: &str,
+        scopes: &[&str],
+    ) -> String {
+        self.shared
+            .issue_oauth(flavour, login, client_id, owned(scopes))
     }
 
     /// Creates a personal access token (or look-alike) as described.
