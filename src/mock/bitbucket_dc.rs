@@ -13,7 +13,8 @@
 //! personal HTTP access tokens also as Basic with the token owner's name.
 //! Project and repository tokens are Bearer-only (Basic with one is 401, as
 //! Atlassian documents for 7.17–9.1) and act as a service user named by the
-//! token's `owner`.
+//! token's `owner`. Git over HTTPS (`/scm/…`, module `git`) follows the
+//! same rules.
 //!
 //! Counters: authorize page and token endpoint as for every flavour;
 //! `application-properties` counts as `user_requests`.
@@ -199,7 +200,7 @@ fn caller(s: &Shared, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
 /// Whether `held` permissions include the repository permission `wanted`:
 /// higher levels include lower ones, a project permission applies to the
 /// project's repositories, global admins may do anything.
-fn covers(held: &[String], wanted: &str) -> bool {
+pub(crate) fn covers(held: &[String], wanted: &str) -> bool {
     let level = |p: &str| match p {
         "READ" => 1,
         "WRITE" => 2,

@@ -503,7 +503,7 @@ fn expiry_date(pat: &Pat) -> Option<NaiveDate> {
     pat.spec.expires_at.map(|at| at.date_naive())
 }
 
-fn pat_expired(pat: &Pat, now: DateTime<Utc>) -> bool {
+pub(crate) fn pat_expired(pat: &Pat, now: DateTime<Utc>) -> bool {
     expiry_date(pat).is_some_and(|d| d.and_time(chrono::NaiveTime::MIN).and_utc() <= now)
 }
 
