@@ -38,6 +38,11 @@ pub enum Command {
         /// configuration with the mock.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Serve Git over smart HTTP from the bare repositories in this
+        /// directory (created with `POST /__mock/repos`); without it the
+        /// Git routes answer 404.
+        #[arg(long)]
+        git_root: Option<PathBuf>,
     },
     /// Print a new random 32-byte key (base64) for `encryption.keys` or an
     /// admin API token.

@@ -154,7 +154,11 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::Path>) -> ExitCode {
+async fn mock_provider(
+    listen: std::net::SocketAddr,
+    config: Option<&std::path::Path>,
+    git_root: Option<std::path::PathBuf>,
+) -> ExitCode {
     init_logging(LogFormat::Pretty, "info");
     let mock_config = match config {
         Some(path) => match load(path) {
@@ -162,6 +166,10 @@ async fn mock_provider(listen: std::net::SocketAddr, config: Option<&std::path::
             Err(code) => return code,
         },
         None => MockConfig::demo(),
+    };
+    let mock_config = MockConfig {
+        git_root,
+        ..mock_config
     };
     match MockProvider::start(mock_config, listen).await {
         Ok(running) => {
@@ -242,7 +250,11 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config).await,
         Command::CheckConfig { config } => check_config(&config).await,
-        Command::MockProvider { listen, config } => mock_provider(listen, config.as_deref()).await,
+        Command::MockProvider {
+            listen,
+            config,
+            git_root,
+        } => mock_provider(listen, config.as_deref(), git_root).await,
         Command::Runtime { command } => runtime_cli::run(command).await,
         Command::Credential {
             remote,

@@ -1175,6 +1175,55 @@ async fn oauth_tokens_narrowed_expired_and_revoked_in_every_flavour() {
 }
 
 #[tokio::test]
+async fn oauth_tokens_issued_directly_in_every_flavour() {
+    let (m, clock) = start_with_clock(false).await;
+    let flavour = |f: F| match f {
+        F::GitHub => Flavour::Github,
+        F::GitLab => Flavour::Gitlab,
+        F::Cloud => Flavour::BitbucketCloud,
+        F::Dc => Flavour::BitbucketDataCenter,
+    };
+    let scopes = |f: F| -> Vec<&'static str> {
+        match f {
+            F::GitHub => vec!["repo"],
+            F::GitLab => vec!["read_api", "write_repository"],
+            F::Cloud => vec!["account", "repository:write"],
+            F::Dc => vec!["REPO_WRITE"],
+        }
+    };
+    for f in ALL {
+        let token = m
+            .provider
+            .issue_oauth_token(flavour(f), "alice", CLIENT_ID, &scopes(f));
+        assert_eq!(identity(&m, f, &token).await, 200, "{f:?}");
+        assert!(!reported_scopes(&m, f, &token).await.is_empty(), "{f:?}");
+        // the same over HTTP, naming the flavour
+        let body = control(
+            &m,
+            "tokens",
+            json!({ "login": "bob", "scopes": scopes(f), "flavour": flavour(f) }),
+        )
+        .await;
+        let token = body["token"].as_str().unwrap().to_owned();
+        assert_eq!(identity(&m, f, &token).await, 200, "{f:?}");
+        // tokens of a realm whose tokens expire expire like the flow's
+        if EXPIRING.contains(&f) {
+            clock.advance(chrono::Duration::hours(3));
+            assert_eq!(identity(&m, f, &token).await, 401, "{f:?}");
+            clock.advance(-chrono::Duration::hours(3));
+        }
+    }
+    // without a flavour, GitHub as before
+    let body = control(
+        &m,
+        "tokens",
+        json!({ "login": "alice", "scopes": ["repo"] }),
+    )
+    .await;
+    assert!(body["token"].as_str().unwrap().starts_with("gho_"));
+}
+
+#[tokio::test]
 async fn oauth_token_changes_over_http() {
     let (m, _) = start_with_clock(true).await;
     let gl = tokens(&m, F::GitLab).await;

@@ -50,10 +50,49 @@ async fn a_full_flow_logs_no_secret() {
     let refresh = token["refresh_token"].as_str().unwrap().to_owned();
     get_user(&mock, &format!("Bearer {access}")).await;
 
+    // Git over HTTPS: accepted, refused and pushed-to tokens stay out too
+    let root = tempfile::tempdir().unwrap();
+    let mut config = config(false);
+    config.git_root = Some(root.path().to_path_buf());
+    let git = gitbroker::mock::MockProvider::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let repo = git
+        .provider
+        .create_repo(gitbroker::mock::Flavour::Github, "alice/demo")
+        .await
+        .unwrap();
+    let git_token = git.provider.issue_token("alice", CLIENT_ID, &["repo"]);
+    let refs = format!("{}/info/refs?service=git-receive-pack", repo.clone_url);
+    for (user, password) in [
+        ("x-access-token", git_token.as_str()),
+        ("x", "not-a-token-0123"),
+    ] {
+        let r = http()
+            .get(&refs)
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 200 || r.status() == 401, "{}", r.status());
+    }
+    let r = http()
+        .post(format!("{}/git-receive-pack", repo.clone_url))
+        .bearer_auth(&git_token)
+        .header("content-type", "application/x-git-receive-pack-request")
+        .body("0000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("/login/oauth/access_token"), "{logs}");
     assert!(logs.contains("bad_verification_code"), "{logs}");
+    assert!(logs.contains("/alice/demo.git/info/refs"), "{logs}");
     for secret in [
+        git_token.as_str(),
+        "not-a-token-0123",
         first["code"].as_str(),
         code.as_str(),
         access.as_str(),

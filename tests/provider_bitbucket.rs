@@ -747,3 +747,42 @@ suite!(
     case_bitbucket_dc_oauth,
     case_bitbucket_dc_denied,
 );
+
+#[tokio::test]
+async fn dc_rest_takes_project_and_repository_tokens_as_bearer_only() {
+    let mock = start().await;
+    let url = format!(
+        "{}/bitbucket-dc/rest/api/1.0/application-properties",
+        mock.base_url
+    );
+    let http = reqwest::Client::new();
+    for kind in ["project", "repository"] {
+        let token = dc_token(&mock, "acme-deployer", kind, &["REPO_READ"]);
+        // Atlassian: "Don't use this token with a username in Basic authentication"
+        for user in ["acme-deployer", "x-token-auth", ""] {
+            let r = http
+                .get(&url)
+                .basic_auth(user, Some(&token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{kind} as Basic with {user:?}");
+        }
+        let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{kind}");
+        assert_eq!(r.headers()["x-ausername"], "acme-deployer");
+    }
+    // personal tokens: Basic with the owner's name, or Bearer
+    let token = dc_token(&mock, "alice", "personal", &["REPO_READ"]);
+    for (user, status) in [("alice", 200), ("ALICE", 200), ("bob", 401)] {
+        let r = http
+            .get(&url)
+            .basic_auth(user, Some(&token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "personal token as Basic with {user}");
+    }
+    let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.headers()["x-ausername"], "alice");
+}

@@ -43,7 +43,7 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 128), ("", 24), 
 /// expire as far as the documentation says; ten years stands for that.
 const ACCESS_SECONDS: i64 = 7_200;
 const REFRESH_DAYS: i64 = 3_650;
-const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
+pub(crate) const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 /// The permissions every mock consumer is configured with: the ones
 /// docs/providers.md tells admins to tick for Git user tokens. The

@@ -9,9 +9,12 @@
 //!   use with that permission (the broker's probe);
 //! - `/rest/api/1.0/users/{slug}`, `"type": "NORMAL"` or `"SERVICE"`.
 //!
-//! Callers: OAuth access tokens and HTTP access tokens, as Bearer tokens or
-//! Basic with the token owner's name. Project and repository tokens act as
-//! a service user named by the token's `owner`.
+//! Callers: OAuth access tokens and HTTP access tokens as Bearer tokens;
+//! personal HTTP access tokens also as Basic with the token owner's name.
+//! Project and repository tokens are Bearer-only (Basic with one is 401, as
+//! Atlassian documents for 7.17–9.1) and act as a service user named by the
+//! token's `owner`. Git over HTTPS (`/scm/…`, module `git`) follows the
+//! same rules.
 //!
 //! Counters: authorize page and token endpoint as for every flavour;
 //! `application-properties` counts as `user_requests`.
@@ -41,7 +44,7 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 44), ("", 44), 3
 /// Data Center's defaults: access tokens one hour, refresh tokens 90 days.
 const ACCESS_SECONDS: i64 = 3_600;
 const REFRESH_DAYS: i64 = 90;
-const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
+pub(crate) const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 
 const SCOPES: &[&str] = &[
     "PUBLIC_REPOS",
@@ -167,10 +170,13 @@ fn caller(s: &Shared, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
         return Err(unauthorized());
     };
     let owner = pat.spec.owner.clone();
-    if basic_user.is_some_and(|u| !u.eq_ignore_ascii_case(&owner)) {
+    let service = pat.spec.kind != "personal";
+    // Atlassian: project and repository tokens work "only with Bearer
+    // authentication. Don't use this token with a username in Basic
+    // authentication"
+    if basic_user.is_some_and(|u| service || !u.eq_ignore_ascii_case(&owner)) {
         return Err(unauthorized());
     }
-    let service = pat.spec.kind != "personal";
     if !service && s.github_user(&owner).is_none() {
         return Err(unauthorized());
     }
@@ -194,7 +200,7 @@ fn caller(s: &Shared, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
 /// Whether `held` permissions include the repository permission `wanted`:
 /// higher levels include lower ones, a project permission applies to the
 /// project's repositories, global admins may do anything.
-fn covers(held: &[String], wanted: &str) -> bool {
+pub(crate) fn covers(held: &[String], wanted: &str) -> bool {
     let level = |p: &str| match p {
         "READ" => 1,
         "WRITE" => 2,

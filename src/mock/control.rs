@@ -21,10 +21,12 @@
 //!
 //! Routes that change issued tokens: `/__mock/tokens/{scopes,expire,revoke}`
 //! for OAuth tokens of every Git flavour, `/__mock/pats/{revoke,scopes,expire}`
-//! for personal access tokens.
+//! for personal access tokens. `/__mock/repos` creates a repository for the
+//! Git routes (module `git`); their requests count in [`TrafficStats`]'s
+//! `git_requests` and `git_auth_failures`.
 
 use super::pats::Flavour;
-use super::{Shared, github, lock};
+use super::{Shared, lock};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -336,6 +338,17 @@ pub struct TrafficStats {
     /// rate-limited and refused ones too. The tokens themselves are never
     /// shown; ask [`super::MockProvider::api_calls_for`] about one.
     pub api_calls_histogram: BTreeMap<u64, u64>,
+    /// Requests to the Git smart-HTTP routes (`…/info/refs`,
+    /// `…/git-upload-pack`, `…/git-receive-pack`) of every flavour,
+    /// whatever the answer. Not API requests: they count nowhere else.
+    pub git_requests: u64,
+    pub git_requests_by_flavour: PerFlavour,
+    /// Git requests that presented credentials and were answered 401
+    /// (wrong scheme, wrong username, unknown, revoked or expired token).
+    /// git's first request of a clone carries none and gets a 401 that only
+    /// asks for them; it does not count here.
+    pub git_auth_failures: u64,
+    pub git_auth_failures_by_flavour: PerFlavour,
 }
 
 /// One count per provider flavour.
@@ -383,6 +396,8 @@ pub(crate) struct Counters {
     api_in_flight: AtomicU64,
     api_max_in_flight: AtomicU64,
     rate_limited_responses: AtomicU64,
+    git_requests: [AtomicU64; 4],
+    git_auth_failures: [AtomicU64; 4],
     /// API calls per token, by the token's SHA-256 (no second copy of the
     /// secrets).
     api_calls: Mutex<HashMap<[u8; 32], u64>>,
@@ -408,6 +423,18 @@ impl Counters {
 
     pub fn refresh_succeeded(&self, flavour: Flavour) {
         Self::bump(&self.refresh_successes[flavour_index(flavour)]);
+        self.changed.notify_waiters();
+    }
+
+    /// A request to a Git route of `flavour`.
+    pub fn git_request(&self, flavour: Flavour) {
+        Self::bump(&self.git_requests[flavour_index(flavour)]);
+        self.changed.notify_waiters();
+    }
+
+    /// A Git request of `flavour` whose credentials were refused (401).
+    pub fn git_auth_failure(&self, flavour: Flavour) {
+        Self::bump(&self.git_auth_failures[flavour_index(flavour)]);
         self.changed.notify_waiters();
     }
 
@@ -441,6 +468,8 @@ impl Counters {
     pub fn traffic(&self) -> TrafficStats {
         let requests = PerFlavour::from_counters(&self.refresh_requests);
         let successes = PerFlavour::from_counters(&self.refresh_successes);
+        let git = PerFlavour::from_counters(&self.git_requests);
+        let git_failures = PerFlavour::from_counters(&self.git_auth_failures);
         let sum = |p: PerFlavour| p.github + p.gitlab + p.bitbucket_cloud + p.bitbucket_data_center;
         TrafficStats {
             refresh_requests: sum(requests),
@@ -458,6 +487,10 @@ impl Counters {
                     histogram
                 },
             ),
+            git_requests: sum(git),
+            git_requests_by_flavour: git,
+            git_auth_failures: sum(git_failures),
+            git_auth_failures_by_flavour: git_failures,
         }
     }
 
@@ -490,6 +523,8 @@ impl Counters {
         .into_iter()
         .chain(&self.refresh_requests)
         .chain(&self.refresh_successes)
+        .chain(&self.git_requests)
+        .chain(&self.git_auth_failures)
         .chain([&self.api_requests, &self.rate_limited_responses])
         {
             c.store(0, Ordering::Relaxed);
@@ -533,6 +568,44 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/pats/revoke", post(revoke_pat))
         .route("/pats/expire", post(expire_pat))
         .route("/pats/scopes", post(set_pat_scopes))
+        .route("/repos", post(create_repo))
+}
+
+#[derive(Deserialize)]
+struct RepoRequest {
+    flavour: Flavour,
+    path: String,
+}
+
+/// `POST /__mock/repos` with `{"flavour", "path"}` → 201
+/// `{"clone_url", "path"}`; 409 (with the `clone_url`) if it exists, 400
+/// for a path the flavour does not allow, 404 without a Git root.
+async fn create_repo(State(s): State<Arc<Shared>>, Json(req): Json<RepoRequest>) -> Response {
+    use super::RepoError;
+    let error = |status: StatusCode, message: String| {
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    match super::git::create_repo(&s, req.flavour, &req.path).await {
+        Ok(repo) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "clone_url": repo.clone_url, "path": repo.path })),
+        )
+            .into_response(),
+        Err(RepoError::AlreadyExists) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({
+                "error": "the repository already exists",
+                "clone_url": super::git::clone_url(&s, req.flavour, &req.path),
+            })),
+        )
+            .into_response(),
+        Err(e @ RepoError::InvalidPath(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ RepoError::NoGitRoot) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => {
+            tracing::error!(err = %e, "mock git: cannot create a repository");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
 }
 
 /// `POST /__mock/pats` with a [`super::PatSpec`] → `{"token": …}`.
@@ -819,6 +892,9 @@ struct TokenRequest {
     #[serde(default)]
     scopes: Vec<String>,
     client_id: Option<String>,
+    /// Default: GitHub.
+    #[serde(default)]
+    flavour: Option<Flavour>,
 }
 
 async fn issue_token(State(s): State<Arc<Shared>>, Json(req): Json<TokenRequest>) -> Response {
@@ -835,7 +911,8 @@ async fn issue_token(State(s): State<Arc<Shared>>, Json(req): Json<TokenRequest>
             .map(|a| a.client_id.clone())
             .unwrap_or_default()
     });
-    let token = github::issue_direct(&s, &req.login, &client_id, req.scopes);
+    let flavour = req.flavour.unwrap_or(Flavour::Github);
+    let token = s.issue_oauth(flavour, &req.login, &client_id, req.scopes);
     Json(serde_json::json!({ "token": token })).into_response()
 }
 

@@ -411,7 +411,7 @@ struct Caller {
 /// `repository_access:public` among a fine-grained token's permissions:
 /// GitHub's "Public repositories (read-only)" access. Every repository of
 /// the mock is private, so such a token reaches none.
-const PUBLIC_ONLY: &str = "repository_access:public";
+pub(crate) const PUBLIC_ONLY: &str = "repository_access:public";
 
 /// Looks the bearer token up: OAuth tokens from the book, personal access
 /// tokens made by tests. GitHub answers 401 for expired and revoked tokens

@@ -39,7 +39,7 @@ pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 64), ("", 64), 6
 const ACCESS_SECONDS: i64 = 7_200;
 /// GitLab refresh tokens do not expire with time; the book needs a lifetime.
 const REFRESH_DAYS: i64 = 3_650;
-const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
+pub(crate) const LIFETIMES: Lifetimes = Lifetimes::new(ACCESS_SECONDS, REFRESH_DAYS);
 const RATE_LIMIT: u64 = 2_000;
 const RETRY_AFTER_SECONDS: i64 = 60;
 const BANNER: &str = "Mock GitLab";
@@ -503,7 +503,7 @@ fn expiry_date(pat: &Pat) -> Option<NaiveDate> {
     pat.spec.expires_at.map(|at| at.date_naive())
 }
 
-fn pat_expired(pat: &Pat, now: DateTime<Utc>) -> bool {
+pub(crate) fn pat_expired(pat: &Pat, now: DateTime<Utc>) -> bool {
     expiry_date(pat).is_some_and(|d| d.and_time(chrono::NaiveTime::MIN).and_utc() <= now)
 }
 

@@ -8,6 +8,18 @@
 //!   `api_url` is `<base>/api/v3`.
 //! - GitLab (`gitlab` flavour): everything under `/gitlab`, so the broker's
 //!   `base_url` is `<base>/gitlab` (`/oauth/…`, `/api/v4/…`).
+//! - Bitbucket Cloud under `/bitbucket`, Bitbucket Data Center under
+//!   `/bitbucket-dc`.
+//! - Git over smart HTTP in every flavour (module `git`), with
+//!   [`MockConfig::git_root`]: `/{owner}/{repo}.git/…` (GitHub),
+//!   `/gitlab/{namespace}/{project}.git/…`,
+//!   `/bitbucket/{workspace}/{repo}.git/…`,
+//!   `/bitbucket-dc/scm/{project}/{repo}.git/…`, each followed by
+//!   `info/refs?service=…`, `git-upload-pack` or `git-receive-pack`; served
+//!   by the real `git http-backend` over bare repositories made with
+//!   [`MockProvider::create_repo`], behind each provider's own rules for
+//!   presenting a token (Basic with which username, or Bearer) and for
+//!   reading and pushing. Without a Git root these routes answer 404.
 //! - OpenID Connect: issuer `<base>/idp` (discovery, `authorize`, `token`,
 //!   `userinfo`, `jwks`); with [`MockConfig::idp_at_origin`], on a port of
 //!   its own instead, at the bare origin `http://<host>:<port>` (no path),
@@ -24,9 +36,13 @@
 //!     ([`MockProvider::reset_counters`]); 204;
 //!   - `POST /__mock/reset` → clears switches, counters, codes and tokens
 //!     (users, apps and clients stay); 204;
-//!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?}` →
-//!     `{"token": "gho_…"}`, a token as if the user had authorized the app
-//!     (`client_id` defaults to the first OAuth app).
+//!   - `POST /__mock/tokens` with `{"login", "scopes": […], "client_id"?,
+//!     "flavour"?}` → `{"token": …}`, an OAuth token as if the user had
+//!     authorized the app (`client_id` defaults to the first OAuth app,
+//!     `flavour` to `github`; [`MockProvider::issue_oauth_token`]).
+//!   - `POST /__mock/repos` with `{"flavour", "path"}` → 201
+//!     `{"clone_url", "path"}` ([`MockProvider::create_repo`]; 409 if it
+//!     exists, 400 for a bad path, 404 without a Git root).
 //!   - `POST /__mock/tokens/scopes` (`{"token", "scopes"}`),
 //!     `/__mock/tokens/expire` and `/__mock/tokens/revoke` (`{"token"}`)
 //!     change an issued OAuth token of any Git flavour
@@ -50,7 +66,9 @@
 //! limits them host-wide in fixed windows, with each flavour's rate-limit
 //! headers (and the mock's own `X-RateLimit-Reset-Ms`, in epoch
 //! milliseconds). Every flavour's API routes go through one middleware
-//! (`traffic`) for this.
+//! (`traffic`) for this. Git requests are not API requests: [`TrafficStats`]
+//! counts them apart (`git_requests`, `git_auth_failures`, per flavour too)
+//! and the API switches leave them alone.
 //! [`MockProvider::wait_until`] lets a test wait for the counters to reach a
 //! state instead of sleeping. Expiry follows the [`Clock`] given to
 //! [`MockProvider::with_clock`].
@@ -73,6 +91,7 @@ mod bitbucket_dc;
 mod book;
 mod consent;
 mod control;
+mod git;
 mod github;
 mod gitlab;
 mod idp;
@@ -85,6 +104,7 @@ pub use control::{
     MAX_ACCESS_TOKEN_SECS, MAX_WINDOW_MS, PerFlavour, RateLimit, Stats, SwitchState, Switches,
     TOKEN_HANG, TrafficStats,
 };
+pub use git::{MockRepo, RepoError};
 pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
@@ -92,6 +112,7 @@ use axum::Router;
 use book::TokenBook;
 use control::Counters;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -112,6 +133,12 @@ pub struct MockConfig {
     /// `http://<host>:<port>`, with no path, and `/idp` is not served. Needs
     /// [`MockProvider::serve`] (or [`MockProvider::start`]).
     pub idp_at_origin: bool,
+    /// A directory for the bare repositories the Git routes serve (Git
+    /// over smart HTTP in every flavour, through the real
+    /// `git http-backend`); [`MockProvider::create_repo`] creates them
+    /// there. `None`: the Git routes answer 404 and no repository can be
+    /// created. The mock never deletes anything in it.
+    pub git_root: Option<PathBuf>,
 }
 
 /// A user of the mock GitHub.
@@ -214,6 +241,7 @@ impl MockConfig {
             idp_clients: Vec::new(),
             expiring_tokens: false,
             idp_at_origin: false,
+            git_root: None,
         }
     }
 }
@@ -251,6 +279,8 @@ pub(crate) struct Shared {
     idp_key: idp::SigningKey,
     /// Personal access tokens of every flavour, created by tests.
     pats: pats::PatBook,
+    /// The repositories of the Git routes.
+    git: git::GitState,
     /// The window of the `api_rate_limit` switch.
     rate_window: traffic::RateWindow,
 }
@@ -325,6 +355,28 @@ impl Shared {
         ]
     }
 
+    /// [`MockProvider::issue_oauth_token`].
+    fn issue_oauth(
+        &self,
+        flavour: Flavour,
+        login: &str,
+        client_id: &str,
+        scopes: Vec<String>,
+    ) -> String {
+        let (book, lifetimes) = match flavour {
+            Flavour::Github => return github::issue_direct(self, login, client_id, scopes),
+            Flavour::Gitlab => (&self.gitlab, gitlab::LIFETIMES),
+            Flavour::BitbucketCloud => (&self.bitbucket_cloud, bitbucket_cloud::LIFETIMES),
+            Flavour::BitbucketDataCenter => (&self.bitbucket_dc, bitbucket_dc::LIFETIMES),
+        };
+        let lifetimes = book::Lifetimes {
+            refresh: None,
+            ..self.lifetimes(lifetimes)
+        };
+        book.issue(login, client_id, scopes, self.now(), Some(lifetimes))
+            .access_token
+    }
+
     /// [`MockProvider::revoke`].
     fn revoke_oauth(&self, token: &str) -> bool {
         self.git_books().iter().any(|b| b.revoke(token))
@@ -374,6 +426,7 @@ impl MockProvider {
             idp_users,
             expiring_tokens,
             idp_at_origin,
+            git_root,
         } = config;
         Self {
             shared: Arc::new(Shared {
@@ -395,6 +448,7 @@ impl MockProvider {
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
+                git: git::GitState::new(git_root),
                 rate_window: traffic::RateWindow::default(),
             }),
         }
@@ -460,9 +514,11 @@ impl MockProvider {
         // The API routes of each flavour go through `traffic::layer`: counted
         // per token, in-flight gauge, `api_delay_ms`.
         let api = |routes, flavour| traffic::layer(routes, &self.shared, flavour);
+        // Git over smart HTTP (`git`): not API routes
         let router = Router::new()
             .merge(github::routes())
-            .merge(api(github::api_routes(), Flavour::Github));
+            .merge(api(github::api_routes(), Flavour::Github))
+            .merge(git::routes(Flavour::Github));
         // with a listener of its own, the identity provider is only there
         let router = if self.shared.idp_at_origin {
             router
@@ -472,19 +528,24 @@ impl MockProvider {
         router
             .nest(
                 "/gitlab",
-                gitlab::routes().merge(api(gitlab::api_routes(), Flavour::Gitlab)),
+                gitlab::routes()
+                    .merge(api(gitlab::api_routes(), Flavour::Gitlab))
+                    .merge(git::routes(Flavour::Gitlab)),
             )
             .nest(
                 "/bitbucket",
                 bitbucket_cloud::routes()
-                    .merge(api(bitbucket_cloud::api_routes(), Flavour::BitbucketCloud)),
+                    .merge(api(bitbucket_cloud::api_routes(), Flavour::BitbucketCloud))
+                    .merge(git::routes(Flavour::BitbucketCloud)),
             )
             .nest(
                 "/bitbucket-dc",
-                bitbucket_dc::routes().merge(api(
-                    bitbucket_dc::api_routes(),
-                    Flavour::BitbucketDataCenter,
-                )),
+                bitbucket_dc::routes()
+                    .merge(api(
+                        bitbucket_dc::api_routes(),
+                        Flavour::BitbucketDataCenter,
+                    ))
+                    .merge(git::routes(Flavour::BitbucketDataCenter)),
             )
             .nest("/__mock", control::routes())
             .fallback(github::not_found)
@@ -586,6 +647,47 @@ impl MockProvider {
     pub fn issue_token(&self, login: &str, client_id: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
         github::issue_direct(&self.shared, login, client_id, scopes)
+    }
+
+    /// An OAuth access token of `flavour` for `login`, as if the user had
+    /// authorized `client_id` with `scopes` (GitHub: the same as
+    /// [`MockProvider::issue_token`]). It expires like a token from that
+    /// flavour's flow (with `access_token_secs` applied); no refresh token
+    /// comes with it. Same as `POST /__mock/tokens` with `"flavour"`.
+    pub fn issue_oauth_token(
+        &self,
+        flavour: Flavour,
+        login: &str,
+        client_id: &str,
+        scopes: &[&str],
+    ) -> String {
+        self.shared
+            .issue_oauth(flavour, login, client_id, owned(scopes))
+    }
+
+    /// Creates a bare repository of `flavour` at `path` under
+    /// [`MockConfig::git_root`], with one commit on `main` (dated by the
+    /// mock's clock) holding a `README.md`, made by the real `git`. `path`
+    /// is `owner/repo` (GitHub), `namespace/…/project` (GitLab),
+    /// `workspace/repo` (Bitbucket Cloud) or `PROJECT/repo` / `~user/repo`
+    /// (Bitbucket Data Center), with or without `.git`; compared without
+    /// case. Same as `POST /__mock/repos`.
+    pub async fn create_repo(&self, flavour: Flavour, path: &str) -> Result<MockRepo, RepoError> {
+        git::create_repo(&self.shared, flavour, path).await
+    }
+
+    /// The URL `git clone` takes for `path` of `flavour` (whether or not
+    /// the repository exists): `<base>/owner/repo.git`,
+    /// `<base>/gitlab/namespace/project.git`,
+    /// `<base>/bitbucket/workspace/repo.git`,
+    /// `<base>/bitbucket-dc/scm/PROJECT/repo.git`.
+    pub fn clone_url(&self, flavour: Flavour, path: &str) -> String {
+        git::clone_url(&self.shared, flavour, path)
+    }
+
+    /// [`MockConfig::git_root`].
+    pub fn git_root(&self) -> Option<&Path> {
+        self.shared.git.root()
     }
 
     /// Creates a personal access token (or look-alike) as described.
@@ -704,6 +806,8 @@ async fn serve_until(
     let shutdown = async move {
         let _ = stop.changed().await;
     };
+    // the peer address is `git http-backend`'s REMOTE_ADDR
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
