@@ -415,3 +415,266 @@ async fn git_credential_fill_through_the_helper() {
     assert!(!ok && !out.contains("password="), "{out}");
     assert!(err.contains("has no Git user token"), "{err}");
 }
+
+/// Runtimes whose Git host is the mock's (any port: the helper matches the
+/// host name), one per provider of the harness.
+fn local_runtimes() -> String {
+    [
+        ("gh-local", "github-app"),
+        ("gl-local", "gitlab-app"),
+        ("bbc-local", "bbc-app"),
+        ("bbdc-local", "bbdc-app"),
+    ]
+    .iter()
+    .map(|(id, app)| {
+        format!(
+            "[[runtimes]]\nid = \"{id}\"\naccount = \"acme\"\ngit_host = \"127.0.0.1\"\noauth_app = \"{app}\"\ncredential = \"{}\"\n",
+            credential(id)
+        )
+    })
+    .collect()
+}
+
+/// How a runtime hands the token to git.
+enum Present<'a> {
+    /// `gitbroker credential` as git's only credential helper, for the
+    /// runtime token or, with a user, that user's token.
+    Helper {
+        runtime: &'a str,
+        user: Option<&'a str>,
+    },
+    /// A helper answering this username and password (what Argo CD and
+    /// Flux do with `username`/`password`).
+    Basic(&'a str, &'a str),
+    /// `http.extraHeader=Authorization: Bearer …` (what Argo CD and Flux do
+    /// with `bearerToken`).
+    BearerHeader(&'a str),
+}
+
+/// `git clone` of `url` into a fresh directory, in a clean environment;
+/// whether it worked, and git's standard error.
+async fn clone(h: &Harness, how: Present<'_>, url: &str) -> (bool, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let mut config = vec!["credential.helper=".to_owned()];
+    match how {
+        Present::Helper { runtime, user } => {
+            let cred = home.path().join("credential");
+            std::fs::write(&cred, credential(runtime)).unwrap();
+            let user = user.map(|u| format!(" --user {u}")).unwrap_or_default();
+            config.push(format!(
+                "credential.helper=!{} credential --url {} --credential-file {} --runtime {runtime}{user}",
+                env!("CARGO_BIN_EXE_gitbroker"),
+                h.url,
+                cred.display()
+            ));
+        }
+        Present::Basic(username, password) => {
+            let script = home.path().join("helper");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\ncat >/dev/null\ntest \"$1\" = get || exit 0\nprintf 'username=%s\\npassword=%s\\n' '{username}' '{password}'\n"
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+            config.push(format!("credential.helper={}", script.display()));
+        }
+        Present::BearerHeader(token) => {
+            config.push(format!("http.extraHeader=Authorization: Bearer {token}"));
+        }
+    }
+    let mut git = tokio::process::Command::new("git");
+    for c in &config {
+        git.arg("-c").arg(c);
+    }
+    let dir = home.path().join("clone");
+    let out = git
+        .args(["clone", url, dir.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let cloned = dir.join("README.md").exists();
+    assert_eq!(out.status.success(), cloned, "{err}");
+    (cloned, err)
+}
+
+/// The real git clones from the mock's smart-HTTP server — which takes each
+/// token only the way its provider does — with every kind of token exactly
+/// as gitbroker serves it: through `gitbroker credential`, and as Argo CD
+/// and Flux would use their documents. The same Bearer-only token presented
+/// as Basic is refused, so a wrong scheme in the answer would fail here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clones_with_every_token_as_served() {
+    let h = Harness::start_with(
+        Backend::Embedded,
+        Options {
+            git: true,
+            extra_toml: local_runtimes(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mock = &h.mock.provider;
+    let alice = h.signed_in("alice").await;
+    let repo = |flavour, path: &'static str| mock.create_repo(flavour, path);
+    let github = repo(Flavour::Github, "acme/demo").await.unwrap();
+    let gitlab = repo(Flavour::Gitlab, "acme/demo").await.unwrap();
+    let bbc = repo(Flavour::BitbucketCloud, "acme/demo").await.unwrap();
+    let bbdc = repo(Flavour::BitbucketDataCenter, "PROJ/demo")
+        .await
+        .unwrap();
+
+    // user tokens from OAuth, one provider each, through the helper
+    for (runtime, url, auth) in [
+        (
+            "gh-local",
+            &github.clone_url,
+            json!({"scheme": "basic", "username": "alice"}),
+        ),
+        (
+            "gl-local",
+            &gitlab.clone_url,
+            json!({"scheme": "basic", "username": "oauth2"}),
+        ),
+        (
+            "bbc-local",
+            &bbc.clone_url,
+            json!({"scheme": "basic", "username": "x-token-auth"}),
+        ),
+        ("bbdc-local", &bbdc.clone_url, json!({"scheme": "bearer"})),
+    ] {
+        alice.authorize(runtime).await;
+        assert_eq!(served(&h, runtime, ALICE).await["auth"], auth, "{runtime}");
+        let how = Present::Helper {
+            runtime,
+            user: Some(ALICE),
+        };
+        let (ok, err) = clone(&h, how, url).await;
+        assert!(ok, "{runtime}: {err}");
+    }
+
+    // pasted tokens: GitLab PAT, Bitbucket Cloud API token, Data Center
+    // personal token (Basic with its owner)
+    let glpat = mock.create_pat(spec(
+        Flavour::Gitlab,
+        "alice",
+        "personal",
+        &["read_api", "write_repository"],
+    ));
+    paste(&h, "gl-local", &glpat, None, None).await;
+    let api = mock.create_pat(spec(
+        Flavour::BitbucketCloud,
+        "alice",
+        "api_token",
+        &[
+            "read:user:bitbucket",
+            "read:workspace:bitbucket",
+            "read:repository:bitbucket",
+            "write:repository:bitbucket",
+        ],
+    ));
+    paste(
+        &h,
+        "bbc-local",
+        &api,
+        Some("alice"),
+        Some("alice@example.com"),
+    )
+    .await;
+    let personal = mock.create_pat(spec(
+        Flavour::BitbucketDataCenter,
+        "alice",
+        "personal",
+        &["REPO_WRITE"],
+    ));
+    paste(&h, "bbdc-local", &personal, Some("alice"), None).await;
+    for (runtime, url) in [
+        ("gl-local", &gitlab.clone_url),
+        ("bbc-local", &bbc.clone_url),
+        ("bbdc-local", &bbdc.clone_url),
+    ] {
+        let v = served(&h, runtime, ALICE).await;
+        assert_eq!(v["auth"]["scheme"], "basic", "{runtime}: {v}");
+        let how = Present::Helper {
+            runtime,
+            user: Some(ALICE),
+        };
+        let (ok, err) = clone(&h, how, url).await;
+        assert!(ok, "{runtime}: {err}");
+    }
+
+    // a Data Center project token as the Git Runtime token: Bearer only
+    let mut project = spec(
+        Flavour::BitbucketDataCenter,
+        "acme-deployer",
+        "project",
+        &["REPO_ADMIN"],
+    );
+    project.repositories = vec!["PROJ/demo".into()];
+    let project = mock.create_pat(project);
+    set_runtime_token(&h, "bbdc-local", &project, Some("acme-deployer")).await;
+    let how = Present::Helper {
+        runtime: "bbdc-local",
+        user: None,
+    };
+    let (ok, err) = clone(&h, how, &bbdc.clone_url).await;
+    assert!(ok, "project token through the helper: {err}");
+    // presented the way the old answer suggested (username and password),
+    // the provider refuses it
+    let (ok, err) = clone(
+        &h,
+        Present::Basic("acme-deployer", &project),
+        &bbdc.clone_url,
+    )
+    .await;
+    assert!(!ok, "a Bearer-only token taken as Basic");
+    assert!(
+        err.contains("Authentication failed") || err.contains("401"),
+        "{err}"
+    );
+
+    // Argo CD and Flux: the fields of their documents, used as they use them
+    for format in ["argocd", "flux"] {
+        let doc = served_runtime_token(&h, "bbdc-local", &format!("?format={format}")).await;
+        let data = &doc["stringData"];
+        assert!(
+            data.get("username").is_none() && data.get("password").is_none(),
+            "{doc}"
+        );
+        let bearer = data["bearerToken"].as_str().unwrap();
+        let (ok, err) = clone(&h, Present::BearerHeader(bearer), &bbdc.clone_url).await;
+        assert!(ok, "{format} bearerToken: {err}");
+
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v1/runtimes/gl-local/users/{ALICE}/token?format={format}",
+                h.url
+            ))
+            .bearer_auth(credential("gl-local"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let doc: Value = r.json().await.unwrap();
+        let data = &doc["stringData"];
+        assert!(data.get("bearerToken").is_none(), "{doc}");
+        let (user, pass) = (
+            data["username"].as_str().unwrap(),
+            data["password"].as_str().unwrap(),
+        );
+        let (ok, err) = clone(&h, Present::Basic(user, pass), &gitlab.clone_url).await;
+        assert!(ok, "{format} username/password: {err}");
+    }
+}

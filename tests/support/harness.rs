@@ -32,6 +32,7 @@ pub struct Harness {
     pub store: Arc<dyn gitbroker::store::Store>,
     pub redis: Option<RedisServer>,
     _dir: tempfile::TempDir,
+    _git_dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
     toml: String,
     /// The broker's clock, shared by its replicas.
@@ -51,6 +52,9 @@ pub struct Options {
     pub redis_args: Vec<&'static str>,
     pub token_lifetime_secs: Option<u64>,
     pub expiring_tokens: bool,
+    /// The mock serves Git over smart HTTP from a temporary directory
+    /// (`MockProvider::create_repo`).
+    pub git: bool,
     /// Extra keys of `[lifecycle]`; background work is off unless a test
     /// turns it on (`background = true`), so tests drive it themselves.
     pub lifecycle: String,
@@ -71,6 +75,7 @@ impl Default for Options {
             token_lifetime_secs: None,
             expiring_tokens: false,
             lifecycle: String::new(),
+            git: false,
             idp_at_origin: false,
             extra_toml: String::new(),
         }
@@ -86,6 +91,10 @@ impl Harness {
         let mut mock_config = MockConfig::demo();
         mock_config.expiring_tokens = opts.expiring_tokens;
         mock_config.idp_at_origin = opts.idp_at_origin;
+        let git_dir = tempfile::tempdir().unwrap();
+        if opts.git {
+            mock_config.git_root = Some(git_dir.path().to_owned());
+        }
         let mock = MockProvider::start(mock_config, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("mock provider starts");
@@ -323,6 +332,7 @@ credential = "{glsm}"
             store,
             redis,
             _dir: dir,
+            _git_dir: git_dir,
             server,
             toml,
             clock,
