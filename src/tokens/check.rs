@@ -226,6 +226,18 @@ impl Lifecycle {
                 TokenSource::Pat { .. } => RevokeReport::KeptPat,
             };
             tracing::info!(target: "gitbroker::audit", action = "user_token.delete", user = %user, grant = %id, outcome = revoked.as_str(), "a grant no runtime uses any more was deleted");
+            self.events
+                .emit(
+                    self.event(
+                        crate::events::Action::UserTokenDeleted,
+                        crate::events::Actor::system(),
+                    )
+                    .user(user)
+                    .grant(id)
+                    .provider(g.provider.as_str())
+                    .outcome(revoked.as_str()),
+                )
+                .await;
             report.deleted += 1;
             return Ok(());
         }
@@ -420,6 +432,7 @@ impl Lifecycle {
             && x.status.state != from
         {
             tracing::info!(target: "gitbroker::audit", action = "user_token.status", user = %x.user, grant = %x.id, from = from.as_str(), to = x.status.state.as_str(), reason = x.status.reason.as_deref().unwrap_or(""), runtimes = ?x.assignments.iter().map(|a| a.runtime.as_str()).collect::<Vec<_>>(), "user token status changed");
+            self.emit_status_change(&x, from).await;
         }
         Ok(())
     }
@@ -531,6 +544,21 @@ impl Lifecycle {
                 Ok(_) => {
                     if t.info.status.state != from {
                         tracing::info!(target: "gitbroker::audit", action = "runtime_token.status", runtime = %rt.id, from = from.as_str(), to = t.info.status.state.as_str(), reason = t.info.status.reason.as_deref().unwrap_or(""), "Git Runtime token status changed");
+                        let reason = t.info.status.reason.as_deref();
+                        self.events
+                            .emit(
+                                self.runtime_token_event(
+                                    crate::events::Action::RuntimeTokenStatusChanged,
+                                    crate::events::Actor::system(),
+                                    &t,
+                                )
+                                .status(
+                                    from.as_str(),
+                                    t.info.status.state.as_str(),
+                                    reason,
+                                ),
+                            )
+                            .await;
                     }
                     return Ok(());
                 }
@@ -565,11 +593,33 @@ impl Lifecycle {
                 Ok(report) => {
                     let _ = self.revocations.remove(&job.id, version).await;
                     tracing::info!(target: "gitbroker::audit", action = "user_token.revoke", app = %job.app, user = %job.user, fingerprint = %job.fingerprint, outcome = report.as_str(), attempts = job.attempts + 1, "queued revocation finished");
+                    self.events
+                        .emit(
+                            self.event(
+                                crate::events::Action::UserTokenRevoked,
+                                crate::events::Actor::system(),
+                            )
+                            .user(&job.user)
+                            .outcome(report.as_str())
+                            .fingerprint(&job.fingerprint),
+                        )
+                        .await;
                     finished += 1;
                 }
                 Err(RevokeAttempt::Give(reason)) => {
                     let _ = self.revocations.remove(&job.id, version).await;
                     tracing::error!(target: "gitbroker::audit", action = "user_token.revoke", app = %job.app, user = %job.user, fingerprint = %job.fingerprint, outcome = "failed", %reason, "queued revocation cannot succeed; dropped");
+                    self.events
+                        .emit(
+                            self.event(
+                                crate::events::Action::UserTokenRevoked,
+                                crate::events::Actor::system(),
+                            )
+                            .user(&job.user)
+                            .outcome("failed")
+                            .fingerprint(&job.fingerprint),
+                        )
+                        .await;
                     finished += 1;
                 }
                 Err(RevokeAttempt::Retry(reason)) => {

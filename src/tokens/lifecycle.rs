@@ -22,6 +22,7 @@ use crate::auth::SessionUser;
 use crate::clock::Clock;
 use crate::config::{AccountSettings, LifecycleSettings};
 use crate::crypto::{self, Keyring};
+use crate::events::Actor;
 use crate::providers::token_endpoint::IssuedTokens;
 use crate::providers::{
     self, Endpoints, PatError, PatInput, ProviderClient, ProviderError, ProviderKind, Revocation,
@@ -139,6 +140,17 @@ pub enum Released {
     Missing,
 }
 
+impl Released {
+    /// For events: `still_used`, `missing`, or the revocation's outcome.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::StillUsed { .. } => "still_used",
+            Self::Deleted(r) => r.as_str(),
+            Self::Missing => "missing",
+        }
+    }
+}
+
 /// The result of assigning a token.
 #[derive(Debug)]
 pub struct Assigned {
@@ -229,6 +241,7 @@ pub struct Lifecycle {
     pub(super) settings: LifecycleSettings,
     pub(super) timing: Timing,
     pub(super) lease_ttl: Duration,
+    pub(super) events: crate::events::Events,
 }
 
 fn chrono_of(d: Duration) -> chrono::Duration {
@@ -268,6 +281,7 @@ impl Lifecycle {
             timing,
             // longer than one provider call plus the retried store write
             lease_ttl: provider_timeout * 2 + Duration::from_secs(30),
+            events: crate::events::Events::default(),
         }
     }
 
@@ -294,6 +308,72 @@ impl Lifecycle {
 
     pub fn http(&self) -> &ProviderClient {
         &self.http
+    }
+
+    /// Where the lifecycle's events go (the audit log, webhooks,
+    /// notifications add their sinks here at start).
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
+    }
+
+    /// A new event at the clock's time.
+    pub(super) fn event(
+        &self,
+        action: crate::events::Action,
+        actor: crate::events::Actor,
+    ) -> crate::events::Event {
+        crate::events::Event::new(action, actor, self.clock.now())
+    }
+
+    pub(super) fn runtime_token_event(
+        &self,
+        action: crate::events::Action,
+        actor: Actor,
+        t: &RuntimeToken,
+    ) -> crate::events::Event {
+        self.event(action, actor)
+            .runtime(&t.info.runtime)
+            .provider(t.info.provider.as_str())
+            .login(Some(&t.info.provider_login))
+            .fingerprint(fingerprint(&t.token))
+    }
+
+    /// A grant's status changed from `from` to its current state: one
+    /// `user_token.status_changed` per runtime it is assigned to (what
+    /// people and webhooks see, runtime by runtime), and a
+    /// `user_token.recovered` too when a problem ended.
+    pub(super) async fn emit_status_change(&self, g: &Grant, from: State) {
+        let to = g.status.state;
+        if from == to {
+            return;
+        }
+        let problem = |s: State| !matches!(s, State::Valid | State::Unknown);
+        let base = |action| {
+            self.event(action, Actor::system())
+                .user(&g.user)
+                .grant(&g.id)
+                .provider(g.provider.as_str())
+                .login(Some(&g.provider_login))
+                .fingerprint(fingerprint(&g.access_token))
+        };
+        for a in &g.assignments {
+            self.events
+                .emit(
+                    base(crate::events::Action::UserTokenStatusChanged)
+                        .runtime(&a.runtime)
+                        .status(from.as_str(), to.as_str(), g.status.reason.as_deref()),
+                )
+                .await;
+            if to == State::Valid && problem(from) {
+                self.events
+                    .emit(
+                        base(crate::events::Action::UserTokenRecovered)
+                            .runtime(&a.runtime)
+                            .status(from.as_str(), to.as_str(), g.status.reason.as_deref()),
+                    )
+                    .await;
+            }
+        }
     }
 
     /// The next check: one interval from now, give or take the jitter.
@@ -594,6 +674,18 @@ impl Lifecycle {
             });
         }
         tracing::info!(target: "gitbroker::audit", action = "user_token.reuse", runtime = %rt.id, user = %user.sub, grant = %grant_id, "existing authorization assigned to another runtime");
+        self.events
+            .emit(
+                self.event(
+                    crate::events::Action::UserTokenReused,
+                    Actor::user(&user.sub),
+                )
+                .runtime(&rt.id)
+                .user(&user.sub)
+                .grant(grant_id)
+                .login(Some(&login)),
+            )
+            .await;
         Ok(Assigned {
             runtimes: vec![rt.id],
             provider: providers::provider(
@@ -647,6 +739,21 @@ impl Lifecycle {
             match self.point_and_verify(user, rt, &grant.id).await? {
                 Ok(()) => {
                     tracing::info!(target: "gitbroker::audit", action = "user_token.assign", runtime = %rt.id, user = %user.sub, method = grant.source.method(), fingerprint = %fingerprint(&grant.access_token), "user token assigned");
+                    self.events
+                        .emit(
+                            self.event(
+                                crate::events::Action::UserTokenAssigned,
+                                Actor::user(&user.sub),
+                            )
+                            .runtime(&rt.id)
+                            .user(&user.sub)
+                            .grant(&grant.id)
+                            .provider(grant.provider.as_str())
+                            .login(Some(&grant.provider_login))
+                            .outcome(grant.source.method())
+                            .fingerprint(fingerprint(&grant.access_token)),
+                        )
+                        .await;
                     assigned.push(rt.id.clone());
                 }
                 Err(released) => {
@@ -719,6 +826,18 @@ impl Lifecycle {
                 .detach(&user.sub, &old, &rt.id, &rt.incarnation)
                 .await?;
             tracing::info!(target: "gitbroker::audit", action = "user_token.replace", runtime = %rt.id, user = %user.sub, outcome = ?released, "previous user token replaced");
+            self.events
+                .emit(
+                    self.event(
+                        crate::events::Action::UserTokenReplaced,
+                        Actor::user(&user.sub),
+                    )
+                    .runtime(&rt.id)
+                    .user(&user.sub)
+                    .grant(&old)
+                    .outcome(released.outcome()),
+                )
+                .await;
         }
         Ok(Ok(()))
     }
@@ -820,6 +939,18 @@ impl Lifecycle {
                 .detach(&user.sub, &a.grant, &rt.id, &rt.incarnation)
                 .await?;
             tracing::info!(target: "gitbroker::audit", action = "user_token.delete", runtime = %rt.id, user = %user.sub, outcome = ?released, "user token deleted");
+            self.events
+                .emit(
+                    self.event(
+                        crate::events::Action::UserTokenDeleted,
+                        Actor::user(&user.sub),
+                    )
+                    .runtime(&rt.id)
+                    .user(&user.sub)
+                    .grant(&a.grant)
+                    .outcome(released.outcome()),
+                )
+                .await;
             return Ok(Some(released));
         }
     }
@@ -866,6 +997,14 @@ impl Lifecycle {
             Err(RevokeAttempt::Give(reason)) => RevokeReport::Failed { reason },
         };
         tracing::info!(target: "gitbroker::audit", action = "user_token.revoke", app = %app_id, user = %user, fingerprint = %fp, outcome = report.as_str(), "revocation at the provider");
+        self.events
+            .emit(
+                self.event(crate::events::Action::UserTokenRevoked, Actor::system())
+                    .user(user)
+                    .outcome(report.as_str())
+                    .fingerprint(fp),
+            )
+            .await;
         report
     }
 
@@ -1150,6 +1289,20 @@ impl Lifecycle {
             return Err(e.into());
         }
         tracing::info!(target: "gitbroker::audit", action = "runtime_token.set", runtime = %rt.id, actor = %actor, fingerprint = %fingerprint(&t.token), "runtime registered with its Git Runtime token");
+        self.events
+            .emit(
+                self.event(crate::events::Action::RuntimeCreated, Actor::parse(actor))
+                    .runtime(&rt.id)
+                    .provider(t.info.provider.as_str()),
+            )
+            .await;
+        self.events
+            .emit(self.runtime_token_event(
+                crate::events::Action::RuntimeTokenSet,
+                Actor::parse(actor),
+                &t,
+            ))
+            .await;
         Ok((rt, credential, t.info))
     }
 
@@ -1177,6 +1330,13 @@ impl Lifecycle {
         }
         self.save_runtime_token(&t, Expect::Any).await?;
         tracing::info!(target: "gitbroker::audit", action = "runtime_token.rotate", runtime = %runtime, actor = %actor, fingerprint = %fingerprint(&t.token), "Git Runtime token rotated");
+        self.events
+            .emit(self.runtime_token_event(
+                crate::events::Action::RuntimeTokenRotated,
+                Actor::parse(actor),
+                &t,
+            ))
+            .await;
         Ok(t.info)
     }
 
@@ -1344,27 +1504,56 @@ impl Lifecycle {
     /// first, so no token can be added to it from then on.
     pub async fn delete_runtime(&self, id: &str, actor: &str) -> Result<usize, AssignError> {
         let rt = self.registry.delete_runtime(id).await?;
-        let n = self.drop_user_tokens(&rt).await?;
+        let n = self.drop_user_tokens(&rt, actor).await?;
         self.runtime_tokens.delete(&rt.id).await?;
         tracing::info!(target: "gitbroker::audit", action = "runtime.delete", runtime = %id, actor = %actor, user_tokens = n, "runtime and its tokens deleted");
+        self.events
+            .emit(
+                self.event(crate::events::Action::RuntimeDeleted, Actor::parse(actor))
+                    .runtime(id)
+                    .outcome(format!("{n} user tokens deleted")),
+            )
+            .await;
         Ok(n)
     }
 
     /// Removes every user token of a runtime (the runtime stays).
     pub async fn delete_user_tokens(&self, id: &str, actor: &str) -> Result<usize, AssignError> {
         let rt = self.existing_runtime(id).await?;
-        let n = self.drop_user_tokens(&rt).await?;
+        let n = self.drop_user_tokens(&rt, actor).await?;
         tracing::info!(target: "gitbroker::audit", action = "runtime.user_tokens_delete", runtime = %id, actor = %actor, user_tokens = n, "runtime's user tokens deleted");
+        self.events
+            .emit(
+                self.event(
+                    crate::events::Action::RuntimeUserTokensDeleted,
+                    Actor::parse(actor),
+                )
+                .runtime(id)
+                .outcome(format!("{n} user tokens deleted")),
+            )
+            .await;
         Ok(n)
     }
 
-    async fn drop_user_tokens(&self, rt: &Runtime) -> Result<usize, AssignError> {
+    async fn drop_user_tokens(&self, rt: &Runtime, actor: &str) -> Result<usize, AssignError> {
         let assignments = self.grants.assignments(&rt.id, &rt.incarnation).await?;
         let n = assignments.len();
         for (user, a) in assignments {
             match self.detach(&user, &a.grant, &rt.id, &rt.incarnation).await {
                 Ok(released) => {
                     tracing::info!(target: "gitbroker::audit", action = "user_token.delete", runtime = %rt.id, user = %user, outcome = ?released, "user token deleted with its runtime");
+                    self.events
+                        .emit(
+                            self.event(
+                                crate::events::Action::UserTokenDeleted,
+                                Actor::parse(actor),
+                            )
+                            .runtime(&rt.id)
+                            .user(&user)
+                            .grant(&a.grant)
+                            .outcome(released.outcome()),
+                        )
+                        .await;
                 }
                 Err(e) => {
                     // the grant loses this runtime at its next check

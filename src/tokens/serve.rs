@@ -183,6 +183,19 @@ impl Lifecycle {
             ));
         }
         tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, fingerprint = %fingerprint(&g.access_token), "user token served to its runtime");
+        self.events
+            .emit(
+                self.event(
+                    crate::events::Action::UserTokenRead,
+                    crate::events::Actor::runtime(runtime),
+                )
+                .runtime(runtime)
+                .user(user)
+                .grant(&g.id)
+                .provider(g.provider.as_str())
+                .fingerprint(fingerprint(&g.access_token)),
+            )
+            .await;
         Ok(Served {
             username: g.git_username.clone(),
             auth: g.git_auth(),
@@ -242,6 +255,13 @@ impl Lifecycle {
             _ => {}
         }
         tracing::info!(target: "gitbroker::audit", action = "runtime_token.read", runtime = %runtime, actor = %format!("runtime:{runtime}"), fingerprint = %fingerprint(&t.token), "runtime token served to its runtime");
+        self.events
+            .emit(self.runtime_token_event(
+                crate::events::Action::RuntimeTokenRead,
+                crate::events::Actor::runtime(runtime),
+                &t,
+            ))
+            .await;
         Ok(Served {
             auth: t.git_auth(),
             git_host: caller.git_host.clone(),
@@ -421,8 +441,26 @@ impl Lifecycle {
                         Some("recovered: the provider refreshed it".into()),
                     );
                 }
+                let from = g.status.state;
                 let stored = self.persist_refreshed(fresh, version, &used).await?;
                 tracing::info!(target: "gitbroker::audit", action = "user_token.refresh", user = %user, grant = %id, provider = app.provider.as_str(), fingerprint = %fingerprint(&stored.access_token), millis = started.elapsed().as_millis() as u64, "user token refreshed");
+                for a in &stored.assignments {
+                    self.events
+                        .emit(
+                            self.event(
+                                crate::events::Action::UserTokenRefreshed,
+                                crate::events::Actor::system(),
+                            )
+                            .runtime(&a.runtime)
+                            .user(user)
+                            .grant(id)
+                            .provider(app.provider.as_str())
+                            .login(Some(&stored.provider_login))
+                            .fingerprint(fingerprint(&stored.access_token)),
+                        )
+                        .await;
+                }
+                self.emit_status_change(&stored, from).await;
                 Ok(stored)
             }
             Err(RefreshError::Permanent(code)) => {
@@ -553,17 +591,31 @@ impl Lifecycle {
 
     async fn mark_reauthorize(&self, user: &str, id: &str, reason: &str) {
         let now = self.clock.now();
+        let was = std::sync::Mutex::new(State::NeedsReauthorization);
         let result = self
             .update_grant(user, id, |g| {
                 let from = g.status.state;
+                if let Ok(mut w) = was.lock() {
+                    *w = from;
+                }
                 g.status.set(State::NeedsReauthorization, now, Some(reason.to_owned()));
                 if from != State::NeedsReauthorization {
                     tracing::info!(target: "gitbroker::audit", action = "user_token.status", user = %user, grant = %id, from = from.as_str(), to = "needs_reauthorization", "user token status changed");
                 }
             })
             .await;
-        if let Err(e) = result {
-            tracing::warn!(grant = %id, error = %e, "could not record that the token needs re-authorization");
+        match result {
+            Ok(Some(g)) => {
+                let from = was
+                    .lock()
+                    .map(|w| *w)
+                    .unwrap_or(State::NeedsReauthorization);
+                self.emit_status_change(&g, from).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(grant = %id, error = %e, "could not record that the token needs re-authorization");
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use super::extract::{PageForm, PagePath, PageQuery};
 use super::limits::Limit;
 use super::security::{cookie, csrf_ok, removal, safe_return_path, session_cookie_name};
 use crate::auth::{Flash, FlashKind, Session};
+use crate::events::{Action, Actor, Event};
 use crate::oauth::{CallbackParams, FlowError, flow_cookie_name};
 use crate::providers::{self, PatInput};
 use crate::tokens::{
@@ -80,13 +81,14 @@ pub async fn login_callback(
     let jar = jar.add(removal(cookie_name, state.secure_cookies));
     // a session that existed before sign-in is ended: a new id at login
     let previous = current_session(&state, &jar).await.ok().flatten();
-    let (id, _session, return_to) = state
+    let (id, session, return_to) = state
         .logins
         .complete(&login_state, q.code, q.error, binding.as_deref())
         .await?;
     if let Some(prev) = previous {
         state.sessions.destroy(&prev).await?;
     }
+    session_event(&state, Action::SignedIn, &session.user.sub).await;
     let jar = jar.add(cookie(
         session_cookie_name(state.secure_cookies).to_owned(),
         id,
@@ -113,11 +115,17 @@ pub async fn logout(
         return Err(csrf_error());
     }
     state.sessions.destroy(&session).await?;
+    session_event(&state, Action::SignedOut, &session.user.sub).await;
     let jar = jar.add(removal(
         session_cookie_name(state.secure_cookies).to_owned(),
         state.secure_cookies,
     ));
     Ok((jar, Redirect::to("/signed-out")).into_response())
+}
+
+async fn session_event(state: &AppState, action: Action, sub: &str) {
+    let event = Event::new(action, Actor::user(sub), state.clock.now()).user(sub);
+    state.lifecycle.events().emit(event).await;
 }
 
 pub async fn signed_out() -> Result<Html<String>, PageError> {
