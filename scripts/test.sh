@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of gitbroker on a Debian machine. Installs what
 # the tests need when it is missing: redis-server (the Redis store tests
-# start their own servers on free loopback ports), and Chromium with
-# chromedriver (the end-to-end browser tests).
+# start their own servers on free loopback ports), Chromium with
+# chromedriver (the end-to-end browser tests), and Python with the packages
+# of tests/requirements.txt in target/py (a real SMTP server, …).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,9 @@ command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromi
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # the WebDriver client loads the system CA bundle
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# Python tools the tests run (tests/requirements.txt) live in a venv
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   sudo=""
@@ -26,6 +30,14 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# tests/requirements.txt (an SMTP server for the notification tests, …)
+py=target/py
+if [ ! -x "$py/bin/python" ]; then
+  echo "test.sh: creating $py"
+  python3 -m venv "$py"
+fi
+"$py/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check

@@ -84,6 +84,16 @@ pub async fn build(
     if settings.lifecycle.background {
         lifecycle.spawn_background();
     }
+    let notifier = crate::notify::Notifier::start(
+        store.clone(),
+        keyring.clone(),
+        lifecycle.clone(),
+        registry.clone(),
+        clock.clone(),
+        settings.notifications.clone(),
+        &settings.public_url,
+    )
+    .map_err(StartError::Config)?;
     let sessions = Arc::new(SessionStore::new(
         store.clone(),
         clock.clone(),
@@ -133,6 +143,7 @@ pub async fn build(
         clock,
         registry,
         lifecycle,
+        notifier,
         sessions,
         logins,
         flows,

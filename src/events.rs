@@ -37,6 +37,9 @@ pub enum Action {
     UserTokenRevoked,
     #[serde(rename = "user_token.read")]
     UserTokenRead,
+    /// A background check of a grant (any verdict; `outcome` = its state).
+    #[serde(rename = "user_token.checked")]
+    UserTokenChecked,
     #[serde(rename = "runtime_token.set")]
     RuntimeTokenSet,
     #[serde(rename = "runtime_token.rotated")]
@@ -73,6 +76,7 @@ impl Action {
             Self::UserTokenRecovered => "user_token.recovered",
             Self::UserTokenRevoked => "user_token.revoked",
             Self::UserTokenRead => "user_token.read",
+            Self::UserTokenChecked => "user_token.checked",
             Self::RuntimeTokenSet => "runtime_token.set",
             Self::RuntimeTokenRotated => "runtime_token.rotated",
             Self::RuntimeTokenStatusChanged => "runtime_token.status_changed",
@@ -88,7 +92,7 @@ impl Action {
     }
 
     /// Every action, for documentation and filters.
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Self::UserTokenAssigned,
         Self::UserTokenReplaced,
         Self::UserTokenReused,
@@ -98,6 +102,7 @@ impl Action {
         Self::UserTokenRecovered,
         Self::UserTokenRevoked,
         Self::UserTokenRead,
+        Self::UserTokenChecked,
         Self::RuntimeTokenSet,
         Self::RuntimeTokenRotated,
         Self::RuntimeTokenStatusChanged,
@@ -118,7 +123,10 @@ impl Action {
     /// A change (as opposed to a read): what webhooks and notifications
     /// are about.
     pub fn is_change(self) -> bool {
-        !matches!(self, Self::UserTokenRead | Self::RuntimeTokenRead)
+        !matches!(
+            self,
+            Self::UserTokenRead | Self::RuntimeTokenRead | Self::UserTokenChecked
+        )
     }
 }
 

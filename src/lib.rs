@@ -11,6 +11,7 @@ pub mod credential;
 pub mod crypto;
 pub mod events;
 pub mod mock;
+pub mod notify;
 pub mod oauth;
 pub mod providers;
 pub mod registry;

@@ -186,7 +186,12 @@ async fn every_change_and_read_is_an_event_without_a_secret() {
 
     // and no event ever carried a secret
     let all = everything.take();
-    assert_eq!(all.len(), 14, "{all:?}");
+    assert_eq!(all.len(), 15, "{all:?}");
+    assert!(
+        all.iter().any(
+            |e| e.action == Action::UserTokenChecked && e.outcome.as_deref() == Some("invalid")
+        )
+    );
     let json = serde_json::to_string(&all).unwrap();
     let debug = format!("{all:?}");
     for s in &secrets {

@@ -169,7 +169,11 @@ impl Oidc {
             .map(|n| n.as_str().to_owned())
             .or_else(|| claims.preferred_username().map(|u| u.as_str().to_owned()))
             .unwrap_or_else(|| sub.clone());
-        let email = claims.email().map(|e| e.as_str().to_owned());
+        // only an address the identity provider verified (notifications go there)
+        let email = claims
+            .email()
+            .filter(|_| claims.email_verified() == Some(true))
+            .map(|e| e.as_str().to_owned());
 
         // The token's signature is verified above, so its payload can be read
         // for the configurable groups claim.

@@ -21,6 +21,7 @@ pub struct SessionUser {
     pub sub: String,
     pub iss: String,
     pub name: String,
+    /// Only when the identity provider says it is verified.
     pub email: Option<String>,
     pub groups: Vec<String>,
 }

@@ -4,6 +4,7 @@
 //! is the validated form the rest of the broker uses; every validation error
 //! names the key at fault.
 
+pub mod notifications;
 mod raw;
 mod secret;
 
@@ -319,6 +320,7 @@ pub struct Settings {
     pub admin_group: Option<String>,
     pub admin_api_token_sha256: Option<[u8; 32]>,
     pub lifecycle: LifecycleSettings,
+    pub notifications: notifications::NotificationSettings,
     pub server: ServerSettings,
     pub rate_limits: RateLimitSettings,
     pub accounts: Vec<AccountSettings>,
@@ -902,6 +904,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         admin_group: raw.admin.group.clone(),
         admin_api_token_sha256,
         lifecycle: lifecycle_settings(&raw.lifecycle)?,
+        notifications: notifications::settings(&raw.notifications, base_dir)?,
         server,
         rate_limits,
         accounts,

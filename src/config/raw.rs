@@ -31,6 +31,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub lifecycle: RawLifecycle,
     #[serde(default)]
+    pub notifications: super::notifications::RawNotifications,
+    #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
     pub rate_limit: RawRateLimit,

@@ -428,11 +428,25 @@ impl Lifecycle {
                 }
             })
             .await?;
-        if let Some(x) = updated
+        if let Some(x) = &updated
             && x.status.state != from
         {
             tracing::info!(target: "gitbroker::audit", action = "user_token.status", user = %x.user, grant = %x.id, from = from.as_str(), to = x.status.state.as_str(), reason = x.status.reason.as_deref().unwrap_or(""), runtimes = ?x.assignments.iter().map(|a| a.runtime.as_str()).collect::<Vec<_>>(), "user token status changed");
-            self.emit_status_change(&x, from).await;
+            self.emit_status_change(x, from).await;
+        }
+        if let Some(x) = updated {
+            self.events
+                .emit(
+                    self.event(
+                        crate::events::Action::UserTokenChecked,
+                        crate::events::Actor::system(),
+                    )
+                    .user(&x.user)
+                    .grant(&x.id)
+                    .provider(x.provider.as_str())
+                    .outcome(x.status.state.as_str()),
+                )
+                .await;
         }
         Ok(())
     }

@@ -44,6 +44,17 @@ pub fn router() -> Router<AppState> {
             "/runtimes/{id}/user-tokens",
             get(list_user_tokens).delete(delete_user_tokens),
         )
+        .route("/notifications", get(notifications))
+}
+
+/// Git Runtime tokens needing attention (invalid, expired, expiring soon,
+/// missing scopes, missing), and per runtime how many of its users' tokens
+/// need attention — as of now.
+async fn notifications(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(state.notifier.admin_overview().await?)))
 }
 
 /// Proof that the caller is an admin.

@@ -124,6 +124,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::notify::NotifyError> for ApiError {
+    fn from(e: crate::notify::NotifyError) -> Self {
+        use crate::notify::NotifyError;
+        match e {
+            NotifyError::Store(s) => s.into(),
+            NotifyError::UnknownRuntime(r) => {
+                Self::not_found(format!("no runtime `{r}` among yours"))
+            }
+            NotifyError::Tokens(_) => Self::unavailable(&e),
+            NotifyError::Crypto(_) => Self::internal(&e),
+        }
+    }
+}
+
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {

@@ -42,6 +42,65 @@ where
             put(put_pat).route_layer(token_check).delete(delete),
         )
         .route("/runtimes/{runtime}/token/reuse", post(reuse))
+        .route("/notifications", get(notifications).put(set_notifications))
+        .route(
+            "/runtimes/{runtime}/notifications",
+            put(set_runtime_notifications),
+        )
+}
+
+/// What needs attention now, the recent notifications, and the settings.
+async fn notifications(
+    State(state): State<AppState>,
+    Me(session): Me,
+) -> Result<Json<Value>, ApiError> {
+    let o = state.notifier.overview(&session.user).await?;
+    Ok(Json(json!(o)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnabledBody {
+    enabled: bool,
+}
+
+/// Turns all of the user's notifications on or off.
+async fn set_notifications(
+    State(state): State<AppState>,
+    Me(session): Me,
+    ApiJson(body): ApiJson<EnabledBody>,
+) -> Result<Json<Value>, ApiError> {
+    let prefs = state
+        .notifier
+        .set_enabled(&session.user, body.enabled)
+        .await?;
+    Ok(Json(json!({
+        "enabled": prefs.enabled.unwrap_or(body.enabled),
+        "hidden": prefs.hidden,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HiddenBody {
+    hidden: bool,
+}
+
+/// Hides or shows one runtime's notifications (its status stays visible).
+async fn set_runtime_notifications(
+    State(state): State<AppState>,
+    Me(session): Me,
+    ApiPath(runtime): ApiPath<String>,
+    ApiJson(body): ApiJson<HiddenBody>,
+) -> Result<Json<Value>, ApiError> {
+    let prefs = state
+        .notifier
+        .set_hidden(&session.user, &runtime, body.hidden)
+        .await?;
+    Ok(Json(json!({
+        "runtime": runtime,
+        "hidden": prefs.hidden.contains(&runtime),
+    })))
 }
 
 /// The signed-in user of a session cookie; changes (any method but GET)

@@ -37,6 +37,7 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub registry: Arc<Registry>,
     pub lifecycle: Arc<Lifecycle>,
+    pub notifier: Arc<crate::notify::Notifier>,
     pub sessions: Arc<SessionStore>,
     pub logins: Logins,
     pub flows: Flows,
@@ -47,6 +48,13 @@ pub struct Services {
     /// Rate limits: per client address on the routes (see [`router`]),
     /// per user through [`limits::RateLimits::check_user`] in handlers.
     pub limits: Arc<limits::RateLimits>,
+}
+
+impl Services {
+    /// Whether people who have not chosen get notifications.
+    pub fn notifier_default_enabled(&self) -> bool {
+        self.notifier.default_enabled()
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +85,11 @@ pub fn router(state: AppState) -> Router {
             post(pages::add_pat).route_layer(per_ip(Limit::TokenCheck)),
         )
         .route("/tokens/{runtime}/reuse", post(pages::reuse_grant))
+        .route(
+            "/tokens/{runtime}/notifications",
+            post(pages::runtime_notifications),
+        )
+        .route("/notifications", post(pages::all_notifications))
         .route("/oauth/callback/{app}", get(pages::oauth_callback))
         .route("/assets/style.css", get(pages::stylesheet))
         .route(

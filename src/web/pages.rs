@@ -89,6 +89,7 @@ pub async fn login_callback(
         state.sessions.destroy(&prev).await?;
     }
     session_event(&state, Action::SignedIn, &session.user.sub).await;
+    state.notifier.remember(&session.user).await;
     let jar = jar.add(cookie(
         session_cookie_name(state.secure_cookies).to_owned(),
         id,
@@ -190,6 +191,15 @@ pub struct RuntimeView {
     /// Existing authorizations of the same OAuth app to use here.
     reusable: Vec<ReuseView>,
     cap_warning: Option<String>,
+    /// The token needs attention and the user is alerted (badge).
+    attention: bool,
+    /// The user hid this runtime's notifications.
+    hidden: bool,
+}
+
+pub struct BannerItem {
+    runtime: String,
+    text: String,
 }
 
 pub struct AccountView {
@@ -214,6 +224,9 @@ struct TokensPage {
     csrf: String,
     flash: Option<Flash>,
     accounts: Vec<AccountView>,
+    notifications_on: bool,
+    /// Runtimes needing attention, hidden ones left out.
+    banner: Vec<BannerItem>,
 }
 
 fn when(t: DateTime<Utc>) -> String {
@@ -287,6 +300,13 @@ pub async fn tokens_page(
         return Ok(to_login("/tokens"));
     };
     let flash = state.sessions.take_flash(&mut session).await?;
+    let (prefs, _) = state
+        .notifier
+        .prefs(&session.user.sub)
+        .await
+        .map_err(notify_page_error)?;
+    let notifications_on = prefs.enabled.unwrap_or(state.notifier_default_enabled());
+    let mut banner = Vec::new();
     let mut accounts = Vec::new();
     for (account, runtimes) in state
         .lifecycle
@@ -301,7 +321,22 @@ pub async fn tokens_page(
                     .provider
                     .as_ref()
                     .map(|(kind, _)| providers::provider(*kind));
+                let hidden = prefs.hidden.contains(&r.runtime.id);
+                let attention = match &r.token {
+                    TokenSlot::Present(t) if crate::notify::needs_attention(t.status.state) => {
+                        if notifications_on && !hidden {
+                            banner.push(BannerItem {
+                                runtime: r.runtime.id.clone(),
+                                text: status_text(t.status.state).to_owned(),
+                            });
+                        }
+                        notifications_on && !hidden
+                    }
+                    _ => false,
+                };
                 RuntimeView {
+                    attention,
+                    hidden,
                     id: r.runtime.id.clone(),
                     git_host: r.runtime.git_host.clone(),
                     provider_name: provider.map_or("Git provider", |p| p.display_name()),
@@ -347,6 +382,8 @@ pub async fn tokens_page(
         csrf: session.csrf.clone(),
         flash,
         accounts,
+        notifications_on,
+        banner,
     };
     Ok(render(&page)?.into_response())
 }
@@ -624,4 +661,101 @@ pub async fn not_found() -> PageError {
         "Not found",
         "There is no page at this address.",
     )
+}
+
+fn notify_page_error(e: crate::notify::NotifyError) -> PageError {
+    tracing::warn!(error = %e, "notification settings unavailable");
+    PageError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "Your notification settings could not be read. Try again in a moment.",
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NotificationsForm {
+    csrf: String,
+    /// `1` to hide (a runtime) or turn on (all), `0` for the opposite.
+    value: String,
+}
+
+fn flag(v: &str) -> Result<bool, PageError> {
+    match v {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form's value must be 1 or 0.",
+        )),
+    }
+}
+
+/// The row menu's "Hide notifications" / "Show notifications".
+pub async fn runtime_notifications(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    PagePath(runtime): PagePath<String>,
+    PageForm(form): PageForm<NotificationsForm>,
+) -> Result<Response, PageError> {
+    let Some(mut session) = current_session(&state, &jar).await? else {
+        return Ok(to_login("/tokens"));
+    };
+    if !csrf_ok(&session.csrf, &form.csrf) {
+        return Err(csrf_error());
+    }
+    let hide = flag(&form.value)?;
+    let text = match state
+        .notifier
+        .set_hidden(&session.user, &runtime, hide)
+        .await
+    {
+        Ok(_) if hide => format!(
+            "Notifications hidden for runtime {runtime}. Its token's status stays visible here."
+        ),
+        Ok(_) => format!("Notifications shown again for runtime {runtime}."),
+        Err(crate::notify::NotifyError::UnknownRuntime(_)) => {
+            return Err(PageError::new(
+                StatusCode::NOT_FOUND,
+                "No such runtime",
+                "That runtime is not one of yours.",
+            ));
+        }
+        Err(e) => return Err(notify_page_error(e)),
+    };
+    state
+        .sessions
+        .flash(&mut session, FlashKind::Success, text)
+        .await?;
+    Ok(Redirect::to("/tokens").into_response())
+}
+
+/// Turns all of the user's notifications on or off.
+pub async fn all_notifications(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    PageForm(form): PageForm<NotificationsForm>,
+) -> Result<Response, PageError> {
+    let Some(mut session) = current_session(&state, &jar).await? else {
+        return Ok(to_login("/tokens"));
+    };
+    if !csrf_ok(&session.csrf, &form.csrf) {
+        return Err(csrf_error());
+    }
+    let on = flag(&form.value)?;
+    state
+        .notifier
+        .set_enabled(&session.user, on)
+        .await
+        .map_err(notify_page_error)?;
+    let text = if on {
+        "Notifications are on."
+    } else {
+        "Notifications are off: no banner, no badges, no mail. Statuses stay visible."
+    };
+    state
+        .sessions
+        .flash(&mut session, FlashKind::Success, text.to_owned())
+        .await?;
+    Ok(Redirect::to("/tokens").into_response())
 }
