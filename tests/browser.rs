@@ -640,9 +640,112 @@ async fn reuse_an_authorization_and_see_its_status_in_a_real_browser() {
                     "{rt}: {status}"
                 );
             }
+            // the banner names both, each row has its badge
+            let banner = text(&c, "#attention").await;
+            assert!(
+                banner.starts_with("2 Git user tokens need your attention"),
+                "{banner}"
+            );
+            assert!(banner.contains("acme-prod") && banner.contains("acme-staging"));
+            for rt in ["acme-prod", "acme-staging"] {
+                assert_eq!(
+                    text(&c, &format!("tr#runtime-{rt} .badge.attention")).await,
+                    "Needs attention"
+                );
+            }
             let png = c.screenshot().await.unwrap();
             let shot = artifacts_dir().join("statuses.png");
             std::fs::write(&shot, png).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+
+            // the row's menu: Hide notifications
+            c.find(Locator::Css(
+                "tr#runtime-acme-staging details.row-menu summary",
+            ))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+            let hide = c
+                .find(Locator::Css(
+                    "tr#runtime-acme-staging button.hide-notifications",
+                ))
+                .await
+                .unwrap();
+            assert_eq!(hide.text().await.unwrap(), "Hide notifications");
+            hide.click().await.unwrap();
+            wait_for(
+                &c,
+                "the row saying its notifications are hidden",
+                Locator::Css("tr#runtime-acme-staging .notifications-hidden"),
+            )
+            .await;
+            assert_eq!(
+                text(&c, "tr#runtime-acme-staging .notifications-hidden").await,
+                "Notifications hidden"
+            );
+            assert!(
+                text(&c, "#flash")
+                    .await
+                    .contains("Notifications hidden for runtime acme-staging")
+            );
+            let banner = text(&c, "#attention").await;
+            assert!(
+                banner.starts_with("A Git user token needs your attention"),
+                "{banner}"
+            );
+            assert!(!banner.contains("acme-staging"), "{banner}");
+            assert!(
+                c.find(Locator::Css("tr#runtime-acme-staging .badge.attention"))
+                    .await
+                    .is_err(),
+                "no badge on a hidden row"
+            );
+            // hidden, not invisible: the status stays
+            assert!(
+                text(&c, "tr#runtime-acme-staging dd.status")
+                    .await
+                    .starts_with("Revoked or invalid")
+            );
+            let png = c.screenshot().await.unwrap();
+            let shot = artifacts_dir().join("notifications-hidden.png");
+            std::fs::write(&shot, png).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+
+            // and shown again
+            c.find(Locator::Css(
+                "tr#runtime-acme-staging details.row-menu summary",
+            ))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+            let show = c
+                .find(Locator::Css(
+                    "tr#runtime-acme-staging button.show-notifications",
+                ))
+                .await
+                .unwrap();
+            assert_eq!(show.text().await.unwrap(), "Show notifications");
+            show.click().await.unwrap();
+            wait_for(
+                &c,
+                "the badge back on acme-staging",
+                Locator::Css("tr#runtime-acme-staging .badge.attention"),
+            )
+            .await;
+            assert!(
+                text(&c, "#attention")
+                    .await
+                    .starts_with("2 Git user tokens")
+            );
+            assert!(
+                c.find(Locator::Css(
+                    "tr#runtime-acme-staging .notifications-hidden"
+                ))
+                .await
+                .is_err()
+            );
         })
         .await;
 }
