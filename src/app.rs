@@ -94,6 +94,20 @@ pub async fn build(
         &settings.public_url,
     )
     .map_err(StartError::Config)?;
+    let signals = Arc::new(match &settings.store {
+        StoreSettings::Redis { url, key_prefix } => {
+            crate::store::signal::Signals::redis(url.expose_secret(), key_prefix).await?
+        }
+        StoreSettings::Embedded { .. } => crate::store::signal::Signals::local(),
+    });
+    lifecycle
+        .events()
+        .add(Arc::new(crate::tokens::WakeOnAssign(signals.clone())));
+    let waiting = Arc::new(tokio::sync::Semaphore::new(
+        settings.lifecycle.wait_max_requests,
+    ));
+    let request_timeout = settings.server.request_timeout;
+    let provider_timeout = settings.provider_timeout;
     let sessions = Arc::new(SessionStore::new(
         store.clone(),
         clock.clone(),
@@ -152,5 +166,9 @@ pub async fn build(
         admin_api_token_sha256,
         public_url,
         limits,
+        signals,
+        waiting,
+        request_timeout,
+        provider_timeout,
     })))
 }

@@ -125,6 +125,8 @@ pub struct LifecycleSettings {
     pub expiring_soon: Duration,
     pub revocation_retry_max: Duration,
     pub tick: Duration,
+    pub wait_max: Duration,
+    pub wait_max_requests: usize,
 }
 
 impl Default for LifecycleSettings {
@@ -143,6 +145,8 @@ impl Default for LifecycleSettings {
             expiring_soon: Duration::from_secs(7 * 86400),
             revocation_retry_max: Duration::from_secs(6 * 3600),
             tick: Duration::from_secs(10),
+            wait_max: Duration::from_secs(30),
+            wait_max_requests: 1000,
         })
     }
 }
@@ -229,6 +233,15 @@ fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, Config
             "seconds",
         )?),
         tick: Duration::from_secs(range("tick_secs", l.tick_secs, 1, 3600, "seconds")?),
+        wait_max: Duration::from_secs(range("wait_max_secs", l.wait_max_secs, 1, 3600, "seconds")?),
+        wait_max_requests: usize::try_from(range(
+            "wait_max_requests",
+            l.wait_max_requests,
+            1,
+            1_000_000,
+            "requests",
+        )?)
+        .unwrap_or(1000),
     })
 }
 

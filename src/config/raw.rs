@@ -187,6 +187,10 @@ pub struct RawLifecycle {
     pub expiring_soon_days: u64,
     pub revocation_retry_max_secs: u64,
     pub tick_secs: u64,
+    /// The longest `?wait=` a runtime may ask for on a missing user token.
+    pub wait_max_secs: u64,
+    /// Requests waiting at once on this replica; more get 503.
+    pub wait_max_requests: u64,
 }
 
 impl Default for RawLifecycle {
@@ -204,6 +208,8 @@ impl Default for RawLifecycle {
             expiring_soon_days: 7,
             revocation_retry_max_secs: 6 * 3600,
             tick_secs: 10,
+            wait_max_secs: 30,
+            wait_max_requests: 1000,
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod signal;
 
 use async_trait::async_trait;
 use std::time::Duration;

@@ -297,7 +297,7 @@ fn unavailable(e: RedisError) -> StoreError {
 /// (as happens when other dependencies enable both ring and aws-lc-rs); without
 /// one, building a TLS config panics. Installing one is harmless if it is unused,
 /// and a provider someone installed first is kept.
-fn ensure_rustls_provider() {
+pub(crate) fn ensure_rustls_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Err only means another thread installed one in between.
         let _ = rustls::crypto::ring::default_provider().install_default();

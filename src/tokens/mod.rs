@@ -23,6 +23,7 @@ pub mod repo;
 pub mod runtime;
 pub mod schedule;
 mod serve;
+mod wait;
 
 pub use check::SweepReport;
 pub use grant::{Grant, State, Status, TokenSource};
@@ -32,6 +33,7 @@ pub use lifecycle::{
 };
 pub use runtime::RuntimeTokenStatus;
 pub use serve::{ServeError, Served};
+pub use wait::{WakeOnAssign, wait_channel};
 
 use crate::crypto;
 use crate::store::StoreError;

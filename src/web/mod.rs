@@ -38,6 +38,10 @@ pub struct Services {
     pub registry: Arc<Registry>,
     pub lifecycle: Arc<Lifecycle>,
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Wake-ups across replicas (runtimes waiting for a user's token).
+    pub signals: Arc<crate::store::signal::Signals>,
+    /// Permits for runtime requests waiting at once (`?wait=`).
+    pub waiting: Arc<tokio::sync::Semaphore>,
     pub sessions: Arc<SessionStore>,
     pub logins: Logins,
     pub flows: Flows,
@@ -48,9 +52,25 @@ pub struct Services {
     /// Rate limits: per client address on the routes (see [`router`]),
     /// per user through [`limits::RateLimits::check_user`] in handlers.
     pub limits: Arc<limits::RateLimits>,
+    pub request_timeout: std::time::Duration,
+    pub provider_timeout: std::time::Duration,
 }
 
 impl Services {
+    /// The longest a runtime's `?wait=` holds its request: the configured
+    /// maximum, kept within the request timeout with room for one serve
+    /// (which may refresh the token at the provider).
+    pub fn wait_max(&self) -> std::time::Duration {
+        let room = self
+            .request_timeout
+            .saturating_sub(self.provider_timeout + std::time::Duration::from_secs(1));
+        self.lifecycle.settings().wait_max.min(room)
+    }
+
+    pub fn waiting_limit(&self) -> usize {
+        self.lifecycle.settings().wait_max_requests
+    }
+
     /// Whether people who have not chosen get notifications.
     pub fn notifier_default_enabled(&self) -> bool {
         self.notifier.default_enabled()

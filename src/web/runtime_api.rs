@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
+use std::time::Duration;
 
 /// The bearer credential of the `Authorization` header, if well formed.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -77,6 +78,33 @@ pub enum Format {
 pub struct TokenQuery {
     #[serde(default)]
     format: Format,
+    /// User tokens: how long to wait for the user to authorize when there
+    /// is no token yet (`30s`, `2m`, or seconds).
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+/// `?wait=`: `30s`, `2m`, `500ms` or a number of seconds; at most `max`.
+fn parse_wait(v: &str, max: Duration) -> Result<Duration, ApiError> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| {
+        ApiError::bad_request("wait: give a duration such as `30s`, `2m` or `500ms`")
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => {
+            return Err(ApiError::bad_request(
+                "wait: the unit must be `ms`, `s` or `m`",
+            ));
+        }
+    };
+    Ok(d.min(max))
 }
 
 /// A Kubernetes object name from free-form parts: lower-case
@@ -181,12 +209,68 @@ pub async fn user_token(
     ApiQuery(query): ApiQuery<TokenQuery>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
-    let served = state
+    let wait = match &query.wait {
+        Some(w) => parse_wait(w, state.wait_max())?,
+        None => Duration::ZERO,
+    };
+    let first = state
         .lifecycle
         .serve_user_token(&caller, &runtime, &user)
-        .await
-        .map_err(|e| user_token_error(e, &runtime, &user))?;
+        .await;
+    let served = match first {
+        Err(ServeError::Absent) if !wait.is_zero() => {
+            wait_for_token(&state, &caller, &runtime, &user, wait).await?
+        }
+        other => other.map_err(|e| user_token_error(e, &runtime, &user))?,
+    };
     Ok(token_response(&served, query.format, &[&runtime, &user]))
+}
+
+/// Holds the request until the user's token for the runtime is assigned
+/// (on any replica: a signal through the store's pub/sub) or `wait` ends
+/// with the usual 404. At most `lifecycle.wait_max_requests` wait at once
+/// on a replica; a client that goes away drops its subscription.
+async fn wait_for_token(
+    state: &AppState,
+    caller: &Runtime,
+    runtime: &str,
+    user: &str,
+    wait: Duration,
+) -> Result<Served, ApiError> {
+    let Ok(_permit) = state.waiting.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-waiting",
+            "Too many waiting requests",
+            format!(
+                "{} requests already wait on this replica; retry without `wait`, or later",
+                state.waiting_limit()
+            ),
+        )
+        .with_retry_after(1));
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut signal = state
+        .signals
+        .subscribe(&crate::tokens::wait_channel(runtime, user))
+        .await?;
+    loop {
+        // subscribed first, then looked again: no assignment falls between
+        match state
+            .lifecycle
+            .serve_user_token(caller, runtime, user)
+            .await
+        {
+            Err(ServeError::Absent) => {}
+            other => return other.map_err(|e| user_token_error(e, runtime, user)),
+        }
+        if tokio::time::timeout_at(deadline, signal.signalled())
+            .await
+            .is_err()
+        {
+            return Err(user_token_error(ServeError::Absent, runtime, user));
+        }
+    }
 }
 
 /// A problem type per reason a user token is not served.
@@ -259,6 +343,11 @@ pub async fn runtime_token(
     ApiQuery(query): ApiQuery<TokenQuery>,
     RuntimeCaller(caller): RuntimeCaller,
 ) -> Result<Response, ApiError> {
+    if query.wait.is_some() {
+        return Err(ApiError::bad_request(
+            "wait applies to Git user tokens only",
+        ));
+    }
     let served = state
         .lifecycle
         .serve_runtime_token(&caller, &runtime)
@@ -306,6 +395,20 @@ pub async fn runtime_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_parse_and_are_capped() {
+        let max = Duration::from_secs(30);
+        let ok = |v: &str| parse_wait(v, max).unwrap_or(Duration::MAX);
+        assert_eq!(ok("10"), Duration::from_secs(10));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("2m"), max);
+        assert_eq!(ok("999999999999m"), max);
+        for bad in ["", "s", "10h", "-1", "1.5s", "ten"] {
+            assert!(parse_wait(bad, max).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn kubernetes_names_are_dns_labels() {
