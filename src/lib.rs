@@ -13,6 +13,7 @@ pub mod mock;
 pub mod oauth;
 pub mod providers;
 pub mod registry;
+pub mod rotate;
 pub mod store;
 pub mod tokens;
 pub mod web;

@@ -44,6 +44,41 @@ pub fn router() -> Router<AppState> {
             "/runtimes/{id}/user-tokens",
             get(list_user_tokens).delete(delete_user_tokens),
         )
+        .route("/backup", get(backup))
+}
+
+/// A consistent copy of the embedded store, taken while serving, as a redb
+/// file (`gitbroker backup` saves it). The Redis store is backed up with
+/// Redis's own persistence: 409.
+async fn backup(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let Some(file) = state.store.backup().await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup-unsupported",
+            "Backup not available",
+            "this broker uses the Redis store; back it up with Redis's own persistence (RDB snapshots or AOF) instead",
+        ));
+    };
+    let size = file.metadata().map(|m| m.len()).ok();
+    tracing::info!(target: "gitbroker::audit", action = "store.backup", actor = %admin.who, bytes = size, "store backed up");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"gitbroker-backup.redb\""),
+    );
+    if let Some(size) = size {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    Ok(resp)
 }
 
 /// Proof that the caller is an admin.
