@@ -133,6 +133,7 @@ pub async fn build(
         clock,
         registry,
         lifecycle,
+        keyring,
         sessions,
         logins,
         flows,

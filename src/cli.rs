@@ -97,8 +97,15 @@ pub enum Command {
     /// resumable and idempotent: run it again until it re-seals 0. The
     /// embedded store can only be opened while its broker is stopped.
     RotateKeys {
+        /// Open the store of this configuration (Redis, or the embedded
+        /// file of a stopped broker).
         #[arg(long, short, env = "GITBROKER_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Instead, have the running broker at this URL re-seal its own
+        /// store through its admin API (GITBROKER_ADMIN_TOKEN): the way for
+        /// an embedded store while it serves. Takes precedence over --config.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Save a consistent copy of the embedded store to --out: from a running
     /// broker through its admin API (GITBROKER_ADMIN_TOKEN), or, with

@@ -263,7 +263,16 @@ async fn main() -> ExitCode {
             live,
             timeout_secs,
         } => ops_cli::healthcheck(url, config.as_deref(), live, timeout_secs).await,
-        Command::RotateKeys { config } => ops_cli::rotate_keys(&config).await,
+        Command::RotateKeys { config, url } => match (url, config) {
+            (Some(url), _) => ops_cli::rotate_keys_remote(&url).await,
+            (None, Some(config)) => ops_cli::rotate_keys(&config).await,
+            (None, None) => {
+                eprintln!(
+                    "gitbroker: give --config (or GITBROKER_CONFIG), or --url of a running broker"
+                );
+                ExitCode::from(1)
+            }
+        },
         Command::Backup {
             remote,
             config,

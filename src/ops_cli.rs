@@ -134,7 +134,7 @@ pub async fn rotate_keys(config: &Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             let hint = if e.to_string().contains("in use") {
-                ": stop the broker first (the embedded store is one process's file)"
+                ": the broker holds it; ask it to re-seal its own store with --url (or stop it first)"
             } else {
                 ""
             };
@@ -154,43 +154,86 @@ pub async fn rotate_keys(config: &Path) -> ExitCode {
         })
         .await;
     progress.finish_and_clear();
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            return fail(format!(
-                "rotation stopped: {e}; what was re-sealed stays so, run it again to go on"
-            ));
-        }
+    match report {
+        Ok(r) => print_rotation(&gitbroker::rotate::RotateSummary::from(&r)),
+        Err(e) => fail(format!(
+            "rotation stopped: {e}; what was re-sealed stays so, run it again to go on"
+        )),
+    }
+}
+
+/// `rotate-keys --url`: the broker re-seals its own store; a spinner meanwhile.
+pub async fn rotate_keys_remote(url: &str) -> ExitCode {
+    let token = match crate::runtime_cli::admin_token() {
+        Ok(t) => t,
+        Err(e) => return fail(e),
     };
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let target = format!("{}/api/v1/admin/rotate-keys", url.trim_end_matches('/'));
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message("the broker is re-sealing its store");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let resp = client.post(&target).bearer_auth(token).send().await;
+    spinner.finish_and_clear();
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{target}: {e}")),
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        return fail(format!(
+            "the broker answered {}: {}; what was re-sealed stays so, run it again to go on",
+            status.as_u16(),
+            body["detail"].as_str().unwrap_or("(no detail)")
+        ));
+    }
+    match resp.json::<gitbroker::rotate::RotateSummary>().await {
+        Ok(summary) => print_rotation(&summary),
+        Err(e) => fail(format!(
+            "the broker's answer is not a rotation summary: {e}"
+        )),
+    }
+}
+
+fn print_rotation(report: &gitbroker::rotate::RotateSummary) -> ExitCode {
     println!("active key: {}", report.active_key);
     println!(
         "{:<14} {:>8} {:>10} {:>8} {:>5} {:>10} {:>5} {:>9}",
         "kind", "records", "re-sealed", "current", "gone", "unreadable", "busy", "conflicts"
     );
-    for (kind, k) in &report.kinds {
+    for k in &report.kinds {
+        let (kind, r) = (&k.kind, &k.report);
         println!(
             "{kind:<14} {:>8} {:>10} {:>8} {:>5} {:>10} {:>5} {:>9}",
-            k.records, k.resealed, k.current, k.gone, k.unreadable, k.busy, k.conflicts
+            r.records, r.resealed, r.current, r.gone, r.unreadable, r.busy, r.conflicts
         );
     }
-    if report.left() == 0 {
+    if report.left == 0 {
         println!(
             "re-sealed {}; every sealed record is under key `{}`: other keys can be removed from encryption.keys",
-            report.resealed(),
-            report.active_key
+            report.resealed, report.active_key
         );
         return ExitCode::SUCCESS;
     }
-    for (kind, k) in &report.kinds {
-        for (kid, n) in &k.left_under {
-            eprintln!("gitbroker: {n} {kind} record(s) under key `{kid}` were left as they are");
+    for k in &report.kinds {
+        for (kid, n) in &k.report.left_under {
+            eprintln!(
+                "gitbroker: {n} {} record(s) under key `{kid}` were left as they are",
+                k.kind
+            );
         }
     }
     fail(format!(
         "re-sealed {}; {} record(s) are not under `{}`: busy ones change on the next run, unreadable ones (a key no longer configured, or left behind by a deleted runtime) stay unreadable; keep the keys they name until they are gone",
-        report.resealed(),
-        report.left(),
-        report.active_key
+        report.resealed, report.left, report.active_key
     ))
 }
 

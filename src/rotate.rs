@@ -15,6 +15,7 @@ use crate::crypto::{self, CryptoError, Keyring, Sealed};
 use crate::registry::{self, Registry};
 use crate::store::{Collection, Expect, Store, StoreError, Versioned};
 use crate::tokens::{repo, runtime, schedule};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How often one record is read again after a concurrent write before
@@ -33,7 +34,7 @@ pub enum RotateError {
 pub const KINDS: [&str; 4] = ["grant", "runtime_token", "revocation", "oauth_app"];
 
 /// What happened to the records of one kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindReport {
     /// Records found.
     pub records: u64,
@@ -58,6 +59,42 @@ pub struct KindReport {
 pub struct RotateReport {
     pub active_key: String,
     pub kinds: Vec<(&'static str, KindReport)>,
+}
+
+/// The report as the admin API answers it and the command line prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateSummary {
+    pub active_key: String,
+    /// Re-sealed by this run.
+    pub resealed: u64,
+    /// Not under the active key after it.
+    pub left: u64,
+    pub kinds: Vec<KindSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindSummary {
+    pub kind: String,
+    #[serde(flatten)]
+    pub report: KindReport,
+}
+
+impl From<&RotateReport> for RotateSummary {
+    fn from(r: &RotateReport) -> Self {
+        Self {
+            active_key: r.active_key.clone(),
+            resealed: r.resealed(),
+            left: r.left(),
+            kinds: r
+                .kinds
+                .iter()
+                .map(|(kind, report)| KindSummary {
+                    kind: (*kind).to_owned(),
+                    report: report.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl RotateReport {

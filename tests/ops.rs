@@ -769,3 +769,68 @@ async fn rotate_keys_reseals_everything_while_a_replica_serves_and_writes() {
     assert_eq!(retired.registry.apps().await.unwrap().len(), 6);
     drop(replica_url);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotate_keys_through_a_serving_broker_on_the_embedded_store() {
+    let h = Harness::start(Backend::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = pasted_tokens(&h, 3, "acme-prod").await;
+    let both = |t: String| {
+        t.replace(
+            &format!("keys = [{{ id = \"k1\", key = \"{KEY}\" }}]"),
+            &format!(
+                "active_key = \"k2\"\nkeys = [{{ id = \"k1\", key = \"{KEY}\" }}, {{ id = \"k2\", key = \"{KEY2}\" }}]"
+            ),
+        )
+    };
+    // the file is the serving broker's: opening it directly is refused
+    let cfg = write(
+        &dir.path().join("rotated.toml"),
+        &both(h.config_toml().to_owned()),
+    );
+    let out = run(&["rotate-keys", "--config", s(&cfg)], &[]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("in use") && out.stderr.contains("--url"),
+        "{out:?}"
+    );
+
+    let (_replica, url) = h.serve_replica(both).await;
+    let admin = [("GITBROKER_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let out = run(&["rotate-keys", "--url", &url], &admin).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("active key: k2"), "{out:?}");
+    assert!(out.stdout.contains("re-sealed 3;"), "{out:?}");
+    assert!(
+        key_ids(h.store.as_ref())
+            .await
+            .iter()
+            .all(|(_, k)| k == "k2")
+    );
+    let out = run(&["rotate-keys", "--url", &url], &admin).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("re-sealed 0;"), "{out:?}");
+    // the admin API token is required
+    let out = run(
+        &["rotate-keys", "--url", &url],
+        &[(
+            "GITBROKER_ADMIN_TOKEN",
+            "not-the-admin-token-0123456789abcdef",
+        )],
+    )
+    .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("401"), "{out:?}");
+
+    let (_retired, url) = h
+        .serve_replica(|t| {
+            t.replace(
+                &format!("keys = [{{ id = \"k1\", key = \"{KEY}\" }}]"),
+                &format!("active_key = \"k2\"\nkeys = [{{ id = \"k2\", key = \"{KEY2}\" }}]"),
+            )
+        })
+        .await;
+    for (sub, pat) in &saved {
+        assert_eq!(token_at(&url, "acme-prod", sub).await, Ok(pat.clone()));
+    }
+}

@@ -45,6 +45,26 @@ pub fn router() -> Router<AppState> {
             get(list_user_tokens).delete(delete_user_tokens),
         )
         .route("/backup", get(backup))
+        .route("/rotate-keys", axum::routing::post(rotate_keys))
+}
+
+/// Re-seals the store's sealed records under the active key, in this
+/// broker (`gitbroker rotate-keys --url`): the way for an embedded store
+/// while it serves. Answers the summary once done.
+async fn rotate_keys(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let report = crate::rotate::rotate(
+        state.store.as_ref(),
+        &state.keyring,
+        &state.registry,
+        &mut |_, _| {},
+    )
+    .await
+    .map_err(|e| match e {
+        crate::rotate::RotateError::Store(e) => ApiError::from(e),
+        crate::rotate::RotateError::Registry(e) => ApiError::from(e),
+    })?;
+    tracing::info!(target: "gitbroker::audit", action = "keys.rotate", actor = %admin.who, active_key = %report.active_key, resealed = report.resealed(), left = report.left(), "sealed records re-sealed under the active key");
+    Ok(Json(crate::rotate::RotateSummary::from(&report)).into_response())
 }
 
 /// A consistent copy of the embedded store, taken while serving, as a redb

@@ -37,6 +37,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub registry: Arc<Registry>,
     pub lifecycle: Arc<Lifecycle>,
+    /// The keys, for `POST /api/v1/admin/rotate-keys`.
+    pub keyring: Arc<crate::crypto::Keyring>,
     pub sessions: Arc<SessionStore>,
     pub logins: Logins,
     pub flows: Flows,
