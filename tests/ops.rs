@@ -233,6 +233,13 @@ async fn backup_while_serving_and_writing_then_restore_for_a_new_broker() {
     let written = writer.await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("backup written to"), "{out:?}");
+    let bytes = std::fs::read(&backup).unwrap();
+    for (_, pat) in &saved {
+        assert!(
+            !bytes.windows(pat.len()).any(|w| w == pat.as_bytes()),
+            "tokens stay sealed in a backup"
+        );
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -674,6 +681,9 @@ async fn rotate_keys_reseals_everything_while_a_replica_serves_and_writes() {
     stop.store(true, Ordering::Relaxed);
     let last = writer.await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
+    for (_, pat) in &saved {
+        assert!(!out.stdout.contains(pat) && !out.stderr.contains(pat));
+    }
     assert!(out.stdout.contains("active key: k2"), "{out:?}");
     assert!(
         out.stdout
