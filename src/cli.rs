@@ -73,6 +73,89 @@ pub enum Command {
         /// What git asks: get, store or erase.
         operation: String,
     },
+    /// Probe a running broker: exit 0 when `/readyz` answers 200 (with
+    /// --live, `/healthz`), 1 otherwise, with one line saying why. For the
+    /// container image's health check. The broker is found at --url, else
+    /// at the `listen` address of --config, else at http://127.0.0.1:8080.
+    Healthcheck {
+        /// The broker's URL.
+        #[arg(long, env = "GITBROKER_URL")]
+        url: Option<String>,
+        /// A configuration file whose `listen` address to probe.
+        #[arg(long, short, env = "GITBROKER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Probe liveness (`/healthz`) instead of readiness.
+        #[arg(long)]
+        live: bool,
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
+    /// Re-seal every sealed record (Git user tokens, Git Runtime tokens,
+    /// queued revocations, OAuth app secrets) under the configuration's
+    /// `active_key`, so that older keys can be retired. Safe while brokers
+    /// serve (compare-and-swap; a record changed meanwhile is read again),
+    /// resumable and idempotent: run it again until it re-seals 0. The
+    /// embedded store can only be opened while its broker is stopped.
+    RotateKeys {
+        /// Open the store of this configuration (Redis, or the embedded
+        /// file of a stopped broker).
+        #[arg(long, short, env = "GITBROKER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Instead, have the running broker at this URL re-seal its own
+        /// store through its admin API (GITBROKER_ADMIN_TOKEN): the way for
+        /// an embedded store while it serves. Takes precedence over --config.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Save a consistent copy of the embedded store to --out: from a running
+    /// broker through its admin API (GITBROKER_ADMIN_TOKEN), or, with
+    /// --config, from the store file of a stopped broker.
+    Backup {
+        #[command(flatten)]
+        remote: Remote,
+        /// Read the store file of this configuration directly (the broker
+        /// must be stopped) instead of asking the broker at --url.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The backup file to create (refused if it exists).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Replace the embedded store of a stopped broker with a backup. The
+    /// file it replaces is kept as `<path>.before-restore`.
+    Restore {
+        #[arg(long, short, env = "GITBROKER_CONFIG")]
+        config: PathBuf,
+        /// The backup file (made by `gitbroker backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store file (without it, restore only into a
+        /// path where no store exists yet).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Copy an embedded store (the configuration's, or a backup) into an
+    /// empty Redis, TTLs and versions included; then switch the
+    /// configuration to `backend = "redis"`. Stop the broker first (or copy
+    /// from a backup and accept losing what changed after it).
+    Migrate {
+        #[arg(long, short, env = "GITBROKER_CONFIG")]
+        config: PathBuf,
+        /// The target backend.
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+        /// Copy from this store file (e.g. a backup) instead of the
+        /// configuration's `store.path`.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// A file holding the Redis URL (else GITBROKER_MIGRATE_REDIS_URL);
+        /// never on the command line, where `ps` would show its password.
+        #[arg(long)]
+        redis_url_file: Option<PathBuf>,
+        /// The `store.key_prefix` the Redis configuration will use.
+        #[arg(long, default_value = "gitbroker")]
+        key_prefix: String,
+    },
     /// Manage runtimes through a running broker's admin API. The admin API
     /// token comes from GITBROKER_ADMIN_TOKEN; the Git Runtime token from
     /// standard input (never from the command line, which `ps` shows).
@@ -80,6 +163,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RuntimeCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MigrateTarget {
+    Redis,
 }
 
 #[derive(Debug, clap::Args)]

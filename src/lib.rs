@@ -15,6 +15,7 @@ pub mod notify;
 pub mod oauth;
 pub mod providers;
 pub mod registry;
+pub mod rotate;
 pub mod store;
 pub mod tokens;
 pub mod web;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod credential_cli;
+mod ops_cli;
 mod runtime_cli;
 
 use clap::Parser;
@@ -256,6 +257,47 @@ async fn main() -> ExitCode {
             git_root,
         } => mock_provider(listen, config.as_deref(), git_root).await,
         Command::Runtime { command } => runtime_cli::run(command).await,
+        Command::Healthcheck {
+            url,
+            config,
+            live,
+            timeout_secs,
+        } => ops_cli::healthcheck(url, config.as_deref(), live, timeout_secs).await,
+        Command::RotateKeys { config, url } => match (url, config) {
+            (Some(url), _) => ops_cli::rotate_keys_remote(&url).await,
+            (None, Some(config)) => ops_cli::rotate_keys(&config).await,
+            (None, None) => {
+                eprintln!(
+                    "gitbroker: give --config (or GITBROKER_CONFIG), or --url of a running broker"
+                );
+                ExitCode::from(1)
+            }
+        },
+        Command::Backup {
+            remote,
+            config,
+            out,
+        } => ops_cli::backup(&remote, config.as_deref(), &out).await,
+        Command::Restore {
+            config,
+            from,
+            replace,
+        } => ops_cli::restore(&config, &from, replace).await,
+        Command::Migrate {
+            config,
+            to: cli::MigrateTarget::Redis,
+            from,
+            redis_url_file,
+            key_prefix,
+        } => {
+            ops_cli::migrate(
+                &config,
+                from.as_deref(),
+                redis_url_file.as_deref(),
+                &key_prefix,
+            )
+            .await
+        }
         Command::Credential {
             remote,
             runtime,

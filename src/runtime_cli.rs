@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::io::Read;
 use std::process::ExitCode;
 
-fn admin_token() -> Result<String, String> {
+pub(crate) fn admin_token() -> Result<String, String> {
     std::env::var("GITBROKER_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

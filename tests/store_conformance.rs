@@ -84,6 +84,7 @@ conformance!(
     collection_delete_removes_only_that_collection,
     missing_records_read_as_absent,
     arbitrary_ids_round_trip,
+    record_groups_name_every_collection_of_a_kind,
 );
 
 fn key(id: &str) -> EphemeralKey {
@@ -644,6 +645,49 @@ async fn arbitrary_ids_round_trip(store: Arc<dyn Store>) {
     );
 }
 
+async fn record_groups_name_every_collection_of_a_kind(store: Arc<dyn Store>) {
+    assert!(store.record_groups("grant").await.unwrap().is_empty());
+    // groups with the characters the Redis layout encodes, and a kind that
+    // is a prefix of another
+    let groups = ["u-1", "u:2{x}%", "u-3*?[]"];
+    for g in groups {
+        for id in ["a", "b"] {
+            store
+                .record_put(&Collection::new("grant", g), id, b"v", Expect::Absent)
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .record_put(
+            &Collection::new("grants", "other"),
+            "a",
+            b"v",
+            Expect::Absent,
+        )
+        .await
+        .unwrap();
+    store
+        .record_put(&Collection::new("gran", "other"), "a", b"v", Expect::Absent)
+        .await
+        .unwrap();
+    store
+        .put(&EphemeralKey::new("grant", "not-a-record"), b"v", TTL)
+        .await
+        .unwrap();
+    let mut want: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+    want.sort();
+    assert_eq!(store.record_groups("grant").await.unwrap(), want);
+    assert_eq!(store.record_groups("grants").await.unwrap(), vec!["other"]);
+    // an emptied collection is not listed
+    store
+        .collection_delete(&Collection::new("grant", "u-1"))
+        .await
+        .unwrap();
+    want.retain(|g| g != "u-1");
+    assert_eq!(store.record_groups("grant").await.unwrap(), want);
+}
+
 // ---------------------------------------------------------------- embedded only
 
 mod embedded_only {
@@ -654,6 +698,73 @@ mod embedded_only {
         Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
         ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_backup_is_a_consistent_store_taken_while_writers_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.redb"), Arc::new(SystemClock)).unwrap();
+        store.put(&key("session"), b"live", TTL).await.unwrap();
+        // each write moves "a" and "b" together: a torn copy would show them apart
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..200u32 {
+                    let n = i.to_be_bytes();
+                    for id in ["a", "b"] {
+                        store
+                            .record_put(&coll("pair"), id, &n, Expect::Any)
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        };
+        let mut copies = Vec::new();
+        for i in 0..5 {
+            let dest = dir.path().join(format!("backup-{i}.redb"));
+            let counts = store.backup_to(&dest).await.unwrap();
+            copies.push((dest, counts));
+        }
+        let file = store
+            .backup()
+            .await
+            .unwrap()
+            .expect("the embedded store backs up");
+        writer.await.unwrap();
+        assert!(file.metadata().unwrap().len() > 0);
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")),
+            "the served backup leaves no file behind"
+        );
+        for (dest, counts) in copies {
+            assert_eq!(counts.ephemeral, 1);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "a backup holds what the store holds");
+            }
+            let copy = EmbeddedStore::open(&dest, Arc::new(SystemClock)).unwrap();
+            let pair = copy.record_list(&coll("pair")).await.unwrap();
+            assert_eq!(pair.len() as u64, counts.records);
+            if let [(_, a), (_, b)] = pair.as_slice() {
+                // a was written first: b is either the same write or one behind
+                assert!(
+                    a.value == b.value || a.version == b.version + 1,
+                    "torn copy: {a:?} / {b:?}"
+                );
+            }
+            assert_eq!(
+                copy.get(&key("session")).await.unwrap(),
+                Some(b"live".to_vec())
+            );
+            assert!(store.backup_to(&dest).await.is_err(), "never overwrites");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

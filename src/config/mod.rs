@@ -363,10 +363,35 @@ impl Settings {
             // GITBROKER_CONFIG/_URL/_ADMIN_TOKEN belong to the command line
             .merge(
                 Env::prefixed("GITBROKER_")
-                    .ignore(&["CONFIG", "URL", "ADMIN_TOKEN"])
+                    .ignore(&["CONFIG", "URL", "ADMIN_TOKEN", "MIGRATE_REDIS_URL"])
                     .split("__"),
             );
         Self::from_figment(figment, path.parent())
+    }
+
+    /// Only the `listen` address of a configuration file (with
+    /// `GITBROKER_LISTEN` applied), without resolving secrets or validating
+    /// the rest: `gitbroker healthcheck` finds the broker with it.
+    pub fn listen_of(path: &Path) -> Result<SocketAddr, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Parse(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("GITBROKER_").only(&["LISTEN"]));
+        let listen: String = match figment.find_value("listen") {
+            Ok(v) => v
+                .into_string()
+                .ok_or_else(|| invalid("listen", "must be a string \"address:port\""))?,
+            Err(e) if e.missing() => raw::default_listen(),
+            Err(e) => return Err(ConfigError::Parse(describe_figment_error(&e))),
+        };
+        listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{listen}` is not an address:port")))
     }
 
     /// Parses TOML text (no environment); for tests.

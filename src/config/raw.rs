@@ -45,7 +45,7 @@ pub struct RawConfig {
     pub demo: Option<RawDemo>,
 }
 
-fn default_listen() -> String {
+pub(super) fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
 fn yes() -> bool {

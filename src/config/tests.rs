@@ -319,3 +319,32 @@ fn demo_refused_for_https_non_loopback_host() {
         assert!(is_loopback_host(&Url::parse(ok).unwrap()), "{ok}");
     }
 }
+
+#[test]
+fn listen_of_reads_only_the_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gitbroker.toml");
+    // the rest of the file is neither resolved nor validated
+    std::fs::write(
+        &path,
+        "listen = \"0.0.0.0:9000\"\n[store]\nredis_url = { file = \"/nonexistent\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        Settings::listen_of(&path).unwrap().to_string(),
+        "0.0.0.0:9000"
+    );
+    std::fs::write(&path, "public_url = \"https://x\"\n").unwrap();
+    assert_eq!(
+        Settings::listen_of(&path).unwrap().to_string(),
+        "127.0.0.1:8080",
+        "the default"
+    );
+    std::fs::write(&path, "listen = 8080\n").unwrap();
+    let e = Settings::listen_of(&path).unwrap_err().to_string();
+    assert!(e.starts_with("listen:"), "{e}");
+    let e = Settings::listen_of(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+}

@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 
-const PROFILE: &str = "user_profile";
+/// The collection kind of what is remembered of people (sealed).
+pub const PROFILE: &str = "user_profile";
 const PREFS: &str = "notification_prefs";
 const BOOK: &str = "notification_book";
 const ADMIN_BOOK: &str = "admin_notification_book";
@@ -195,7 +196,13 @@ fn collection(kind: &'static str, user: &str) -> Collection {
     Collection::new(kind, user)
 }
 
-fn profile_aad(sub: &str) -> Vec<u8> {
+/// Where a person's profile lives.
+pub fn profile_collection(sub: &str) -> Collection {
+    Collection::new(PROFILE, sub)
+}
+
+/// The associated data a person's profile is sealed with.
+pub fn profile_aad(sub: &str) -> Vec<u8> {
     crypto::associated_data(PROFILE, &[sub])
 }
 

@@ -182,7 +182,7 @@ struct StoredApp {
     origin: Origin,
 }
 
-const APPS: &str = "oauth_app";
+pub(crate) const APPS: &str = "oauth_app";
 const RUNTIMES: &str = "runtime";
 const CREDENTIALS: &str = "runtime_credential";
 /// One record whose version every registry write bumps: replicas compare it
@@ -205,7 +205,7 @@ struct Snapshot {
     checked: std::sync::Mutex<std::time::Instant>,
 }
 
-fn all(kind: &'static str) -> Collection {
+pub(crate) fn all(kind: &'static str) -> Collection {
     Collection::new(kind, "all")
 }
 
@@ -305,7 +305,7 @@ impl Registry {
 
     // --- OAuth apps ---
 
-    fn app_aad(id: &str) -> Vec<u8> {
+    pub(crate) fn app_aad(id: &str) -> Vec<u8> {
         crypto::associated_data("oauth_app_secret", &[id])
     }
 

@@ -2,7 +2,7 @@
 //! deployments without Redis. Expiry uses the injected [`Clock`]; every write is
 //! one redb write transaction (redb has one writer at a time), so CAS is atomic.
 
-use super::{Collection, EphemeralKey, Expect, Store, StoreError, Versioned};
+use super::{Collection, DumpEntry, EphemeralKey, Expect, Store, StoreError, Versioned};
 use crate::clock::Clock;
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
@@ -159,6 +159,31 @@ impl EmbeddedStore {
         })
     }
 
+    /// Writes a consistent copy of the whole store to a new file `dest`
+    /// (created 0600; refused if it exists), from one read transaction, so
+    /// it can run while the store serves: writes committed after the copy
+    /// began are not in it, none is half in it. Returns what was copied.
+    pub async fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
+        let dest = dest.to_owned();
+        self.blocking(move |inner| inner.copy_into(&dest)).await
+    }
+
+    /// Every entry of the store, from one read transaction (for
+    /// `gitbroker migrate`). Expired ephemeral entries not yet swept are
+    /// included; the caller skips them.
+    pub async fn dump(&self) -> Result<Vec<DumpEntry>, StoreError> {
+        self.blocking(|inner| inner.dump()).await
+    }
+
+    /// The broker's clock, as the store reads it (milliseconds).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
     /// Deletes expired ephemeral entries now; returns how many.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| inner.sweep()).await
@@ -207,6 +232,13 @@ impl EmbeddedStore {
     }
 }
 
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupCounts {
+    pub records: u64,
+    pub ephemeral: u64,
+}
+
 type Table<'txn, K, V> = redb::Table<'txn, K, V>;
 type EphemeralTable<'txn> = Table<'txn, &'static str, (i64, &'static [u8])>;
 type ExpiryTable<'txn> = Table<'txn, (i64, &'static str), ()>;
@@ -250,6 +282,128 @@ impl Inner {
             .get(key)
             .map_err(storage_error)?
             .and_then(|g| live(g.value(), now)))
+    }
+
+    fn copy_into(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!(
+                "embedded store: cannot create {}: {e}",
+                dest.display()
+            ))
+        };
+        // the snapshot first: everything below copies exactly this state
+        let read = self.db.begin_read().map_err(storage_error)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        drop(options.open(dest).map_err(cannot)?);
+        let copied = (|| {
+            let out = Database::create(dest).map_err(storage_error)?;
+            let txn = out.begin_write().map_err(storage_error)?;
+            let mut counts = BackupCounts::default();
+            {
+                let mut eph = txn.open_table(EPHEMERAL).map_err(storage_error)?;
+                for row in read
+                    .open_table(EPHEMERAL)
+                    .map_err(storage_error)?
+                    .iter()
+                    .map_err(storage_error)?
+                {
+                    let (k, v) = row.map_err(storage_error)?;
+                    eph.insert(k.value(), v.value()).map_err(storage_error)?;
+                    counts.ephemeral += 1;
+                }
+                let mut exp = txn.open_table(EXPIRY).map_err(storage_error)?;
+                for row in read
+                    .open_table(EXPIRY)
+                    .map_err(storage_error)?
+                    .iter()
+                    .map_err(storage_error)?
+                {
+                    let (k, _) = row.map_err(storage_error)?;
+                    exp.insert(k.value(), ()).map_err(storage_error)?;
+                }
+                let mut rec = txn.open_table(RECORDS).map_err(storage_error)?;
+                for row in read
+                    .open_table(RECORDS)
+                    .map_err(storage_error)?
+                    .iter()
+                    .map_err(storage_error)?
+                {
+                    let (k, v) = row.map_err(storage_error)?;
+                    rec.insert(k.value(), v.value()).map_err(storage_error)?;
+                    counts.records += 1;
+                }
+            }
+            txn.commit().map_err(storage_error)?;
+            Ok(counts)
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_file(dest);
+        }
+        copied
+    }
+
+    fn dump(&self) -> Result<Vec<DumpEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage_error)?;
+        let mut out = Vec::new();
+        for row in txn
+            .open_table(EPHEMERAL)
+            .map_err(storage_error)?
+            .iter()
+            .map_err(storage_error)?
+        {
+            let (k, v) = row.map_err(storage_error)?;
+            let (namespace, id) = k.value().split_once('\0').ok_or_else(|| {
+                StoreError::Corrupt("embedded store: ephemeral key without namespace".into())
+            })?;
+            let (expires_at_ms, value) = v.value();
+            out.push(DumpEntry::Ephemeral {
+                namespace: namespace.to_owned(),
+                id: id.to_owned(),
+                expires_at_ms,
+                value: value.to_vec(),
+            });
+        }
+        for row in txn
+            .open_table(RECORDS)
+            .map_err(storage_error)?
+            .iter()
+            .map_err(storage_error)?
+        {
+            let (k, v) = row.map_err(storage_error)?;
+            let (kind, group, id) = k.value();
+            let (version, value) = v.value();
+            out.push(DumpEntry::Record {
+                kind: kind.to_owned(),
+                group: group.to_owned(),
+                id: id.to_owned(),
+                version,
+                value: value.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn record_groups(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage_error)?;
+        let table = txn.open_table(RECORDS).map_err(storage_error)?;
+        let mut groups: Vec<String> = Vec::new();
+        for row in table
+            .range::<(&str, &str, &str)>((kind, "", "")..)
+            .map_err(storage_error)?
+        {
+            let (k, _) = row.map_err(storage_error)?;
+            let (k_kind, group, _) = k.value();
+            if k_kind != kind {
+                break;
+            }
+            if groups.last().map(String::as_str) != Some(group) {
+                groups.push(group.to_owned());
+            }
+        }
+        Ok(groups)
     }
 
     fn sweep(&self) -> Result<usize, StoreError> {
@@ -532,6 +686,33 @@ impl Store for EmbeddedStore {
                         .map_err(storage_error)?;
                 }
                 Ok(((), !ids.is_empty()))
+            })
+        })
+        .await
+    }
+
+    async fn record_groups(&self, kind: &'static str) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |inner| inner.record_groups(kind)).await
+    }
+
+    async fn backup(&self) -> Result<Option<std::fs::File>, StoreError> {
+        self.blocking(|inner| {
+            let name = format!(
+                "{}.backup-{}.partial",
+                inner
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                crate::crypto::random_string(9)
+            );
+            let tmp = inner.path.with_file_name(name);
+            inner.copy_into(&tmp)?;
+            let opened = std::fs::File::open(&tmp);
+            // unlinked at once: the open handle keeps the data until it is closed
+            let _ = std::fs::remove_file(&tmp);
+            opened.map(Some).map_err(|e| {
+                StoreError::Unavailable(format!("embedded store: reading the backup: {e}"))
             })
         })
         .await

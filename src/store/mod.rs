@@ -153,8 +153,65 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every record of the collection.
     async fn collection_delete(&self, coll: &Collection) -> Result<(), StoreError>;
 
+    /// The groups that hold at least one record of `kind`, in order: how
+    /// whole-store tools (`gitbroker rotate-keys`) find every collection.
+    async fn record_groups(&self, kind: &'static str) -> Result<Vec<String>, StoreError>;
+
     /// Answers when the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A consistent copy of the whole store, taken while it serves, as an
+    /// embedded-store (redb) file opened for reading; the file has no name
+    /// left on disk, so it disappears when closed. `None` when the backend is
+    /// backed up with its own tools (Redis: RDB snapshots or AOF).
+    async fn backup(&self) -> Result<Option<std::fs::File>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Everything a store holds, as plain values: what `gitbroker migrate`
+/// copies from one backend to another.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DumpEntry {
+    /// An ephemeral value and when it expires (unix milliseconds).
+    Ephemeral {
+        namespace: String,
+        id: String,
+        expires_at_ms: i64,
+        value: Vec<u8>,
+    },
+    Record {
+        kind: String,
+        group: String,
+        id: String,
+        version: u64,
+        value: Vec<u8>,
+    },
+}
+
+// Values are sealed or session records: never printed.
+impl std::fmt::Debug for DumpEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ephemeral { namespace, .. } => f
+                .debug_struct("Ephemeral")
+                .field("namespace", namespace)
+                .finish_non_exhaustive(),
+            Self::Record {
+                kind,
+                group,
+                id,
+                version,
+                ..
+            } => f
+                .debug_struct("Record")
+                .field("kind", kind)
+                .field("group", group)
+                .field("id", id)
+                .field("version", version)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 #[cfg(test)]

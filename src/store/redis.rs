@@ -2,7 +2,7 @@
 //! durable records live in one hash per collection, and every compare-and-swap
 //! is a Lua script so it is atomic on the server (and on a single cluster slot).
 
-use super::{Collection, EphemeralKey, Expect, Store, StoreError, Versioned};
+use super::{Collection, DumpEntry, EphemeralKey, Expect, Store, StoreError, Versioned};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
@@ -167,7 +167,136 @@ impl RedisStore {
     }
 
     fn ephemeral_key(&self, key: &EphemeralKey) -> String {
-        format!("{}:e:{}:{}", self.prefix, key.namespace, key.id)
+        ephemeral_key(&self.prefix, key.namespace, &key.id)
+    }
+
+    /// Every key under the prefix matching `pattern` (a glob after
+    /// `{prefix}:`), with `SCAN`, which never blocks the server.
+    async fn scan(&self, pattern: &str, stop_at_first: bool) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:{pattern}", glob_escape(&self.prefix));
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            keys.extend(batch);
+            if next == 0 || (stop_at_first && !keys.is_empty()) {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Whether nothing is stored under this prefix.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.scan("*", true).await?.is_empty())
+    }
+
+    /// The records of `entries` that Redis does not hold exactly (same
+    /// version, same bytes): 0 after a complete import.
+    pub async fn differing_records(&self, entries: &[DumpEntry]) -> Result<u64, StoreError> {
+        let mut differing = 0;
+        let records: Vec<(&str, &str, &str, u64, &[u8])> = entries
+            .iter()
+            .filter_map(|e| match e {
+                DumpEntry::Record {
+                    kind,
+                    group,
+                    id,
+                    version,
+                    value,
+                } => Some((
+                    kind.as_str(),
+                    group.as_str(),
+                    id.as_str(),
+                    *version,
+                    value.as_slice(),
+                )),
+                DumpEntry::Ephemeral { .. } => None,
+            })
+            .collect();
+        for chunk in records.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (kind, group, id, _, _) in chunk {
+                pipe.cmd("HGET")
+                    .arg(collection_key_of(&self.prefix, kind, group))
+                    .arg(*id);
+            }
+            let mut conn = self.conn.clone();
+            let got: Vec<Option<Vec<u8>>> = self.run(pipe.query_async(&mut conn)).await?;
+            for ((_, _, _, version, value), stored) in chunk.iter().zip(got) {
+                if stored.as_deref() != Some(frame(*version, value).as_slice()) {
+                    differing += 1;
+                }
+            }
+        }
+        Ok(differing)
+    }
+
+    /// Writes `entries` as they are, versions included; an ephemeral value
+    /// gets the time it had left at `now_ms` (those already expired are
+    /// skipped). Pipelined, a few hundred entries per round trip. Returns
+    /// (records, ephemeral values) written.
+    pub async fn import(
+        &self,
+        entries: &[DumpEntry],
+        now_ms: i64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut records, mut ephemeral) = (0u64, 0u64);
+        for chunk in entries.chunks(500) {
+            let mut pipe = redis::pipe();
+            for entry in chunk {
+                match entry {
+                    DumpEntry::Ephemeral {
+                        namespace,
+                        id,
+                        expires_at_ms,
+                        value,
+                    } => {
+                        let left = expires_at_ms.saturating_sub(now_ms);
+                        if left <= 0 {
+                            continue;
+                        }
+                        pipe.cmd("SET")
+                            .arg(ephemeral_key(&self.prefix, namespace, id))
+                            .arg(value.as_slice())
+                            .arg("PX")
+                            .arg(left)
+                            .ignore();
+                        ephemeral += 1;
+                    }
+                    DumpEntry::Record {
+                        kind,
+                        group,
+                        id,
+                        version,
+                        value,
+                    } => {
+                        pipe.cmd("HSET")
+                            .arg(collection_key_of(&self.prefix, kind, group))
+                            .arg(id)
+                            .arg(frame(*version, value))
+                            .ignore();
+                        records += 1;
+                    }
+                }
+            }
+            let mut conn = self.conn.clone();
+            self.run(pipe.exec_async(&mut conn)).await?;
+            progress(chunk.len() as u64);
+        }
+        Ok((records, ephemeral))
     }
 
     fn collection_key(&self, coll: &Collection) -> String {
@@ -211,11 +340,59 @@ impl RedisStore {
 /// encoding reversible) are percent-encoded in both parts, and `:` in the kind,
 /// so that the first `:` inside the tag always ends the kind.
 fn collection_key(prefix: &str, coll: &Collection) -> String {
+    collection_key_of(prefix, coll.kind, &coll.group)
+}
+
+fn collection_key_of(prefix: &str, kind: &str, group: &str) -> String {
     format!(
         "{prefix}:r:{{{}:{}}}",
-        encode_component(coll.kind, true),
-        encode_component(&coll.group, false)
+        encode_component(kind, true),
+        encode_component(group, false)
     )
+}
+
+fn ephemeral_key(prefix: &str, namespace: &str, id: &str) -> String {
+    format!("{prefix}:e:{namespace}:{id}")
+}
+
+/// The stored form of a record: its version, then the payload.
+fn frame(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// Reverses [`encode_component`]; `None` for text it cannot have written.
+fn decode_component(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3)?;
+        out.push(match code {
+            "25" => '%',
+            "7B" => '{',
+            "7D" => '}',
+            "3A" => ':',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn encode_component(s: &str, colon: bool) -> String {
@@ -487,6 +664,26 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn record_groups(&self, kind: &'static str) -> Result<Vec<String>, StoreError> {
+        let head = format!("r:{{{}:", encode_component(kind, true));
+        let full_head = format!("{}:{head}", self.prefix);
+        let mut groups = Vec::new();
+        for key in self
+            .scan(&format!("{}*", glob_escape(&head)), false)
+            .await?
+        {
+            let group = key
+                .strip_prefix(&full_head)
+                .and_then(|rest| rest.strip_suffix('}'))
+                .and_then(decode_component)
+                .ok_or_else(|| StoreError::Corrupt("redis: unexpected collection key".into()))?;
+            groups.push(group);
+        }
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         self.run(redis::cmd("PING").exec_async(&mut conn)).await
@@ -498,10 +695,18 @@ impl Store for RedisStore {
 mod tests {
     use super::*;
 
-    fn frame(version: u64, value: &[u8]) -> Vec<u8> {
-        let mut out = version.to_be_bytes().to_vec();
-        out.extend_from_slice(value);
-        out
+    #[test]
+    fn components_decode_back_and_globs_are_escaped() {
+        for s in ["plain", "a{b}c%:d", "%7B", "u-1:odd", ""] {
+            for colon in [true, false] {
+                assert_eq!(
+                    decode_component(&encode_component(s, colon)).as_deref(),
+                    Some(s)
+                );
+            }
+        }
+        assert_eq!(decode_component("%zz"), None);
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn assignment_collection(runtime: &str, incarnation: &str) -> Collection {
     Collection::new(ASSIGNMENT, format!("{runtime}#{incarnation}"))
 }
 
-fn grant_aad(user: &str, id: &str) -> Vec<u8> {
+pub(crate) fn grant_aad(user: &str, id: &str) -> Vec<u8> {
     crypto::associated_data(GRANT, &[user, id])
 }
 

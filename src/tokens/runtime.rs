@@ -107,7 +107,7 @@ mod secret {
     }
 }
 
-fn aad(runtime: &str, incarnation: &str) -> Vec<u8> {
+pub(crate) fn aad(runtime: &str, incarnation: &str) -> Vec<u8> {
     crypto::associated_data(KIND, &[runtime, incarnation])
 }
 

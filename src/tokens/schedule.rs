@@ -258,11 +258,11 @@ mod secret {
     }
 }
 
-fn queue() -> Collection {
+pub(crate) fn queue() -> Collection {
     Collection::new(REVOCATION, "queue")
 }
 
-fn revocation_aad(id: &str) -> Vec<u8> {
+pub(crate) fn revocation_aad(id: &str) -> Vec<u8> {
     crypto::associated_data(REVOCATION, &[id])
 }
 

@@ -45,6 +45,8 @@ pub fn router() -> Router<AppState> {
             get(list_user_tokens).delete(delete_user_tokens),
         )
         .route("/notifications", get(notifications))
+        .route("/backup", get(backup))
+        .route("/rotate-keys", axum::routing::post(rotate_keys))
 }
 
 /// Git Runtime tokens needing attention (invalid, expired, expiring soon,
@@ -55,6 +57,59 @@ async fn notifications(
     _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(state.notifier.admin_overview().await?)))
+}
+
+/// Re-seals the store's sealed records under the active key, in this
+/// broker (`gitbroker rotate-keys --url`): the way for an embedded store
+/// while it serves. Answers the summary once done.
+async fn rotate_keys(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let report = crate::rotate::rotate(
+        state.store.as_ref(),
+        &state.keyring,
+        &state.registry,
+        &mut |_, _| {},
+    )
+    .await
+    .map_err(|e| match e {
+        crate::rotate::RotateError::Store(e) => ApiError::from(e),
+        crate::rotate::RotateError::Registry(e) => ApiError::from(e),
+    })?;
+    tracing::info!(target: "gitbroker::audit", action = "keys.rotate", actor = %admin.who, active_key = %report.active_key, resealed = report.resealed(), left = report.left(), "sealed records re-sealed under the active key");
+    Ok(Json(crate::rotate::RotateSummary::from(&report)).into_response())
+}
+
+/// A consistent copy of the embedded store, taken while serving, as a redb
+/// file (`gitbroker backup` saves it). The Redis store is backed up with
+/// Redis's own persistence: 409.
+async fn backup(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let Some(file) = state.store.backup().await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup-unsupported",
+            "Backup not available",
+            "this broker uses the Redis store; back it up with Redis's own persistence (RDB snapshots or AOF) instead",
+        ));
+    };
+    let size = file.metadata().map(|m| m.len()).ok();
+    tracing::info!(target: "gitbroker::audit", action = "store.backup", actor = %admin.who, bytes = size, "store backed up");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"gitbroker-backup.redb\""),
+    );
+    if let Some(size) = size {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    Ok(resp)
 }
 
 /// Proof that the caller is an admin.

@@ -42,6 +42,8 @@ pub struct Services {
     pub signals: Arc<crate::store::signal::Signals>,
     /// Permits for runtime requests waiting at once (`?wait=`).
     pub waiting: Arc<tokio::sync::Semaphore>,
+    /// The keys, for `POST /api/v1/admin/rotate-keys`.
+    pub keyring: Arc<crate::crypto::Keyring>,
     pub sessions: Arc<SessionStore>,
     pub logins: Logins,
     pub flows: Flows,

@@ -367,6 +367,12 @@ credential = "{glsm}"
             .unwrap()
     }
 
+    /// The broker's configuration file text (secrets inline), for tests
+    /// that run the binary against the same store.
+    pub fn config_toml(&self) -> &str {
+        &self.toml
+    }
+
     pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new()
             .request(method, format!("{}/api/v1/admin{path}", self.url))
