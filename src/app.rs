@@ -80,6 +80,16 @@ pub async fn build(
         .await
         .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].account: {m}")))?;
     registry.load_from_config(&settings).await?;
+    let audit = settings.audit.enabled.then(|| {
+        Arc::new(crate::audit_log::AuditLog::start(
+            store.clone(),
+            clock.clone(),
+            settings.audit,
+        ))
+    });
+    if let Some(audit) = &audit {
+        lifecycle.events().add(audit.clone());
+    }
     lifecycle.start().await?;
     if settings.lifecycle.background {
         lifecycle.spawn_background();
@@ -141,5 +151,6 @@ pub async fn build(
         admin_api_token_sha256,
         public_url,
         limits,
+        audit,
     })))
 }

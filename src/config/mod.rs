@@ -231,6 +231,54 @@ fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, Config
     })
 }
 
+/// The audit log (`[audit]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Record events in the store's audit log (the `gitbroker::audit` log
+    /// lines are written either way).
+    pub enabled: bool,
+    /// Entries older than this are trimmed.
+    pub retention: Duration,
+    /// At most this many entries are kept (the oldest go first).
+    pub max_entries: u64,
+    /// Events waiting to be written; when it is full, emitters wait.
+    pub buffer: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        let raw = raw::RawAudit::default();
+        Self {
+            enabled: raw.enabled,
+            retention: Duration::from_secs(raw.retention_days * 86_400),
+            max_entries: raw.max_entries,
+            buffer: raw.buffer as usize,
+        }
+    }
+}
+
+/// Validates `[audit]`; every error names its key.
+fn audit_settings(a: &raw::RawAudit) -> Result<AuditSettings, ConfigError> {
+    let range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                format!("audit.{key}"),
+                format!("must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    Ok(AuditSettings {
+        enabled: a.enabled,
+        retention: Duration::from_secs(
+            range("retention_days", a.retention_days, 1, 36_500)? * 86_400,
+        ),
+        max_entries: range("max_entries", a.max_entries, 100, 1_000_000_000)?,
+        buffer: usize::try_from(range("buffer", a.buffer, 16, 1_000_000)?).unwrap_or(8192),
+    })
+}
+
 /// How `web::serve` serves connections.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -321,6 +369,7 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     pub server: ServerSettings,
     pub rate_limits: RateLimitSettings,
+    pub audit: AuditSettings,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
     pub runtimes: Vec<RuntimeSettings>,
@@ -904,6 +953,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         lifecycle: lifecycle_settings(&raw.lifecycle)?,
         server,
         rate_limits,
+        audit: audit_settings(&raw.audit)?,
         accounts,
         oauth_apps,
         runtimes,

@@ -35,6 +35,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub rate_limit: RawRateLimit,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub oauth_apps: Vec<RawOAuthApp>,
@@ -309,4 +311,25 @@ pub struct RawDemo {
 }
 fn default_mock_listen() -> String {
     "127.0.0.1:8081".into()
+}
+
+/// The audit log (`[audit]`). Defaults in [`RawAudit::default`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub enabled: bool,
+    pub retention_days: u64,
+    pub max_entries: u64,
+    pub buffer: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 90,
+            max_entries: 1_000_000,
+            buffer: 8192,
+        }
+    }
 }

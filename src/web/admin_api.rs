@@ -44,6 +44,19 @@ pub fn router() -> Router<AppState> {
             "/runtimes/{id}/user-tokens",
             get(list_user_tokens).delete(delete_user_tokens),
         )
+        .route("/audit", get(super::admin_audit::query))
+}
+
+/// Records an admin change as an event (audit log, webhooks).
+async fn admin_event(
+    state: &AppState,
+    admin: &Admin,
+    action: crate::events::Action,
+    f: impl FnOnce(crate::events::Event) -> crate::events::Event,
+) {
+    let actor = crate::events::Actor::parse(&format!("admin:{}", admin.who));
+    let event = crate::events::Event::new(action, actor, state.clock.now());
+    state.lifecycle.events().emit(f(event)).await;
 }
 
 /// Proof that the caller is an admin.
@@ -257,6 +270,13 @@ async fn create_app(
 ) -> Result<Response, ApiError> {
     let app = state.registry.create_app(input).await?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app created");
+    admin_event(
+        &state,
+        &admin,
+        crate::events::Action::OAuthAppCreated,
+        |e| e.provider(app.provider.as_str()).outcome(&app.id),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(app_view(&state, &app))).into_response())
 }
 
@@ -272,6 +292,13 @@ async fn update_app(
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app updated");
+    admin_event(
+        &state,
+        &admin,
+        crate::events::Action::OAuthAppUpdated,
+        |e| e.provider(app.provider.as_str()).outcome(&app.id),
+    )
+    .await;
     Ok(Json(app_view(&state, &app)))
 }
 
@@ -282,6 +309,13 @@ async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     state.registry.delete_app(&id).await?;
     tracing::info!(admin = %admin.who, app = %id, "OAuth app deleted");
+    admin_event(
+        &state,
+        &admin,
+        crate::events::Action::OAuthAppDeleted,
+        |e| e.outcome(&id),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -364,6 +398,14 @@ async fn update_runtime(
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime updated");
+    admin_event(&state, &admin, crate::events::Action::RuntimeUpdated, |e| {
+        let e = e.runtime(&rt.id);
+        match rt.provider {
+            Some(p) => e.provider(p.as_str()),
+            None => e,
+        }
+    })
+    .await;
     Ok(Json(runtime_view(&rt)))
 }
 

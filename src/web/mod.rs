@@ -3,6 +3,7 @@
 //! logging that never prints a query string.
 
 mod admin_api;
+mod admin_audit;
 mod error;
 pub mod extract;
 pub mod limits;
@@ -47,6 +48,8 @@ pub struct Services {
     /// Rate limits: per client address on the routes (see [`router`]),
     /// per user through [`limits::RateLimits::check_user`] in handlers.
     pub limits: Arc<limits::RateLimits>,
+    /// The audit log writer (`None` with `[audit] enabled = false`).
+    pub audit: Option<Arc<crate::audit_log::AuditLog>>,
 }
 
 impl std::ops::Deref for AppState {
