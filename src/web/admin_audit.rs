@@ -96,10 +96,10 @@ fn parse(q: &AuditQuery) -> Result<(Filter, Option<LogId>, usize), ApiError> {
     };
     let since = time("since", q.since.as_deref())?;
     let until = time("until", q.until.as_deref())?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if s > u {
-            return Err(bad("since", "must not be after until"));
-        }
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(bad("since", "must not be after until"));
     }
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
