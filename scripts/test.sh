@@ -10,6 +10,9 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# the webhook tests verify signatures with the `standardwebhooks` package
+# from PyPI, in a virtualenv under target/py
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 # the WebDriver client loads the system CA bundle
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
@@ -26,6 +29,13 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+if ! target/py/bin/python -c 'import standardwebhooks' >/dev/null 2>&1; then
+  echo "test.sh: creating target/py with standardwebhooks"
+  mkdir -p target
+  python3 -m venv target/py
+  target/py/bin/pip install --quiet --disable-pip-version-check 'standardwebhooks==1.1.0'
+fi
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check

@@ -90,6 +90,18 @@ pub async fn build(
     if let Some(audit) = &audit {
         lifecycle.events().add(audit.clone());
     }
+    let webhooks = Arc::new(
+        crate::webhooks::Webhooks::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+            settings.webhooks.clone(),
+            settings.allow_insecure_http,
+        )
+        .map_err(StartError::Http)?,
+    );
+    lifecycle.events().add(webhooks.clone());
+    webhooks.spawn_worker();
     lifecycle.start().await?;
     if settings.lifecycle.background {
         lifecycle.spawn_background();
@@ -152,5 +164,6 @@ pub async fn build(
         public_url,
         limits,
         audit,
+        webhooks,
     })))
 }

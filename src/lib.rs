@@ -18,5 +18,6 @@ pub mod registry;
 pub mod store;
 pub mod tokens;
 pub mod web;
+pub mod webhooks;
 
 pub use web::{AppState, router};

@@ -37,6 +37,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub audit: RawAudit,
     #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub oauth_apps: Vec<RawOAuthApp>,
@@ -332,4 +334,36 @@ impl Default for RawAudit {
             buffer: 8192,
         }
     }
+}
+
+/// One `[[webhooks]]` endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub id: String,
+    pub url: String,
+    pub secrets: Vec<SecretSource>,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u64,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+pub(super) fn default_max_attempts() -> u64 {
+    10
+}
+pub(super) fn default_webhook_timeout() -> u64 {
+    10
+}
+pub(super) fn default_backoff_initial() -> u64 {
+    5000
+}
+pub(super) fn default_backoff_max() -> u64 {
+    3600
 }

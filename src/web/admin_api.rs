@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
             get(list_user_tokens).delete(delete_user_tokens),
         )
         .route("/audit", get(super::admin_audit::query))
+        .merge(super::admin_webhooks::router())
 }
 
 /// Records an admin change as an event (audit log, webhooks).

@@ -4,6 +4,7 @@
 
 mod admin_api;
 mod admin_audit;
+mod admin_webhooks;
 mod error;
 pub mod extract;
 pub mod limits;
@@ -50,6 +51,8 @@ pub struct Services {
     pub limits: Arc<limits::RateLimits>,
     /// The audit log writer (`None` with `[audit] enabled = false`).
     pub audit: Option<Arc<crate::audit_log::AuditLog>>,
+    /// Webhook endpoints, outbox and this replica's delivery worker.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl std::ops::Deref for AppState {
