@@ -383,3 +383,62 @@ async fn writer_throughput_on_embedded() {
 async fn writer_throughput_on_redis() {
     writer_throughput(Backend::Redis).await;
 }
+
+/// What the audit log adds to a runtime token fetch: the same fetches with
+/// and without it, back to back (debug build; printed for BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_cost_of_the_audit_log() {
+    const N: usize = 1500;
+    let mut rates = Vec::new();
+    for enabled in [false, true] {
+        let h = Harness::start_with(
+            Backend::Redis,
+            Options {
+                extra_toml: format!("[audit]\nenabled = {enabled}\n"),
+                ..Options::default()
+            },
+        )
+        .await;
+        assert_eq!(h.state.audit.is_some(), enabled);
+        h.assign_oauth_as(ALICE, "acme-prod", "gho_fetch_cost_token")
+            .await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/api/v1/runtimes/acme-prod/users/{ALICE}/token", h.url);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    for _ in 0..N / 8 {
+                        let r = client
+                            .get(&url)
+                            .bearer_auth(credential("acme-prod"))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let took = start.elapsed();
+        if let Some(a) = &h.state.audit {
+            a.flush().await;
+            // the assignment and every read
+            assert_eq!(
+                h.store.log_len(LOG).await.unwrap(),
+                N as u64 - N as u64 % 8 + 1
+            );
+        } else {
+            assert_eq!(h.store.log_len(LOG).await.unwrap(), 0);
+        }
+        rates.push(N as f64 / took.as_secs_f64());
+    }
+    println!(
+        "runtime token fetches on Redis (debug build, 8 clients): {:.0}/s without the audit log, {:.0}/s with it",
+        rates[0], rates[1]
+    );
+}

@@ -473,10 +473,21 @@ impl Webhooks {
         // dropped with this task: aborting the worker aborts its attempts
         let mut attempts = tokio::task::JoinSet::new();
         let mut last_prune = self.clock.now();
+        let mut failing = false;
         loop {
             while attempts.try_join_next().is_some() {}
-            if let Err(e) = self.start_due(&permits, &mut attempts).await {
-                tracing::warn!(error = %e, "webhooks: cannot read the outbox; trying again");
+            match self.start_due(&permits, &mut attempts).await {
+                // once per outage, not every poll
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "webhooks: cannot read the outbox; trying again every poll");
+                }
+                Err(_) => {}
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("webhooks: the outbox can be read again");
+                }
+                Ok(()) => {}
             }
             if self.clock.now() - last_prune > chrono::Duration::minutes(1) {
                 last_prune = self.clock.now();
