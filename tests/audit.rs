@@ -259,9 +259,16 @@ async fn a_store_outage_is_a_503_and_loses_no_entry() {
     audit_log.flush().await;
     let redis = h.redis.as_mut().unwrap();
     redis.kill();
-    let r = h.admin_request(Method::GET, "/audit").send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    for path in [
+        "/audit",
+        "/audit?format=jsonl",
+        "/webhooks",
+        "/webhook-deliveries",
+    ] {
+        let r = h.admin_request(Method::GET, path).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
     // recorded while the store is down: kept in the buffer, retried
     for i in 1..=5 {
         audit_log.record(&ev(i)).await;

@@ -398,6 +398,99 @@ async fn a_replica_dying_mid_delivery_leaves_it_to_another() {
     other.webhooks.stop_worker();
 }
 
+/// The same with a real broker process, SIGKILLed while the receiver holds
+/// its request: the delivery is finished by the test's broker on the same
+/// Redis once the dead process's lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_process_killed_mid_delivery() {
+    let (_, secret) = WebhookSecret::generate();
+    let mut rx = Receiver::start(&secret, &["--hang-first", "1"]).await;
+    let hook = webhook_toml("ops", &rx.url, &[&secret], "timeout_secs = 1");
+    let h = Harness::start_with(
+        Backend::Redis,
+        Options {
+            extra_toml: hook.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    // this broker only records; the process below delivers
+    h.state.webhooks.stop_worker();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"http://127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\nsecure_cookies = false\nallow_insecure_http = true\n\
+             [log]\nformat = \"pretty\"\n[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+             [encryption]\nkeys = [{{ id = \"k1\", key = \"{KEY}\" }}]\n\
+             [oidc]\nissuer = \"http://127.0.0.1:9/idp\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [lifecycle]\nbackground = false\n{hook}",
+            h.redis.as_ref().unwrap().url()
+        ),
+    )
+    .unwrap();
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_gitbroker"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(broker.stdout.take().unwrap()).lines();
+    let mut errors = BufReader::new(broker.stderr.take().unwrap()).lines();
+    // serving means built, and the delivery worker is running
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            tokio::select! {
+                Ok(Some(l)) = log.next_line() => if l.contains("gitbroker serving") { return; },
+                Ok(Some(l)) = errors.next_line() => if l.contains("gitbroker serving") { return; }
+                    else if l.contains("cannot") { panic!("broker failed: {l}"); },
+            }
+        }
+    })
+    .await;
+    assert!(ready.is_ok(), "the broker process did not start");
+    let r = h
+        .admin_request(Method::DELETE, "/runtimes/globex-prod")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let first = rx.next().await;
+    assert_eq!(first["answer"], "hang");
+    assert_eq!(first["payload"]["type"], "runtime.deleted");
+    broker.start_kill().unwrap(); // SIGKILL
+    broker.wait().await.unwrap();
+    let died = Instant::now();
+    h.state.webhooks.spawn_worker();
+    let second = rx.next().await;
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["attempt"], 2);
+    assert_eq!(second["verified"], true);
+    assert_eq!(second["answer"], 204);
+    assert!(
+        died.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        died.elapsed()
+    );
+    let done = settled(&h, "?endpoint=ops", |d| {
+        d.iter().all(|d| d["state"] == "delivered")
+    })
+    .await;
+    assert_eq!(done.len(), 1);
+    // the killed attempt never recorded itself: this one is the first counted
+    assert_eq!(done[0]["attempts"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_through_the_admin_api() {
     let h = Harness::start(Backend::Redis).await;
