@@ -449,3 +449,84 @@ async fn fetch_cost_of_the_audit_log() {
         rates[0], rates[1]
     );
 }
+
+/// Admin changes to OAuth apps and runtimes, and checks, are in the log
+/// too, with the admin as actor and without the client secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_and_checks_are_recorded() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let h = Harness::start_with(
+        Backend::Embedded,
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let secret = "very-secret-client-secret-of-gh2";
+    let app = serde_json::json!({"id": "gh2", "provider": "github", "base_url": base,
+        "client_id": "cid-2", "client_secret": secret, "scopes": ["repo"]});
+    let r = h
+        .admin_request(Method::POST, "/oauth-apps")
+        .json(&app)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = h
+        .admin_request(Method::PUT, "/oauth-apps/gh2")
+        .json(&app)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h
+        .admin_request(Method::DELETE, "/oauth-apps/gh2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = h
+        .admin_request(Method::PUT, "/runtimes/acme-staging")
+        .json(&serde_json::json!({"id": "acme-staging", "account": "acme", "git_host": "github.com", "oauth_app": "github-app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = h.mock.provider.issue_oauth_token(
+        gitbroker::mock::Flavour::Github,
+        "alice",
+        "test-client-id",
+        &["repo"],
+    );
+    h.assign_oauth_as(ALICE, "acme-prod", &token).await;
+    clock.advance(chrono::Duration::hours(5));
+    assert!(h.state.lifecycle.run_due().await.checked >= 1);
+    let v = audit(&h, "?actor=admin").await;
+    assert_eq!(
+        actions(&v),
+        [
+            "oauth_app.created",
+            "oauth_app.updated",
+            "oauth_app.deleted",
+            "runtime.updated"
+        ]
+    );
+    assert_eq!(v["entries"][0]["outcome"], "gh2");
+    assert_eq!(v["entries"][0]["actor"]["id"], "admin-api-token");
+    assert_eq!(v["entries"][3]["runtime"], "acme-staging");
+    let checks = audit(&h, "?action=user_token.checked").await;
+    assert_eq!(actions(&checks), ["user_token.checked"]);
+    assert_eq!(checks["entries"][0]["outcome"], "valid");
+    assert_eq!(checks["entries"][0]["actor"]["kind"], "system");
+    let all = h
+        .admin_request(Method::GET, "/audit?format=jsonl")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!all.contains(secret) && !all.contains(&token));
+}
