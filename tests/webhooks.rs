@@ -696,3 +696,38 @@ fn configuration_errors_name_the_key() {
         "{e}"
     );
 }
+
+/// An event whose outbox entry cannot be written (the store is down) is
+/// kept and written, then delivered, once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_write_during_a_store_outage_is_delivered_after_it() {
+    let (_, secret) = WebhookSecret::generate();
+    let mut rx = Receiver::start(&secret, &[]).await;
+    let mut h = Harness::start_with(
+        Backend::Redis,
+        Options {
+            extra_toml: webhook_toml("ops", &rx.url, &[&secret], ""),
+            ..Options::default()
+        },
+    )
+    .await;
+    h.redis.as_mut().unwrap().kill();
+    let event = gitbroker::events::Event::new(
+        gitbroker::events::Action::RuntimeDeleted,
+        gitbroker::events::Actor::system(),
+        chrono::Utc::now(),
+    )
+    .runtime("gone-rt");
+    let start = Instant::now();
+    gitbroker::events::EventSink::record(h.state.webhooks.as_ref(), &event).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    h.redis.as_mut().unwrap().restart();
+    let got = rx.next().await;
+    assert_eq!(got["id"], event.id.as_str());
+    assert_eq!(got["payload"]["data"]["runtime"], "gone-rt");
+    assert_eq!(got["verified"], true);
+}

@@ -183,6 +183,9 @@ pub struct Webhooks {
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
     worker: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Events whose outbox entries could not be written (store down);
+    /// the worker writes them once it can.
+    unwritten: Mutex<Vec<Event>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -229,6 +232,7 @@ impl Webhooks {
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             worker: Mutex::new(None),
+            unwritten: Mutex::new(Vec::new()),
         })
     }
 
@@ -476,6 +480,14 @@ impl Webhooks {
         let mut failing = false;
         loop {
             while attempts.try_join_next().is_some() {}
+            let unwritten = self
+                .unwritten
+                .lock()
+                .map(|mut u| std::mem::take(&mut *u))
+                .unwrap_or_default();
+            for event in unwritten {
+                self.enqueue(&event).await;
+            }
             match self.start_due(&permits, &mut attempts).await {
                 // once per outage, not every poll
                 Err(e) if !failing => {
@@ -694,16 +706,28 @@ impl Webhooks {
         Ok(())
     }
 
+    /// Keeps an event whose outbox entries could not all be written, for
+    /// the worker to write when the store is back (entries are idempotent:
+    /// the same id is written again). Lost only if this process ends first.
+    fn keep_unwritten(&self, event: &Event) {
+        if let Ok(mut u) = self.unwritten.lock() {
+            u.push(event.clone());
+            tracing::error!(event = %event.id, action = event.action.as_str(), waiting = u.len(), "webhooks: cannot write the outbox; kept in memory and written when the store is back");
+        }
+    }
+
     /// Writes the outbox entries of one event; retried a little on a store
-    /// failure, then logged (the change itself is already stored).
+    /// failure, then kept for the worker (the change itself is already
+    /// stored).
     async fn enqueue(&self, event: &Event) {
         let endpoints = match self.endpoints().await {
             Ok(e) => e,
-            Err(e) => {
-                tracing::error!(event = %event.id, action = event.action.as_str(), error = %e, "webhooks: cannot read the endpoints; the event is not delivered");
+            Err(_) => {
+                self.keep_unwritten(event);
                 return;
             }
         };
+        let mut all_written = true;
         let body = payload(event);
         let mut queued = false;
         for e in endpoints.iter().filter(|e| e.wants(event.action)) {
@@ -736,7 +760,8 @@ impl Webhooks {
                         break;
                     }
                     Err(err) if attempt == 4 => {
-                        tracing::error!(event = %event.id, endpoint = %e.settings.id, error = %err, "webhooks: cannot write the outbox; the event is not delivered to this endpoint");
+                        tracing::warn!(event = %event.id, endpoint = %e.settings.id, error = %err, "webhooks: outbox write failed");
+                        all_written = false;
                     }
                     Err(_) => {
                         tokio::time::sleep(wait).await;
@@ -744,6 +769,9 @@ impl Webhooks {
                     }
                 }
             }
+        }
+        if !all_written {
+            self.keep_unwritten(event);
         }
         if queued {
             self.wake.notify_one();
