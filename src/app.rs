@@ -80,6 +80,28 @@ pub async fn build(
         .await
         .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].account: {m}")))?;
     registry.load_from_config(&settings).await?;
+    let audit = settings.audit.enabled.then(|| {
+        Arc::new(crate::audit_log::AuditLog::start(
+            store.clone(),
+            clock.clone(),
+            settings.audit,
+        ))
+    });
+    if let Some(audit) = &audit {
+        lifecycle.events().add(audit.clone());
+    }
+    let webhooks = Arc::new(
+        crate::webhooks::Webhooks::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+            settings.webhooks.clone(),
+            settings.allow_insecure_http,
+        )
+        .map_err(StartError::Http)?,
+    );
+    lifecycle.events().add(webhooks.clone());
+    webhooks.spawn_worker();
     lifecycle.start().await?;
     if settings.lifecycle.background {
         lifecycle.spawn_background();
@@ -171,5 +193,7 @@ pub async fn build(
         waiting,
         request_timeout,
         provider_timeout,
+        audit,
+        webhooks,
     })))
 }

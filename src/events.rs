@@ -37,7 +37,7 @@ pub enum Action {
     UserTokenRevoked,
     #[serde(rename = "user_token.read")]
     UserTokenRead,
-    /// A background check of a grant (any verdict; `outcome` = its state).
+    /// A check at the provider ended (`outcome` = the state it left).
     #[serde(rename = "user_token.checked")]
     UserTokenChecked,
     #[serde(rename = "runtime_token.set")]
@@ -48,8 +48,12 @@ pub enum Action {
     RuntimeTokenStatusChanged,
     #[serde(rename = "runtime_token.read")]
     RuntimeTokenRead,
+    #[serde(rename = "runtime_token.checked")]
+    RuntimeTokenChecked,
     #[serde(rename = "runtime.created")]
     RuntimeCreated,
+    #[serde(rename = "runtime.updated")]
+    RuntimeUpdated,
     #[serde(rename = "runtime.deleted")]
     RuntimeDeleted,
     #[serde(rename = "runtime.user_tokens_deleted")]
@@ -62,6 +66,13 @@ pub enum Action {
     NotificationsHidden,
     #[serde(rename = "notifications.shown")]
     NotificationsShown,
+    /// Admin changes to OAuth apps (`outcome` = the app id).
+    #[serde(rename = "oauth_app.created")]
+    OAuthAppCreated,
+    #[serde(rename = "oauth_app.updated")]
+    OAuthAppUpdated,
+    #[serde(rename = "oauth_app.deleted")]
+    OAuthAppDeleted,
 }
 
 impl Action {
@@ -81,18 +92,23 @@ impl Action {
             Self::RuntimeTokenRotated => "runtime_token.rotated",
             Self::RuntimeTokenStatusChanged => "runtime_token.status_changed",
             Self::RuntimeTokenRead => "runtime_token.read",
+            Self::RuntimeTokenChecked => "runtime_token.checked",
             Self::RuntimeCreated => "runtime.created",
+            Self::RuntimeUpdated => "runtime.updated",
             Self::RuntimeDeleted => "runtime.deleted",
             Self::RuntimeUserTokensDeleted => "runtime.user_tokens_deleted",
             Self::SignedIn => "session.signed_in",
             Self::SignedOut => "session.signed_out",
             Self::NotificationsHidden => "notifications.hidden",
             Self::NotificationsShown => "notifications.shown",
+            Self::OAuthAppCreated => "oauth_app.created",
+            Self::OAuthAppUpdated => "oauth_app.updated",
+            Self::OAuthAppDeleted => "oauth_app.deleted",
         }
     }
 
     /// Every action, for documentation and filters.
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 26] = [
         Self::UserTokenAssigned,
         Self::UserTokenReplaced,
         Self::UserTokenReused,
@@ -107,25 +123,33 @@ impl Action {
         Self::RuntimeTokenRotated,
         Self::RuntimeTokenStatusChanged,
         Self::RuntimeTokenRead,
+        Self::RuntimeTokenChecked,
         Self::RuntimeCreated,
+        Self::RuntimeUpdated,
         Self::RuntimeDeleted,
         Self::RuntimeUserTokensDeleted,
         Self::SignedIn,
         Self::SignedOut,
         Self::NotificationsHidden,
         Self::NotificationsShown,
+        Self::OAuthAppCreated,
+        Self::OAuthAppUpdated,
+        Self::OAuthAppDeleted,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
-    /// A change (as opposed to a read): what webhooks and notifications
-    /// are about.
+    /// A change (as opposed to a read or a check that changed nothing):
+    /// what webhooks and notifications are about.
     pub fn is_change(self) -> bool {
         !matches!(
             self,
-            Self::UserTokenRead | Self::RuntimeTokenRead | Self::UserTokenChecked
+            Self::UserTokenRead
+                | Self::RuntimeTokenRead
+                | Self::UserTokenChecked
+                | Self::RuntimeTokenChecked
         )
     }
 }

@@ -4,6 +4,7 @@
 //! credential. `router` builds the whole HTTP application in-process.
 
 pub mod app;
+pub mod audit_log;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -19,5 +20,6 @@ pub mod rotate;
 pub mod store;
 pub mod tokens;
 pub mod web;
+pub mod webhooks;
 
 pub use web::{AppState, router};

@@ -123,8 +123,17 @@ async fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     tracing::info!(%listen, %public_url, "gitbroker serving");
-    let app = gitbroker::router(state);
-    if let Err(e) = gitbroker::web::serve(listener, app, &server, shutdown_signal()).await {
+    let app = gitbroker::router(state.clone());
+    let served = gitbroker::web::serve(listener, app, &server, shutdown_signal()).await;
+    // what the last requests recorded reaches the audit log before exit
+    if let Some(audit) = &state.audit
+        && tokio::time::timeout(server.shutdown_grace, audit.flush())
+            .await
+            .is_err()
+    {
+        tracing::error!("audit log: not every buffered entry could be written before exit");
+    }
+    if let Err(e) = served {
         eprintln!("gitbroker: server error: {e}");
         return ExitCode::from(1);
     }

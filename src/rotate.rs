@@ -31,12 +31,13 @@ pub enum RotateError {
 }
 
 /// The kinds of sealed record, as the summary names them.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "grant",
     "runtime_token",
     "revocation",
     "oauth_app",
     "user_profile",
+    "webhook_endpoint",
 ];
 
 /// What happened to the records of one kind.
@@ -121,6 +122,8 @@ enum Form {
     Envelope,
     /// A JSON object whose `client_secret` is a [`Sealed`].
     SecretField,
+    /// A JSON object whose `secrets` are base64 envelopes (webhook endpoints).
+    EnvelopeList,
 }
 
 struct Target {
@@ -137,7 +140,31 @@ fn key_id(form: Form, bytes: &[u8]) -> Option<String> {
     match form {
         Form::Envelope => crypto::envelope_key_id(bytes).map(str::to_owned),
         Form::SecretField => secret_field(bytes).ok().map(|(_, s)| s.kid),
+        // the key of the first one not under the active key would do as well:
+        // all are sealed together
+        Form::EnvelopeList => envelope_list(bytes).ok().and_then(|(_, list)| {
+            list.first()
+                .and_then(|e| crypto::envelope_key_id(e).map(str::to_owned))
+        }),
     }
+}
+
+fn envelope_list(bytes: &[u8]) -> Result<(serde_json::Value, Vec<Vec<u8>>), CryptoError> {
+    use base64::Engine;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| CryptoError::Malformed)?;
+    let list = value
+        .get("secrets")
+        .and_then(|s| s.as_array())
+        .ok_or(CryptoError::Malformed)?
+        .iter()
+        .map(|e| {
+            e.as_str()
+                .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                .ok_or(CryptoError::Malformed)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((value, list))
 }
 
 fn secret_field(bytes: &[u8]) -> Result<(serde_json::Value, Sealed), CryptoError> {
@@ -165,6 +192,22 @@ fn reseal(keyring: &Keyring, form: Form, aad: &[u8], bytes: &[u8]) -> Result<Vec
                 .map_err(|_| CryptoError::Malformed)?;
             if let Some(field) = value.get_mut("client_secret") {
                 *field = fresh;
+            }
+            serde_json::to_vec(&value).map_err(|_| CryptoError::Malformed)
+        }
+        Form::EnvelopeList => {
+            use base64::Engine;
+            let (mut value, list) = envelope_list(bytes)?;
+            let mut fresh = Vec::new();
+            for e in list {
+                let plain = keyring.open_envelope(aad, &e)?;
+                fresh.push(serde_json::Value::from(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(keyring.seal_envelope(aad, &plain)?),
+                ));
+            }
+            if let Some(field) = value.get_mut("secrets") {
+                *field = serde_json::Value::Array(fresh);
             }
             serde_json::to_vec(&value).map_err(|_| CryptoError::Malformed)
         }
@@ -230,6 +273,18 @@ async fn targets(
             coll: coll.clone(),
             id,
             form: Form::SecretField,
+            listed,
+        });
+    }
+    // webhook endpoints created through the admin API: their signing secrets
+    let coll = crate::webhooks::endpoints_coll();
+    for (id, listed) in store.record_list(&coll).await? {
+        out.push(Target {
+            kind: 5,
+            aad: crate::webhooks::aad(&id),
+            coll: coll.clone(),
+            id,
+            form: Form::EnvelopeList,
             listed,
         });
     }
@@ -332,6 +387,32 @@ mod tests {
             })
             .collect();
         Keyring::new(active, &keys).unwrap()
+    }
+
+    #[test]
+    fn webhook_secret_lists_are_resealed_under_the_active_key() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let old = ring("k1", &["k1"]);
+        let new = ring("k2", &["k1", "k2"]);
+        let only_new = ring("k2", &["k2"]);
+        let sealed: Vec<String> = [b"one".as_slice(), b"two".as_slice()]
+            .iter()
+            .map(|k| b64.encode(old.seal_envelope(b"ad", k).unwrap()))
+            .collect();
+        let record =
+            serde_json::to_vec(&serde_json::json!({"fields": {"id": "h"}, "secrets": sealed}))
+                .unwrap();
+        assert_eq!(key_id(Form::EnvelopeList, &record).as_deref(), Some("k1"));
+        let fresh = reseal(&new, Form::EnvelopeList, b"ad", &record).unwrap();
+        assert_eq!(key_id(Form::EnvelopeList, &fresh).as_deref(), Some("k2"));
+        let (value, list) = envelope_list(&fresh).unwrap();
+        assert_eq!(value["fields"]["id"], "h");
+        let opened: Vec<Vec<u8>> = list
+            .iter()
+            .map(|e| only_new.open_envelope(b"ad", e).unwrap())
+            .collect();
+        assert_eq!(opened, [b"one".to_vec(), b"two".to_vec()]);
     }
 
     #[test]

@@ -108,12 +108,25 @@ async fn every_change_and_read_is_an_event_without_a_secret() {
         .collect();
     changed.sort();
     assert_eq!(changed, ["acme-prod", "acme-staging"], "{e:?}");
-    let status = e[0].status.as_ref().unwrap();
+    let first = e
+        .iter()
+        .find(|e| e.action == Action::UserTokenStatusChanged)
+        .unwrap();
+    let status = first.status.as_ref().unwrap();
     assert_eq!(
         (status.from.as_str(), status.to.as_str()),
         ("valid", "invalid")
     );
-    assert_eq!(e[0].actor.kind, ActorKind::System);
+    assert_eq!(first.actor.kind, ActorKind::System);
+    // the check itself, once per grant, with what it found
+    let checked: Vec<_> = e
+        .iter()
+        .filter(|e| e.action == Action::UserTokenChecked)
+        .collect();
+    assert_eq!(checked.len(), 1, "{e:?}");
+    assert_eq!(checked[0].outcome.as_deref(), Some("invalid"));
+    assert_eq!(checked[0].fingerprint.as_deref(), Some(fp.as_str()));
+    assert!(!checked[0].action.is_change());
 
     // deleting one, then the other
     let page = alice.get("/tokens").await;
@@ -186,7 +199,8 @@ async fn every_change_and_read_is_an_event_without_a_secret() {
 
     // and no event ever carried a secret
     let all = everything.take();
-    assert_eq!(all.len(), 15, "{all:?}");
+    // 14 changes and reads, and the two checks
+    assert_eq!(all.len(), 16, "{all:?}");
     assert!(
         all.iter().any(
             |e| e.action == Action::UserTokenChecked && e.outcome.as_deref() == Some("invalid")

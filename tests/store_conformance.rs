@@ -14,7 +14,9 @@ mod support;
 use gitbroker::clock::{ManualClock, SystemClock};
 use gitbroker::store::embedded::EmbeddedStore;
 use gitbroker::store::redis::RedisStore;
-use gitbroker::store::{Collection, EphemeralKey, Expect, Store, StoreError, Versioned};
+use gitbroker::store::{
+    Collection, EphemeralKey, Expect, LogAppend, LogId, LogRetention, Store, StoreError, Versioned,
+};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +87,11 @@ conformance!(
     missing_records_read_as_absent,
     arbitrary_ids_round_trip,
     record_groups_name_every_collection_of_a_kind,
+    log_appends_in_order_and_reads_from_a_cursor,
+    log_ids_only_grow_even_when_time_steps_back,
+    log_trims_by_count_and_by_age,
+    logs_are_independent,
+    concurrent_log_appends_lose_nothing,
 );
 
 fn key(id: &str) -> EphemeralKey {
@@ -1069,4 +1076,192 @@ mod redis_only {
         // An unconditional delete can still clear it.
         assert!(store.record_delete(&c, "bad", Expect::Any).await.unwrap());
     }
+}
+
+fn entry(at_ms: u64, value: &str) -> LogAppend {
+    LogAppend {
+        at_ms,
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+async fn log_values(store: &Arc<dyn Store>, log: &'static str) -> Vec<String> {
+    store
+        .log_read(log, LogId::MIN, LogId::MAX, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| String::from_utf8(v).unwrap())
+        .collect()
+}
+
+async fn log_appends_in_order_and_reads_from_a_cursor(store: Arc<dyn Store>) {
+    assert_eq!(store.log_len("audit").await.unwrap(), 0);
+    assert!(
+        store
+            .log_read("audit", LogId::MIN, LogId::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let none = LogRetention::default();
+    let ids = store
+        .log_append(
+            "audit",
+            &[entry(1000, "a"), entry(1000, "b"), entry(2000, "c")],
+            none,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        [
+            LogId { ms: 1000, seq: 0 },
+            LogId { ms: 1000, seq: 1 },
+            LogId { ms: 2000, seq: 0 }
+        ]
+    );
+    assert_eq!(ids[1].to_string(), "1000-1");
+    assert_eq!("1000-1".parse::<LogId>(), Ok(ids[1]));
+    store
+        .log_append("audit", &[entry(3000, "d")], none)
+        .await
+        .unwrap();
+    assert_eq!(store.log_len("audit").await.unwrap(), 4);
+    // pages of two from a cursor, the cursor itself excluded
+    let page = store
+        .log_read("audit", LogId::MIN, LogId::MAX, 2)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[1].0, ids[1]);
+    let rest = store
+        .log_read("audit", page[1].0, LogId::MAX, 2)
+        .await
+        .unwrap();
+    let rest: Vec<_> = rest.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(rest, [b"c".as_slice(), b"d".as_slice()]);
+    // an upper bound is inclusive
+    let until = store
+        .log_read("audit", LogId::MIN, ids[2], 10)
+        .await
+        .unwrap();
+    assert_eq!(until.len(), 3);
+    assert_eq!(until[2].0, ids[2]);
+    // binary payloads round-trip
+    let bin = vec![0u8, 255, 10, 13, 0];
+    let id = store
+        .log_append(
+            "audit",
+            &[LogAppend {
+                at_ms: 4000,
+                value: bin.clone(),
+            }],
+            none,
+        )
+        .await
+        .unwrap();
+    let got = store
+        .log_read("audit", ids[2], LogId::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(got.last().unwrap(), &(id[0], bin));
+}
+
+async fn log_ids_only_grow_even_when_time_steps_back(store: Arc<dyn Store>) {
+    let none = LogRetention::default();
+    let first = store
+        .log_append("audit", &[entry(5000, "late")], none)
+        .await
+        .unwrap();
+    let second = store
+        .log_append("audit", &[entry(4000, "early"), entry(4500, "x")], none)
+        .await
+        .unwrap();
+    assert!(first[0] < second[0] && second[0] < second[1], "{second:?}");
+    assert_eq!(second[0].ms, 5000);
+    // even once every entry is trimmed away
+    let all = LogRetention {
+        max_entries: None,
+        min_ms: Some(10_000),
+    };
+    store.log_append("audit", &[], all).await.unwrap();
+    assert_eq!(store.log_len("audit").await.unwrap(), 0);
+    let third = store
+        .log_append("audit", &[entry(1, "after trim")], none)
+        .await
+        .unwrap();
+    assert!(third[0] > second[1], "{third:?}");
+    assert_eq!(log_values(&store, "audit").await, ["after trim"]);
+}
+
+async fn log_trims_by_count_and_by_age(store: Arc<dyn Store>) {
+    let keep3 = LogRetention {
+        max_entries: Some(3),
+        min_ms: None,
+    };
+    let batch: Vec<_> = (1..=5).map(|i| entry(i * 1000, &format!("e{i}"))).collect();
+    store.log_append("audit", &batch, keep3).await.unwrap();
+    assert_eq!(log_values(&store, "audit").await, ["e3", "e4", "e5"]);
+    assert_eq!(store.log_len("audit").await.unwrap(), 3);
+    // by age: nothing older than 4500 ms, applied even by an empty batch
+    let young = LogRetention {
+        max_entries: Some(3),
+        min_ms: Some(4500),
+    };
+    store.log_append("audit", &[], young).await.unwrap();
+    assert_eq!(log_values(&store, "audit").await, ["e5"]);
+    store
+        .log_append("audit", &[entry(6000, "e6")], young)
+        .await
+        .unwrap();
+    assert_eq!(log_values(&store, "audit").await, ["e5", "e6"]);
+    assert_eq!(store.log_len("audit").await.unwrap(), 2);
+}
+
+async fn logs_are_independent(store: Arc<dyn Store>) {
+    let none = LogRetention::default();
+    store
+        .log_append("audit", &[entry(1, "a")], none)
+        .await
+        .unwrap();
+    store
+        .log_append("other", &[entry(1, "o1"), entry(2, "o2")], none)
+        .await
+        .unwrap();
+    let keep1 = LogRetention {
+        max_entries: Some(1),
+        min_ms: None,
+    };
+    store.log_append("other", &[], keep1).await.unwrap();
+    assert_eq!(log_values(&store, "audit").await, ["a"]);
+    assert_eq!(log_values(&store, "other").await, ["o2"]);
+}
+
+async fn concurrent_log_appends_lose_nothing(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let batch: Vec<_> = (0..10).map(|i| entry(7, &format!("{t}-{i}"))).collect();
+                store
+                    .log_append("audit", &batch, LogRetention::default())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    let read = store
+        .log_read("audit", LogId::MIN, LogId::MAX, 1000)
+        .await
+        .unwrap();
+    let read_ids: Vec<_> = read.iter().map(|(id, _)| *id).collect();
+    assert_eq!(read_ids, ids);
 }

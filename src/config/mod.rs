@@ -245,6 +245,213 @@ fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, Config
     })
 }
 
+/// The audit log (`[audit]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Record events in the store's audit log (the `gitbroker::audit` log
+    /// lines are written either way).
+    pub enabled: bool,
+    /// Entries older than this are trimmed.
+    pub retention: Duration,
+    /// At most this many entries are kept (the oldest go first).
+    pub max_entries: u64,
+    /// Events waiting to be written; when it is full, emitters wait.
+    pub buffer: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        let raw = raw::RawAudit::default();
+        Self {
+            enabled: raw.enabled,
+            retention: Duration::from_secs(raw.retention_days * 86_400),
+            max_entries: raw.max_entries,
+            buffer: raw.buffer as usize,
+        }
+    }
+}
+
+fn webhook_settings(
+    raw: &[raw::RawWebhook],
+    allow_http: bool,
+    base_dir: Option<&Path>,
+) -> Result<Vec<WebhookSettings>, ConfigError> {
+    let mut ids = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, w) in raw.iter().enumerate() {
+        let key = format!("webhooks[{i}]");
+        let fields = WebhookFields {
+            id: w.id.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            max_attempts: w.max_attempts,
+            timeout_secs: w.timeout_secs,
+            backoff_initial_ms: w.backoff_initial_ms,
+            backoff_max_secs: w.backoff_max_secs,
+        };
+        let (url, events, max_attempts, timeout, backoff_initial, backoff_max) =
+            validate_webhook(&key, &fields, allow_http)?;
+        if !ids.insert(w.id.clone()) {
+            return Err(invalid(
+                format!("{key}.id"),
+                format!("duplicate webhook `{}`", w.id),
+            ));
+        }
+        if w.secrets.is_empty() {
+            return Err(invalid(
+                format!("{key}.secrets"),
+                "must list at least one signing secret (whsec_…)",
+            ));
+        }
+        let secrets = w
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let k = format!("{key}.secrets[{j}]");
+                let text = s.resolve(&k, base_dir)?;
+                crate::webhooks::WebhookSecret::parse(text.expose_secret())
+                    .map_err(|m| invalid(k, m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(WebhookSettings {
+            id: w.id.clone(),
+            url,
+            secrets,
+            events,
+            max_attempts,
+            timeout,
+            backoff_initial,
+            backoff_max,
+        });
+    }
+    Ok(out)
+}
+
+/// Validates `[audit]`; every error names its key.
+fn audit_settings(a: &raw::RawAudit) -> Result<AuditSettings, ConfigError> {
+    let range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                format!("audit.{key}"),
+                format!("must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    Ok(AuditSettings {
+        enabled: a.enabled,
+        retention: Duration::from_secs(
+            range("retention_days", a.retention_days, 1, 36_500)? * 86_400,
+        ),
+        max_entries: range("max_entries", a.max_entries, 100, 1_000_000_000)?,
+        buffer: usize::try_from(range("buffer", a.buffer, 16, 1_000_000)?).unwrap_or(8192),
+    })
+}
+
+/// One webhook endpoint (`[[webhooks]]`, or created with the admin API).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub id: String,
+    pub url: Url,
+    /// Every message is signed with each (rotation: old and new at once).
+    pub secrets: Vec<crate::webhooks::WebhookSecret>,
+    /// The change events it receives; empty = every change.
+    pub events: Vec<crate::events::Action>,
+    /// Attempts before a delivery is given up (`failed`).
+    pub max_attempts: u32,
+    /// One attempt's time limit.
+    pub timeout: Duration,
+    /// The wait after the first failed attempt, doubled after each, up to
+    /// `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Validates the fields an endpoint has wherever it comes from; errors
+/// name `{key}.field`.
+/// An endpoint's fields besides its secrets, as written (config or API).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFields {
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default = "raw::default_max_attempts")]
+    pub max_attempts: u64,
+    #[serde(default = "raw::default_webhook_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "raw::default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "raw::default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+/// Validated [`WebhookFields`]: url, events, max attempts, timeout,
+/// initial and longest backoff.
+pub type ValidWebhook = (
+    Url,
+    Vec<crate::events::Action>,
+    u32,
+    Duration,
+    Duration,
+    Duration,
+);
+
+pub fn validate_webhook(
+    key: &str,
+    f: &WebhookFields,
+    allow_http: bool,
+) -> Result<ValidWebhook, ConfigError> {
+    let (id, url, events) = (&f.id, &f.url, &f.events);
+    let (max_attempts, timeout_secs, backoff_initial_ms, backoff_max_secs) = (
+        f.max_attempts,
+        f.timeout_secs,
+        f.backoff_initial_ms,
+        f.backoff_max_secs,
+    );
+    check_id(&format!("{key}.id"), id)?;
+    let url = parse_url(&format!("{key}.url"), url, allow_http)?;
+    let events = events
+        .iter()
+        .map(|e| match crate::events::Action::parse(e) {
+            Some(a) if a.is_change() => Ok(a),
+            Some(_) => Err(invalid(
+                format!("{key}.events"),
+                format!("`{e}` is not a change; webhooks receive changes only"),
+            )),
+            None => Err(invalid(
+                format!("{key}.events"),
+                format!("unknown event `{}`", e.chars().take(64).collect::<String>()),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let range = |field: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                format!("{key}.{field}"),
+                format!("must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    let attempts = range("max_attempts", max_attempts, 1, 100)?;
+    let timeout = range("timeout_secs", timeout_secs, 1, 120)?;
+    let initial = range("backoff_initial_ms", backoff_initial_ms, 10, 3_600_000)?;
+    let max = range("backoff_max_secs", backoff_max_secs, 1, 7 * 86_400)?;
+    Ok((
+        url,
+        events,
+        u32::try_from(attempts).unwrap_or(100),
+        Duration::from_secs(timeout),
+        Duration::from_millis(initial),
+        Duration::from_secs(max),
+    ))
+}
+
 /// How `web::serve` serves connections.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -336,6 +543,8 @@ pub struct Settings {
     pub notifications: notifications::NotificationSettings,
     pub server: ServerSettings,
     pub rate_limits: RateLimitSettings,
+    pub audit: AuditSettings,
+    pub webhooks: Vec<WebhookSettings>,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
     pub runtimes: Vec<RuntimeSettings>,
@@ -945,6 +1154,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         notifications: notifications::settings(&raw.notifications, base_dir)?,
         server,
         rate_limits,
+        audit: audit_settings(&raw.audit)?,
+        webhooks: webhook_settings(&raw.webhooks, allow_http, base_dir)?,
         accounts,
         oauth_apps,
         runtimes,

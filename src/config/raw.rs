@@ -37,6 +37,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub rate_limit: RawRateLimit,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
     pub oauth_apps: Vec<RawOAuthApp>,
@@ -317,4 +321,57 @@ pub struct RawDemo {
 }
 fn default_mock_listen() -> String {
     "127.0.0.1:8081".into()
+}
+
+/// The audit log (`[audit]`). Defaults in [`RawAudit::default`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub enabled: bool,
+    pub retention_days: u64,
+    pub max_entries: u64,
+    pub buffer: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 90,
+            max_entries: 1_000_000,
+            buffer: 8192,
+        }
+    }
+}
+
+/// One `[[webhooks]]` endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub id: String,
+    pub url: String,
+    pub secrets: Vec<SecretSource>,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u64,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+pub(super) fn default_max_attempts() -> u64 {
+    10
+}
+pub(super) fn default_webhook_timeout() -> u64 {
+    10
+}
+pub(super) fn default_backoff_initial() -> u64 {
+    5000
+}
+pub(super) fn default_backoff_max() -> u64 {
+    3600
 }

@@ -348,3 +348,28 @@ fn listen_of_reads_only_the_listen_address() {
         .to_string();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+#[test]
+fn audit_settings_are_validated_naming_the_key() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(s.audit, AuditSettings::default());
+    assert!(s.audit.enabled);
+    assert_eq!(s.audit.retention, Duration::from_secs(90 * 86_400));
+    let ok = Settings::from_toml_str(&format!(
+        "{}\n[audit]\nretention_days = 7\nmax_entries = 5000\nbuffer = 64\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(ok.audit.retention, Duration::from_secs(7 * 86_400));
+    assert_eq!((ok.audit.max_entries, ok.audit.buffer), (5000, 64));
+    for (line, key) in [
+        ("retention_days = 0", "audit.retention_days"),
+        ("max_entries = 1", "audit.max_entries"),
+        ("buffer = 0", "audit.buffer"),
+    ] {
+        let e = err(&format!("{}\n[audit]\n{line}\n", base()));
+        assert!(e.contains(key), "{line}: {e}");
+    }
+    let e = err(&format!("{}\n[audit]\nretention = 3\n", base()));
+    assert!(e.contains("retention"), "{e}");
+}

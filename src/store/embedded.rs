@@ -2,7 +2,10 @@
 //! deployments without Redis. Expiry uses the injected [`Clock`]; every write is
 //! one redb write transaction (redb has one writer at a time), so CAS is atomic.
 
-use super::{Collection, DumpEntry, EphemeralKey, Expect, Store, StoreError, Versioned};
+use super::{
+    Collection, DumpEntry, EphemeralKey, Expect, LogAppend, LogId, LogRetention, Store, StoreError,
+    Versioned,
+};
 use crate::clock::Clock;
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
@@ -18,6 +21,11 @@ const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("ephemeral
 /// (kind, group, id) → (version, value). Tuples order element-wise, so one
 /// collection is one contiguous range.
 const RECORDS: TableDefinition<(&str, &str, &str), (u64, &[u8])> = TableDefinition::new("records");
+/// (log, ms, seq) → payload: one log is one contiguous range, in id order.
+const LOG: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("log");
+/// log → (entries held, last id's ms, last id's seq): ids never go back,
+/// even after the entries holding them are trimmed.
+const LOG_META: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("log_meta");
 
 /// A [`Store`] in a local redb file. Clones share the open database.
 #[derive(Clone)]
@@ -127,6 +135,8 @@ impl EmbeddedStore {
         txn.open_table(EPHEMERAL).map_err(storage_error)?;
         txn.open_table(EXPIRY).map_err(storage_error)?;
         txn.open_table(RECORDS).map_err(storage_error)?;
+        txn.open_table(LOG).map_err(storage_error)?;
+        txn.open_table(LOG_META).map_err(storage_error)?;
         txn.commit().map_err(storage_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -714,6 +724,120 @@ impl Store for EmbeddedStore {
             opened.map(Some).map_err(|e| {
                 StoreError::Unavailable(format!("embedded store: reading the backup: {e}"))
             })
+        })
+        .await
+    }
+
+    async fn log_append(
+        &self,
+        log: &'static str,
+        entries: &[LogAppend],
+        retention: LogRetention,
+    ) -> Result<Vec<LogId>, StoreError> {
+        let entries = entries.to_vec();
+        self.blocking(move |inner| {
+            inner.write(|txn| {
+                let mut table = txn.open_table(LOG).map_err(storage_error)?;
+                let mut meta = txn.open_table(LOG_META).map_err(storage_error)?;
+                let (mut len, mut last) = match meta.get(log).map_err(storage_error)? {
+                    Some(g) => {
+                        let (len, ms, seq) = g.value();
+                        (len, Some(LogId { ms, seq }))
+                    }
+                    None => (0, None),
+                };
+                let mut ids = Vec::with_capacity(entries.len());
+                for e in &entries {
+                    let id = match last {
+                        Some(l) if e.at_ms <= l.ms => LogId {
+                            ms: l.ms,
+                            seq: l.seq.saturating_add(1),
+                        },
+                        _ => LogId {
+                            ms: e.at_ms,
+                            seq: 0,
+                        },
+                    };
+                    table
+                        .insert((log, id.ms, id.seq), e.value.as_slice())
+                        .map_err(storage_error)?;
+                    len += 1;
+                    last = Some(id);
+                    ids.push(id);
+                }
+                // trim from the oldest: past the count, or older than min_ms
+                let max = retention.max_entries.unwrap_or(u64::MAX);
+                let min_ms = retention.min_ms.unwrap_or(0);
+                let mut doomed = Vec::new();
+                for row in table
+                    .range((log, 0, 0)..=(log, u64::MAX, u64::MAX))
+                    .map_err(storage_error)?
+                {
+                    let (k, _) = row.map_err(storage_error)?;
+                    let (_, ms, seq) = k.value();
+                    if len.saturating_sub(doomed.len() as u64) > max || ms < min_ms {
+                        doomed.push((ms, seq));
+                    } else {
+                        break;
+                    }
+                }
+                for (ms, seq) in &doomed {
+                    table.remove((log, *ms, *seq)).map_err(storage_error)?;
+                }
+                len = len.saturating_sub(doomed.len() as u64);
+                let changed = !ids.is_empty() || !doomed.is_empty();
+                if let Some(l) = last.filter(|_| changed) {
+                    meta.insert(log, (len, l.ms, l.seq))
+                        .map_err(storage_error)?;
+                }
+                Ok((ids, changed))
+            })
+        })
+        .await
+    }
+
+    async fn log_read(
+        &self,
+        log: &'static str,
+        after: LogId,
+        until: LogId,
+        limit: usize,
+    ) -> Result<Vec<(LogId, Vec<u8>)>, StoreError> {
+        if limit == 0 || after >= until {
+            return Ok(Vec::new());
+        }
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read().map_err(storage_error)?;
+            let table = txn.open_table(LOG).map_err(storage_error)?;
+            let mut out = Vec::new();
+            for row in table
+                .range((log, after.ms, after.seq)..=(log, until.ms, until.seq))
+                .map_err(storage_error)?
+            {
+                let (k, v) = row.map_err(storage_error)?;
+                let (_, ms, seq) = k.value();
+                let id = LogId { ms, seq };
+                if id == after {
+                    continue;
+                }
+                out.push((id, v.value().to_vec()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn log_len(&self, log: &'static str) -> Result<u64, StoreError> {
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read().map_err(storage_error)?;
+            let meta = txn.open_table(LOG_META).map_err(storage_error)?;
+            Ok(meta
+                .get(log)
+                .map_err(storage_error)?
+                .map_or(0, |g| g.value().0))
         })
         .await
     }

@@ -11,9 +11,14 @@
 //! - **durable records** (tokens, OAuth apps, runtimes): opaque bytes in a
 //!   collection `(kind, group)` under an id, each with a version that every
 //!   write bumps, so updates can be compare-and-swap.
+//! - **append-only logs** (the audit log): entries appended in batches under
+//!   ids that only grow ([`LogId`], milliseconds and a sequence number, like
+//!   a Redis stream id), read in id order from a cursor, trimmed by age and
+//!   count. On Redis a stream (one key per log), on redb a table.
 
 pub mod embedded;
 pub mod redis;
+mod redis_log;
 pub mod signal;
 
 use async_trait::async_trait;
@@ -99,6 +104,56 @@ pub struct Versioned {
     pub value: Vec<u8>,
 }
 
+/// Id of a log entry: the entry's time in unix milliseconds (never earlier
+/// than the entry before it: a clock that steps back does not reorder the
+/// log) and a sequence number among entries of the same millisecond.
+/// Written `ms-seq`, as a Redis stream id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl LogId {
+    pub const MIN: LogId = LogId { ms: 0, seq: 0 };
+    pub const MAX: LogId = LogId {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
+}
+
+impl std::fmt::Display for LogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for LogId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ms, seq) = s.split_once('-').ok_or(())?;
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// One entry to append: its time (unix milliseconds) and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppend {
+    pub at_ms: u64,
+    pub value: Vec<u8>,
+}
+
+/// What a log keeps: at most `max_entries` entries (the oldest go first),
+/// none older than `min_ms` (unix milliseconds). Applied by every append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogRetention {
+    pub max_entries: Option<u64>,
+    pub min_ms: Option<u64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `value` only if `key` holds nothing live. `true` when stored.
@@ -156,6 +211,25 @@ pub trait Store: Send + Sync + 'static {
     /// The groups that hold at least one record of `kind`, in order: how
     /// whole-store tools (`gitbroker rotate-keys`) find every collection.
     async fn record_groups(&self, kind: &'static str) -> Result<Vec<String>, StoreError>;
+    /// Appends `entries` to the log `log` (a fixed name such as `"audit"`)
+    /// in one round trip / one transaction, in order, then trims it to
+    /// `retention`; returns the entries' ids. An empty batch only trims.
+    async fn log_append(
+        &self,
+        log: &'static str,
+        entries: &[LogAppend],
+        retention: LogRetention,
+    ) -> Result<Vec<LogId>, StoreError>;
+    /// Up to `limit` entries with `after < id <= until`, in id order.
+    async fn log_read(
+        &self,
+        log: &'static str,
+        after: LogId,
+        until: LogId,
+        limit: usize,
+    ) -> Result<Vec<(LogId, Vec<u8>)>, StoreError>;
+    /// How many entries the log holds.
+    async fn log_len(&self, log: &'static str) -> Result<u64, StoreError>;
 
     /// Answers when the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -2,7 +2,10 @@
 //! durable records live in one hash per collection, and every compare-and-swap
 //! is a Lua script so it is atomic on the server (and on a single cluster slot).
 
-use super::{Collection, DumpEntry, EphemeralKey, Expect, Store, StoreError, Versioned};
+use super::{
+    Collection, DumpEntry, EphemeralKey, Expect, LogAppend, LogId, LogRetention, Store, StoreError,
+    Versioned, redis_log,
+};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
@@ -94,6 +97,7 @@ pub struct RedisStore {
     remove_if_eq: Script,
     record_put: Script,
     record_delete: Script,
+    log_append: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -163,6 +167,7 @@ impl RedisStore {
             remove_if_eq: Script::new(REMOVE_IF_EQ),
             record_put: Script::new(&format!("{LUA_INCR}{RECORD_PUT_BODY}")),
             record_delete: Script::new(RECORD_DELETE),
+            log_append: redis_log::append_script(),
         })
     }
 
@@ -682,6 +687,43 @@ impl Store for RedisStore {
         groups.sort();
         groups.dedup();
         Ok(groups)
+    }
+
+    async fn log_append(
+        &self,
+        log: &'static str,
+        entries: &[LogAppend],
+        retention: LogRetention,
+    ) -> Result<Vec<LogId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = redis_log::key(&self.prefix, log);
+        self.run(redis_log::append(
+            &mut conn,
+            &self.log_append,
+            &key,
+            entries,
+            retention,
+        ))
+        .await?
+    }
+
+    async fn log_read(
+        &self,
+        log: &'static str,
+        after: LogId,
+        until: LogId,
+        limit: usize,
+    ) -> Result<Vec<(LogId, Vec<u8>)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = redis_log::key(&self.prefix, log);
+        self.run(redis_log::read(&mut conn, &key, after, until, limit))
+            .await?
+    }
+
+    async fn log_len(&self, log: &'static str) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = redis_log::key(&self.prefix, log);
+        self.run(redis_log::len(&mut conn, &key)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -428,13 +428,7 @@ impl Lifecycle {
                 }
             })
             .await?;
-        if let Some(x) = &updated
-            && x.status.state != from
-        {
-            tracing::info!(target: "gitbroker::audit", action = "user_token.status", user = %x.user, grant = %x.id, from = from.as_str(), to = x.status.state.as_str(), reason = x.status.reason.as_deref().unwrap_or(""), runtimes = ?x.assignments.iter().map(|a| a.runtime.as_str()).collect::<Vec<_>>(), "user token status changed");
-            self.emit_status_change(x, from).await;
-        }
-        if let Some(x) = updated {
+        if let Some(x) = &updated {
             self.events
                 .emit(
                     self.event(
@@ -444,9 +438,17 @@ impl Lifecycle {
                     .user(&x.user)
                     .grant(&x.id)
                     .provider(x.provider.as_str())
-                    .outcome(x.status.state.as_str()),
+                    .login(Some(&x.provider_login))
+                    .outcome(x.status.state.as_str())
+                    .fingerprint(crate::tokens::grant::fingerprint(&x.access_token)),
                 )
                 .await;
+        }
+        if let Some(x) = &updated
+            && x.status.state != from
+        {
+            tracing::info!(target: "gitbroker::audit", action = "user_token.status", user = %x.user, grant = %x.id, from = from.as_str(), to = x.status.state.as_str(), reason = x.status.reason.as_deref().unwrap_or(""), runtimes = ?x.assignments.iter().map(|a| a.runtime.as_str()).collect::<Vec<_>>(), "user token status changed");
+            self.emit_status_change(x, from).await;
         }
         Ok(())
     }
@@ -556,6 +558,16 @@ impl Lifecycle {
             }
             match self.save_runtime_token(&t, Expect::Version(version)).await {
                 Ok(_) => {
+                    self.events
+                        .emit(
+                            self.runtime_token_event(
+                                crate::events::Action::RuntimeTokenChecked,
+                                crate::events::Actor::system(),
+                                &t,
+                            )
+                            .outcome(t.info.status.state.as_str()),
+                        )
+                        .await;
                     if t.info.status.state != from {
                         tracing::info!(target: "gitbroker::audit", action = "runtime_token.status", runtime = %rt.id, from = from.as_str(), to = t.info.status.state.as_str(), reason = t.info.status.reason.as_deref().unwrap_or(""), "Git Runtime token status changed");
                         let reason = t.info.status.reason.as_deref();

@@ -47,6 +47,8 @@ pub fn router() -> Router<AppState> {
         .route("/notifications", get(notifications))
         .route("/backup", get(backup))
         .route("/rotate-keys", axum::routing::post(rotate_keys))
+        .route("/audit", get(super::admin_audit::query))
+        .merge(super::admin_webhooks::router())
 }
 
 /// Git Runtime tokens needing attention (invalid, expired, expiring soon,
@@ -110,6 +112,18 @@ async fn backup(State(state): State<AppState>, admin: Admin) -> Result<Response,
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
     Ok(resp)
+}
+
+/// Records an admin change as an event (audit log, webhooks).
+async fn admin_event(
+    state: &AppState,
+    admin: &Admin,
+    action: crate::events::Action,
+    f: impl FnOnce(crate::events::Event) -> crate::events::Event,
+) {
+    let actor = crate::events::Actor::parse(&format!("admin:{}", admin.who));
+    let event = crate::events::Event::new(action, actor, state.clock.now());
+    state.lifecycle.events().emit(f(event)).await;
 }
 
 /// Proof that the caller is an admin.
@@ -323,6 +337,13 @@ async fn create_app(
 ) -> Result<Response, ApiError> {
     let app = state.registry.create_app(input).await?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app created");
+    admin_event(
+        &state,
+        &admin,
+        crate::events::Action::OAuthAppCreated,
+        |e| e.provider(app.provider.as_str()).outcome(&app.id),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(app_view(&state, &app))).into_response())
 }
 
@@ -338,6 +359,13 @@ async fn update_app(
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app updated");
+    admin_event(
+        &state,
+        &admin,
+        crate::events::Action::OAuthAppUpdated,
+        |e| e.provider(app.provider.as_str()).outcome(&app.id),
+    )
+    .await;
     Ok(Json(app_view(&state, &app)))
 }
 
@@ -348,6 +376,13 @@ async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     state.registry.delete_app(&id).await?;
     tracing::info!(admin = %admin.who, app = %id, "OAuth app deleted");
+    admin_event(
+        &state,
+        &admin,
+        crate::events::Action::OAuthAppDeleted,
+        |e| e.outcome(&id),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -430,6 +465,14 @@ async fn update_runtime(
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime updated");
+    admin_event(&state, &admin, crate::events::Action::RuntimeUpdated, |e| {
+        let e = e.runtime(&rt.id);
+        match rt.provider {
+            Some(p) => e.provider(p.as_str()),
+            None => e,
+        }
+    })
+    .await;
     Ok(Json(runtime_view(&rt)))
 }
 

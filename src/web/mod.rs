@@ -3,6 +3,8 @@
 //! logging that never prints a query string.
 
 mod admin_api;
+mod admin_audit;
+mod admin_webhooks;
 mod error;
 pub mod extract;
 pub mod limits;
@@ -56,6 +58,10 @@ pub struct Services {
     pub limits: Arc<limits::RateLimits>,
     pub request_timeout: std::time::Duration,
     pub provider_timeout: std::time::Duration,
+    /// The audit log writer (`None` with `[audit] enabled = false`).
+    pub audit: Option<Arc<crate::audit_log::AuditLog>>,
+    /// Webhook endpoints, outbox and this replica's delivery worker.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl Services {
