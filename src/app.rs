@@ -16,7 +16,6 @@ use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
 use crate::tokens::{Lifecycle, TokenError};
 use crate::web::{AppState, Services};
-use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +45,7 @@ pub async fn open_store(
             store.spawn_sweeper(std::time::Duration::from_secs(60));
             Ok(Arc::new(store))
         }
-        StoreSettings::Redis { url, key_prefix } => Ok(Arc::new(
-            RedisStore::connect(url.expose_secret(), key_prefix).await?,
-        )),
+        StoreSettings::Redis(options) => Ok(Arc::new(RedisStore::open(options).await?)),
     }
 }
 

@@ -1,6 +1,9 @@
 //! One behavioural suite for every `Store` backend: each case is written once
-//! against `Arc<dyn Store>` and run on Redis (a fresh redis-server per test) and
-//! on the embedded redb store (a fresh file per test), plus backend-only extras.
+//! against `Arc<dyn Store>` and run on Redis (a fresh redis-server per test),
+//! on Redis Sentinel and on Redis Cluster (one real group and one real
+//! 3-master cluster shared by the binary's tests, each test under its own key
+//! prefix) and on the embedded redb store (a fresh file per test), plus
+//! backend-only extras.
 #![allow(
     clippy::disallowed_methods,
     clippy::unwrap_used,
@@ -14,11 +17,13 @@ mod support;
 use gitbroker::clock::{ManualClock, SystemClock};
 use gitbroker::store::embedded::EmbeddedStore;
 use gitbroker::store::redis::RedisStore;
+use gitbroker::store::redis::{NodeAddr, RedisOptions, RedisTopology};
 use gitbroker::store::{Collection, EphemeralKey, Expect, Store, StoreError, Versioned};
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::RedisServer;
+use support::{MASTER_NAME, RedisCluster, RedisSentinelGroup, RedisServer};
 
 const PREFIX: &str = "gbtest";
 
@@ -29,6 +34,54 @@ async fn redis_factory() -> (Arc<dyn Store>, Guard) {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), PREFIX).await.unwrap();
     (Arc::new(store), Box::new(server))
+}
+
+fn loopback(port: u16) -> NodeAddr {
+    NodeAddr {
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+    }
+}
+
+/// One sentinel group for the whole binary: a master, a replica, three sentinels.
+fn sentinel_group() -> &'static RedisSentinelGroup {
+    static GROUP: OnceLock<RedisSentinelGroup> = OnceLock::new();
+    GROUP.get_or_init(RedisSentinelGroup::start)
+}
+
+/// One 3-master cluster for the whole binary.
+fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3, 0))
+}
+
+/// Through the sentinels, waiting for the replica on every durable write.
+async fn sentinel_factory() -> (Arc<dyn Store>, Guard) {
+    let group = tokio::task::spawn_blocking(sentinel_group).await.unwrap();
+    let mut options = RedisOptions::new(
+        RedisTopology::Sentinel {
+            sentinels: group.sentinels.iter().map(|s| loopback(s.port)).collect(),
+            master_name: MASTER_NAME.into(),
+            db: 0,
+        },
+        &support::unique_prefix(PREFIX),
+    );
+    options.wait_replicas = 1;
+    let store = RedisStore::open(&options).await.unwrap();
+    (Arc::new(store), Box::new(()))
+}
+
+async fn cluster_factory() -> (Arc<dyn Store>, Guard) {
+    let cluster = tokio::task::spawn_blocking(cluster).await.unwrap();
+    let options = RedisOptions::new(
+        RedisTopology::Cluster {
+            nodes: cluster.nodes.iter().map(|n| loopback(n.port)).collect(),
+        },
+        &support::unique_prefix(PREFIX),
+    );
+    let store = RedisStore::open(&options).await.unwrap();
+    (Arc::new(store), Box::new(()))
 }
 
 async fn embedded_factory() -> (Arc<dyn Store>, Guard) {
@@ -44,6 +97,24 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let (store, _guard) = super::redis_factory().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod redis_sentinel_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _guard) = super::sentinel_factory().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod redis_cluster_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _guard) = super::cluster_factory().await;
                     super::$case(store).await;
                 }
             )*

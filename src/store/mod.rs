@@ -14,6 +14,7 @@
 
 pub mod embedded;
 pub mod redis;
+mod redis_conn;
 
 use async_trait::async_trait;
 use std::time::Duration;
