@@ -47,7 +47,7 @@ fn loopback(port: u16) -> NodeAddr {
 /// One sentinel group for the whole binary: a master, a replica, three sentinels.
 fn sentinel_group() -> &'static RedisSentinelGroup {
     static GROUP: OnceLock<RedisSentinelGroup> = OnceLock::new();
-    GROUP.get_or_init(RedisSentinelGroup::start)
+    GROUP.get_or_init(|| RedisSentinelGroup::start(1))
 }
 
 /// One 3-master cluster for the whole binary.

@@ -303,7 +303,12 @@ impl RedisCluster {
 
     /// Index of the running master that holds `key`'s slot.
     pub fn master_of(&self, key: &str) -> usize {
-        let slot: i64 = self.nodes[0].query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
+        let slot: i64 = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .unwrap()
+            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
         self.nodes
             .iter()
             .position(|n| {
@@ -362,28 +367,34 @@ fn owns_slot(line: &str, slot: i64) -> bool {
 // ----------------------------------------------------------------- sentinel
 
 pub struct RedisSentinelGroup {
-    /// `data[0]` starts as the master, `data[1]` as its replica.
+    /// `data[0]` starts as the master, the others as its replicas.
     pub data: Vec<Node>,
     pub sentinels: Vec<Node>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisSentinelGroup {
-    /// A master, one replica and three sentinels (quorum 2) watching it;
-    /// the master is declared down after 500 ms.
-    pub fn start() -> RedisSentinelGroup {
+    /// A master, `replicas` replicas and three sentinels (quorum 2) watching
+    /// it; the master is declared down after 500 ms.
+    pub fn start(replicas: usize) -> RedisSentinelGroup {
         let dir = tempfile::tempdir().unwrap();
         let master = Node::start(dir.path().join("data-0"), |port, d| {
             data_node_args(port, d, &[])
         });
         let master_port = master.port;
-        let replica = Node::start(dir.path().join("data-1"), |port, d| {
-            data_node_args(
-                port,
-                d,
-                &["--replicaof", "127.0.0.1", &master_port.to_string()],
-            )
-        });
+        let mut data = vec![master];
+        for i in 1..=replicas {
+            data.push(Node::start(
+                dir.path().join(format!("data-{i}")),
+                |port, d| {
+                    data_node_args(
+                        port,
+                        d,
+                        &["--replicaof", "127.0.0.1", &master_port.to_string()],
+                    )
+                },
+            ));
+        }
         let sentinels = (0..3)
             .map(|i| {
                 Node::start(dir.path().join(format!("sentinel-{i}")), |port, d| {
@@ -405,7 +416,7 @@ impl RedisSentinelGroup {
             })
             .collect();
         let group = RedisSentinelGroup {
-            data: vec![master, replica],
+            data,
             sentinels,
             _dir: dir,
         };
@@ -484,7 +495,9 @@ impl RedisSentinelGroup {
                         && i.get("flags").map(String::as_str) == Some("master")
                         && i.get("num-slaves")
                             .and_then(|n| n.parse::<usize>().ok())
-                            .is_some_and(|n| n >= 1)
+                            .is_some_and(|n| {
+                                n + 1 >= self.data.iter().filter(|d| d.is_running()).count()
+                            })
                 })
             })
     }
