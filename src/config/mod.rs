@@ -41,7 +41,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
     Embedded { path: PathBuf },
-    Redis(crate::store::redis::RedisOptions),
+    Redis(Box<crate::store::redis::RedisOptions>),
 }
 
 /// One AEAD key of the keyring.
@@ -504,7 +504,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             };
             StoreSettings::Embedded { path }
         }
-        "redis" => StoreSettings::Redis(redis_options(&raw.store, base_dir)?),
+        "redis" => StoreSettings::Redis(Box::new(redis_options(&raw.store, base_dir)?)),
         other => {
             return Err(invalid(
                 "store.backend",
