@@ -1030,3 +1030,100 @@ mod redis_only {
         assert!(store.record_delete(&c, "bad", Expect::Any).await.unwrap());
     }
 }
+
+// ---------------------------------------------------------------- redis TLS
+
+/// `rediss://` on each topology, against servers that speak only TLS with a
+/// certificate from a private CA (`store.redis_ca_file`).
+mod redis_tls {
+    use super::*;
+    use support::{Node, TestTls};
+
+    fn tls_addr(port: u16) -> NodeAddr {
+        NodeAddr {
+            host: "127.0.0.1".into(),
+            port,
+            tls: true,
+        }
+    }
+
+    /// A few of the suite's cases, enough to show commands, scripts and
+    /// (where set) WAIT all work over TLS; each on a store of its own prefix.
+    async fn exercise(mut options: RedisOptions) {
+        let mut open = || {
+            options.key_prefix = support::unique_prefix(PREFIX);
+            let options = options.clone();
+            async move { Arc::new(RedisStore::open(&options).await.unwrap()) as Arc<dyn Store> }
+        };
+        super::ping_answers(open().await).await;
+        super::take_returns_the_value_once(open().await).await;
+        super::record_versions_count_writes(open().await).await;
+        super::concurrent_cas_writers_lose_no_update(open().await).await;
+        super::record_delete_honours_expect(open().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn standalone_rediss_trusts_the_configured_ca_and_only_it() {
+        let (node, tls, _dir) = tokio::task::spawn_blocking(|| {
+            let tls = TestTls::generate();
+            let dir = tempfile::tempdir().unwrap();
+            (
+                Node::standalone(dir.path().join("n"), Some(tls.clone())),
+                tls,
+                dir,
+            )
+        })
+        .await
+        .unwrap();
+        let url = format!("rediss://127.0.0.1:{}/", node.port);
+        let mut options = RedisOptions::standalone(&url, PREFIX);
+        options.connect_timeout = Duration::from_millis(500);
+        options.response_timeout = Duration::from_millis(500);
+        // The bundled public roots do not know the private CA: refused.
+        let err = RedisStore::open(&options).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        options.ca_pem = Some(tls.ca_pem());
+        exercise(options).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sentinel_over_tls() {
+        let (group, tls) = tokio::task::spawn_blocking(|| {
+            let tls = TestTls::generate();
+            (RedisSentinelGroup::start_with(1, Some(tls.clone())), tls)
+        })
+        .await
+        .unwrap();
+        let mut options = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: group.sentinels.iter().map(|s| tls_addr(s.port)).collect(),
+                master_name: MASTER_NAME.into(),
+                db: 0,
+            },
+            PREFIX,
+        );
+        options.ca_pem = Some(tls.ca_pem());
+        options.wait_replicas = 1;
+        exercise(options).await;
+        drop(group);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn cluster_over_tls() {
+        let (cluster, tls) = tokio::task::spawn_blocking(|| {
+            let tls = TestTls::generate();
+            (RedisCluster::start_with(3, 0, Some(tls.clone())), tls)
+        })
+        .await
+        .unwrap();
+        let mut options = RedisOptions::new(
+            RedisTopology::Cluster {
+                nodes: cluster.nodes.iter().map(|n| tls_addr(n.port)).collect(),
+            },
+            PREFIX,
+        );
+        options.ca_pem = Some(tls.ca_pem());
+        exercise(options).await;
+        drop(cluster);
+    }
+}

@@ -13,6 +13,7 @@ use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,6 +25,7 @@ pub const MASTER_NAME: &str = "gbmaster";
 /// port with its directory (and so its `nodes.conf` or sentinel config) kept.
 pub struct Node {
     pub port: u16,
+    tls: Option<Arc<TestTls>>,
     dir: PathBuf,
     /// Arguments after `redis-server` (a config file first for sentinels).
     args: Vec<String>,
@@ -38,16 +40,21 @@ struct Proc {
 }
 
 impl Node {
-    fn start(dir: PathBuf, args: impl Fn(u16, &Path) -> Vec<String>) -> Node {
+    fn start(
+        dir: PathBuf,
+        tls: Option<Arc<TestTls>>,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+    ) -> Node {
         std::fs::create_dir_all(&dir).unwrap();
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
             let args = args(port, &dir);
-            match spawn(port, &args) {
+            match spawn(port, &args, tls.as_deref()) {
                 Ok(proc) => {
                     return Node {
                         port,
+                        tls,
                         dir,
                         args,
                         proc: Some(proc),
@@ -59,13 +66,22 @@ impl Node {
         panic!("redis-server did not start: {last}");
     }
 
+    /// `redis[s]://127.0.0.1:port`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        client_for(self.port, self.tls.as_deref())
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
+        self.client()
             .get_connection_with_timeout(Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{}: {e}", self.port))
     }
@@ -89,7 +105,7 @@ impl Node {
     pub fn restart(&mut self) {
         self.kill();
         self.proc = Some(
-            spawn(self.port, &self.args)
+            spawn(self.port, &self.args, self.tls.as_deref())
                 .unwrap_or_else(|e| panic!("restarting redis on {}: {e}", self.port)),
         );
     }
@@ -103,14 +119,24 @@ impl Node {
     }
 
     fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let info = redis::Client::open(self.url())
-            .ok()?
+        let info = self
+            .client()
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()
             .and_then(|mut c| redis::cmd("INFO").arg(section).query::<String>(&mut c).ok())?;
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{field}:")))
             .map(|v| v.trim().to_owned())
+    }
+}
+
+impl Node {
+    /// A standalone server in `dir` (TLS only when `tls` is given).
+    pub fn standalone(dir: PathBuf, tls: Option<Arc<TestTls>>) -> Node {
+        let t = tls.clone();
+        Node::start(dir, tls, move |port, d| {
+            data_node_args(port, d, &[], t.as_deref())
+        })
     }
 }
 
@@ -127,7 +153,7 @@ fn free_port() -> u16 {
 
 /// Starts `redis-server args` under the watchdog shell and waits until that
 /// very process (by pid) answers PING.
-fn spawn(port: u16, args: &[String]) -> Result<Proc, String> {
+fn spawn(port: u16, args: &[String], tls: Option<&TestTls>) -> Result<Proc, String> {
     let mut shell = Command::new("sh")
         .arg("-c")
         .arg(
@@ -149,7 +175,7 @@ fn spawn(port: u16, args: &[String]) -> Result<Proc, String> {
         .parse()
         .map_err(|_| format!("no pid from the watchdog: {line:?}"))?;
     let mut proc = Proc { shell, pid };
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let client = client_for(port, tls);
     let started = Instant::now();
     loop {
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -191,22 +217,34 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
     }
 }
 
-fn data_node_args(port: u16, dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+fn data_node_args(port: u16, dir: &Path, extra: &[&str], tls: Option<&TestTls>) -> Vec<String> {
+    let mut args: Vec<String> = match tls {
+        Some(t) => {
+            let mut a = vec![
+                "--port".to_owned(),
+                "0".to_owned(),
+                "--tls-port".to_owned(),
+                port.to_string(),
+            ];
+            a.extend(t.server_args());
+            a
+        }
+        None => vec!["--port".to_owned(), port.to_string()],
+    };
+    args.extend(
+        [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args
 }
@@ -222,29 +260,43 @@ impl RedisCluster {
     /// `masters` masters with `replicas` replicas each, every slot assigned,
     /// all nodes agreeing. A node is declared failed after 1 s.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        Self::start_with(masters, replicas, None)
+    }
+
+    /// The same, every node speaking only TLS (clients, cluster bus, replication).
+    pub fn start_with(masters: usize, replicas: usize, tls: Option<Arc<TestTls>>) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<Node> = (0..masters * (1 + replicas))
             .map(|i| {
-                Node::start(dir.path().join(format!("node-{i}")), |port, d| {
-                    data_node_args(
-                        port,
-                        d,
-                        &[
-                            "--cluster-enabled",
-                            "yes",
-                            "--cluster-config-file",
-                            "nodes.conf",
-                            "--cluster-node-timeout",
-                            "1000",
-                            // a replica may always take over, however long it was cut off
-                            "--cluster-replica-validity-factor",
-                            "0",
-                        ],
-                    )
-                })
+                Node::start(
+                    dir.path().join(format!("node-{i}")),
+                    tls.clone(),
+                    |port, d| {
+                        data_node_args(
+                            port,
+                            d,
+                            &[
+                                "--cluster-enabled",
+                                "yes",
+                                "--cluster-config-file",
+                                "nodes.conf",
+                                "--cluster-node-timeout",
+                                "1000",
+                                // a replica may always take over, however long it was cut off
+                                "--cluster-replica-validity-factor",
+                                "0",
+                            ],
+                            tls.as_deref(),
+                        )
+                    },
+                )
             })
             .collect();
-        let out = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli");
+        if let Some(t) = &tls {
+            cli.arg("--tls").arg("--cacert").arg(&t.ca);
+        }
+        let out = cli
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
@@ -266,10 +318,7 @@ impl RedisCluster {
 
     /// `redis://127.0.0.1:port` of every node.
     pub fn urls(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
-            .collect()
+        self.nodes.iter().map(Node::url).collect()
     }
 
     /// The TOML array of `redis_nodes`.
@@ -344,8 +393,8 @@ impl RedisCluster {
 }
 
 fn cluster_info(n: &Node, field: &str) -> Option<String> {
-    let mut c = redis::Client::open(n.url())
-        .ok()?
+    let mut c = n
+        .client()
         .get_connection_with_timeout(Duration::from_millis(500))
         .ok()?;
     let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).ok()?;
@@ -377,42 +426,57 @@ impl RedisSentinelGroup {
     /// A master, `replicas` replicas and three sentinels (quorum 2) watching
     /// it; the master is declared down after 500 ms.
     pub fn start(replicas: usize) -> RedisSentinelGroup {
+        Self::start_with(replicas, None)
+    }
+
+    /// The same, every server and sentinel speaking only TLS.
+    pub fn start_with(replicas: usize, tls: Option<Arc<TestTls>>) -> RedisSentinelGroup {
         let dir = tempfile::tempdir().unwrap();
-        let master = Node::start(dir.path().join("data-0"), |port, d| {
-            data_node_args(port, d, &[])
+        let master = Node::start(dir.path().join("data-0"), tls.clone(), |port, d| {
+            data_node_args(port, d, &[], tls.as_deref())
         });
         let master_port = master.port;
         let mut data = vec![master];
         for i in 1..=replicas {
             data.push(Node::start(
                 dir.path().join(format!("data-{i}")),
+                tls.clone(),
                 |port, d| {
                     data_node_args(
                         port,
                         d,
                         &["--replicaof", "127.0.0.1", &master_port.to_string()],
+                        tls.as_deref(),
                     )
                 },
             ));
         }
         let sentinels = (0..3)
             .map(|i| {
-                Node::start(dir.path().join(format!("sentinel-{i}")), |port, d| {
-                    let conf = d.join("sentinel.conf");
-                    std::fs::write(
-                        &conf,
-                        format!(
-                            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                Node::start(
+                    dir.path().join(format!("sentinel-{i}")),
+                    tls.clone(),
+                    |port, d| {
+                        let conf = d.join("sentinel.conf");
+                        let listen = match &tls {
+                            Some(t) => format!("port 0\ntls-port {port}\n{}", t.sentinel_conf()),
+                            None => format!("port {port}\n"),
+                        };
+                        std::fs::write(
+                            &conf,
+                            format!(
+                                "{listen}bind 127.0.0.1\ndir {dir}\n\
                              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                              sentinel down-after-milliseconds {MASTER_NAME} 500\n\
                              sentinel failover-timeout {MASTER_NAME} 2000\n\
                              sentinel parallel-syncs {MASTER_NAME} 1\n",
-                            dir = d.display()
-                        ),
-                    )
-                    .unwrap();
-                    vec![conf.display().to_string(), "--sentinel".to_owned()]
-                })
+                                dir = d.display()
+                            ),
+                        )
+                        .unwrap();
+                        vec![conf.display().to_string(), "--sentinel".to_owned()]
+                    },
+                )
             })
             .collect();
         let group = RedisSentinelGroup {
@@ -431,7 +495,7 @@ impl RedisSentinelGroup {
         let list: Vec<String> = self
             .sentinels
             .iter()
-            .map(|s| format!("\"redis://127.0.0.1:{}\"", s.port))
+            .map(|s| format!("\"{}\"", s.url()))
             .collect();
         format!("[{}]", list.join(", "))
     }
@@ -439,8 +503,8 @@ impl RedisSentinelGroup {
     /// The port every sentinel names as the master, if they agree.
     pub fn master_port(&self) -> Option<u16> {
         let mut ports = self.sentinels.iter().filter(|s| s.is_running()).map(|s| {
-            let mut c = redis::Client::open(s.url())
-                .ok()?
+            let mut c = s
+                .client()
                 .get_connection_with_timeout(Duration::from_millis(500))
                 .ok()?;
             let addr: Vec<String> = redis::cmd("SENTINEL")
@@ -479,8 +543,8 @@ impl RedisSentinelGroup {
         });
         replicas_up
             && self.sentinels.iter().all(|s| {
-                let Ok(mut c) = redis::Client::open(s.url())
-                    .unwrap()
+                let Ok(mut c) = s
+                    .client()
                     .get_connection_with_timeout(Duration::from_millis(500))
                 else {
                     return false;
@@ -511,4 +575,167 @@ pub fn unique_prefix(base: &str) -> String {
         "{base}-{}",
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
+}
+
+/// A redis client for a local server, over TLS trusting only `tls`'s CA.
+fn client_for(port: u16, tls: Option<&TestTls>) -> redis::Client {
+    match tls {
+        Some(t) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            redis::Client::build_with_tls(
+                format!("rediss://127.0.0.1:{port}"),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(t.ca_pem()),
+                },
+            )
+            .unwrap()
+        }
+        None => redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap(),
+    }
+}
+
+// ---------------------------------------------------------------------- TLS
+
+/// A private CA and a certificate for 127.0.0.1 it signed, made with the
+/// openssl command line tool (P-256 keys, valid one day).
+pub struct TestTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn generate() -> Arc<TestTls> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let ext = p("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        let ca_key = p("ca.key");
+        let ca = p("ca.pem");
+        let key = p("server.key");
+        let csr = p("server.csr");
+        let cert = p("server.pem");
+        let s = |path: &Path| path.to_str().unwrap().to_owned();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut steps: Vec<Vec<String>> = Vec::new();
+        let mut ca_req: Vec<String> = vec!["req".into(), "-x509".into()];
+        ca_req.extend(ec.iter().map(|x| (*x).to_owned()));
+        ca_req.extend([
+            "-keyout".into(),
+            s(&ca_key),
+            "-out".into(),
+            s(&ca),
+            "-days".into(),
+            "1".into(),
+        ]);
+        ca_req.extend(["-subj".into(), "/CN=gitbroker test CA".into()]);
+        ca_req.extend(["-addext".into(), "basicConstraints=critical,CA:TRUE".into()]);
+        ca_req.extend([
+            "-addext".into(),
+            "keyUsage=critical,keyCertSign,cRLSign".into(),
+        ]);
+        steps.push(ca_req);
+        let mut srv_req: Vec<String> = vec!["req".into()];
+        srv_req.extend(ec.iter().map(|x| (*x).to_owned()));
+        srv_req.extend([
+            "-keyout".into(),
+            s(&key),
+            "-out".into(),
+            s(&csr),
+            "-subj".into(),
+            "/CN=127.0.0.1".into(),
+        ]);
+        steps.push(srv_req);
+        steps.push(
+            [
+                "x509",
+                "-req",
+                "-in",
+                &s(&csr),
+                "-CA",
+                &s(&ca),
+                "-CAkey",
+                &s(&ca_key),
+                "-CAcreateserial",
+                "-out",
+                &s(&cert),
+                "-days",
+                "1",
+                "-extfile",
+                &s(&ext),
+            ]
+            .iter()
+            .map(|x| (*x).to_owned())
+            .collect(),
+        );
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl ({e}); Debian: apt-get install openssl")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Arc::new(TestTls {
+            ca,
+            cert,
+            key,
+            _dir: dir,
+        })
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca).unwrap()
+    }
+
+    /// redis-server arguments: TLS for clients, replication and the cluster
+    /// bus, with this certificate; client certificates not asked for.
+    fn server_args(&self) -> Vec<String> {
+        [
+            "--tls-cert-file",
+            self.cert.to_str().unwrap(),
+            "--tls-key-file",
+            self.key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            self.ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+            "--tls-cluster",
+            "yes",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    /// The same for a sentinel's configuration file.
+    fn sentinel_conf(&self) -> String {
+        format!(
+            "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+            self.cert.display(),
+            self.key.display(),
+            self.ca.display()
+        )
+    }
 }
