@@ -93,9 +93,7 @@ impl Node {
     /// SIGKILL: no goodbye to clients or peers.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {
-            let _ = Command::new("kill")
-                .args(["-9", &p.pid.to_string()])
-                .status();
+            sigkill(p.pid);
             drop(p.shell.stdin.take());
             let _ = p.shell.wait();
         }
@@ -146,6 +144,14 @@ impl Drop for Node {
     }
 }
 
+/// SIGKILL through the shell's `kill` builtin (no procps needed).
+fn sigkill(pid: u32) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -9 {pid} 2>/dev/null"))
+        .status();
+}
+
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -191,14 +197,14 @@ fn spawn(port: u16, args: &[String], tls: Option<&TestTls>) -> Result<Proc, Stri
                 if info.contains(&format!("process_id:{pid}\r")) {
                     return Ok(proc);
                 }
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                sigkill(pid);
                 drop(proc.shell.stdin.take());
                 let _ = proc.shell.wait();
                 return Err(format!("port {port} is taken by another server"));
             }
         }
         if started.elapsed() > READY_TIMEOUT {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            sigkill(pid);
             drop(proc.shell.stdin.take());
             let _ = proc.shell.wait();
             return Err(format!("redis-server on port {port} did not answer"));
