@@ -1127,3 +1127,134 @@ mod redis_tls {
         drop(cluster);
     }
 }
+
+// ------------------------------------------------ redis HA, failure modes
+
+mod redis_ha_failures {
+    use super::*;
+
+    fn dead_addr() -> NodeAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        loopback(l.local_addr().unwrap().port())
+    }
+
+    fn assert_quiet_unavailable(err: StoreError, started: Instant, secret: &str) {
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains(secret) && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_sentinel_or_cluster_node_answering_fails_fast_and_quietly() {
+        let mut sentinel = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: vec![dead_addr(), dead_addr()],
+                master_name: "m".into(),
+                db: 0,
+            },
+            PREFIX,
+        );
+        sentinel.password = Some("hunter2".to_owned().into());
+        let started = Instant::now();
+        let err = RedisStore::open(&sentinel).await.unwrap_err();
+        assert_quiet_unavailable(err, started, "hunter2");
+
+        let mut cluster = RedisOptions::new(
+            RedisTopology::Cluster {
+                nodes: vec![dead_addr(), dead_addr()],
+            },
+            PREFIX,
+        );
+        cluster.password = Some("hunter2".to_owned().into());
+        let started = Instant::now();
+        let err = RedisStore::open(&cluster).await.unwrap_err();
+        assert_quiet_unavailable(err, started, "hunter2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sentinels_that_do_not_know_the_master_name_are_refused() {
+        let group = tokio::task::spawn_blocking(sentinel_group).await.unwrap();
+        let options = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: group.sentinels.iter().map(|s| loopback(s.port)).collect(),
+                master_name: "no-such-master".into(),
+                db: 0,
+            },
+            PREFIX,
+        );
+        let err = RedisStore::open(&options).await.unwrap_err();
+        assert!(err.to_string().contains("master name not found"), "{err}");
+    }
+
+    /// `WAIT` is real: with the only replica gone, durable writes answer
+    /// `Unavailable` after the wait timeout (reads and TTL-bound writes go on),
+    /// and succeed again once a replica is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writes_that_no_replica_acknowledges_are_unavailable() {
+        let master = RedisServer::start();
+        let port = master.port().to_string();
+        let mut replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]);
+        let replica_linked = |r: &RedisServer| {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut r.client().get_connection().unwrap())
+                .unwrap();
+            info.contains("master_link_status:up")
+        };
+        support::wait_until("the replica to link", Duration::from_secs(10), || {
+            replica_linked(&replica)
+        });
+        let mut options = RedisOptions::standalone(&master.url(), PREFIX);
+        options.wait_replicas = 1;
+        options.wait_timeout = Duration::from_millis(300);
+        let store = RedisStore::open(&options).await.unwrap();
+        let c = coll("g");
+        assert_eq!(
+            store
+                .record_put(&c, "a", b"v1", Expect::Absent)
+                .await
+                .unwrap(),
+            1
+        );
+
+        replica.kill();
+        let started = Instant::now();
+        let err = store
+            .record_put(&c, "a", b"v2", Expect::Version(1))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("write reached 0 of 1 replica(s)"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(
+            store.record_delete(&c, "a", Expect::Any).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // Ephemeral writes do not wait; reads go on.
+        store.put(&key("s"), b"x", TTL).await.unwrap();
+        assert!(store.record_get(&c, "a").await.unwrap().is_none());
+
+        replica.restart();
+        support::wait_until("the replica to link again", Duration::from_secs(10), || {
+            replica_linked(&replica)
+        });
+        assert_eq!(
+            store
+                .record_put(&c, "a", b"v3", Expect::Absent)
+                .await
+                .unwrap(),
+            1
+        );
+    }
+}
