@@ -1258,3 +1258,92 @@ mod redis_ha_failures {
         );
     }
 }
+
+// ----------------------------------------------------- redis pub/sub
+
+/// What a subscriber on [`RedisStore::pubsub_client`] hears of
+/// [`RedisStore::publish`], on each topology.
+mod redis_pubsub {
+    use super::*;
+
+    /// Subscribes (on a blocking thread) to `<prefix>:signal:*` through the
+    /// store's pub/sub client, publishes `n` messages on distinct channels
+    /// through the store, and returns the channels the subscriber heard.
+    async fn heard(store: RedisStore, prefix: &str, n: usize) -> Vec<String> {
+        let client = store.pubsub_client().await.unwrap();
+        let pattern = format!("{prefix}:signal:*");
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let listener = tokio::task::spawn_blocking(move || {
+            let mut conn = client.get_connection().unwrap();
+            let mut pubsub = conn.as_pubsub();
+            pubsub.psubscribe(&pattern).unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            subscribed_tx.send(()).unwrap();
+            let mut got = Vec::new();
+            while got.len() < n {
+                match pubsub.get_message() {
+                    Ok(msg) => got.push(msg.get_channel_name().to_owned()),
+                    Err(_) => break,
+                }
+            }
+            got
+        });
+        subscribed_rx.await.unwrap();
+        for i in 0..n {
+            store
+                .publish(&format!("{prefix}:signal:ch-{i}"), b"1")
+                .await
+                .unwrap();
+        }
+        let mut got = listener.await.unwrap();
+        got.sort();
+        got
+    }
+
+    fn expected(prefix: &str, n: usize) -> Vec<String> {
+        let mut v: Vec<String> = (0..n).map(|i| format!("{prefix}:signal:ch-{i}")).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_standalone() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), PREFIX).await.unwrap();
+        assert_eq!(heard(store, PREFIX, 5).await, expected(PREFIX, 5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_sentinel() {
+        let group = tokio::task::spawn_blocking(sentinel_group).await.unwrap();
+        let prefix = support::unique_prefix(PREFIX);
+        let options = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: group.sentinels.iter().map(|s| loopback(s.port)).collect(),
+                master_name: MASTER_NAME.into(),
+                db: 0,
+            },
+            &prefix,
+        );
+        let store = RedisStore::open(&options).await.unwrap();
+        assert_eq!(heard(store, &prefix, 5).await, expected(&prefix, 5));
+    }
+
+    /// Publishes go to any node; the subscriber, on one node, hears them all
+    /// over the cluster bus.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_cluster() {
+        let cluster = tokio::task::spawn_blocking(cluster).await.unwrap();
+        let prefix = support::unique_prefix(PREFIX);
+        let options = RedisOptions::new(
+            RedisTopology::Cluster {
+                nodes: cluster.nodes.iter().map(|n| loopback(n.port)).collect(),
+            },
+            &prefix,
+        );
+        let store = RedisStore::open(&options).await.unwrap();
+        assert_eq!(heard(store, &prefix, 20).await, expected(&prefix, 20));
+    }
+}

@@ -219,6 +219,16 @@ impl std::fmt::Debug for RedisOptions {
     }
 }
 
+/// Where [`RedisStore::pubsub_client`] finds a server.
+#[derive(Clone)]
+enum PubSubSource {
+    Standalone(Box<redis::Client>),
+    /// The master the sentinels name at the time.
+    Sentinel(std::sync::Arc<SentinelConn>),
+    /// Any node: classic pub/sub messages reach every node of a cluster.
+    Cluster(Vec<redis::Client>),
+}
+
 /// Default bound of a `WAIT` for replicas.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -230,6 +240,8 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
+    pubsub: PubSubSource,
+    connect_timeout: Duration,
     prefix: String,
     /// Upper bound for a whole call, reconnect attempts included.
     deadline: Duration,
@@ -297,7 +309,7 @@ impl RedisStore {
             .saturating_add(response)
             .saturating_add(wait)
             .saturating_add(Duration::from_millis(250));
-        let conn = match &options.topology {
+        let (conn, pubsub) = match &options.topology {
             RedisTopology::Standalone { url } => {
                 let url = url.expose_secret();
                 let client = match certs {
@@ -314,6 +326,7 @@ impl RedisStore {
                 ) {
                     ensure_rustls_provider();
                 }
+                let pubsub = PubSubSource::Standalone(Box::new(client.clone()));
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect))
                     .set_response_timeout(Some(response))
@@ -322,9 +335,12 @@ impl RedisStore {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(250));
-                Conn::Standalone(
-                    with_deadline(deadline, ConnectionManager::new_with_config(client, config))
-                        .await?,
+                (
+                    Conn::Standalone(
+                        with_deadline(deadline, ConnectionManager::new_with_config(client, config))
+                            .await?,
+                    ),
+                    pubsub,
                 )
             }
             RedisTopology::Sentinel {
@@ -369,7 +385,10 @@ impl RedisStore {
                     .set_response_timeout(Some(response));
                 let sentinel = std::sync::Arc::new(SentinelConn::new(client, config, *db));
                 with_deadline(deadline, sentinel.connection()).await?;
-                Conn::Sentinel(sentinel)
+                (
+                    Conn::Sentinel(sentinel.clone()),
+                    PubSubSource::Sentinel(sentinel),
+                )
             }
             RedisTopology::Cluster { nodes } => {
                 let tls = nodes.first().is_some_and(|n| n.tls);
@@ -393,15 +412,40 @@ impl RedisStore {
                 if let Some(pw) = &options.password {
                     builder = builder.password(pw.expose_secret());
                 }
+                let mut redis_info = redis::RedisConnectionInfo::default();
+                if let Some(user) = &options.username {
+                    redis_info = redis_info.set_username(user);
+                }
+                if let Some(pw) = &options.password {
+                    redis_info = redis_info.set_password(pw.expose_secret());
+                }
+                let node_clients = nodes
+                    .iter()
+                    .map(|n| {
+                        let info =
+                            redis::IntoConnectionInfo::into_connection_info(n.connection_addr())?
+                                .set_redis_settings(redis_info.clone());
+                        match &certs {
+                            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+                            None => redis::Client::open(info),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, RedisError>>()
+                    .map_err(unavailable)?;
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }
                 let client = builder.build().map_err(unavailable)?;
-                Conn::Cluster(with_deadline(deadline, client.get_async_connection()).await?)
+                (
+                    Conn::Cluster(with_deadline(deadline, client.get_async_connection()).await?),
+                    PubSubSource::Cluster(node_clients),
+                )
             }
         };
         Ok(Self {
             conn,
+            pubsub,
+            connect_timeout: connect,
             prefix: options.key_prefix.clone(),
             deadline,
             wait_replicas: options.wait_replicas,
@@ -410,6 +454,53 @@ impl RedisStore {
             record_put: Script::new(&format!("{LUA_INCR}{RECORD_PUT_BODY}")),
             record_delete: Script::new(RECORD_DELETE),
         })
+    }
+
+    /// `PUBLISH channel message` on the store's connection (in a cluster,
+    /// any node: classic pub/sub reaches every node).
+    pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _receivers: i64 = self
+            .run(
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(message)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A client to open a pub/sub connection with, hearing every
+    /// [`Self::publish`]: the standalone server; the master the sentinels
+    /// name now (ask again after that connection drops: a failover moved
+    /// it); in a cluster, the first seed node that answers.
+    pub async fn pubsub_client(&self) -> Result<redis::Client, StoreError> {
+        match &self.pubsub {
+            PubSubSource::Standalone(client) => Ok((**client).clone()),
+            PubSubSource::Sentinel(sentinel) => {
+                with_deadline(self.deadline, sentinel.master_client()).await
+            }
+            PubSubSource::Cluster(clients) => {
+                for client in clients {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.connect_timeout))
+                        .set_response_timeout(Some(self.connect_timeout));
+                    let ping = async {
+                        let mut c = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        redis::cmd("PING").exec_async(&mut c).await
+                    };
+                    if with_deadline(self.deadline, ping).await.is_ok() {
+                        return Ok(client.clone());
+                    }
+                }
+                Err(StoreError::Unavailable(
+                    "redis: no cluster node answered".into(),
+                ))
+            }
+        }
     }
 
     /// After a durable write to `key`: with `wait_replicas` set, waits until

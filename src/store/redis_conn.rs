@@ -143,6 +143,12 @@ impl SentinelConn {
         Ok((current.generation, conn))
     }
 
+    /// A client for the master the sentinels name now (for a connection of
+    /// its own, such as pub/sub).
+    pub(crate) async fn master_client(&self) -> Result<redis::Client, RedisError> {
+        self.sentinel.lock().await.async_get_client().await
+    }
+
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
         let current = self.current();
         current.conn.clone().map(|c| (current.generation, c))
