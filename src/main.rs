@@ -247,7 +247,11 @@ async fn check_config(path: &std::path::Path) -> ExitCode {
         s.runtimes.len(),
         match s.store {
             gitbroker::config::StoreSettings::Embedded { .. } => "embedded",
-            gitbroker::config::StoreSettings::Redis { .. } => "redis",
+            gitbroker::config::StoreSettings::Redis(o) => match o.topology {
+                gitbroker::store::redis::RedisTopology::Standalone { .. } => "redis",
+                gitbroker::store::redis::RedisTopology::Sentinel { .. } => "redis (sentinel)",
+                gitbroker::store::redis::RedisTopology::Cluster { .. } => "redis (cluster)",
+            },
         }
     );
     println!("{idp_line}");

@@ -1,6 +1,9 @@
 //! One behavioural suite for every `Store` backend: each case is written once
-//! against `Arc<dyn Store>` and run on Redis (a fresh redis-server per test) and
-//! on the embedded redb store (a fresh file per test), plus backend-only extras.
+//! against `Arc<dyn Store>` and run on Redis (a fresh redis-server per test),
+//! on Redis Sentinel and on Redis Cluster (one real group and one real
+//! 3-master cluster shared by the binary's tests, each test under its own key
+//! prefix) and on the embedded redb store (a fresh file per test), plus
+//! backend-only extras.
 #![allow(
     clippy::disallowed_methods,
     clippy::unwrap_used,
@@ -14,13 +17,15 @@ mod support;
 use gitbroker::clock::{ManualClock, SystemClock};
 use gitbroker::store::embedded::EmbeddedStore;
 use gitbroker::store::redis::RedisStore;
+use gitbroker::store::redis::{NodeAddr, RedisOptions, RedisTopology};
 use gitbroker::store::{
     Collection, EphemeralKey, Expect, LogAppend, LogId, LogRetention, Store, StoreError, Versioned,
 };
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::RedisServer;
+use support::{MASTER_NAME, RedisCluster, RedisSentinelGroup, RedisServer};
 
 const PREFIX: &str = "gbtest";
 
@@ -31,6 +36,54 @@ async fn redis_factory() -> (Arc<dyn Store>, Guard) {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), PREFIX).await.unwrap();
     (Arc::new(store), Box::new(server))
+}
+
+fn loopback(port: u16) -> NodeAddr {
+    NodeAddr {
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+    }
+}
+
+/// One sentinel group for the whole binary: a master, a replica, three sentinels.
+fn sentinel_group() -> &'static RedisSentinelGroup {
+    static GROUP: OnceLock<RedisSentinelGroup> = OnceLock::new();
+    GROUP.get_or_init(|| RedisSentinelGroup::start(1))
+}
+
+/// One 3-master cluster for the whole binary.
+fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3, 0))
+}
+
+/// Through the sentinels, waiting for the replica on every durable write.
+async fn sentinel_factory() -> (Arc<dyn Store>, Guard) {
+    let group = tokio::task::spawn_blocking(sentinel_group).await.unwrap();
+    let mut options = RedisOptions::new(
+        RedisTopology::Sentinel {
+            sentinels: group.sentinels.iter().map(|s| loopback(s.port)).collect(),
+            master_name: MASTER_NAME.into(),
+            db: 0,
+        },
+        &support::unique_prefix(PREFIX),
+    );
+    options.wait_replicas = 1;
+    let store = RedisStore::open(&options).await.unwrap();
+    (Arc::new(store), Box::new(()))
+}
+
+async fn cluster_factory() -> (Arc<dyn Store>, Guard) {
+    let cluster = tokio::task::spawn_blocking(cluster).await.unwrap();
+    let options = RedisOptions::new(
+        RedisTopology::Cluster {
+            nodes: cluster.nodes.iter().map(|n| loopback(n.port)).collect(),
+        },
+        &support::unique_prefix(PREFIX),
+    );
+    let store = RedisStore::open(&options).await.unwrap();
+    (Arc::new(store), Box::new(()))
 }
 
 async fn embedded_factory() -> (Arc<dyn Store>, Guard) {
@@ -46,6 +99,24 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let (store, _guard) = super::redis_factory().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod redis_sentinel_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _guard) = super::sentinel_factory().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod redis_cluster_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _guard) = super::cluster_factory().await;
                     super::$case(store).await;
                 }
             )*
@@ -1264,4 +1335,321 @@ async fn concurrent_log_appends_lose_nothing(store: Arc<dyn Store>) {
         .unwrap();
     let read_ids: Vec<_> = read.iter().map(|(id, _)| *id).collect();
     assert_eq!(read_ids, ids);
+}
+
+// ---------------------------------------------------------------- redis TLS
+
+/// `rediss://` on each topology, against servers that speak only TLS with a
+/// certificate from a private CA (`store.redis_ca_file`).
+mod redis_tls {
+    use super::*;
+    use support::{Node, TestTls};
+
+    fn tls_addr(port: u16) -> NodeAddr {
+        NodeAddr {
+            host: "127.0.0.1".into(),
+            port,
+            tls: true,
+        }
+    }
+
+    /// A few of the suite's cases, enough to show commands, scripts and
+    /// (where set) WAIT all work over TLS; each on a store of its own prefix.
+    async fn exercise(mut options: RedisOptions) {
+        let mut open = || {
+            options.key_prefix = support::unique_prefix(PREFIX);
+            let options = options.clone();
+            async move { Arc::new(RedisStore::open(&options).await.unwrap()) as Arc<dyn Store> }
+        };
+        super::ping_answers(open().await).await;
+        super::take_returns_the_value_once(open().await).await;
+        super::record_versions_count_writes(open().await).await;
+        super::concurrent_cas_writers_lose_no_update(open().await).await;
+        super::record_delete_honours_expect(open().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn standalone_rediss_trusts_the_configured_ca_and_only_it() {
+        let (node, tls, _dir) = tokio::task::spawn_blocking(|| {
+            let tls = TestTls::generate();
+            let dir = tempfile::tempdir().unwrap();
+            (
+                Node::standalone(dir.path().join("n"), Some(tls.clone())),
+                tls,
+                dir,
+            )
+        })
+        .await
+        .unwrap();
+        let url = format!("rediss://127.0.0.1:{}/", node.port);
+        let mut options = RedisOptions::standalone(&url, PREFIX);
+        options.connect_timeout = Duration::from_millis(500);
+        options.response_timeout = Duration::from_millis(500);
+        // The bundled public roots do not know the private CA: refused.
+        let err = RedisStore::open(&options).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        options.ca_pem = Some(tls.ca_pem());
+        exercise(options).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sentinel_over_tls() {
+        let (group, tls) = tokio::task::spawn_blocking(|| {
+            let tls = TestTls::generate();
+            (RedisSentinelGroup::start_with(1, Some(tls.clone())), tls)
+        })
+        .await
+        .unwrap();
+        let mut options = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: group.sentinels.iter().map(|s| tls_addr(s.port)).collect(),
+                master_name: MASTER_NAME.into(),
+                db: 0,
+            },
+            PREFIX,
+        );
+        options.ca_pem = Some(tls.ca_pem());
+        options.wait_replicas = 1;
+        exercise(options).await;
+        drop(group);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn cluster_over_tls() {
+        let (cluster, tls) = tokio::task::spawn_blocking(|| {
+            let tls = TestTls::generate();
+            (RedisCluster::start_with(3, 0, Some(tls.clone())), tls)
+        })
+        .await
+        .unwrap();
+        let mut options = RedisOptions::new(
+            RedisTopology::Cluster {
+                nodes: cluster.nodes.iter().map(|n| tls_addr(n.port)).collect(),
+            },
+            PREFIX,
+        );
+        options.ca_pem = Some(tls.ca_pem());
+        exercise(options).await;
+        drop(cluster);
+    }
+}
+
+// ------------------------------------------------ redis HA, failure modes
+
+mod redis_ha_failures {
+    use super::*;
+
+    fn dead_addr() -> NodeAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        loopback(l.local_addr().unwrap().port())
+    }
+
+    fn assert_quiet_unavailable(err: StoreError, started: Instant, secret: &str) {
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains(secret) && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_sentinel_or_cluster_node_answering_fails_fast_and_quietly() {
+        let mut sentinel = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: vec![dead_addr(), dead_addr()],
+                master_name: "m".into(),
+                db: 0,
+            },
+            PREFIX,
+        );
+        sentinel.password = Some("hunter2".to_owned().into());
+        let started = Instant::now();
+        let err = RedisStore::open(&sentinel).await.unwrap_err();
+        assert_quiet_unavailable(err, started, "hunter2");
+
+        let mut cluster = RedisOptions::new(
+            RedisTopology::Cluster {
+                nodes: vec![dead_addr(), dead_addr()],
+            },
+            PREFIX,
+        );
+        cluster.password = Some("hunter2".to_owned().into());
+        let started = Instant::now();
+        let err = RedisStore::open(&cluster).await.unwrap_err();
+        assert_quiet_unavailable(err, started, "hunter2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sentinels_that_do_not_know_the_master_name_are_refused() {
+        let group = tokio::task::spawn_blocking(sentinel_group).await.unwrap();
+        let options = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: group.sentinels.iter().map(|s| loopback(s.port)).collect(),
+                master_name: "no-such-master".into(),
+                db: 0,
+            },
+            PREFIX,
+        );
+        let err = RedisStore::open(&options).await.unwrap_err();
+        assert!(err.to_string().contains("master name not found"), "{err}");
+    }
+
+    /// `WAIT` is real: with the only replica gone, durable writes answer
+    /// `Unavailable` after the wait timeout (reads and TTL-bound writes go on),
+    /// and succeed again once a replica is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writes_that_no_replica_acknowledges_are_unavailable() {
+        let master = RedisServer::start();
+        let port = master.port().to_string();
+        let mut replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]);
+        let replica_linked = |r: &RedisServer| {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut r.client().get_connection().unwrap())
+                .unwrap();
+            info.contains("master_link_status:up")
+        };
+        support::wait_until("the replica to link", Duration::from_secs(10), || {
+            replica_linked(&replica)
+        });
+        let mut options = RedisOptions::standalone(&master.url(), PREFIX);
+        options.wait_replicas = 1;
+        options.wait_timeout = Duration::from_millis(300);
+        let store = RedisStore::open(&options).await.unwrap();
+        let c = coll("g");
+        assert_eq!(
+            store
+                .record_put(&c, "a", b"v1", Expect::Absent)
+                .await
+                .unwrap(),
+            1
+        );
+
+        replica.kill();
+        let started = Instant::now();
+        let err = store
+            .record_put(&c, "a", b"v2", Expect::Version(1))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("write reached 0 of 1 replica(s)"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(
+            store.record_delete(&c, "a", Expect::Any).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // Ephemeral writes do not wait; reads go on.
+        store.put(&key("s"), b"x", TTL).await.unwrap();
+        assert!(store.record_get(&c, "a").await.unwrap().is_none());
+
+        replica.restart();
+        support::wait_until("the replica to link again", Duration::from_secs(10), || {
+            replica_linked(&replica)
+        });
+        assert_eq!(
+            store
+                .record_put(&c, "a", b"v3", Expect::Absent)
+                .await
+                .unwrap(),
+            1
+        );
+    }
+}
+
+// ----------------------------------------------------- redis pub/sub
+
+/// What a subscriber on [`RedisStore::pubsub_client`] hears of
+/// [`RedisStore::publish`], on each topology.
+mod redis_pubsub {
+    use super::*;
+
+    /// Subscribes (on a blocking thread) to `<prefix>:signal:*` through the
+    /// store's pub/sub client, publishes `n` messages on distinct channels
+    /// through the store, and returns the channels the subscriber heard.
+    async fn heard(store: RedisStore, prefix: &str, n: usize) -> Vec<String> {
+        let client = store.pubsub_client().await.unwrap();
+        let pattern = format!("{prefix}:signal:*");
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let listener = tokio::task::spawn_blocking(move || {
+            let mut conn = client.get_connection().unwrap();
+            let mut pubsub = conn.as_pubsub();
+            pubsub.psubscribe(&pattern).unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            subscribed_tx.send(()).unwrap();
+            let mut got = Vec::new();
+            while got.len() < n {
+                match pubsub.get_message() {
+                    Ok(msg) => got.push(msg.get_channel_name().to_owned()),
+                    Err(_) => break,
+                }
+            }
+            got
+        });
+        subscribed_rx.await.unwrap();
+        for i in 0..n {
+            store
+                .publish(&format!("{prefix}:signal:ch-{i}"), b"1")
+                .await
+                .unwrap();
+        }
+        let mut got = listener.await.unwrap();
+        got.sort();
+        got
+    }
+
+    fn expected(prefix: &str, n: usize) -> Vec<String> {
+        let mut v: Vec<String> = (0..n).map(|i| format!("{prefix}:signal:ch-{i}")).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_standalone() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), PREFIX).await.unwrap();
+        assert_eq!(heard(store, PREFIX, 5).await, expected(PREFIX, 5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_sentinel() {
+        let group = tokio::task::spawn_blocking(sentinel_group).await.unwrap();
+        let prefix = support::unique_prefix(PREFIX);
+        let options = RedisOptions::new(
+            RedisTopology::Sentinel {
+                sentinels: group.sentinels.iter().map(|s| loopback(s.port)).collect(),
+                master_name: MASTER_NAME.into(),
+                db: 0,
+            },
+            &prefix,
+        );
+        let store = RedisStore::open(&options).await.unwrap();
+        assert_eq!(heard(store, &prefix, 5).await, expected(&prefix, 5));
+    }
+
+    /// Publishes go to any node; the subscriber, on one node, hears them all
+    /// over the cluster bus.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_cluster() {
+        let cluster = tokio::task::spawn_blocking(cluster).await.unwrap();
+        let prefix = support::unique_prefix(PREFIX);
+        let options = RedisOptions::new(
+            RedisTopology::Cluster {
+                nodes: cluster.nodes.iter().map(|n| loopback(n.port)).collect(),
+            },
+            &prefix,
+        );
+        let store = RedisStore::open(&options).await.unwrap();
+        assert_eq!(heard(store, &prefix, 20).await, expected(&prefix, 20));
+    }
 }

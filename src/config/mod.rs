@@ -41,13 +41,8 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 /// Where durable and ephemeral state lives.
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
-    Embedded {
-        path: PathBuf,
-    },
-    Redis {
-        url: SecretString,
-        key_prefix: String,
-    },
+    Embedded { path: PathBuf },
+    Redis(Box<crate::store::redis::RedisOptions>),
 }
 
 /// One AEAD key of the keyring.
@@ -758,31 +753,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             };
             StoreSettings::Embedded { path }
         }
-        "redis" => {
-            let url = raw
-                .store
-                .redis_url
-                .as_ref()
-                .ok_or_else(|| {
-                    invalid(
-                        "store.redis_url",
-                        "is required when store.backend = \"redis\"",
-                    )
-                })?
-                .resolve("store.redis_url", base_dir)?;
-            let parsed = Url::parse(url.expose_secret())
-                .map_err(|_| invalid("store.redis_url", "is not a URL"))?;
-            if !matches!(parsed.scheme(), "redis" | "rediss") {
-                return Err(invalid(
-                    "store.redis_url",
-                    "must start with redis:// or rediss://",
-                ));
-            }
-            StoreSettings::Redis {
-                url,
-                key_prefix: raw.store.key_prefix.clone(),
-            }
-        }
+        "redis" => StoreSettings::Redis(Box::new(redis_options(&raw.store, base_dir)?)),
         other => {
             return Err(invalid(
                 "store.backend",
@@ -1219,6 +1190,253 @@ fn validate_server(
         shutdown_grace,
         trusted_proxies,
     })
+}
+
+/// `[store]` with `backend = "redis"`: the mode's keys are required, the
+/// other modes' keys are refused, so a half-edited file does not start.
+fn redis_options(
+    st: &raw::RawStore,
+    base_dir: Option<&Path>,
+) -> Result<crate::store::redis::RedisOptions, ConfigError> {
+    use crate::store::redis::{RedisOptions, RedisTopology};
+    let mode = st.redis_mode.as_deref().unwrap_or("standalone");
+    let only = |key: &str, set: bool, modes: &str| -> Result<(), ConfigError> {
+        if set {
+            Err(invalid(
+                format!("store.{key}"),
+                format!("is only for store.redis_mode = {modes} (redis_mode is \"{mode}\")"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let required = |key: &str| {
+        invalid(
+            format!("store.{key}"),
+            format!("is required when store.redis_mode = \"{mode}\""),
+        )
+    };
+    let topology = match mode {
+        "standalone" => {
+            only(
+                "redis_sentinels",
+                st.redis_sentinels.is_some(),
+                "\"sentinel\"",
+            )?;
+            only(
+                "redis_master_name",
+                st.redis_master_name.is_some(),
+                "\"sentinel\"",
+            )?;
+            only("redis_db", st.redis_db.is_some(), "\"sentinel\"")?;
+            only("redis_nodes", st.redis_nodes.is_some(), "\"cluster\"")?;
+            let standalone_note = "\"sentinel\" or \"cluster\"; a standalone server takes its user and password in store.redis_url";
+            only(
+                "redis_username",
+                st.redis_username.is_some(),
+                standalone_note,
+            )?;
+            only(
+                "redis_password",
+                st.redis_password.is_some(),
+                standalone_note,
+            )?;
+            let url = st
+                .redis_url
+                .as_ref()
+                .ok_or_else(|| required("redis_url"))?
+                .resolve("store.redis_url", base_dir)?;
+            let parsed = Url::parse(url.expose_secret())
+                .map_err(|_| invalid("store.redis_url", "is not a URL"))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(invalid(
+                    "store.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            RedisTopology::Standalone { url }
+        }
+        "sentinel" => {
+            only("redis_url", st.redis_url.is_some(), "\"standalone\"")?;
+            only("redis_nodes", st.redis_nodes.is_some(), "\"cluster\"")?;
+            let sentinels = node_list(
+                "redis_sentinels",
+                st.redis_sentinels
+                    .as_deref()
+                    .ok_or_else(|| required("redis_sentinels"))?,
+            )?;
+            let master_name = st
+                .redis_master_name
+                .clone()
+                .ok_or_else(|| required("redis_master_name"))?;
+            if master_name.is_empty() || master_name.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "store.redis_master_name",
+                    "must be a non-empty name without spaces (the sentinels' `sentinel monitor` name)",
+                ));
+            }
+            let db = st.redis_db.unwrap_or(0);
+            if !(0..=1_000_000).contains(&db) {
+                return Err(invalid(
+                    "store.redis_db",
+                    "must be a database number (0 or more)",
+                ));
+            }
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+                db,
+            }
+        }
+        "cluster" => {
+            only("redis_url", st.redis_url.is_some(), "\"standalone\"")?;
+            only(
+                "redis_sentinels",
+                st.redis_sentinels.is_some(),
+                "\"sentinel\"",
+            )?;
+            only(
+                "redis_master_name",
+                st.redis_master_name.is_some(),
+                "\"sentinel\"",
+            )?;
+            if st.redis_db.is_some() {
+                return Err(invalid(
+                    "store.redis_db",
+                    "is only for store.redis_mode = \"sentinel\" (a Redis Cluster has database 0 only)",
+                ));
+            }
+            let nodes = node_list(
+                "redis_nodes",
+                st.redis_nodes
+                    .as_deref()
+                    .ok_or_else(|| required("redis_nodes"))?,
+            )?;
+            RedisTopology::Cluster { nodes }
+        }
+        other => {
+            return Err(invalid(
+                "store.redis_mode",
+                format!("`{other}` is not one of: standalone, sentinel, cluster"),
+            ));
+        }
+    };
+    if mode != "sentinel" {
+        only(
+            "redis_sentinel_username",
+            st.redis_sentinel_username.is_some(),
+            "\"sentinel\"",
+        )?;
+        only(
+            "redis_sentinel_password",
+            st.redis_sentinel_password.is_some(),
+            "\"sentinel\"",
+        )?;
+    }
+    let mut options = RedisOptions::new(topology, &st.key_prefix);
+    if st.key_prefix.contains(['{', '}']) {
+        return Err(invalid("store.key_prefix", "must not contain '{' or '}'"));
+    }
+    options.username = st.redis_username.clone();
+    options.password = st
+        .redis_password
+        .as_ref()
+        .map(|p| p.resolve("store.redis_password", base_dir))
+        .transpose()?;
+    options.sentinel_username = st.redis_sentinel_username.clone();
+    options.sentinel_password = st
+        .redis_sentinel_password
+        .as_ref()
+        .map(|p| p.resolve("store.redis_sentinel_password", base_dir))
+        .transpose()?;
+    if let Some(file) = &st.redis_ca_file {
+        let path = match base_dir {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file.clone(),
+        };
+        let pem = std::fs::read(&path).map_err(|e| {
+            invalid(
+                "store.redis_ca_file",
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid(
+                "store.redis_ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        options.ca_pem = Some(pem);
+    }
+    if st.redis_wait_replicas > 16 {
+        return Err(invalid(
+            "store.redis_wait_replicas",
+            "must be at most 16 (the replicas each write waits for)",
+        ));
+    }
+    options.wait_replicas = st.redis_wait_replicas;
+    if !(1..=60_000).contains(&st.redis_wait_timeout_ms) {
+        return Err(invalid(
+            "store.redis_wait_timeout_ms",
+            "must be between 1 and 60000",
+        ));
+    }
+    options.wait_timeout = Duration::from_millis(st.redis_wait_timeout_ms);
+    Ok(options)
+}
+
+/// `redis://host:port` or `rediss://host:port` entries: no credentials (they
+/// go in redis_password, a secret), no database or path, one scheme for all.
+fn node_list(
+    key: &str,
+    entries: &[String],
+) -> Result<Vec<crate::store::redis::NodeAddr>, ConfigError> {
+    if entries.is_empty() {
+        return Err(invalid(
+            format!("store.{key}"),
+            "must list at least one address",
+        ));
+    }
+    let mut out: Vec<crate::store::redis::NodeAddr> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let k = format!("store.{key}[{i}]");
+        // Never echo the entry: a misplaced password would land in the log.
+        let url = Url::parse(entry)
+            .map_err(|_| invalid(&k, "is not a redis://host:port or rediss://host:port URL"))?;
+        let tls = match url.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            _ => return Err(invalid(&k, "must start with redis:// or rediss://")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                &k,
+                "must not carry a user or password; set store.redis_username and store.redis_password (or the redis_sentinel_… keys)",
+            ));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                &k,
+                "must be only redis[s]://host:port (no database, path, query or fragment)",
+            ));
+        }
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(invalid(&k, "has no host")),
+        };
+        let port = url.port().unwrap_or(6379);
+        if let Some(first) = out.first()
+            && first.tls != tls
+        {
+            return Err(invalid(
+                &k,
+                "mixes redis:// and rediss://; use one scheme for every address",
+            ));
+        }
+        out.push(crate::store::redis::NodeAddr { host, port, tls });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

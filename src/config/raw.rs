@@ -90,6 +90,24 @@ pub struct RawStore {
     pub redis_url: Option<SecretSource>,
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// "standalone" (default), "sentinel" or "cluster".
+    pub redis_mode: Option<String>,
+    pub redis_sentinels: Option<Vec<String>>,
+    pub redis_master_name: Option<String>,
+    pub redis_db: Option<i64>,
+    pub redis_nodes: Option<Vec<String>>,
+    pub redis_username: Option<String>,
+    pub redis_password: Option<SecretSource>,
+    pub redis_sentinel_username: Option<String>,
+    pub redis_sentinel_password: Option<SecretSource>,
+    pub redis_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub redis_wait_replicas: u32,
+    #[serde(default = "default_wait_timeout_ms")]
+    pub redis_wait_timeout_ms: u64,
+}
+fn default_wait_timeout_ms() -> u64 {
+    500
 }
 fn default_prefix() -> String {
     "gitbroker".into()

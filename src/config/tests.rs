@@ -373,3 +373,208 @@ fn audit_settings_are_validated_naming_the_key() {
     let e = err(&format!("{}\n[audit]\nretention = 3\n", base()));
     assert!(e.contains("retention"), "{e}");
 }
+
+fn with_store(store: &str) -> String {
+    base().replace(
+        "backend = \"embedded\"\npath = \"/tmp/x.redb\"",
+        &format!("backend = \"redis\"\n{store}"),
+    )
+}
+
+fn redis_of(text: &str) -> crate::store::redis::RedisOptions {
+    match Settings::from_toml_str(text).unwrap().store {
+        StoreSettings::Redis(o) => *o,
+        StoreSettings::Embedded { .. } => panic!("not redis"),
+    }
+}
+
+#[test]
+fn redis_standalone_is_the_default_mode() {
+    let o = redis_of(&with_store("redis_url = \"redis://:pw@r.internal:6380/2\""));
+    assert!(matches!(
+        o.topology,
+        crate::store::redis::RedisTopology::Standalone { .. }
+    ));
+    assert_eq!(o.wait_replicas, 0);
+    assert_eq!(o.key_prefix, "gitbroker");
+}
+
+#[test]
+fn redis_sentinel_settings_load() {
+    let o = redis_of(&with_store(
+        "redis_mode = \"sentinel\"\n\
+         redis_sentinels = [\"rediss://s1.internal:26379\", \"rediss://[::1]:26380\"]\n\
+         redis_master_name = \"mymaster\"\nredis_db = 3\nredis_username = \"gb\"\n\
+         redis_password = \"data-pw\"\nredis_sentinel_password = \"sentinel-pw\"\n\
+         redis_wait_replicas = 1\nredis_wait_timeout_ms = 250",
+    ));
+    let crate::store::redis::RedisTopology::Sentinel {
+        sentinels,
+        master_name,
+        db,
+    } = &o.topology
+    else {
+        panic!("not sentinel");
+    };
+    assert_eq!(master_name, "mymaster");
+    assert_eq!(*db, 3);
+    assert_eq!(sentinels.len(), 2);
+    assert!(sentinels.iter().all(|n| n.tls));
+    assert_eq!(
+        (sentinels[1].host.as_str(), sentinels[1].port),
+        ("::1", 26380)
+    );
+    assert_eq!(o.username.as_deref(), Some("gb"));
+    assert_eq!(o.wait_replicas, 1);
+    assert_eq!(o.wait_timeout, Duration::from_millis(250));
+    // Debug output names the setup but never the passwords.
+    let debug = format!("{o:?}");
+    assert!(
+        debug.contains("mymaster") && debug.contains("s1.internal"),
+        "{debug}"
+    );
+    assert!(
+        !debug.contains("data-pw") && !debug.contains("sentinel-pw"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn redis_cluster_nodes_default_to_port_6379() {
+    let o = redis_of(&with_store(
+        "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1:7000\", \"redis://n2\"]",
+    ));
+    let crate::store::redis::RedisTopology::Cluster { nodes } = &o.topology else {
+        panic!("not cluster");
+    };
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| (n.host.as_str(), n.port))
+            .collect::<Vec<_>>(),
+        [("n1", 7000), ("n2", 6379)]
+    );
+}
+
+#[test]
+fn invalid_redis_settings_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "redis_mode = \"shards\"\nredis_url = \"redis://r\"",
+            "store.redis_mode:",
+        ),
+        ("redis_mode = \"cluster\"", "store.redis_nodes:"),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = []",
+            "store.redis_nodes:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1\"]\nredis_url = \"redis://r\"",
+            "store.redis_url:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1\"]\nredis_db = 1",
+            "store.redis_db:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1\", \"rediss://n2\"]",
+            "store.redis_nodes[1]:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1/2\"]",
+            "store.redis_nodes[0]:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"http://n1\"]",
+            "store.redis_nodes[0]:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1\"]\nredis_master_name = \"m\"",
+            "store.redis_master_name:",
+        ),
+        (
+            "redis_mode = \"cluster\"\nredis_nodes = [\"redis://n1\"]\nredis_sentinel_password = \"x\"",
+            "store.redis_sentinel_password:",
+        ),
+        (
+            "redis_mode = \"sentinel\"\nredis_master_name = \"m\"",
+            "store.redis_sentinels:",
+        ),
+        (
+            "redis_mode = \"sentinel\"\nredis_sentinels = [\"redis://s1:26379\"]",
+            "store.redis_master_name:",
+        ),
+        (
+            "redis_mode = \"sentinel\"\nredis_sentinels = [\"redis://s1:26379\"]\nredis_master_name = \"a b\"",
+            "store.redis_master_name:",
+        ),
+        (
+            "redis_mode = \"sentinel\"\nredis_sentinels = [\"redis://s1\"]\nredis_master_name = \"m\"\nredis_db = -1",
+            "store.redis_db:",
+        ),
+        (
+            "redis_nodes = [\"redis://n1\"]\nredis_url = \"redis://r\"",
+            "store.redis_nodes:",
+        ),
+        (
+            "redis_url = \"redis://r\"\nredis_password = \"pw\"",
+            "store.redis_password:",
+        ),
+        ("redis_mode = \"standalone\"", "store.redis_url:"),
+        ("redis_url = \"http://r\"", "store.redis_url:"),
+        (
+            "redis_url = \"redis://r\"\nkey_prefix = \"a{b}\"",
+            "store.key_prefix:",
+        ),
+        (
+            "redis_url = \"redis://r\"\nredis_wait_replicas = 17",
+            "store.redis_wait_replicas:",
+        ),
+        (
+            "redis_url = \"redis://r\"\nredis_wait_timeout_ms = 0",
+            "store.redis_wait_timeout_ms:",
+        ),
+        (
+            "redis_url = \"redis://r\"\nredis_ca_file = \"/nonexistent/ca.pem\"",
+            "store.redis_ca_file:",
+        ),
+    ];
+    for (store, key) in cases {
+        let e = err(&with_store(store));
+        assert!(e.starts_with(key), "{store}\n=> {e}");
+    }
+}
+
+#[test]
+fn node_addresses_with_credentials_are_refused_without_echoing_them() {
+    let e = err(&with_store(
+        "redis_mode = \"cluster\"\nredis_nodes = [\"redis://:hunter2@n1:7000\"]",
+    ));
+    assert!(e.starts_with("store.redis_nodes[0]:"), "{e}");
+    assert!(
+        e.contains("redis_password") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = err(&with_store(
+        "redis_mode = \"sentinel\"\nredis_sentinels = [\"redis://u:hunter2@s1\"]\nredis_master_name = \"m\"",
+    ));
+    assert!(
+        e.starts_with("store.redis_sentinels[0]:") && !e.contains("hunter2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn redis_ca_file_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "just text").unwrap();
+    let e = err(&with_store(&format!(
+        "redis_url = \"rediss://r\"\nredis_ca_file = \"{}\"",
+        not_pem.display()
+    )));
+    assert!(
+        e.starts_with("store.redis_ca_file:") && e.contains("no PEM"),
+        "{e}"
+    );
+}

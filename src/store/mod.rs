@@ -18,6 +18,7 @@
 
 pub mod embedded;
 pub mod redis;
+mod redis_conn;
 mod redis_log;
 pub mod signal;
 

@@ -1,14 +1,19 @@
 //! The Redis backend of [`Store`]: ephemeral values are plain keys with a TTL,
 //! durable records live in one hash per collection, and every compare-and-swap
 //! is a Lua script so it is atomic on the server (and on a single cluster slot).
+//! Every command touches exactly one key, so the same layout serves one
+//! server, a Sentinel group and a Cluster ([`RedisTopology`]).
 
+use super::redis_conn::{Conn, SentinelConn};
 use super::{
     Collection, DumpEntry, EphemeralKey, Expect, LogAppend, LogId, LogRetention, Store, StoreError,
     Versioned, redis_log,
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError, Script, TlsCertificates, Value};
+use secrecy::{ExposeSecret, SecretString};
 use std::future::Future;
 use std::time::Duration;
 
@@ -83,17 +88,168 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// A [`Store`] on Redis (standalone, `redis://` or `rediss://`).
+/// How Redis is run.
+#[derive(Clone)]
+pub enum RedisTopology {
+    /// One server: a `redis://` or `rediss://` URL, credentials and database included.
+    Standalone { url: SecretString },
+    /// A master found through Redis Sentinel. `sentinels` are
+    /// `redis://host:port` or `rediss://host:port` (all the same scheme, which
+    /// also decides TLS to the master and replicas), without credentials.
+    Sentinel {
+        sentinels: Vec<NodeAddr>,
+        master_name: String,
+        db: i64,
+    },
+    /// A Redis Cluster, reached through any of these seed nodes (the rest are
+    /// discovered).
+    Cluster { nodes: Vec<NodeAddr> },
+}
+
+/// `host:port` of a Sentinel or Cluster node, and whether it speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl NodeAddr {
+    fn connection_addr(&self) -> ConnectionAddr {
+        if self.tls {
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        }
+    }
+}
+
+/// Everything [`RedisStore::open`] needs.
+#[derive(Clone)]
+pub struct RedisOptions {
+    pub topology: RedisTopology,
+    /// ACL user and password for the data nodes (Sentinel and Cluster; a
+    /// standalone server takes them in its URL).
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// ACL user and password for the sentinels themselves, if they need one.
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<SecretString>,
+    /// PEM certificates to trust for `rediss://` instead of the bundled
+    /// public roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// After each durable write, wait until this many replicas have it
+    /// (`WAIT`); 0 does not wait.
+    pub wait_replicas: u32,
+    pub wait_timeout: Duration,
+}
+
+impl RedisOptions {
+    /// A standalone server with the default timeouts and no `WAIT`.
+    pub fn standalone(url: &str, key_prefix: &str) -> Self {
+        Self::new(
+            RedisTopology::Standalone {
+                url: SecretString::from(url.to_owned()),
+            },
+            key_prefix,
+        )
+    }
+
+    pub fn new(topology: RedisTopology, key_prefix: &str) -> Self {
+        Self {
+            topology,
+            username: None,
+            password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            ca_pem: None,
+            key_prefix: key_prefix.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match self.topology {
+            RedisTopology::Standalone { .. } => "standalone",
+            RedisTopology::Sentinel { .. } => "sentinel",
+            RedisTopology::Cluster { .. } => "cluster",
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    // The URL and passwords are secrets; the shape of the setup is not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("RedisOptions");
+        d.field("mode", &self.mode());
+        match &self.topology {
+            RedisTopology::Standalone { .. } => d.field("url", &"[redacted]"),
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+                db,
+            } => d
+                .field("sentinels", sentinels)
+                .field("master_name", master_name)
+                .field("db", db),
+            RedisTopology::Cluster { nodes } => d.field("nodes", nodes),
+        };
+        d.field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "[redacted]"),
+            )
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish()
+    }
+}
+
+/// Where [`RedisStore::pubsub_client`] finds a server.
+#[derive(Clone)]
+enum PubSubSource {
+    Standalone(Box<redis::Client>),
+    /// The master the sentinels name at the time.
+    Sentinel(std::sync::Arc<SentinelConn>),
+    /// Any node: classic pub/sub messages reach every node of a cluster.
+    Cluster(Vec<redis::Client>),
+}
+
+/// Default bound of a `WAIT` for replicas.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A [`Store`] on Redis: one server, a Sentinel group or a Cluster.
 ///
-/// Clones share one multiplexed connection, which reconnects by itself after
-/// the server comes back; while it is gone every call fails with
+/// Clones share the connection(s), which reconnect by themselves after a
+/// server comes back or a failover; meanwhile every call fails with
 /// [`StoreError::Unavailable`] within about the configured timeouts.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    pubsub: PubSubSource,
+    connect_timeout: Duration,
     prefix: String,
     /// Upper bound for a whole call, reconnect attempts included.
     deadline: Duration,
+    wait_replicas: u32,
+    wait_timeout: Duration,
     remove_if_eq: Script,
     record_put: Script,
     record_delete: Script,
@@ -111,64 +267,266 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects with the default timeouts (2 s to connect, 2 s per reply).
+    /// Connects to one server with the default timeouts (2 s to connect, 2 s per reply).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
-        Self::connect_with_timeouts(
-            url,
-            key_prefix,
-            DEFAULT_CONNECT_TIMEOUT,
-            DEFAULT_RESPONSE_TIMEOUT,
-        )
-        .await
+        Self::open(&RedisOptions::standalone(url, key_prefix)).await
     }
 
-    /// Connects and waits for the first connection, so a wrong URL or an
-    /// unreachable server fails at startup instead of at the first request.
+    /// Connects to one server with these timeouts.
     pub async fn connect_with_timeouts(
         url: &str,
         key_prefix: &str,
         connect: Duration,
         response: Duration,
     ) -> Result<Self, StoreError> {
+        let mut options = RedisOptions::standalone(url, key_prefix);
+        options.connect_timeout = connect;
+        options.response_timeout = response;
+        Self::open(&options).await
+    }
+
+    /// Connects and waits for the first connection, so a wrong URL, an
+    /// unreachable server, no sentinel that knows the master or no cluster
+    /// node answering fails at startup instead of at the first request.
+    pub async fn open(options: &RedisOptions) -> Result<Self, StoreError> {
         // A brace in the prefix would become the cluster hash tag of every key.
-        if key_prefix.contains(['{', '}']) {
+        if options.key_prefix.contains(['{', '}']) {
             return Err(StoreError::Unavailable(
                 "redis: key prefix must not contain '{' or '}'".into(),
             ));
         }
-        let client = redis::Client::open(url).map_err(|e| {
-            // The parse error may quote the URL; only its kind is reported.
-            StoreError::Unavailable(format!("redis: invalid URL ({})", e.category()))
-        })?;
-        if matches!(
-            client.get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        ) {
-            ensure_rustls_provider();
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect))
-            .set_response_timeout(Some(response))
-            // Few, short retries: a caller waiting on a dead server should get its
-            // 503 within seconds; the manager tries again on the next call anyway.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(250));
+        let connect = options.connect_timeout;
+        let response = options.response_timeout;
+        let certs = options.ca_pem.as_ref().map(|pem| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        });
+        let wait = if options.wait_replicas > 0 {
+            options.wait_timeout
+        } else {
+            Duration::ZERO
+        };
+        // Connecting may take two attempts (a Sentinel lookup, then the master),
+        // then one reply, then the WAIT.
         let deadline = connect
             .saturating_mul(2)
             .saturating_add(response)
+            .saturating_add(wait)
             .saturating_add(Duration::from_millis(250));
-        let conn =
-            with_deadline(deadline, ConnectionManager::new_with_config(client, config)).await?;
+        let (conn, pubsub) = match &options.topology {
+            RedisTopology::Standalone { url } => {
+                let url = url.expose_secret();
+                let client = match certs {
+                    Some(certs) => redis::Client::build_with_tls(url, certs),
+                    None => redis::Client::open(url),
+                }
+                .map_err(|e| {
+                    // The parse error may quote the URL; only its kind is reported.
+                    StoreError::Unavailable(format!("redis: invalid URL ({})", e.category()))
+                })?;
+                if matches!(
+                    client.get_connection_info().addr(),
+                    ConnectionAddr::TcpTls { .. }
+                ) {
+                    ensure_rustls_provider();
+                }
+                let pubsub = PubSubSource::Standalone(Box::new(client.clone()));
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect))
+                    .set_response_timeout(Some(response))
+                    // Few, short retries: a caller waiting on a dead server should get its
+                    // 503 within seconds; the manager tries again on the next call anyway.
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(250));
+                (
+                    Conn::Standalone(
+                        with_deadline(deadline, ConnectionManager::new_with_config(client, config))
+                            .await?,
+                    ),
+                    pubsub,
+                )
+            }
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+                db,
+            } => {
+                let tls = sentinels.first().is_some_and(|n| n.tls);
+                if tls {
+                    ensure_rustls_provider();
+                }
+                let mut builder = SentinelClientBuilder::new(
+                    sentinels.iter().map(NodeAddr::connection_addr),
+                    master_name,
+                    SentinelServerType::Master,
+                )
+                .map_err(unavailable)?
+                .set_client_to_redis_db(*db);
+                if tls {
+                    builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                }
+                if let Some(user) = &options.username {
+                    builder = builder.set_client_to_redis_username(user);
+                }
+                if let Some(pw) = &options.password {
+                    builder = builder.set_client_to_redis_password(pw.expose_secret());
+                }
+                if let Some(user) = &options.sentinel_username {
+                    builder = builder.set_client_to_sentinel_username(user);
+                }
+                if let Some(pw) = &options.sentinel_password {
+                    builder = builder.set_client_to_sentinel_password(pw.expose_secret());
+                }
+                if let Some(certs) = certs {
+                    builder = builder
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs);
+                }
+                let client = builder.build().map_err(unavailable)?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect))
+                    .set_response_timeout(Some(response));
+                let sentinel = std::sync::Arc::new(SentinelConn::new(client, config, *db));
+                with_deadline(deadline, sentinel.connection()).await?;
+                (
+                    Conn::Sentinel(sentinel.clone()),
+                    PubSubSource::Sentinel(sentinel),
+                )
+            }
+            RedisTopology::Cluster { nodes } => {
+                let tls = nodes.first().is_some_and(|n| n.tls);
+                if tls {
+                    ensure_rustls_provider();
+                }
+                let mut builder = redis::cluster::ClusterClientBuilder::new(
+                    nodes.iter().map(NodeAddr::connection_addr),
+                )
+                .connection_timeout(connect)
+                .response_timeout(response)
+                // Retries (redirects, reconnects, a failover's CLUSTERDOWN) stay
+                // within one call's deadline; the caller gets its 503 after that.
+                .overall_response_timeout(Some(deadline))
+                .retries(4)
+                .min_retry_wait(50)
+                .max_retry_wait(400);
+                if let Some(user) = &options.username {
+                    builder = builder.username(user);
+                }
+                if let Some(pw) = &options.password {
+                    builder = builder.password(pw.expose_secret());
+                }
+                let mut redis_info = redis::RedisConnectionInfo::default();
+                if let Some(user) = &options.username {
+                    redis_info = redis_info.set_username(user);
+                }
+                if let Some(pw) = &options.password {
+                    redis_info = redis_info.set_password(pw.expose_secret());
+                }
+                let node_clients = nodes
+                    .iter()
+                    .map(|n| {
+                        let info =
+                            redis::IntoConnectionInfo::into_connection_info(n.connection_addr())?
+                                .set_redis_settings(redis_info.clone());
+                        match &certs {
+                            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+                            None => redis::Client::open(info),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, RedisError>>()
+                    .map_err(unavailable)?;
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(unavailable)?;
+                (
+                    Conn::Cluster(with_deadline(deadline, client.get_async_connection()).await?),
+                    PubSubSource::Cluster(node_clients),
+                )
+            }
+        };
         Ok(Self {
             conn,
-            prefix: key_prefix.to_owned(),
+            pubsub,
+            connect_timeout: connect,
+            prefix: options.key_prefix.clone(),
             deadline,
+            wait_replicas: options.wait_replicas,
+            wait_timeout: options.wait_timeout,
             remove_if_eq: Script::new(REMOVE_IF_EQ),
             record_put: Script::new(&format!("{LUA_INCR}{RECORD_PUT_BODY}")),
             record_delete: Script::new(RECORD_DELETE),
             log_append: redis_log::append_script(),
         })
+    }
+
+    /// `PUBLISH channel message` on the store's connection (in a cluster,
+    /// any node: classic pub/sub reaches every node).
+    pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _receivers: i64 = self
+            .run(
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(message)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A client to open a pub/sub connection with, hearing every
+    /// [`Self::publish`]: the standalone server; the master the sentinels
+    /// name now (ask again after that connection drops: a failover moved
+    /// it); in a cluster, the first seed node that answers.
+    pub async fn pubsub_client(&self) -> Result<redis::Client, StoreError> {
+        match &self.pubsub {
+            PubSubSource::Standalone(client) => Ok((**client).clone()),
+            PubSubSource::Sentinel(sentinel) => {
+                with_deadline(self.deadline, sentinel.master_client()).await
+            }
+            PubSubSource::Cluster(clients) => {
+                for client in clients {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.connect_timeout))
+                        .set_response_timeout(Some(self.connect_timeout));
+                    let ping = async {
+                        let mut c = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        redis::cmd("PING").exec_async(&mut c).await
+                    };
+                    if with_deadline(self.deadline, ping).await.is_ok() {
+                        return Ok(client.clone());
+                    }
+                }
+                Err(StoreError::Unavailable(
+                    "redis: no cluster node answered".into(),
+                ))
+            }
+        }
+    }
+
+    /// After a durable write to `key`: with `wait_replicas` set, waits until
+    /// that many replicas have every write sent so far on the key's
+    /// connection; fewer within `wait_timeout` is [`StoreError::Unavailable`]
+    /// (the write may be on the master only and would not survive a failover).
+    async fn replicated(&self, key: &str) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let acked = self
+            .run(conn.wait_for_replicas(key, self.wait_replicas, ttl_millis(self.wait_timeout)))
+            .await?;
+        if acked < i64::from(self.wait_replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "redis: write reached {acked} of {} replica(s) in time",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     fn ephemeral_key(&self, key: &EphemeralKey) -> String {
@@ -178,8 +536,13 @@ impl RedisStore {
     /// Every key under the prefix matching `pattern` (a glob after
     /// `{prefix}:`), with `SCAN`, which never blocks the server.
     async fn scan(&self, pattern: &str, stop_at_first: bool) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
         let pattern = format!("{}:{pattern}", glob_escape(&self.prefix));
+        if let Conn::Cluster(cluster) = &self.conn {
+            return self
+                .scan_cluster(cluster.clone(), &pattern, stop_at_first)
+                .await;
+        }
+        let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
@@ -200,6 +563,68 @@ impl RedisStore {
             }
             cursor = next;
         }
+    }
+
+    /// SCAN on every master of the cluster (a SCAN sent to the cluster
+    /// connection visits one node only); the masters from `CLUSTER NODES`.
+    async fn scan_cluster(
+        &self,
+        mut conn: redis::cluster_async::ClusterConnection,
+        pattern: &str,
+        stop_at_first: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let nodes: String = self
+            .run(redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn))
+            .await?;
+        let masters: Vec<(String, u16)> = nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.contains("master") || flags.contains("fail") || flags.contains("noaddr") {
+                    return None;
+                }
+                // ip:port@cport[,hostname]
+                let addr = fields.get(1)?.split('@').next()?;
+                let (host, port) = addr.rsplit_once(':')?;
+                Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+            })
+            .collect();
+        if masters.is_empty() {
+            return Err(StoreError::Unavailable(
+                "redis: the cluster names no master".into(),
+            ));
+        }
+        let mut keys = Vec::new();
+        for (host, port) in masters {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port,
+                });
+                let value = self.run(conn.route_command(cmd, routing)).await?;
+                let (next, batch): (u64, Vec<String>) =
+                    redis::FromRedisValue::from_redis_value(value)
+                        .map_err(|_| StoreError::Corrupt("redis: unexpected SCAN reply".into()))?;
+                keys.extend(batch);
+                if stop_at_first && !keys.is_empty() {
+                    return Ok(keys);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
     }
 
     /// Whether nothing is stored under this prefix.
@@ -531,23 +956,27 @@ impl Store for RedisStore {
 
     async fn take(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
-        self.run(
-            redis::cmd("GETDEL")
-                .arg(self.ephemeral_key(key))
-                .query_async(&mut conn),
-        )
-        .await
+        let k = self.ephemeral_key(key);
+        let value: Option<Vec<u8>> = self
+            .run(redis::cmd("GETDEL").arg(&k).query_async(&mut conn))
+            .await?;
+        // A consumed one-time value must not come back after a failover.
+        if value.is_some() {
+            self.replicated(&k).await?;
+        }
+        Ok(value)
     }
 
     async fn remove(&self, key: &EphemeralKey) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
+        let k = self.ephemeral_key(key);
         let n: i64 = self
-            .run(
-                redis::cmd("DEL")
-                    .arg(self.ephemeral_key(key))
-                    .query_async(&mut conn),
-            )
+            .run(redis::cmd("DEL").arg(&k).query_async(&mut conn))
             .await?;
+        // A removed value (an ended session) must not come back after a failover.
+        if n > 0 {
+            self.replicated(&k).await?;
+        }
         Ok(n > 0)
     }
 
@@ -590,10 +1019,11 @@ impl Store for RedisStore {
     ) -> Result<u64, StoreError> {
         let (mode, expected) = expect_args(expect);
         let mut conn = self.conn.clone();
+        let k = self.collection_key(coll);
         let (status, version): (i64, Vec<u8>) = self
             .run(
                 self.record_put
-                    .key(self.collection_key(coll))
+                    .key(&k)
                     .arg(id)
                     .arg(mode)
                     .arg(&expected[..])
@@ -602,7 +1032,11 @@ impl Store for RedisStore {
             )
             .await?;
         match status {
-            1 => version_of(Some(&version)),
+            1 => {
+                let version = version_of(Some(&version))?;
+                self.replicated(&k).await?;
+                Ok(version)
+            }
             0 => Err(StoreError::Conflict),
             _ => Err(StoreError::Corrupt(format!(
                 "redis: record {id:?} has no valid version"
@@ -618,10 +1052,11 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let (mode, expected) = expect_args(expect);
         let mut conn = self.conn.clone();
+        let k = self.collection_key(coll);
         let status: i64 = self
             .run(
                 self.record_delete
-                    .key(self.collection_key(coll))
+                    .key(&k)
                     .arg(id)
                     .arg(mode)
                     .arg(&expected[..])
@@ -629,7 +1064,10 @@ impl Store for RedisStore {
             )
             .await?;
         match status {
-            1 => Ok(true),
+            1 => {
+                self.replicated(&k).await?;
+                Ok(true)
+            }
             0 => Ok(false),
             -1 => Err(StoreError::Conflict),
             _ => Err(StoreError::Corrupt(format!(
@@ -661,12 +1099,10 @@ impl Store for RedisStore {
 
     async fn collection_delete(&self, coll: &Collection) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.run(
-            redis::cmd("DEL")
-                .arg(self.collection_key(coll))
-                .exec_async(&mut conn),
-        )
-        .await
+        let k = self.collection_key(coll);
+        self.run(redis::cmd("DEL").arg(&k).exec_async(&mut conn))
+            .await?;
+        self.replicated(&k).await
     }
 
     async fn record_groups(&self, kind: &'static str) -> Result<Vec<String>, StoreError> {

@@ -96,7 +96,9 @@ impl Drop for Subscription {
 }
 
 struct RedisSide {
-    publisher: redis::aio::ConnectionManager,
+    /// Publishes through the store's own connection (standalone, the
+    /// Sentinel master, or any Cluster node: pub/sub reaches every node).
+    store: super::redis::RedisStore,
     prefix: String,
     /// Whether the pattern subscription is live.
     subscribed: watch::Receiver<bool>,
@@ -125,48 +127,30 @@ impl Signals {
         }
     }
 
-    /// Signals through Redis pub/sub: one publishing connection and one
-    /// subscriber task that reconnects by itself.
-    pub async fn redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| {
-            StoreError::Unavailable(format!("redis: invalid URL ({})", e.category()))
-        })?;
-        if matches!(
-            client.get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        ) {
-            super::redis::ensure_rustls_provider();
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let publisher = tokio::time::timeout(
-            Duration::from_secs(5),
-            redis::aio::ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable("redis: connecting timed out".into()))?
-        .map_err(|e| StoreError::Unavailable(format!("redis: {}", e.category())))?;
+    /// Signals through Redis pub/sub, on the store's topology: publishing
+    /// through `store`, and one subscriber task that reconnects by itself
+    /// (to the server the store names for pub/sub at each attempt: after a
+    /// Sentinel failover, the new master).
+    pub fn redis(store: super::redis::RedisStore, prefix: &str) -> Self {
         let local: Arc<Local> = Arc::default();
         let (tx, subscribed) = watch::channel(false);
         let pattern = format!("{prefix}:signal:*");
         let strip = format!("{prefix}:signal:");
         tokio::spawn(subscriber(
-            client,
+            store.clone(),
             pattern,
             strip,
             Arc::downgrade(&local),
             tx,
         ));
-        Ok(Self {
+        Self {
             local,
             redis: Some(RedisSide {
-                publisher,
+                store,
                 prefix: prefix.to_owned(),
                 subscribed,
             }),
-        })
+        }
     }
 
     /// Subscribes before the caller re-checks what it waits for, so no
@@ -191,14 +175,9 @@ impl Signals {
                 Ok(())
             }
             Some(r) => {
-                let mut conn = r.publisher.clone();
-                let _: i64 = redis::cmd("PUBLISH")
-                    .arg(format!("{}:signal:{channel}", r.prefix))
-                    .arg(1)
-                    .query_async(&mut conn)
+                r.store
+                    .publish(&format!("{}:signal:{channel}", r.prefix), b"1")
                     .await
-                    .map_err(|e| StoreError::Unavailable(format!("redis: {}", e.category())))?;
-                Ok(())
             }
         }
     }
@@ -212,7 +191,7 @@ impl Signals {
 /// Holds the pattern subscription, reconnecting with backoff; ends when the
 /// signals are dropped.
 async fn subscriber(
-    client: redis::Client,
+    store: super::redis::RedisStore,
     pattern: String,
     strip: String,
     local: std::sync::Weak<Local>,
@@ -224,9 +203,16 @@ async fn subscriber(
             return;
         }
         let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            let client = store.pubsub_client().await.map_err(|e| e.to_string())?;
+            let mut pubsub = client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| format!("redis: {}", e.category()))?;
+            pubsub
+                .psubscribe(&pattern)
+                .await
+                .map_err(|e| format!("redis: {}", e.category()))?;
+            Ok::<_, String>(pubsub)
         };
         match tokio::time::timeout(Duration::from_secs(5), connected).await {
             Ok(Ok(pubsub)) => {
@@ -251,7 +237,7 @@ async fn subscriber(
             }
             Ok(Err(e)) => {
                 let _ = up.send(false);
-                tracing::warn!(error = %e.category(), "redis pub/sub: cannot subscribe; retrying");
+                tracing::warn!(error = %e, "redis pub/sub: cannot subscribe; retrying");
             }
             Err(_) => {
                 let _ = up.send(false);

@@ -64,6 +64,10 @@ pub struct Options {
     /// More TOML for the broker's configuration (e.g. `[server]`,
     /// `[rate_limit]` tables), appended at the end.
     pub extra_toml: String,
+    /// The `[store]` keys to use instead of the backend's own store (e.g. a
+    /// Sentinel group or a Cluster the test started); no redis-server is
+    /// started then.
+    pub store_toml: Option<String>,
 }
 
 impl Default for Options {
@@ -78,6 +82,7 @@ impl Default for Options {
             git: false,
             idp_at_origin: false,
             extra_toml: String::new(),
+            store_toml: None,
         }
     }
 }
@@ -102,12 +107,15 @@ impl Harness {
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let dir = tempfile::tempdir().unwrap();
         let redis = match backend {
-            Backend::Redis => Some(RedisServer::start_with_args(&opts.redis_args)),
-            Backend::Embedded => None,
+            Backend::Redis if opts.store_toml.is_none() => {
+                Some(RedisServer::start_with_args(&opts.redis_args))
+            }
+            _ => None,
         };
-        let store_toml = match &redis {
-            Some(r) => format!("backend = \"redis\"\nredis_url = \"{}\"", r.url()),
-            None => format!(
+        let store_toml = match (&redis, &opts.store_toml) {
+            (_, Some(toml)) => toml.clone(),
+            (Some(r), None) => format!("backend = \"redis\"\nredis_url = \"{}\"", r.url()),
+            (None, None) => format!(
                 "backend = \"embedded\"\npath = \"{}\"",
                 dir.path().join("store.redb").display()
             ),

@@ -156,5 +156,8 @@ fn spawn_ready(port: u16, extra: &[String], dir: &std::path::Path) -> Result<Chi
 }
 
 mod harness;
+mod redis_ha;
 #[allow(unused_imports)]
 pub use harness::*;
+#[allow(unused_imports)]
+pub use redis_ha::*;
