@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of gitbroker on a Debian machine. Installs what
 # the tests need when it is missing: redis-server (the Redis store tests
-# start their own servers on free loopback ports), and Chromium with
-# chromedriver (the end-to-end browser tests).
+# start their own servers on free loopback ports), Chromium with
+# chromedriver (the end-to-end browser tests), and promtool (from Debian's
+# prometheus package: the metrics lint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# `promtool check metrics` lints the broker's /metrics (tests/metrics.rs)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # the WebDriver client loads the system CA bundle
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then

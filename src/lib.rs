@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod crypto;
+pub mod metrics;
 pub mod mock;
 pub mod oauth;
 pub mod providers;

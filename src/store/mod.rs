@@ -13,6 +13,7 @@
 //!   write bumps, so updates can be compare-and-swap.
 
 pub mod embedded;
+pub mod instrumented;
 pub mod redis;
 
 use async_trait::async_trait;

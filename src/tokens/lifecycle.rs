@@ -22,6 +22,7 @@ use crate::auth::SessionUser;
 use crate::clock::Clock;
 use crate::config::{AccountSettings, LifecycleSettings};
 use crate::crypto::{self, Keyring};
+use crate::metrics::Metrics;
 use crate::providers::token_endpoint::IssuedTokens;
 use crate::providers::{
     self, Endpoints, PatError, PatInput, ProviderClient, ProviderError, ProviderKind, Revocation,
@@ -229,6 +230,7 @@ pub struct Lifecycle {
     pub(super) settings: LifecycleSettings,
     pub(super) timing: Timing,
     pub(super) lease_ttl: Duration,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 fn chrono_of(d: Duration) -> chrono::Duration {
@@ -245,6 +247,7 @@ impl Lifecycle {
         clock: Arc<dyn Clock>,
         settings: LifecycleSettings,
         provider_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let timing = Timing {
             refresh_margin: chrono_of(settings.refresh_margin),
@@ -268,6 +271,7 @@ impl Lifecycle {
             timing,
             // longer than one provider call plus the retried store write
             lease_ttl: provider_timeout * 2 + Duration::from_secs(30),
+            metrics,
         }
     }
 
@@ -483,7 +487,13 @@ impl Lifecycle {
         let provider = providers::provider(kind);
         let now = self.clock.now();
         let report = provider
-            .validate_pat(&self.http, &endpoints, &input, TokenPurpose::User, now)
+            .validate_pat(
+                &self.http.for_provider(kind),
+                &endpoints,
+                &input,
+                TokenPurpose::User,
+                now,
+            )
             .await?;
         let grant = Grant {
             id: crypto::random_string(16),
@@ -887,7 +897,7 @@ impl Lifecycle {
         let p = providers::provider(app.provider);
         match p
             .revoke(
-                &self.http,
+                &self.http.for_provider(app.provider),
                 &endpoints,
                 &app.client_id,
                 &app.client_secret,
@@ -1105,7 +1115,13 @@ impl Lifecycle {
         }
         let now = self.clock.now();
         let report = providers::provider(kind)
-            .validate_pat(&self.http, endpoints, &input, TokenPurpose::Runtime, now)
+            .validate_pat(
+                &self.http.for_provider(kind),
+                endpoints,
+                &input,
+                TokenPurpose::Runtime,
+                now,
+            )
             .await?;
         Ok(RuntimeToken {
             incarnation: incarnation.to_owned(),

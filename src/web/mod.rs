@@ -47,6 +47,10 @@ pub struct Services {
     /// Rate limits: per client address on the routes (see [`router`]),
     /// per user through [`limits::RateLimits::check_user`] in handlers.
     pub limits: Arc<limits::RateLimits>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `GET /metrics` on the main listener (else on `[metrics] listen`,
+    /// or nowhere when metrics are off).
+    pub metrics_on_main_listener: bool,
 }
 
 impl std::ops::Deref for AppState {
@@ -60,7 +64,14 @@ pub fn router(state: AppState) -> Router {
     use limits::Limit;
     let per_ip =
         |limit: Limit| axum::middleware::from_fn_with_state((state.clone(), limit), limits::per_ip);
-    Router::new()
+    let mut router = Router::new();
+    if state.metrics_on_main_listener {
+        router = router.route(
+            "/metrics",
+            get(crate::metrics::scrape).with_state(state.metrics.clone()),
+        );
+    }
+    router
         .route("/", get(pages::home))
         .route("/login", get(pages::login).route_layer(per_ip(Limit::SignIn)))
         .route("/auth/callback", get(pages::login_callback))
@@ -90,6 +101,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .layer(axum::middleware::from_fn(security::headers))
         .layer(
             TraceLayer::new_for_http()

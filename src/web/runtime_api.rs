@@ -6,6 +6,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
+use crate::metrics::FetchKind;
 use crate::providers::GitAuth;
 use crate::registry::Runtime;
 use crate::tokens::{ServeError, Served};
@@ -179,14 +180,46 @@ pub async fn user_token(
     State(state): State<AppState>,
     ApiPath((runtime, user)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<TokenQuery>,
-    RuntimeCaller(caller): RuntimeCaller,
+    caller: Result<RuntimeCaller, ApiError>,
 ) -> Result<Response, ApiError> {
+    let RuntimeCaller(caller) = caller.inspect_err(|e| {
+        state
+            .metrics
+            .token_fetch(FetchKind::User, caller_outcome(e));
+    })?;
     let served = state
         .lifecycle
         .serve_user_token(&caller, &runtime, &user)
-        .await
-        .map_err(|e| user_token_error(e, &runtime, &user))?;
+        .await;
+    state
+        .metrics
+        .token_fetch(FetchKind::User, fetch_outcome(&served));
+    let served = served.map_err(|e| user_token_error(e, &runtime, &user))?;
     Ok(token_response(&served, query.format, &[&runtime, &user]))
+}
+
+/// The `outcome` label of a fetch whose caller was not let in.
+fn caller_outcome(e: &ApiError) -> &'static str {
+    if e.status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "store_error"
+    }
+}
+
+/// The `outcome` label of a token fetch.
+fn fetch_outcome(served: &Result<Served, ServeError>) -> &'static str {
+    match served {
+        Ok(_) => "served",
+        Err(ServeError::Absent) => "absent",
+        Err(ServeError::Unreadable) => "unreadable",
+        Err(ServeError::Expired(_)) => "expired",
+        Err(ServeError::Invalid(_)) => "invalid",
+        Err(ServeError::MissingScopes(_)) => "missing_scopes",
+        Err(ServeError::Reauthorize(_)) => "reauthorize",
+        Err(ServeError::Unavailable { .. }) => "provider_unavailable",
+        Err(ServeError::Store(_)) => "store_error",
+    }
 }
 
 /// A problem type per reason a user token is not served.
@@ -257,13 +290,18 @@ pub async fn runtime_token(
     State(state): State<AppState>,
     ApiPath(runtime): ApiPath<String>,
     ApiQuery(query): ApiQuery<TokenQuery>,
-    RuntimeCaller(caller): RuntimeCaller,
+    caller: Result<RuntimeCaller, ApiError>,
 ) -> Result<Response, ApiError> {
-    let served = state
-        .lifecycle
-        .serve_runtime_token(&caller, &runtime)
-        .await
-        .map_err(|e| {
+    let RuntimeCaller(caller) = caller.inspect_err(|e| {
+        state
+            .metrics
+            .token_fetch(FetchKind::Runtime, caller_outcome(e));
+    })?;
+    let served = state.lifecycle.serve_runtime_token(&caller, &runtime).await;
+    state
+        .metrics
+        .token_fetch(FetchKind::Runtime, fetch_outcome(&served));
+    let served = served.map_err(|e| {
             let gone = |kind: &str, title: &str, detail: String| {
                 ApiError::new(StatusCode::NOT_FOUND, kind, title, detail)
             };
