@@ -467,6 +467,7 @@ impl Lifecycle {
         if input.is_empty() {
             return Err(PatError::BadInput("paste a personal access token first".into()).into());
         }
+        input.check()?;
         let primary = self.user_runtime(user, runtime).await?;
         let (kind, endpoints) = self.registry.provider_of(&primary).await?;
         let mut targets = vec![primary];
@@ -1113,6 +1114,7 @@ impl Lifecycle {
         if input.is_empty() {
             return Err(PatError::BadInput("the Git Runtime token is empty".into()).into());
         }
+        input.check()?;
         let now = self.clock.now();
         let report = providers::provider(kind)
             .validate_pat(

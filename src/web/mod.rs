@@ -7,6 +7,7 @@ mod error;
 pub mod extract;
 pub mod limits;
 mod me_api;
+pub mod openapi;
 mod pages;
 mod runtime_api;
 mod security;
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runtimes/{runtime}/token", get(runtime_api::runtime_token))
         .nest("/api/v1/me", me_api::router(per_ip(Limit::TokenCheck)))
         .nest("/api/v1/admin", admin_api::router())
+        .route("/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)
