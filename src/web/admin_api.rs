@@ -232,7 +232,7 @@ pub struct RegisterBody {
 
 #[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}/git-token", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     responses(
         (status = 200, description = "The Git Runtime token's status (never its value)", body = RuntimeTokenStatus),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
@@ -285,7 +285,7 @@ pub struct UserTokenList {
 /// The runtime's users and the status of each one's token (no secrets).
 #[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}/user-tokens", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     responses(
         (status = 200, description = "The runtime's user tokens", body = UserTokenList),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
@@ -342,7 +342,7 @@ pub struct UserTokensDeleted {
 /// Removes every user token of the runtime (it stays registered).
 #[utoipa::path(delete, path = "/api/v1/admin/runtimes/{id}/user-tokens", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     responses(
         (status = 200, description = "How many were deleted", body = UserTokensDeleted),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
@@ -371,7 +371,7 @@ async fn delete_user_tokens(
 /// Replace the runtime's Git Runtime token (validated at the provider first).
 #[utoipa::path(put, path = "/api/v1/admin/runtimes/{id}/git-token", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     request_body = GitTokenBody,
     responses(
         (status = 200, description = "Validated and stored", body = RuntimeTokenStatus),
@@ -418,7 +418,7 @@ async fn list_apps(
 
 #[utoipa::path(get, path = "/api/v1/admin/oauth-apps/{id}", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "OAuth app id")),
+    params(("id" = String, Path, description = "OAuth app id", example = "github-demo")),
     responses(
         (status = 200, description = "The OAuth app", body = OAuthAppView),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
@@ -464,7 +464,7 @@ async fn create_app(
 
 #[utoipa::path(put, path = "/api/v1/admin/oauth-apps/{id}", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "OAuth app id")),
+    params(("id" = String, Path, description = "OAuth app id", example = "github-demo")),
     request_body = OAuthAppInput,
     responses(
         (status = 200, description = "Updated", body = OAuthAppView),
@@ -493,7 +493,7 @@ async fn update_app(
 
 #[utoipa::path(delete, path = "/api/v1/admin/oauth-apps/{id}", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "OAuth app id")),
+    params(("id" = String, Path, description = "OAuth app id", example = "github-demo")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
@@ -535,7 +535,7 @@ async fn list_runtimes(
 
 #[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     responses(
         (status = 200, description = "The runtime", body = RuntimeDetail),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
@@ -611,7 +611,7 @@ async fn create_runtime(
 
 #[utoipa::path(put, path = "/api/v1/admin/runtimes/{id}", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     request_body = RuntimeInput,
     responses(
         (status = 200, description = "Updated", body = RuntimeView),
@@ -641,7 +641,7 @@ async fn update_runtime(
 /// Remove a runtime: its user tokens, its Git Runtime token and its credential go with it.
 #[utoipa::path(delete, path = "/api/v1/admin/runtimes/{id}", tag = "admin",
     security(("admin_token" = []), ("session" = [])),
-    params(("id" = String, Path, description = "Runtime id")),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),

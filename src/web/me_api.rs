@@ -256,7 +256,7 @@ pub struct PatAssigned {
 /// Paste a personal access token for a runtime: validated at the provider first.
 #[utoipa::path(put, path = "/api/v1/me/runtimes/{runtime}/token", tag = "user",
     security(("session" = [])),
-    params(("runtime" = String, Path, description = "Runtime id"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
     request_body = PatBody,
     responses(
         (status = 200, description = "Validated and stored", body = PatAssigned),
@@ -321,7 +321,7 @@ pub struct Reused {
 /// the runtime's OAuth app to this runtime, without a new provider token.
 #[utoipa::path(post, path = "/api/v1/me/runtimes/{runtime}/token/reuse", tag = "user",
     security(("session" = [])),
-    params(("runtime" = String, Path, description = "Runtime id"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
     request_body = ReuseBody,
     responses(
         (status = 200, description = "Assigned", body = Reused),
@@ -410,7 +410,7 @@ pub struct TokenDeleted {
 /// Delete my token for a runtime (revoked at the provider when no other runtime uses it).
 #[utoipa::path(delete, path = "/api/v1/me/runtimes/{runtime}/token", tag = "user",
     security(("session" = [])),
-    params(("runtime" = String, Path, description = "Runtime id"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
     responses(
         (status = 200, description = "Deleted", body = TokenDeleted),
         (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),

@@ -223,8 +223,8 @@ fn token_response(served: &Served, format: Format, name: &[&str]) -> Response {
 #[utoipa::path(get, path = "/api/v1/runtimes/{runtime}/users/{user}/token", tag = "runtime",
     security(("runtime_credential" = [])),
     params(
-        ("runtime" = String, Path, description = "The caller's runtime id"),
-        ("user" = String, Path, description = "The user's id (identity-provider subject)"),
+        ("runtime" = String, Path, description = "The caller's runtime id", example = "acme-prod"),
+        ("user" = String, Path, description = "The user's id (identity-provider subject)", example = "u-1001"),
         TokenQuery,
     ),
     responses(
@@ -347,7 +347,7 @@ fn user_token_error(e: ServeError, runtime: &str, user: &str) -> ApiError {
 #[utoipa::path(get, path = "/api/v1/runtimes/{runtime}/token", tag = "runtime",
     security(("runtime_credential" = [])),
     params(
-        ("runtime" = String, Path, description = "The caller's runtime id"),
+        ("runtime" = String, Path, description = "The caller's runtime id", example = "acme-prod"),
         TokenQuery,
     ),
     responses(
