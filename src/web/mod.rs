@@ -12,6 +12,7 @@ mod pages;
 mod runtime_api;
 mod security;
 mod serve;
+pub mod trace;
 
 pub use error::{ApiError, PageError};
 pub use security::safe_return_path;
@@ -74,7 +75,10 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .route("/", get(pages::home))
-        .route("/login", get(pages::login).route_layer(per_ip(Limit::SignIn)))
+        .route(
+            "/login",
+            get(pages::login).route_layer(per_ip(Limit::SignIn)),
+        )
         .route("/auth/callback", get(pages::login_callback))
         .route("/logout", post(pages::logout))
         .route("/signed-out", get(pages::signed_out))
@@ -95,7 +99,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/runtimes/{runtime}/users/{user}/token",
             get(runtime_api::user_token),
         )
-        .route("/api/v1/runtimes/{runtime}/token", get(runtime_api::runtime_token))
+        .route(
+            "/api/v1/runtimes/{runtime}/token",
+            get(runtime_api::runtime_token),
+        )
         .nest("/api/v1/me", me_api::router(per_ip(Limit::TokenCheck)))
         .nest("/api/v1/admin", admin_api::router())
         .route("/openapi.json", get(openapi::serve))
@@ -111,11 +118,10 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 // path only: query strings carry codes and states
-                .make_span_with(|req: &axum::http::Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                })
+                .make_span_with(trace::span)
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(trace::request_id))
         .with_state(state)
 }
 
