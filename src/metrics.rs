@@ -9,7 +9,6 @@ mod process;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -360,18 +359,31 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// Middleware (on the router, where the matched route is known): counts and
-/// times every request under its route template, never its path.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let started = tokio::time::Instant::now();
-    let method = method_label(req.method());
-    let route = match req.extensions().get::<MatchedPath>() {
-        Some(p) => metrics.route(p.as_str()),
-        None => metrics.unmatched.clone(),
-    };
-    let resp = next.run(req).await;
-    metrics.request(method, route, resp.status().as_u16(), started.elapsed());
-    resp
+/// A request being timed, under its route template (never its path).
+pub struct Timing {
+    started: tokio::time::Instant,
+    method: &'static str,
+    route: Route,
+}
+
+impl Metrics {
+    /// Starts timing `req`; call from a layer of the router, where the
+    /// matched route is known.
+    pub fn begin(&self, req: &Request) -> Timing {
+        Timing {
+            started: tokio::time::Instant::now(),
+            method: method_label(req.method()),
+            route: match req.extensions().get::<MatchedPath>() {
+                Some(p) => self.route(p.as_str()),
+                None => self.unmatched.clone(),
+            },
+        }
+    }
+
+    /// Counts and times the answered request.
+    pub fn end(&self, t: Timing, status: u16) {
+        self.request(t.method, t.route, status, t.started.elapsed());
+    }
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -110,10 +110,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::track,
-        ))
         .layer(axum::middleware::from_fn(security::headers))
         .layer(
             TraceLayer::new_for_http()
@@ -121,7 +117,10 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(trace::span)
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        .layer(axum::middleware::from_fn(trace::request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            trace::context,
+        ))
         .with_state(state)
 }
 

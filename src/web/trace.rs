@@ -2,12 +2,15 @@
 //! `X-Request-Id` when it is a plain token, else a fresh one), put in the
 //! request's span so that every log line of the request carries it, and
 //! sent back in the response; and the trace id of a W3C `traceparent`, when
-//! one comes, so that logs join the caller's distributed trace.
+//! one comes, so that logs join the caller's distributed trace. The same
+//! layer times the request for the metrics.
 
-use axum::extract::Request;
+use crate::metrics::Metrics;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::sync::Arc;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -53,8 +56,16 @@ pub fn trace_id(headers: &axum::http::HeaderMap) -> Option<&str> {
     .then_some(trace)
 }
 
-/// Middleware (outside the request span): fixes the request id and echoes it.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+/// Middleware (outside the request span, on the router where the matched
+/// route is known): fixes the request id and echoes it, and counts and
+/// times the request for the metrics; one layer for both, since this is
+/// every request's path.
+pub async fn context(
+    State(metrics): State<Arc<Metrics>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let timing = metrics.begin(&req);
     let id = match req.headers().get(&REQUEST_ID) {
         Some(v) if acceptable(v) => v.clone(),
         _ => fresh(),
@@ -62,6 +73,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     req.headers_mut().insert(REQUEST_ID, id.clone());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
+    metrics.end(timing, resp.status().as_u16());
     resp.headers_mut().insert(REQUEST_ID, id);
     resp
 }
