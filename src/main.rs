@@ -106,6 +106,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     let listen = settings.listen;
+    let metrics_listen = settings.metrics.listen;
     let public_url = settings.public_url.clone();
     let server = settings.server.clone();
     let state = match gitbroker::app::build(settings, store, clock).await {
@@ -122,6 +123,30 @@ async fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(addr) = metrics_listen {
+        let metrics_listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("gitbroker: cannot listen on {addr} (metrics.listen): {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let metrics_app = gitbroker::metrics::router(state.metrics.clone());
+        let metrics_server = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = gitbroker::web::serve(
+                metrics_listener,
+                metrics_app,
+                &metrics_server,
+                shutdown_signal(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+        tracing::info!(listen = %addr, "metrics served on their own listener");
+    }
     tracing::info!(%listen, %public_url, "gitbroker serving");
     let app = gitbroker::router(state.clone());
     let served = gitbroker::web::serve(listener, app, &server, shutdown_signal()).await;

@@ -321,6 +321,52 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     );
 }
 
+/// Tracing context, through the real binary's JSON logs: every log line of a
+/// request names its request id (the proxy's when plain, else a fresh one,
+/// echoed in `X-Request-Id`) and the trace id of the caller's `traceparent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_the_request_id_and_the_callers_trace_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let extra = "[log]\nformat = \"json\"\nlevel = \"info\"\n";
+    let text = config_text(dir.path(), "http://127.0.0.1:9/idp", &listen, extra)
+        .replace("http://localhost:1", &format!("http://127.0.0.1:{port}"));
+    let path = write_config(dir.path(), &text);
+    let mut broker = Running::serve(&path);
+    broker.wait_for("gitbroker serving").await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/runtimes/x/token");
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = client
+        .get(&url)
+        .header("x-request-id", "proxy-req-4711")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "proxy-req-4711");
+    let line = broker.wait_for("proxy-req-4711").await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["span"]["request_id"], "proxy-req-4711", "{line}");
+    assert_eq!(v["span"]["trace_id"], trace, "{line}");
+
+    // an id that could forge a log line is replaced, and the new one echoed
+    let r = client
+        .get(&url)
+        .header("x-request-id", "x\" forged=\"1")
+        .send()
+        .await
+        .unwrap();
+    let fresh = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(fresh.len(), 32, "{fresh}");
+    assert!(fresh.bytes().all(|b| b.is_ascii_hexdigit()), "{fresh}");
+    let line = broker.wait_for(&fresh).await;
+    assert!(!line.contains("forged"), "{line}");
+}
+
 /// Behind a trusted proxy on loopback; `limits` is the `[rate_limit]` table.
 async fn limited(backend: Backend, limits: &str) -> Harness {
     Harness::start_with(

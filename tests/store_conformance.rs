@@ -92,6 +92,15 @@ async fn embedded_factory() -> (Arc<dyn Store>, Guard) {
     (Arc::new(store), Box::new(dir))
 }
 
+/// The metrics decorator the broker installs, around the embedded store:
+/// it must pass every case through unchanged.
+async fn instrumented_factory() -> (Arc<dyn Store>, Guard) {
+    let (inner, guard) = embedded_factory().await;
+    let metrics = Arc::new(gitbroker::metrics::Metrics::new());
+    let store = gitbroker::store::instrumented::InstrumentedStore::new(inner, metrics);
+    (Arc::new(store), guard)
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod redis_backend {
@@ -126,6 +135,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let (store, _guard) = super::embedded_factory().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod instrumented_embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _guard) = super::instrumented_factory().await;
                     super::$case(store).await;
                 }
             )*

@@ -540,10 +540,19 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub audit: AuditSettings,
     pub webhooks: Vec<WebhookSettings>,
+    pub metrics: MetricsSettings,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
     pub runtimes: Vec<RuntimeSettings>,
     pub demo: Option<DemoSettings>,
+}
+
+/// `[metrics]`: whether `GET /metrics` is served, and where: on `listen`
+/// of its own, else on the main listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -866,6 +875,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
 
     let server = validate_server(&raw.server, raw.provider.timeout_secs)?;
     let rate_limits = RateLimitSettings::from_raw(&raw.rate_limit);
+    let metrics = validate_metrics(&raw.metrics, listen)?;
 
     let admin_api_token_sha256 = match &raw.admin.api_token {
         Some(src) => {
@@ -1127,10 +1137,52 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         rate_limits,
         audit: audit_settings(&raw.audit)?,
         webhooks: webhook_settings(&raw.webhooks, allow_http, base_dir)?,
+        metrics,
         accounts,
         oauth_apps,
         runtimes,
         demo,
+    })
+}
+
+/// `[metrics]`: `listen` an address:port other than the main `listen`.
+fn validate_metrics(
+    r: &raw::RawMetrics,
+    main_listen: SocketAddr,
+) -> Result<MetricsSettings, ConfigError> {
+    let listen = match &r.listen {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text.trim().parse().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("`{text}` is not an address:port (e.g. 127.0.0.1:9090)"),
+                )
+            })?;
+            if addr == main_listen
+                || (addr.port() == main_listen.port()
+                    && addr.port() != 0
+                    && (addr.ip().is_unspecified() || main_listen.ip().is_unspecified()))
+            {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!(
+                        "`{text}` is the main listen address; give the metrics their own port, or remove metrics.listen to serve /metrics on the main one"
+                    ),
+                ));
+            }
+            if !r.enabled {
+                return Err(invalid(
+                    "metrics.listen",
+                    "is set but metrics.enabled is false; remove one of them",
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok(MetricsSettings {
+        enabled: r.enabled,
+        listen,
     })
 }
 

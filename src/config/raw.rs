@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
+    pub metrics: RawMetrics,
     #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
@@ -256,6 +257,22 @@ impl Default for RawServer {
             max_connections: 1024,
             shutdown_grace_secs: 30,
             trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `GET /metrics`: on or off, and on the main listener or its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub enabled: bool,
+    pub listen: Option<String>,
+}
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
         }
     }
 }

@@ -578,3 +578,45 @@ fn redis_ca_file_must_hold_a_certificate() {
         "{e}"
     );
 }
+
+#[test]
+fn metrics_default_to_the_main_listener() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(
+        s.metrics,
+        MetricsSettings {
+            enabled: true,
+            listen: None
+        }
+    );
+    let s = Settings::from_toml_str(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9090\"\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(s.metrics.listen, Some("127.0.0.1:9090".parse().unwrap()));
+}
+
+#[test]
+fn bad_metrics_settings_name_the_key() {
+    let e = err(&format!(
+        "{}\n[metrics]\nlisten = \"nine-thousand\"\n",
+        base()
+    ));
+    assert!(e.starts_with("metrics.listen:"), "{e}");
+    let e = err(&format!(
+        "listen = \"0.0.0.0:8080\"\n{}\n[metrics]\nlisten = \"127.0.0.1:8080\"\n",
+        base()
+    ));
+    assert!(
+        e.starts_with("metrics.listen:") && e.contains("main listen"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{}\n[metrics]\nenabled = false\nlisten = \"127.0.0.1:9090\"\n",
+        base()
+    ));
+    assert!(e.starts_with("metrics.listen:"), "{e}");
+    let e = err(&format!("{}\n[metrics]\nport = 9090\n", base()));
+    assert!(e.contains("port"), "{e}");
+}

@@ -7,8 +7,9 @@
 use crate::auth::Session;
 use crate::clock::Clock;
 use crate::crypto;
+use crate::metrics::Metrics;
 use crate::providers::token_endpoint::{AppClient, AppCredentials, IssuedTokens, ProviderHttp};
-use crate::providers::{self, ProviderClient};
+use crate::providers::{self, ProviderClient, ProviderKind};
 use crate::registry::{OAuthApp, Registry, RegistryError};
 use crate::store::{EphemeralKey, Store, StoreError};
 use crate::tokens::{AssignError, Lifecycle, OAuthTokens, TokenError};
@@ -59,6 +60,32 @@ pub enum FlowError {
     Token(#[from] TokenError),
     #[error("OAuth app misconfigured: {0}")]
     AppConfig(String),
+}
+
+impl FlowError {
+    /// A fixed name for the metrics' `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingState => "missing_state",
+            Self::UnknownState => "unknown_state",
+            Self::Forbidden => "binding_mismatch",
+            Self::WrongApp => "wrong_app",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::RuntimeNotFound => "runtime_not_found",
+            Self::NoOAuthApp(_) => "no_oauth_app",
+            Self::Outcome { failure, .. } => match failure {
+                Failure::Denied { .. } => "denied",
+                Failure::ProviderUnavailable { .. } => "provider_unavailable",
+                Failure::ProviderRejected { .. } => "provider_rejected",
+                Failure::MissingScopes { .. } => "missing_scopes",
+                Failure::RuntimeChanged { .. } => "runtime_changed",
+            },
+            Self::Store(_) => "store_error",
+            Self::Registry(_) => "registry_error",
+            Self::Token(_) => "token_error",
+            Self::AppConfig(_) => "app_misconfigured",
+        }
+    }
 }
 
 /// A failed outcome after the callback was bound to the right user.
@@ -134,6 +161,7 @@ pub struct Completed {
     pub runtime: String,
     pub return_to: String,
     pub provider: &'static str,
+    pub kind: ProviderKind,
     pub provider_login: String,
 }
 
@@ -152,6 +180,7 @@ pub struct Flows {
     public_url: Url,
     ttl: Duration,
     secure_cookies: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Flows {
@@ -165,8 +194,10 @@ impl Flows {
         public_url: Url,
         ttl: Duration,
         secure_cookies: bool,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
             store,
             registry,
             lifecycle,
@@ -250,6 +281,7 @@ impl Flows {
             return Err(StoreError::Conflict.into());
         }
         tracing::info!(runtime = %runtime.id, app = %app.id, "authorization flow started");
+        self.metrics.flow_started(app.provider.as_str());
         Ok(StartedFlow {
             authorize_url,
             cookie_name: flow_cookie_name(&state, self.secure_cookies),
@@ -262,6 +294,21 @@ impl Flows {
     /// `binding` is the flow cookie's value, read by the web layer from
     /// the cookie named [`flow_cookie_name`] of the state.
     pub async fn complete(
+        &self,
+        app_path: &str,
+        params: CallbackParams,
+        session: Option<&Session>,
+        binding: Option<&str>,
+    ) -> Result<Completed, FlowError> {
+        let result = self.complete_flow(app_path, params, session, binding).await;
+        match &result {
+            Ok(done) => self.metrics.flow_completed(done.kind.as_str()),
+            Err(e) => self.metrics.flow_failed(e.reason()),
+        }
+        result
+    }
+
+    async fn complete_flow(
         &self,
         app_path: &str,
         params: CallbackParams,
@@ -340,7 +387,8 @@ impl Flows {
 
         // 5. exchange once (codes are single-use: never retried).
         let client = self.oauth_client(&app)?;
-        let exchanger = ProviderHttp::new(&self.http, provider);
+        let http = self.http.for_provider(app.provider);
+        let exchanger = ProviderHttp::new(&http, provider);
         let response = client
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(PkceCodeVerifier::new(record.pkce_verifier.clone()))
@@ -389,10 +437,7 @@ impl Flows {
             // RFC 6749 §5.1: no scope in the response means the requested ones
             None => app.scopes.clone(),
         };
-        let identity = match provider
-            .identify(&self.http, &endpoints, &access_token)
-            .await
-        {
+        let identity = match provider.identify(&http, &endpoints, &access_token).await {
             Ok(identity) => Some(identity),
             Err(e) => {
                 // The code is spent; keep the token rather than lose it.
@@ -461,6 +506,7 @@ impl Flows {
             runtime: record.runtime,
             return_to: record.return_to,
             provider: provider.display_name(),
+            kind: app.provider,
             provider_login: login,
         })
     }

@@ -15,7 +15,8 @@
 //!
 //! Pauses are per process: each replica paces what it sends itself.
 
-use super::ProviderError;
+use super::{ProviderError, ProviderKind};
+use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
@@ -42,6 +43,9 @@ const MAX_SOFT_PAUSE: Duration = Duration::from_secs(60);
 pub struct ProviderClient {
     inner: reqwest::Client,
     pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
+    /// The provider kind this handle's calls are counted under.
+    provider: &'static str,
 }
 
 impl std::fmt::Debug for ProviderClient {
@@ -61,7 +65,23 @@ impl ProviderClient {
         Ok(Self {
             inner,
             pacer: Arc::new(Pacer::new(4, 0)),
+            metrics: Arc::new(Metrics::new()),
+            provider: "unknown",
         })
+    }
+
+    /// Records provider calls in `metrics` (a private set otherwise).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The same client, its calls counted under provider `kind`.
+    pub fn for_provider(&self, kind: ProviderKind) -> Self {
+        Self {
+            provider: kind.as_str(),
+            ..self.clone()
+        }
     }
 
     /// Sets the background permits per host and the soft-pause reserve.
@@ -108,14 +128,29 @@ impl ProviderClient {
     /// Like [`Self::send`], for an already built request.
     pub async fn execute(&self, request: reqwest::Request) -> Result<Response, ProviderError> {
         let host = host_key(request.url());
-        self.pacer.wait_hard(&host, INTERACTIVE_WAIT).await?;
-        let response = self
-            .inner
-            .execute(request)
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        self.pacer
-            .observe(&host, response.status().as_u16(), response.headers());
+        if let Err(e) = self.pacer.wait_hard(&host, INTERACTIVE_WAIT).await {
+            self.metrics.provider_error(self.provider, "rate_limited");
+            return Err(e);
+        }
+        let started = Instant::now();
+        let sent = self.inner.execute(request).await;
+        self.metrics.provider_call(self.provider, started.elapsed());
+        let response = sent.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else {
+                "transport"
+            };
+            self.metrics.provider_error(self.provider, kind);
+            ProviderError::from_transport(&e)
+        })?;
+        let status = response.status().as_u16();
+        if status == 429 {
+            self.metrics.provider_error(self.provider, "http_429");
+        } else if status >= 500 {
+            self.metrics.provider_error(self.provider, "http_5xx");
+        }
+        self.pacer.observe(&host, status, response.headers());
         Ok(response)
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use url::Url;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// github.com (`base_url` omitted) or GitHub Enterprise Server (`base_url` set).
@@ -148,6 +148,28 @@ impl PatInput {
     pub fn is_empty(&self) -> bool {
         secrecy::ExposeSecret::expose_secret(&self.token).is_empty()
     }
+
+    /// Refuses what no provider issues, before anything is sent: tokens are
+    /// printable ASCII without spaces (anything else cannot even go into an
+    /// HTTP header), usernames and emails have no control characters.
+    pub fn check(&self) -> Result<(), PatError> {
+        let token = secrecy::ExposeSecret::expose_secret(&self.token);
+        if token.len() > 1024 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(PatError::BadInput(
+                "that is not a token: tokens are at most 1024 printable ASCII characters, without spaces".into(),
+            ));
+        }
+        for (name, value) in [("username", &self.username), ("email", &self.email)] {
+            if let Some(v) = value
+                && (v.len() > 256 || v.chars().any(char::is_control))
+            {
+                return Err(PatError::BadInput(format!(
+                    "the {name} must be at most 256 characters, without control characters"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for PatInput {
@@ -162,7 +184,7 @@ impl std::fmt::Debug for PatInput {
 
 /// How a runtime presents a token to Git over HTTPS, as the provider
 /// requires it for that kind of token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "scheme", rename_all = "snake_case")]
 pub enum GitAuth {
     /// HTTP Basic with this username and the token as the password.
@@ -427,6 +449,28 @@ pub fn http_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_no_provider_issues_are_refused_before_sending() {
+        assert!(
+            PatInput::new("ghp_abc123", Some("alice"), None)
+                .check()
+                .is_ok()
+        );
+        for bad in ["ghp_\u{3e5f}", "gh p", "a\u{7f}b", &"x".repeat(1025)] {
+            let refused = PatInput::new(bad, None, None).check();
+            assert!(matches!(refused, Err(PatError::BadInput(_))), "{bad:?}");
+            if let Err(e) = refused {
+                assert!(!e.to_string().contains(bad), "the refusal quotes no token");
+            }
+        }
+        assert!(PatInput::new("tok", Some("al\nice"), None).check().is_err());
+        assert!(
+            PatInput::new("tok", None, Some("\u{3e5f}@example.com"))
+                .check()
+                .is_ok()
+        );
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| (*x).to_owned()).collect()

@@ -182,7 +182,7 @@ pub async fn refresh(
 ) -> Result<IssuedTokens, RefreshError> {
     let p = provider(app.kind);
     let client = app.client(None);
-    let exchanger = ProviderHttp::new(http, p);
+    let exchanger = ProviderHttp::new(&http.for_provider(app.kind), p);
     let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
     let response = client
         .exchange_refresh_token(&token)

@@ -49,7 +49,7 @@ impl From<config::ConfigError> for RegistryError {
 }
 
 /// Where an object was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     File,
@@ -142,7 +142,7 @@ pub struct AppUpdate {
 }
 
 /// What the admin API accepts to create or replace an OAuth app.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthAppInput {
     pub id: String,
@@ -152,12 +152,13 @@ pub struct OAuthAppInput {
     pub api_url: Option<String>,
     pub client_id: String,
     /// Required on create; on update, omitted keeps the current secret.
+    #[schema(value_type = Option<String>, write_only)]
     pub client_secret: Option<SecretString>,
     pub scopes: Vec<String>,
     pub token_lifetime_secs: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeInput {
     pub id: String,

@@ -17,6 +17,7 @@
 //!   count. On Redis a stream (one key per log), on redb a table.
 
 pub mod embedded;
+pub mod instrumented;
 pub mod redis;
 mod redis_conn;
 mod redis_log;

@@ -56,6 +56,17 @@ enum Verdict {
     Unknown(String),
 }
 
+impl Verdict {
+    /// The result label of a check: the token's state, or `unknown`.
+    fn result(&self) -> &'static str {
+        match self {
+            Verdict::Valid { .. } => "valid",
+            Verdict::State(state, _) => state.as_str(),
+            Verdict::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// How many due tokens one replica works on at once (provider calls are
 /// bounded further, per host).
 const IN_FLIGHT: usize = 256;
@@ -266,6 +277,8 @@ impl Lifecycle {
         let now = self.clock.now();
         if g.next_check_at <= now {
             let verdict = self.verdict_for(&g, now).await;
+            self.metrics
+                .validation(g.provider.as_str(), verdict.result());
             self.record_verdict(&g, verdict, now).await?;
             report.checked += 1;
         } else if g.next_wake(self.timing()) <= now {
@@ -288,6 +301,7 @@ impl Lifecycle {
     /// Asks the provider about a grant's token.
     async fn verdict_for(self: &Arc<Self>, g: &Grant, now: DateTime<Utc>) -> Verdict {
         let provider = providers::provider(g.provider);
+        let http = self.http.for_provider(g.provider);
         let Ok(api) = Url::parse(&g.api) else {
             return Verdict::Unknown("the stored provider URL does not parse".into());
         };
@@ -310,18 +324,14 @@ impl Lifecycle {
                     },
                     Err(e) => return Verdict::Unknown(e.to_string()),
                 };
-                let mut attempt = provider
-                    .identify(&self.http, &endpoints, &g.access_token)
-                    .await;
+                let mut attempt = provider.identify(&http, &endpoints, &g.access_token).await;
                 // a token minted seconds ago can be unknown to a read replica
                 if matches!(attempt, Err(ProviderError::InvalidToken))
                     && g.last_refreshed_at
                         .is_some_and(|r| now - r < chrono::Duration::seconds(10))
                 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    attempt = provider
-                        .identify(&self.http, &endpoints, &g.access_token)
-                        .await;
+                    attempt = provider.identify(&http, &endpoints, &g.access_token).await;
                 }
                 match attempt {
                     Ok(identity) => Verdict::Valid {
@@ -349,7 +359,7 @@ impl Lifecycle {
                     g.pat_email.as_deref(),
                 );
                 match provider
-                    .validate_pat(&self.http, &endpoints, &input, TokenPurpose::User, now)
+                    .validate_pat(&http, &endpoints, &input, TokenPurpose::User, now)
                     .await
                 {
                     Ok(r) => Verdict::Valid {
@@ -510,8 +520,14 @@ impl Lifecycle {
                         t.pat_username.as_deref(),
                         t.pat_email.as_deref(),
                     );
-                    match providers::provider(kind)
-                        .validate_pat(&self.http, &endpoints, &input, TokenPurpose::Runtime, now)
+                    let verdict = match providers::provider(kind)
+                        .validate_pat(
+                            &self.http.for_provider(kind),
+                            &endpoints,
+                            &input,
+                            TokenPurpose::Runtime,
+                            now,
+                        )
                         .await
                     {
                         Ok(r) => Verdict::Valid {
@@ -519,7 +535,9 @@ impl Lifecycle {
                             expires_at: Some(r.expires_at),
                         },
                         Err(e) => pat_verdict(e),
-                    }
+                    };
+                    self.metrics.validation(kind.as_str(), verdict.result());
+                    verdict
                 }
                 Err(e) => Verdict::Unknown(e.to_string()),
             };

@@ -38,7 +38,7 @@ impl TokenSource {
 }
 
 /// The statuses a stored token can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Valid,
@@ -80,7 +80,7 @@ impl State {
 }
 
 /// A stored verdict on a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub state: State,
     /// When it entered this state.

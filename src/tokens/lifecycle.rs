@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::{AccountSettings, LifecycleSettings};
 use crate::crypto::{self, Keyring};
 use crate::events::Actor;
+use crate::metrics::Metrics;
 use crate::providers::token_endpoint::IssuedTokens;
 use crate::providers::{
     self, Endpoints, PatError, PatInput, ProviderClient, ProviderError, ProviderKind, Revocation,
@@ -242,6 +243,7 @@ pub struct Lifecycle {
     pub(super) timing: Timing,
     pub(super) lease_ttl: Duration,
     pub(super) events: crate::events::Events,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 fn chrono_of(d: Duration) -> chrono::Duration {
@@ -258,6 +260,7 @@ impl Lifecycle {
         clock: Arc<dyn Clock>,
         settings: LifecycleSettings,
         provider_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let timing = Timing {
             refresh_margin: chrono_of(settings.refresh_margin),
@@ -282,6 +285,7 @@ impl Lifecycle {
             // longer than one provider call plus the retried store write
             lease_ttl: provider_timeout * 2 + Duration::from_secs(30),
             events: crate::events::Events::default(),
+            metrics,
         }
     }
 
@@ -543,6 +547,7 @@ impl Lifecycle {
         if input.is_empty() {
             return Err(PatError::BadInput("paste a personal access token first".into()).into());
         }
+        input.check()?;
         let primary = self.user_runtime(user, runtime).await?;
         let (kind, endpoints) = self.registry.provider_of(&primary).await?;
         let mut targets = vec![primary];
@@ -563,7 +568,13 @@ impl Lifecycle {
         let provider = providers::provider(kind);
         let now = self.clock.now();
         let report = provider
-            .validate_pat(&self.http, &endpoints, &input, TokenPurpose::User, now)
+            .validate_pat(
+                &self.http.for_provider(kind),
+                &endpoints,
+                &input,
+                TokenPurpose::User,
+                now,
+            )
             .await?;
         let grant = Grant {
             id: crypto::random_string(16),
@@ -1026,7 +1037,7 @@ impl Lifecycle {
         let p = providers::provider(app.provider);
         match p
             .revoke(
-                &self.http,
+                &self.http.for_provider(app.provider),
                 &endpoints,
                 &app.client_id,
                 &app.client_secret,
@@ -1242,9 +1253,16 @@ impl Lifecycle {
         if input.is_empty() {
             return Err(PatError::BadInput("the Git Runtime token is empty".into()).into());
         }
+        input.check()?;
         let now = self.clock.now();
         let report = providers::provider(kind)
-            .validate_pat(&self.http, endpoints, &input, TokenPurpose::Runtime, now)
+            .validate_pat(
+                &self.http.for_provider(kind),
+                endpoints,
+                &input,
+                TokenPurpose::Runtime,
+                now,
+            )
             .await?;
         Ok(RuntimeToken {
             incarnation: incarnation.to_owned(),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub const KIND: &str = "runtime_token";
 
 /// What may be shown about a runtime token: everything but its value.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RuntimeTokenStatus {
     pub runtime: String,
     pub provider: ProviderKind,

@@ -417,7 +417,16 @@ impl Lifecycle {
             client_secret: &app.client_secret,
         };
         let started = std::time::Instant::now();
-        match token_endpoint::refresh(&self.http, &creds, &used, now).await {
+        let outcome = token_endpoint::refresh(&self.http, &creds, &used, now).await;
+        self.metrics.refresh(
+            app.provider.as_str(),
+            match &outcome {
+                Ok(_) => "success",
+                Err(RefreshError::Permanent(_)) => "refused",
+                Err(RefreshError::Temporary { .. }) => "failed_temporarily",
+            },
+        );
+        match outcome {
             Ok(issued) => {
                 let mut fresh = g.clone();
                 fresh.access_token = issued.access_token;

@@ -6,12 +6,14 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use super::me_api::Me;
+use super::me_api::{Me, StateOnly, TokenView, UnreadableToken};
 use super::runtime_api::bearer;
 use super::security::session_cookie_name;
 use crate::crypto;
 use crate::providers::PatInput;
-use crate::registry::{OAuthApp, OAuthAppInput, Runtime, RuntimeInput};
+use crate::providers::ProviderKind;
+use crate::registry::{OAuthApp, OAuthAppInput, Origin, Runtime, RuntimeInput};
+use crate::tokens::{RuntimeTokenStatus, State as TokenState};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -21,8 +23,10 @@ use axum::{Json, Router};
 use axum_extra::extract::cookie::CookieJar;
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use url::Url;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -168,45 +172,119 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn app_view(state: &AppState, app: &OAuthApp) -> Value {
+/// An OAuth app as admins see it: the client secret is write-only.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthAppView {
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    #[schema(value_type = Option<String>)]
+    pub base_url: Option<Url>,
+    #[schema(value_type = Option<String>)]
+    pub api_url: Option<Url>,
+    pub client_id: String,
+    pub client_secret_set: bool,
+    pub scopes: Vec<String>,
+    pub token_lifetime_secs: Option<u64>,
+    /// The redirect URI to register at the provider.
+    pub callback_url: String,
+    pub origin: Origin,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OAuthAppList {
+    pub oauth_apps: Vec<OAuthAppView>,
+}
+
+fn app_view(state: &AppState, app: &OAuthApp) -> OAuthAppView {
     let callback = state
         .flows
         .redirect_uri(&app.id)
         .map(|u| u.to_string())
         .unwrap_or_default();
-    json!({
-        "id": app.id,
-        "name": app.name,
-        "provider": app.provider.as_str(),
-        "base_url": app.base_url,
-        "api_url": app.api_url,
-        "client_id": app.client_id,
-        "client_secret_set": !app.client_secret.expose_secret().is_empty(),
-        "scopes": app.scopes,
-        "token_lifetime_secs": app.token_lifetime_secs,
-        "callback_url": callback,
-        "origin": app.origin,
-    })
+    OAuthAppView {
+        id: app.id.clone(),
+        name: app.name.clone(),
+        provider: app.provider,
+        base_url: app.base_url.clone(),
+        api_url: app.api_url.clone(),
+        client_id: app.client_id.clone(),
+        client_secret_set: !app.client_secret.expose_secret().is_empty(),
+        scopes: app.scopes.clone(),
+        token_lifetime_secs: app.token_lifetime_secs,
+        callback_url: callback,
+        origin: app.origin,
+    }
 }
 
-fn runtime_view(rt: &Runtime) -> Value {
-    json!({
-        "id": rt.id,
-        "account": rt.account,
-        "git_host": rt.git_host,
-        "oauth_app": rt.oauth_app,
-        "provider": rt.provider.map(|p| p.as_str()),
-        "base_url": rt.base_url,
-        "origin": rt.origin,
+/// A runtime (never its credential, which is shown once, at registration).
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeView {
+    pub id: String,
+    pub account: String,
+    pub git_host: String,
+    pub oauth_app: Option<String>,
+    /// Its own provider kind; `null`: its OAuth app's.
+    pub provider: Option<ProviderKind>,
+    #[schema(value_type = Option<String>)]
+    pub base_url: Option<Url>,
+    pub origin: Origin,
+}
+
+fn runtime_view(rt: &Runtime) -> RuntimeView {
+    RuntimeView {
+        id: rt.id.clone(),
+        account: rt.account.clone(),
+        git_host: rt.git_host.clone(),
+        oauth_app: rt.oauth_app.clone(),
+        provider: rt.provider,
+        base_url: rt.base_url.clone(),
+        origin: rt.origin,
+    }
+}
+
+/// A runtime with its Git Runtime token's status and its number of user tokens.
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeDetail {
+    #[serde(flatten)]
+    pub runtime: RuntimeView,
+    /// `null` while the runtime has no Git Runtime token.
+    pub git_token: Option<RuntimeTokenStatus>,
+    pub user_tokens: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeList {
+    pub runtimes: Vec<RuntimeDetail>,
+}
+
+/// A runtime just registered, with its credential: shown this once only.
+#[derive(Serialize, ToSchema)]
+pub struct RegisteredRuntime {
+    #[serde(flatten)]
+    pub runtime: RuntimeView,
+    pub git_token: RuntimeTokenStatus,
+    /// The runtime credential (`Authorization: Bearer …` on the runtime API).
+    pub credential: String,
+}
+
+async fn runtime_detail(state: &AppState, rt: &Runtime) -> Result<RuntimeDetail, ApiError> {
+    Ok(RuntimeDetail {
+        runtime: runtime_view(rt),
+        git_token: state.lifecycle.runtime_token_status(rt).await?,
+        user_tokens: state.lifecycle.user_token_count(rt).await?,
     })
 }
 
 /// A Git token as an admin sends it (the Git Runtime token).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitTokenBody {
+    #[schema(value_type = String, write_only)]
     token: SecretString,
+    /// Bitbucket: the username that goes with the token.
     username: Option<String>,
+    /// Bitbucket Cloud API tokens: the Atlassian account email.
     email: Option<String>,
 }
 
@@ -220,24 +298,35 @@ impl From<GitTokenBody> for PatInput {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     id: String,
     account: String,
     git_host: String,
     oauth_app: Option<String>,
-    provider: Option<crate::providers::ProviderKind>,
+    provider: Option<ProviderKind>,
     base_url: Option<String>,
     /// The Git Runtime token: mandatory.
     git_token: Option<GitTokenBody>,
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}/git-token", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    responses(
+        (status = 200, description = "The Git Runtime token's status (never its value)", body = RuntimeTokenStatus),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime, or it has no Git Runtime token", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn get_runtime_token(
     State(state): State<AppState>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuntimeTokenStatus>, ApiError> {
     let Some(rt) = state.registry.runtime(&id).await? else {
         return Err(ApiError::not_found(format!(
             "runtime `{id}` does not exist"
@@ -248,15 +337,49 @@ async fn get_runtime_token(
         .runtime_token_status(&rt)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("runtime `{id}` has no Git Runtime token")))?;
-    Ok(Json(json!(status)))
+    Ok(Json(status))
+}
+
+/// A user's token on a runtime (no value).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UserTokenView {
+    Present {
+        user: String,
+        #[serde(flatten)]
+        token: Box<TokenView>,
+    },
+    /// Its encryption key was retired.
+    Unreadable {
+        user: String,
+        #[serde(flatten)]
+        token: UnreadableToken,
+    },
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserTokenList {
+    pub runtime: String,
+    pub user_tokens: Vec<UserTokenView>,
 }
 
 /// The runtime's users and the status of each one's token (no secrets).
+#[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}/user-tokens", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    responses(
+        (status = 200, description = "The runtime's user tokens", body = UserTokenList),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn list_user_tokens(
     State(state): State<AppState>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserTokenList>, ApiError> {
     let Some(rt) = state.registry.runtime(&id).await? else {
         return Err(ApiError::not_found(format!(
             "runtime `{id}` does not exist"
@@ -267,61 +390,129 @@ async fn list_user_tokens(
         .runtime_user_tokens(&rt)
         .await
         .map_err(super::me_api::assign_error)?;
-    let users: Vec<Value> = tokens
+    let user_tokens = tokens
         .iter()
         .map(|(user, info)| match info {
-            Some(t) => {
-                let mut v = super::me_api::token_json(t);
-                v["user"] = json!(user);
-                v
-            }
-            None => json!({ "user": user, "status": { "state": "unreadable" } }),
+            Some(t) => UserTokenView::Present {
+                user: user.clone(),
+                token: Box::new(TokenView::from(t)),
+            },
+            None => UserTokenView::Unreadable {
+                user: user.clone(),
+                token: UnreadableToken {
+                    unreadable: true,
+                    status: StateOnly {
+                        state: TokenState::Unreadable,
+                    },
+                },
+            },
         })
         .collect();
-    Ok(Json(json!({ "runtime": rt.id, "user_tokens": users })))
+    Ok(Json(UserTokenList {
+        runtime: rt.id,
+        user_tokens,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserTokensDeleted {
+    pub runtime: String,
+    pub deleted: usize,
 }
 
 /// Removes every user token of the runtime (it stays registered).
+#[utoipa::path(delete, path = "/api/v1/admin/runtimes/{id}/user-tokens", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    responses(
+        (status = 200, description = "How many were deleted", body = UserTokensDeleted),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "The runtime changed meanwhile", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn delete_user_tokens(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    let n = state
+) -> Result<Json<UserTokensDeleted>, ApiError> {
+    let deleted = state
         .lifecycle
         .delete_user_tokens(&id, &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;
-    Ok(Json(json!({ "runtime": id, "deleted": n })))
+    Ok(Json(UserTokensDeleted {
+        runtime: id,
+        deleted,
+    }))
 }
 
+/// Replace the runtime's Git Runtime token (validated at the provider first).
+#[utoipa::path(put, path = "/api/v1/admin/runtimes/{id}/git-token", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    request_body = GitTokenBody,
+    responses(
+        (status = 200, description = "Validated and stored", body = RuntimeTokenStatus),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "The runtime changed meanwhile", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refused the token", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn rotate_runtime_token(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(token): ApiJson<GitTokenBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuntimeTokenStatus>, ApiError> {
     let status = state
         .lifecycle
         .rotate_runtime_token(&id, token.into(), &admin.who)
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %id, "Git Runtime token rotated");
-    Ok(Json(json!(status)))
+    Ok(Json(status))
 }
 
-async fn list_apps(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/admin/oauth-apps", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every OAuth app", body = OAuthAppList),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+async fn list_apps(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<OAuthAppList>, ApiError> {
     let apps = state.registry.apps().await?;
-    Ok(Json(
-        json!({ "oauth_apps": apps.iter().map(|a| app_view(&state, a)).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(OAuthAppList {
+        oauth_apps: apps.iter().map(|a| app_view(&state, a)).collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/oauth-apps/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "OAuth app id", example = "github-demo")),
+    responses(
+        (status = 200, description = "The OAuth app", body = OAuthAppView),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such OAuth app", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn get_app(
     State(state): State<AppState>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OAuthAppView>, ApiError> {
     let app = state
         .registry
         .app(&id)
@@ -330,11 +521,23 @@ async fn get_app(
     Ok(Json(app_view(&state, &app)))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/oauth-apps", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    request_body = OAuthAppInput,
+    responses(
+        (status = 201, description = "Created", body = OAuthAppView),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "An OAuth app with this id exists", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn create_app(
     State(state): State<AppState>,
     admin: Admin,
     ApiJson(input): ApiJson<OAuthAppInput>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<OAuthAppView>), ApiError> {
     let app = state.registry.create_app(input).await?;
     tracing::info!(admin = %admin.who, app = %app.id, "OAuth app created");
     admin_event(
@@ -344,15 +547,29 @@ async fn create_app(
         |e| e.provider(app.provider.as_str()).outcome(&app.id),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(app_view(&state, &app))).into_response())
+    Ok((StatusCode::CREATED, Json(app_view(&state, &app))))
 }
 
+#[utoipa::path(put, path = "/api/v1/admin/oauth-apps/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "OAuth app id", example = "github-demo")),
+    request_body = OAuthAppInput,
+    responses(
+        (status = 200, description = "Updated", body = OAuthAppView),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such OAuth app", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicting change", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn update_app(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<OAuthAppInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OAuthAppView>, ApiError> {
     let app = state
         .lifecycle
         .update_app(&id, input)
@@ -369,6 +586,18 @@ async fn update_app(
     Ok(Json(app_view(&state, &app)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/admin/oauth-apps/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "OAuth app id", example = "github-demo")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such OAuth app", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "Runtimes still use it", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn delete_app(
     State(state): State<AppState>,
     admin: Admin,
@@ -386,37 +615,64 @@ async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/runtimes", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every runtime with its Git Runtime token status", body = RuntimeList),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn list_runtimes(
     State(state): State<AppState>,
     _admin: Admin,
-) -> Result<Json<Value>, ApiError> {
-    let mut out = Vec::new();
+) -> Result<Json<RuntimeList>, ApiError> {
+    let mut runtimes = Vec::new();
     for rt in state.registry.runtimes().await? {
-        let mut view = runtime_view(&rt);
         // admins see which runtimes still need their Git Runtime token
-        view["git_token"] = json!(state.lifecycle.runtime_token_status(&rt).await?);
-        view["user_tokens"] = json!(state.lifecycle.user_token_count(&rt).await?);
-        out.push(view);
+        runtimes.push(runtime_detail(&state, &rt).await?);
     }
-    Ok(Json(json!({ "runtimes": out })))
+    Ok(Json(RuntimeList { runtimes }))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    responses(
+        (status = 200, description = "The runtime", body = RuntimeDetail),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn get_runtime(
     State(state): State<AppState>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuntimeDetail>, ApiError> {
     let rt = state
         .registry
         .runtime(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("runtime `{id}` does not exist")))?;
-    let mut view = runtime_view(&rt);
-    view["git_token"] = json!(state.lifecycle.runtime_token_status(&rt).await?);
-    view["user_tokens"] = json!(state.lifecycle.user_token_count(&rt).await?);
-    Ok(Json(view))
+    Ok(Json(runtime_detail(&state, &rt).await?))
 }
 
+/// Register a runtime with its (mandatory) Git Runtime token; answers its credential once.
+#[utoipa::path(post, path = "/api/v1/admin/runtimes", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered", body = RegisteredRuntime),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such account or OAuth app", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "A runtime with this id exists", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or the provider refused the Git Runtime token", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn create_runtime(
     State(state): State<AppState>,
     admin: Admin,
@@ -444,21 +700,37 @@ async fn create_runtime(
         .await
         .map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime created");
-    let mut view = runtime_view(&rt);
-    view["git_token"] = json!(status);
-    view["credential"] = Value::String(credential.expose_secret().to_owned());
-    let mut resp = (StatusCode::CREATED, Json(view)).into_response();
+    let body = RegisteredRuntime {
+        runtime: runtime_view(&rt),
+        git_token: status,
+        credential: credential.expose_secret().to_owned(),
+    };
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 
+#[utoipa::path(put, path = "/api/v1/admin/runtimes/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    request_body = RuntimeInput,
+    responses(
+        (status = 200, description = "Updated", body = RuntimeView),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicting change", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn update_runtime(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<RuntimeInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuntimeView>, ApiError> {
     let rt = state
         .lifecycle
         .update_runtime(&id, input)
@@ -476,6 +748,19 @@ async fn update_runtime(
     Ok(Json(runtime_view(&rt)))
 }
 
+/// Remove a runtime: its user tokens, its Git Runtime token and its credential go with it.
+#[utoipa::path(delete, path = "/api/v1/admin/runtimes/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Runtime id", example = "acme-prod")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicting change", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 async fn delete_runtime(
     State(state): State<AppState>,
     admin: Admin,

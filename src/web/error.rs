@@ -12,7 +12,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+/// A problem (RFC 9457), sent as `application/problem+json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,

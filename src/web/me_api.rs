@@ -10,17 +10,20 @@ use super::limits::Limit;
 use super::security::{csrf_ok, session_cookie_name};
 use crate::auth::Session;
 use crate::providers::PatInput;
+use crate::providers::ProviderKind;
 use crate::tokens::{AssignError, Released, TokenInfo, TokenSlot};
+use crate::tokens::{State as TokenState, Status};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use axum_extra::extract::cookie::CookieJar;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 /// `token_check` limits the pasted-token route per client address.
 pub fn router<L>(token_check: L) -> Router<AppState>
@@ -136,31 +139,109 @@ impl FromRequestParts<AppState> for Me {
     }
 }
 
-/// A token as the user and admin APIs show it (never its value).
-pub fn token_json(t: &TokenInfo) -> Value {
-    json!({
-        "grant": t.grant_id,
-        "provider": t.provider.as_str(),
-        "provider_login": t.login,
-        "scopes": t.scopes,
-        "issued_at": t.issued_at,
-        "authorized_at": t.authorized_at,
-        "expires_at": t.expires_at,
-        "authorization_expires_at": t.usable_until,
-        "last_refreshed_at": t.last_refreshed_at,
-        "refreshed_automatically": t.refreshable,
-        "method": t.source.method(),
-        "status": {
-            "state": t.status.state.as_str(),
-            "since": t.status.since,
-            "checked_at": t.status.checked_at,
-            "reason": t.status.reason,
-        },
-        "shared_with": t.shared_with,
-    })
+/// A Git user token as the user and admin APIs show it (never its value).
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    /// The grant (one authorization, possibly used by several runtimes).
+    pub grant: String,
+    pub provider: ProviderKind,
+    pub provider_login: String,
+    pub scopes: Vec<String>,
+    pub issued_at: DateTime<Utc>,
+    pub authorized_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the authorization ends (refreshable OAuth tokens); `null`: never.
+    pub authorization_expires_at: Option<DateTime<Utc>>,
+    pub last_refreshed_at: Option<DateTime<Utc>>,
+    pub refreshed_automatically: bool,
+    /// `oauth` or `pat`.
+    #[schema(value_type = String, example = "oauth")]
+    pub method: &'static str,
+    pub status: Status,
+    /// The user's other runtimes this same grant serves.
+    pub shared_with: Vec<String>,
 }
 
-async fn list(State(state): State<AppState>, Me(session): Me) -> Result<Json<Value>, ApiError> {
+impl From<&TokenInfo> for TokenView {
+    fn from(t: &TokenInfo) -> Self {
+        Self {
+            grant: t.grant_id.clone(),
+            provider: t.provider,
+            provider_login: t.login.clone(),
+            scopes: t.scopes.clone(),
+            issued_at: t.issued_at,
+            authorized_at: t.authorized_at,
+            expires_at: t.expires_at,
+            authorization_expires_at: t.usable_until,
+            last_refreshed_at: t.last_refreshed_at,
+            refreshed_automatically: t.refreshable,
+            method: t.source.method(),
+            status: t.status.clone(),
+            shared_with: t.shared_with.clone(),
+        }
+    }
+}
+
+/// Only a token's state (a token that no longer decrypts).
+#[derive(Serialize, ToSchema)]
+pub struct StateOnly {
+    pub state: TokenState,
+}
+
+/// A token whose encryption key was retired: listed, not readable.
+#[derive(Serialize, ToSchema)]
+pub struct UnreadableToken {
+    /// Always `true`.
+    pub unreadable: bool,
+    pub status: StateOnly,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MyToken {
+    Present(Box<TokenView>),
+    Unreadable(UnreadableToken),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReusableAuthorization {
+    pub grant: String,
+    pub provider_login: String,
+    pub used_by: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MyRuntime {
+    pub runtime: String,
+    pub account: String,
+    pub git_host: String,
+    /// `null` when the user has no token for this runtime.
+    pub token: Option<MyToken>,
+    pub reusable_authorizations: Vec<ReusableAuthorization>,
+    /// Set when one more authorization would pass GitHub's cap of tokens per user and app.
+    pub token_cap_warning: Option<String>,
+}
+
+/// `GET /api/v1/me/tokens`.
+#[derive(Serialize, ToSchema)]
+pub struct MyTokens {
+    /// The signed-in user's id (the identity provider's subject).
+    pub user: String,
+    pub runtimes: Vec<MyRuntime>,
+}
+
+/// List my runtimes, each with its token's status (never its value).
+#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "user",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The signed-in user's runtimes and tokens", body = MyTokens),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Me(session): Me,
+) -> Result<Json<MyTokens>, ApiError> {
     let mut out = Vec::new();
     for (account, runtimes) in state
         .lifecycle
@@ -170,47 +251,90 @@ async fn list(State(state): State<AppState>, Me(session): Me) -> Result<Json<Val
     {
         for r in runtimes {
             let token = match &r.token {
-                TokenSlot::None => Value::Null,
+                TokenSlot::None => None,
                 // its encryption key was retired: say so, don't fail the list
-                TokenSlot::Unreadable => {
-                    json!({ "unreadable": true, "status": { "state": "unreadable" } })
-                }
-                TokenSlot::Present(t) => token_json(t),
+                TokenSlot::Unreadable => Some(MyToken::Unreadable(UnreadableToken {
+                    unreadable: true,
+                    status: StateOnly {
+                        state: TokenState::Unreadable,
+                    },
+                })),
+                TokenSlot::Present(t) => Some(MyToken::Present(Box::new(TokenView::from(&**t)))),
             };
-            let reusable: Vec<Value> = r
-                .reusable
-                .iter()
-                .map(|g| json!({ "grant": g.grant_id, "provider_login": g.login, "used_by": g.used_by }))
-                .collect();
-            out.push(json!({
-                "runtime": r.runtime.id,
-                "account": account.id,
-                "git_host": r.runtime.git_host,
-                "token": token,
-                "reusable_authorizations": reusable,
-                "token_cap_warning": r.cap_warning,
-            }));
+            out.push(MyRuntime {
+                runtime: r.runtime.id.clone(),
+                account: account.id.clone(),
+                git_host: r.runtime.git_host.clone(),
+                token,
+                reusable_authorizations: r
+                    .reusable
+                    .iter()
+                    .map(|g| ReusableAuthorization {
+                        grant: g.grant_id.clone(),
+                        provider_login: g.login.clone(),
+                        used_by: g.used_by.clone(),
+                    })
+                    .collect(),
+                token_cap_warning: r.cap_warning.clone(),
+            });
         }
     }
-    Ok(Json(json!({ "user": session.user.sub, "runtimes": out })))
+    Ok(Json(MyTokens {
+        user: session.user.sub,
+        runtimes: out,
+    }))
 }
 
-#[derive(Deserialize)]
+/// A personal access token pasted for a runtime.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatBody {
+pub(super) struct PatBody {
+    #[schema(value_type = String, write_only)]
     token: SecretString,
+    /// Bitbucket: the username that goes with the token.
     username: Option<String>,
+    /// Bitbucket Cloud API tokens: the Atlassian account email.
     email: Option<String>,
+    /// More of the user's runtimes on the same provider host to use it for.
     #[serde(default)]
     also: Vec<String>,
 }
 
-async fn put_pat(
+/// What a pasted token was stored as.
+#[derive(Serialize, ToSchema)]
+pub struct PatAssigned {
+    pub runtimes: Vec<String>,
+    /// Runtimes that changed while the token was being added (not assigned).
+    pub skipped: Vec<String>,
+    pub provider_login: String,
+    /// e.g. "classic personal access token".
+    pub kind: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Paste a personal access token for a runtime: validated at the provider first.
+#[utoipa::path(put, path = "/api/v1/me/runtimes/{runtime}/token", tag = "user",
+    security(("session" = [])),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    request_body = PatBody,
+    responses(
+        (status = 200, description = "Validated and stored", body = PatAssigned),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "No or wrong X-CSRF-Token", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime among the user's", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "The runtime changed meanwhile", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refused the token (scopes, kind, owner) or another host", body = ApiError, content_type = "application/problem+json"),
+        (status = 429, description = "Too many token checks", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Provider or store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_pat(
     State(state): State<AppState>,
     Me(session): Me,
     ApiPath(runtime): ApiPath<String>,
     ApiJson(body): ApiJson<PatBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PatAssigned>, ApiError> {
     state
         .limits
         .check_user(Limit::TokenCheck, &session.user.sub)?;
@@ -226,44 +350,65 @@ async fn put_pat(
     {
         Ok(done) => {
             let report = done.report.as_ref();
-            Ok(Json(json!({
-                "runtimes": done.runtimes,
-                "skipped": done.skipped,
-                "provider_login": done.login,
-                "kind": report.map(|r| r.kind.clone()),
-                "scopes": report.map(|r| r.scopes.clone()),
-                "expires_at": report.and_then(|r| r.expires_at),
-            })))
+            Ok(Json(PatAssigned {
+                kind: report.map(|r| r.kind.clone()),
+                scopes: report.map(|r| r.scopes.clone()),
+                expires_at: report.and_then(|r| r.expires_at),
+                runtimes: done.runtimes,
+                skipped: done.skipped,
+                provider_login: done.login,
+            }))
         }
         Err(e) => Err(assign_error(e)),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReuseBody {
+pub(super) struct ReuseBody {
     /// The grant to use, from `reusable_authorizations` of the list.
     grant: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Reused {
+    pub runtimes: Vec<String>,
+    pub grant: String,
+    pub provider_login: String,
+}
+
 /// "Use my existing authorization": assigns one of the user's grants from
 /// the runtime's OAuth app to this runtime, without a new provider token.
-async fn reuse(
+#[utoipa::path(post, path = "/api/v1/me/runtimes/{runtime}/token/reuse", tag = "user",
+    security(("session" = [])),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    request_body = ReuseBody,
+    responses(
+        (status = 200, description = "Assigned", body = Reused),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "No or wrong X-CSRF-Token", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such runtime or grant", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "The runtime changed meanwhile", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "That authorization cannot serve this runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn reuse(
     State(state): State<AppState>,
     Me(session): Me,
     ApiPath(runtime): ApiPath<String>,
     ApiJson(body): ApiJson<ReuseBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Reused>, ApiError> {
     let done = state
         .lifecycle
         .reuse_grant(&session.user, &runtime, &body.grant)
         .await
         .map_err(assign_error)?;
-    Ok(Json(json!({
-        "runtimes": done.runtimes,
-        "grant": body.grant,
-        "provider_login": done.login,
-    })))
+    Ok(Json(Reused {
+        runtimes: done.runtimes,
+        grant: body.grant,
+        provider_login: done.login,
+    }))
 }
 
 /// Maps a refusal to the status a client can act on.
@@ -305,35 +450,56 @@ pub fn assign_error(e: AssignError) -> ApiError {
     }
 }
 
-async fn delete(
+/// What deleting a token did.
+#[derive(Serialize, ToSchema)]
+pub struct TokenDeleted {
+    /// Always `true`.
+    pub deleted: bool,
+    /// `revoked`, `already_invalid`, `unsupported`, `kept`, `queued`,
+    /// `failed`, or `not_revoked` (still used by other runtimes).
+    #[schema(value_type = String)]
+    pub revocation: &'static str,
+    /// The other runtimes the same authorization still serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub still_used_by: Option<Vec<String>>,
+    /// What happened at the provider, in a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Delete my token for a runtime (revoked at the provider when no other runtime uses it).
+#[utoipa::path(delete, path = "/api/v1/me/runtimes/{runtime}/token", tag = "user",
+    security(("session" = [])),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    responses(
+        (status = 200, description = "Deleted", body = TokenDeleted),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "No or wrong X-CSRF-Token", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No token for this runtime", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "The runtime changed meanwhile", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn delete(
     State(state): State<AppState>,
     Me(session): Me,
     ApiPath(runtime): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    match state
+) -> Result<Json<TokenDeleted>, ApiError> {
+    let released = state
         .lifecycle
         .unassign(&session.user, &runtime)
         .await
         .map_err(assign_error)?
-    {
-        Some(released) => {
-            let body = match released {
-                Released::StillUsed { runtimes } => json!({
-                    "deleted": true,
-                    "revocation": "not_revoked",
-                    "still_used_by": runtimes,
-                }),
-                Released::Deleted(report) => json!({
-                    "deleted": true,
-                    "revocation": report.as_str(),
-                    "detail": report.describe(),
-                }),
-                Released::Missing => json!({ "deleted": true, "revocation": "not_revoked" }),
-            };
-            Ok(Json(body).into_response())
-        }
-        None => Err(ApiError::not_found(format!(
-            "you have no token for runtime `{runtime}`"
-        ))),
-    }
+        .ok_or_else(|| ApiError::not_found(format!("you have no token for runtime `{runtime}`")))?;
+    let deleted = |revocation, still_used_by, detail| TokenDeleted {
+        deleted: true,
+        revocation,
+        still_used_by,
+        detail,
+    };
+    Ok(Json(match released {
+        Released::StillUsed { runtimes } => deleted("not_revoked", Some(runtimes), None),
+        Released::Deleted(report) => deleted(report.as_str(), None, Some(report.describe())),
+        Released::Missing => deleted("not_revoked", None, None),
+    }))
 }

@@ -9,10 +9,12 @@ mod error;
 pub mod extract;
 pub mod limits;
 mod me_api;
+pub mod openapi;
 mod pages;
 mod runtime_api;
 mod security;
 mod serve;
+pub mod trace;
 
 pub use error::{ApiError, PageError};
 pub use security::safe_return_path;
@@ -62,6 +64,10 @@ pub struct Services {
     pub audit: Option<Arc<crate::audit_log::AuditLog>>,
     /// Webhook endpoints, outbox and this replica's delivery worker.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `GET /metrics` on the main listener (else on `[metrics] listen`,
+    /// or nowhere when metrics are off).
+    pub metrics_on_main_listener: bool,
 }
 
 impl Services {
@@ -96,9 +102,19 @@ pub fn router(state: AppState) -> Router {
     use limits::Limit;
     let per_ip =
         |limit: Limit| axum::middleware::from_fn_with_state((state.clone(), limit), limits::per_ip);
-    Router::new()
+    let mut router = Router::new();
+    if state.metrics_on_main_listener {
+        router = router.route(
+            "/metrics",
+            get(crate::metrics::scrape).with_state(state.metrics.clone()),
+        );
+    }
+    router
         .route("/", get(pages::home))
-        .route("/login", get(pages::login).route_layer(per_ip(Limit::SignIn)))
+        .route(
+            "/login",
+            get(pages::login).route_layer(per_ip(Limit::SignIn)),
+        )
         .route("/auth/callback", get(pages::login_callback))
         .route("/logout", post(pages::logout))
         .route("/signed-out", get(pages::signed_out))
@@ -124,9 +140,13 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/runtimes/{runtime}/users/{user}/token",
             get(runtime_api::user_token),
         )
-        .route("/api/v1/runtimes/{runtime}/token", get(runtime_api::runtime_token))
+        .route(
+            "/api/v1/runtimes/{runtime}/token",
+            get(runtime_api::runtime_token),
+        )
         .nest("/api/v1/me", me_api::router(per_ip(Limit::TokenCheck)))
         .nest("/api/v1/admin", admin_api::router())
+        .route("/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)
@@ -135,11 +155,13 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 // path only: query strings carry codes and states
-                .make_span_with(|req: &axum::http::Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                })
+                .make_span_with(trace::span)
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            trace::context,
+        ))
         .with_state(state)
 }
 

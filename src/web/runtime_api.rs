@@ -6,7 +6,8 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use crate::providers::GitAuth;
+use crate::metrics::FetchKind;
+use crate::providers::{GitAuth, ProviderKind};
 use crate::registry::Runtime;
 use crate::tokens::{ServeError, Served};
 use axum::extract::{FromRequestParts, State};
@@ -14,6 +15,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The bearer credential of the `Authorization` header, if well formed.
@@ -47,22 +49,58 @@ impl FromRequestParts<AppState> for RuntimeCaller {
 
 /// What a runtime gets: the token and how to present it to Git. Never a
 /// refresh token or a client secret.
-#[derive(serde::Serialize)]
-struct TokenBody<'a> {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
+pub(super) struct TokenBody<'a> {
     token: &'a str,
     /// The username for HTTP Basic (kept for clients that predate `auth`;
     /// meaningless when `auth.scheme` is `bearer`).
     username: &'a str,
     auth: &'a GitAuth,
+    #[schema(value_type = ProviderKind)]
     provider: &'static str,
     git_host: &'a str,
     scopes: &'a [String],
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A Kubernetes Secret manifest (`?format=argocd` or `?format=flux`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SecretManifest {
+    /// `v1`
+    api_version: &'static str,
+    /// `Secret`
+    kind: &'static str,
+    /// `Opaque`
+    #[serde(rename = "type")]
+    secret_type: &'static str,
+    metadata: SecretMetadata,
+    /// `username` and `password` (HTTP Basic) or `bearerToken`; Argo CD
+    /// also `type` and `url`.
+    string_data: BTreeMap<&'static str, String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct SecretMetadata {
+    name: String,
+    labels: BTreeMap<&'static str, &'static str>,
+    /// `gitbroker.io/expires-at` when the token expires.
+    annotations: BTreeMap<&'static str, String>,
+}
+
+/// Either body of a token fetch (only for the API description).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(super) enum TokenAnswer<'a> {
+    Token(TokenBody<'a>),
+    Secret(SecretManifest),
+}
+
 /// The shape of the answer: gitbroker's own JSON, or a document a runtime
 /// consumes as it is.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     #[default]
@@ -73,14 +111,18 @@ pub enum Format {
     Flux,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// `json` (default), `argocd` or `flux`.
     #[serde(default)]
     format: Format,
-    /// User tokens: how long to wait for the user to authorize when there
-    /// is no token yet (`30s`, `2m`, or seconds).
+    /// Git user tokens only: how long to wait for the user to authorize
+    /// when there is no token yet — `500ms`, `30s`, `2m` or seconds, capped
+    /// at `lifecycle.wait_max_secs`.
     #[serde(default)]
+    #[param(example = "30s")]
     wait: Option<String>,
 }
 
@@ -127,16 +169,16 @@ fn k8s_name(parts: &[&str]) -> String {
 
 /// The Secret's `stringData` as Argo CD and Flux name the fields: HTTP
 /// Basic as `username`/`password`, Bearer as `bearerToken`.
-fn credential_fields(served: &Served) -> serde_json::Map<String, serde_json::Value> {
+fn credential_fields(served: &Served) -> BTreeMap<&'static str, String> {
     let token = served.token.expose_secret().to_owned();
-    let mut data = serde_json::Map::new();
+    let mut data = BTreeMap::new();
     match &served.auth {
         GitAuth::Basic { username } => {
-            data.insert("username".into(), username.clone().into());
-            data.insert("password".into(), token.into());
+            data.insert("username", username.clone());
+            data.insert("password", token);
         }
         GitAuth::Bearer => {
-            data.insert("bearerToken".into(), token.into());
+            data.insert("bearerToken", token);
         }
     }
     data
@@ -145,24 +187,29 @@ fn credential_fields(served: &Served) -> serde_json::Map<String, serde_json::Val
 /// A Secret manifest, ready to apply.
 fn secret(
     name: String,
-    labels: serde_json::Value,
-    data: serde_json::Map<String, serde_json::Value>,
+    labels: BTreeMap<&'static str, &'static str>,
+    string_data: BTreeMap<&'static str, String>,
     served: &Served,
-) -> serde_json::Value {
-    let mut annotations = serde_json::Map::new();
+) -> SecretManifest {
+    let mut annotations = BTreeMap::new();
     if let Some(at) = served.expires_at {
-        annotations.insert("gitbroker.io/expires-at".into(), at.to_rfc3339().into());
+        annotations.insert("gitbroker.io/expires-at", at.to_rfc3339());
     }
-    serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": { "name": name, "labels": labels, "annotations": annotations },
-        "stringData": data,
-    })
+    SecretManifest {
+        api_version: "v1",
+        kind: "Secret",
+        secret_type: "Opaque",
+        metadata: SecretMetadata {
+            name,
+            labels,
+            annotations,
+        },
+        string_data,
+    }
 }
 
 fn token_response(served: &Served, format: Format, name: &[&str]) -> Response {
+    let name = || k8s_name(&[&["gitbroker"], name].concat());
     let mut resp = match format {
         Format::Json => axum::Json(TokenBody {
             token: served.token.expose_secret(),
@@ -176,19 +223,19 @@ fn token_response(served: &Served, format: Format, name: &[&str]) -> Response {
         .into_response(),
         Format::Argocd => {
             let mut data = credential_fields(served);
-            data.insert("type".into(), "git".into());
-            data.insert("url".into(), format!("https://{}", served.git_host).into());
+            data.insert("type", "git".into());
+            data.insert("url", format!("https://{}", served.git_host));
             axum::Json(secret(
-                k8s_name(&[&["gitbroker"], name].concat()),
-                serde_json::json!({ "argocd.argoproj.io/secret-type": "repo-creds" }),
+                name(),
+                BTreeMap::from([("argocd.argoproj.io/secret-type", "repo-creds")]),
                 data,
                 served,
             ))
             .into_response()
         }
         Format::Flux => axum::Json(secret(
-            k8s_name(&[&["gitbroker"], name].concat()),
-            serde_json::json!({}),
+            name(),
+            BTreeMap::new(),
             credential_fields(served),
             served,
         ))
@@ -203,26 +250,46 @@ fn token_response(served: &Served, format: Format, name: &[&str]) -> Response {
 
 /// `GET /api/v1/runtimes/{runtime}/users/{user}/token`: a user's Git user
 /// token, refreshed first when it is about to expire.
+#[utoipa::path(get, path = "/api/v1/runtimes/{runtime}/users/{user}/token", tag = "runtime",
+    security(("runtime_credential" = [])),
+    params(
+        ("runtime" = String, Path, description = "The caller's runtime id", example = "acme-prod"),
+        ("user" = String, Path, description = "The user's id (identity-provider subject)", example = "u-1001"),
+        TokenQuery,
+    ),
+    responses(
+        (status = 200, description = "The token (`format=json`), or a Secret manifest (`argocd`, `flux`)", body = TokenAnswer),
+        (status = 400, description = "Malformed path or query", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong runtime credential", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No servable token (absent — also when a `wait` ended without one —, another runtime's, expired, revoked, lacking scopes, needing re-authorization, unreadable)", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Provider or store unavailable, or too many requests waiting (`too-many-waiting`, with Retry-After)", body = ApiError, content_type = "application/problem+json"),
+    ))]
 pub async fn user_token(
     State(state): State<AppState>,
     ApiPath((runtime, user)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<TokenQuery>,
-    RuntimeCaller(caller): RuntimeCaller,
+    caller: Result<RuntimeCaller, ApiError>,
 ) -> Result<Response, ApiError> {
+    let RuntimeCaller(caller) = caller.inspect_err(|e| {
+        state
+            .metrics
+            .token_fetch(FetchKind::User, caller_outcome(e));
+    })?;
     let wait = match &query.wait {
         Some(w) => parse_wait(w, state.wait_max())?,
         None => Duration::ZERO,
     };
-    let first = state
+    let mut served = state
         .lifecycle
         .serve_user_token(&caller, &runtime, &user)
         .await;
-    let served = match first {
-        Err(ServeError::Absent) if !wait.is_zero() => {
-            wait_for_token(&state, &caller, &runtime, &user, wait).await?
-        }
-        other => other.map_err(|e| user_token_error(e, &runtime, &user))?,
-    };
+    if matches!(served, Err(ServeError::Absent)) && !wait.is_zero() {
+        served = wait_for_token(&state, &caller, &runtime, &user, wait).await?;
+    }
+    state
+        .metrics
+        .token_fetch(FetchKind::User, fetch_outcome(&served));
+    let served = served.map_err(|e| user_token_error(e, &runtime, &user))?;
     Ok(token_response(&served, query.format, &[&runtime, &user]))
 }
 
@@ -236,7 +303,7 @@ async fn wait_for_token(
     runtime: &str,
     user: &str,
     wait: Duration,
-) -> Result<Served, ApiError> {
+) -> Result<Result<Served, ServeError>, ApiError> {
     let Ok(_permit) = state.waiting.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -262,14 +329,38 @@ async fn wait_for_token(
             .await
         {
             Err(ServeError::Absent) => {}
-            other => return other.map_err(|e| user_token_error(e, runtime, user)),
+            other => return Ok(other),
         }
         if tokio::time::timeout_at(deadline, signal.signalled())
             .await
             .is_err()
         {
-            return Err(user_token_error(ServeError::Absent, runtime, user));
+            return Ok(Err(ServeError::Absent));
         }
+    }
+}
+
+/// The `outcome` label of a fetch whose caller was not let in.
+fn caller_outcome(e: &ApiError) -> &'static str {
+    if e.status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "store_error"
+    }
+}
+
+/// The `outcome` label of a token fetch.
+fn fetch_outcome(served: &Result<Served, ServeError>) -> &'static str {
+    match served {
+        Ok(_) => "served",
+        Err(ServeError::Absent) => "absent",
+        Err(ServeError::Unreadable) => "unreadable",
+        Err(ServeError::Expired(_)) => "expired",
+        Err(ServeError::Invalid(_)) => "invalid",
+        Err(ServeError::MissingScopes(_)) => "missing_scopes",
+        Err(ServeError::Reauthorize(_)) => "reauthorize",
+        Err(ServeError::Unavailable { .. }) => "provider_unavailable",
+        Err(ServeError::Store(_)) => "store_error",
     }
 }
 
@@ -337,22 +428,40 @@ fn user_token_error(e: ServeError, runtime: &str, user: &str) -> ApiError {
 
 /// `GET /api/v1/runtimes/{runtime}/token`: the runtime's own Git Runtime
 /// token. A process-level action, audited as such.
+#[utoipa::path(get, path = "/api/v1/runtimes/{runtime}/token", tag = "runtime",
+    security(("runtime_credential" = [])),
+    params(
+        ("runtime" = String, Path, description = "The caller's runtime id", example = "acme-prod"),
+        TokenQuery,
+    ),
+    responses(
+        (status = 200, description = "The token (`format=json`), or a Secret manifest (`argocd`, `flux`)", body = TokenAnswer),
+        (status = 400, description = "Malformed path or query", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong runtime credential", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No servable Git Runtime token", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Provider or store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 pub async fn runtime_token(
     State(state): State<AppState>,
     ApiPath(runtime): ApiPath<String>,
     ApiQuery(query): ApiQuery<TokenQuery>,
-    RuntimeCaller(caller): RuntimeCaller,
+    caller: Result<RuntimeCaller, ApiError>,
 ) -> Result<Response, ApiError> {
+    let RuntimeCaller(caller) = caller.inspect_err(|e| {
+        state
+            .metrics
+            .token_fetch(FetchKind::Runtime, caller_outcome(e));
+    })?;
     if query.wait.is_some() {
         return Err(ApiError::bad_request(
             "wait applies to Git user tokens only",
         ));
     }
-    let served = state
-        .lifecycle
-        .serve_runtime_token(&caller, &runtime)
-        .await
-        .map_err(|e| {
+    let served = state.lifecycle.serve_runtime_token(&caller, &runtime).await;
+    state
+        .metrics
+        .token_fetch(FetchKind::Runtime, fetch_outcome(&served));
+    let served = served.map_err(|e| {
             let gone = |kind: &str, title: &str, detail: String| {
                 ApiError::new(StatusCode::NOT_FOUND, kind, title, detail)
             };
