@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
+    #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
     pub accounts: Vec<RawAccount>,

@@ -98,7 +98,7 @@ pub struct Prefs {
 }
 
 /// One notification.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Notification {
     pub id: String,
     pub runtime: String,
@@ -129,7 +129,7 @@ enum Job {
 }
 
 /// What `GET /api/v1/me/notifications` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     pub enabled: bool,
     pub hidden: Vec<String>,
@@ -140,7 +140,7 @@ pub struct Overview {
     pub email: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attention {
     pub runtime: String,
     pub state: &'static str,
@@ -148,7 +148,7 @@ pub struct Attention {
     pub hidden: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecentView {
     #[serde(flatten)]
     pub notification: Notification,
@@ -859,20 +859,20 @@ impl Notifier {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct AdminOverview {
     pub runtime_tokens: Vec<RuntimeAttention>,
     pub user_tokens: Vec<UserTokenCount>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuntimeAttention {
     pub runtime: String,
     pub state: &'static str,
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserTokenCount {
     pub runtime: String,
     pub needing_attention: usize,

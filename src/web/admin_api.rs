@@ -24,7 +24,6 @@ use axum_extra::extract::cookie::CookieJar;
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use url::Url;
 use utoipa::ToSchema;
 
@@ -58,11 +57,19 @@ pub fn router() -> Router<AppState> {
 /// Git Runtime tokens needing attention (invalid, expired, expiring soon,
 /// missing scopes, missing), and per runtime how many of its users' tokens
 /// need attention — as of now.
-async fn notifications(
+#[utoipa::path(get, path = "/api/v1/admin/notifications", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Git Runtime tokens needing attention; per runtime, users' tokens needing attention", body = crate::notify::AdminOverview),
+        (status = 401, description = "Not an admin", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not in the admin group", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn notifications(
     State(state): State<AppState>,
     _admin: Admin,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.notifier.admin_overview().await?)))
+) -> Result<Json<crate::notify::AdminOverview>, ApiError> {
+    Ok(Json(state.notifier.admin_overview().await?))
 }
 
 /// Re-seals the store's sealed records under the active key, in this

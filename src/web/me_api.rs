@@ -22,7 +22,6 @@ use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 /// `token_check` limits the pasted-token route per client address.
@@ -53,57 +52,101 @@ where
 }
 
 /// What needs attention now, the recent notifications, and the settings.
-async fn notifications(
+#[utoipa::path(get, path = "/api/v1/me/notifications", tag = "user",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "What needs attention, the last 50 notifications, the settings", body = crate::notify::Overview),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn notifications(
     State(state): State<AppState>,
     Me(session): Me,
-) -> Result<Json<Value>, ApiError> {
-    let o = state.notifier.overview(&session.user).await?;
-    Ok(Json(json!(o)))
+) -> Result<Json<crate::notify::Overview>, ApiError> {
+    Ok(Json(state.notifier.overview(&session.user).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EnabledBody {
+pub(super) struct EnabledBody {
+    /// `false` turns all notifications off (statuses stay visible).
     enabled: bool,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct NotificationSettings {
+    enabled: bool,
+    /// Runtimes whose notifications are hidden.
+    hidden: Vec<String>,
+}
+
 /// Turns all of the user's notifications on or off.
-async fn set_notifications(
+#[utoipa::path(put, path = "/api/v1/me/notifications", tag = "user",
+    security(("session" = [])),
+    params(("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    request_body = EnabledBody,
+    responses(
+        (status = 200, description = "The settings now", body = NotificationSettings),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "No or wrong X-CSRF-Token", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn set_notifications(
     State(state): State<AppState>,
     Me(session): Me,
     ApiJson(body): ApiJson<EnabledBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationSettings>, ApiError> {
     let prefs = state
         .notifier
         .set_enabled(&session.user, body.enabled)
         .await?;
-    Ok(Json(json!({
-        "enabled": prefs.enabled.unwrap_or(body.enabled),
-        "hidden": prefs.hidden,
-    })))
+    Ok(Json(NotificationSettings {
+        enabled: prefs.enabled.unwrap_or(body.enabled),
+        hidden: prefs.hidden.into_iter().collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HiddenBody {
+pub(super) struct HiddenBody {
+    /// `true` hides the runtime's notifications, `false` shows them.
+    hidden: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct RuntimeNotifications {
+    runtime: String,
     hidden: bool,
 }
 
 /// Hides or shows one runtime's notifications (its status stays visible).
-async fn set_runtime_notifications(
+#[utoipa::path(put, path = "/api/v1/me/runtimes/{runtime}/notifications", tag = "user",
+    security(("session" = [])),
+    params(("runtime" = String, Path, description = "Runtime id", example = "acme-prod"), ("X-CSRF-Token" = String, Header, description = "The session's CSRF token")),
+    request_body = HiddenBody,
+    responses(
+        (status = 200, description = "Hidden or shown", body = RuntimeNotifications),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "No or wrong X-CSRF-Token", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "Not one of the user's runtimes", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn set_runtime_notifications(
     State(state): State<AppState>,
     Me(session): Me,
     ApiPath(runtime): ApiPath<String>,
     ApiJson(body): ApiJson<HiddenBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuntimeNotifications>, ApiError> {
     let prefs = state
         .notifier
         .set_hidden(&session.user, &runtime, body.hidden)
         .await?;
-    Ok(Json(json!({
-        "runtime": runtime,
-        "hidden": prefs.hidden.contains(&runtime),
-    })))
+    Ok(Json(RuntimeNotifications {
+        hidden: prefs.hidden.contains(&runtime),
+        runtime,
+    }))
 }
 
 /// The signed-in user of a session cookie; changes (any method but GET)
