@@ -615,6 +615,57 @@ async fn real_clones_with_every_token_as_served() {
         assert!(ok, "{runtime}: {err}");
     }
 
+    // GitHub personal access tokens: classic, and fine-grained for the repository
+    let classic = h.github_pat("alice", &["repo"]);
+    paste(&h, "gh-local", &classic, None, None).await;
+    let how = Present::Helper {
+        runtime: "gh-local",
+        user: Some(ALICE),
+    };
+    let (ok, err) = clone(&h, how, &github.clone_url).await;
+    assert!(ok, "classic: {err}");
+    let mut fine = spec(
+        Flavour::Github,
+        "alice",
+        "fine_grained",
+        &["contents:write", "metadata:read"],
+    );
+    fine.repositories = vec!["acme/demo".into()];
+    let fine = mock.create_pat(fine);
+    paste(&h, "gh-local", &fine, None, None).await;
+    let v = served(&h, "gh-local", ALICE).await;
+    assert_eq!(v["token"], fine.as_str());
+    let how = Present::Helper {
+        runtime: "gh-local",
+        user: Some(ALICE),
+    };
+    let (ok, err) = clone(&h, how, &github.clone_url).await;
+    assert!(ok, "fine-grained: {err}");
+
+    // a Data Center repository token as the Git Runtime token: Bearer only
+    let mut repository = spec(
+        Flavour::BitbucketDataCenter,
+        "acme-deployer",
+        "repository",
+        &["REPO_ADMIN"],
+    );
+    repository.repositories = vec!["PROJ/demo".into()];
+    let repository = mock.create_pat(repository);
+    set_runtime_token(&h, "bbdc-local", &repository, Some("acme-deployer")).await;
+    let how = Present::Helper {
+        runtime: "bbdc-local",
+        user: None,
+    };
+    let (ok, err) = clone(&h, how, &bbdc.clone_url).await;
+    assert!(ok, "repository token through the helper: {err}");
+    let (ok, _) = clone(
+        &h,
+        Present::Basic("acme-deployer", &repository),
+        &bbdc.clone_url,
+    )
+    .await;
+    assert!(!ok, "a repository token taken as Basic");
+
     // a Data Center project token as the Git Runtime token: Bearer only
     let mut project = spec(
         Flavour::BitbucketDataCenter,
