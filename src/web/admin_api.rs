@@ -75,7 +75,18 @@ pub(super) async fn notifications(
 /// Re-seals the store's sealed records under the active key, in this
 /// broker (`gitbroker rotate-keys --url`): the way for an embedded store
 /// while it serves. Answers the summary once done.
-async fn rotate_keys(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/api/v1/admin/rotate-keys", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every sealed record re-sealed under the active key; the summary per record kind", body = Object),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn rotate_keys(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Response, ApiError> {
     let report = crate::rotate::rotate(
         state.store.as_ref(),
         &state.keyring,
@@ -94,7 +105,19 @@ async fn rotate_keys(State(state): State<AppState>, admin: Admin) -> Result<Resp
 /// A consistent copy of the embedded store, taken while serving, as a redb
 /// file (`gitbroker backup` saves it). The Redis store is backed up with
 /// Redis's own persistence: 409.
-async fn backup(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/api/v1/admin/backup", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A consistent copy of the embedded store (a redb file)", content_type = "application/octet-stream"),
+        (status = 409, description = "The Redis store: back it up with Redis's own persistence", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn backup(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Response, ApiError> {
     let Some(file) = state.store.backup().await? else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -20,8 +20,9 @@ use std::sync::Arc;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     runtime: Option<String>,
     user: Option<String>,
@@ -148,6 +149,17 @@ fn wants_jsonl(q: &AuditQuery, headers: &HeaderMap) -> Result<bool, ApiError> {
         .is_some_and(|a| a.contains("application/x-ndjson") || a.contains("application/jsonl")))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page `{\"entries\": [...], \"next_cursor\"}`, oldest first; or every matching entry as JSON lines (`format=jsonl` or `Accept: application/x-ndjson`)", body = Object),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "The audit log is off", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
 pub async fn query(
     State(state): State<AppState>,
     _admin: Admin,

@@ -70,14 +70,25 @@ fn webhook_error(e: WebhookError) -> ApiError {
     }
 }
 
-async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/admin/webhooks", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Webhook endpoints from the file and the API (never their secrets): `{\"webhooks\": [...]}`", body = Object),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Value>, ApiError> {
     let endpoints = state.webhooks.endpoints().await?;
     Ok(Json(
         json!({ "webhooks": endpoints.iter().map(view).collect::<Vec<_>>() }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     id: String,
@@ -90,10 +101,23 @@ pub struct CreateBody {
     backoff_max_secs: Option<u64>,
     /// `whsec_…`; omitted: one is generated and returned once.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     secrets: Vec<SecretString>,
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/admin/webhooks", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created; a generated secret is returned once", body = Object),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "An endpoint with this id exists", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (named)", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn create(
     State(state): State<AppState>,
     admin: Admin,
     ApiJson(b): ApiJson<CreateBody>,
@@ -130,7 +154,19 @@ async fn create(
     Ok(resp)
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/admin/webhooks/{id}", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "Configured in the file: not deletable here", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn remove(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(id): ApiPath<String>,
@@ -140,15 +176,26 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     state: Option<String>,
     endpoint: Option<String>,
     limit: Option<usize>,
 }
 
-async fn deliveries(
+#[utoipa::path(get, path = "/api/v1/admin/webhook-deliveries", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(DeliveryQuery),
+    responses(
+        (status = 200, description = "Deliveries with state, attempts, last error and next attempt: `{\"deliveries\": [...]}`", body = Object),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn deliveries(
     State(state): State<AppState>,
     _admin: Admin,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
@@ -178,7 +225,18 @@ async fn deliveries(
     Ok(Json(json!({ "deliveries": shown })))
 }
 
-async fn replay(
+#[utoipa::path(post, path = "/api/v1/admin/webhook-deliveries/{id}/replay", tag = "admin",
+    security(("admin_token" = []), ("session" = [])),
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 202, description = "Queued again", body = Object),
+        (status = 400, description = "Malformed request", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong admin credentials", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "A session outside the admin group, or without X-CSRF-Token on a change", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = ApiError, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn replay(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(id): ApiPath<String>,
