@@ -180,8 +180,6 @@ pub struct Notifier {
     queued: AtomicU64,
     dropped: AtomicU64,
     done: watch::Sender<u64>,
-    mails_sent: AtomicU64,
-    mail_failures: AtomicU64,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -238,8 +236,6 @@ impl Notifier {
             queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             done: watch::channel(0).0,
-            mails_sent: AtomicU64::new(0),
-            mail_failures: AtomicU64::new(0),
         });
         tokio::spawn(Self::work(Arc::downgrade(&this), rx));
         lifecycle.events().add(this.clone());
@@ -269,14 +265,6 @@ impl Notifier {
         let target = self.queued.load(Ordering::SeqCst);
         let mut rx = self.done.subscribe();
         let _ = rx.wait_for(|n| *n >= target).await;
-    }
-
-    /// Mails sent and failed since start.
-    pub fn mail_counts(&self) -> (u64, u64) {
-        (
-            self.mails_sent.load(Ordering::Relaxed),
-            self.mail_failures.load(Ordering::Relaxed),
-        )
     }
 
     async fn work(this: std::sync::Weak<Self>, mut rx: mpsc::Receiver<Job>) {
@@ -360,19 +348,46 @@ impl Notifier {
         ))
     }
 
-    pub async fn prefs(&self, sub: &str) -> Result<(Prefs, Option<u64>), NotifyError> {
-        match self
-            .store
-            .record_get(&collection(PREFS, sub), "prefs")
-            .await?
-        {
-            None => Ok((Prefs::default(), None)),
+    /// A person's JSON record of `kind` (the default when there is none)
+    /// and its version.
+    async fn read<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        kind: &'static str,
+        sub: &str,
+    ) -> Result<(T, Option<u64>), NotifyError> {
+        match self.store.record_get(&collection(kind, sub), kind).await? {
+            None => Ok((T::default(), None)),
             Some(v) => Ok((
-                serde_json::from_slice(&v.value)
-                    .map_err(|e| StoreError::corrupt("notification preferences", &e))?,
+                serde_json::from_slice(&v.value).map_err(|e| StoreError::corrupt(kind, &e))?,
                 Some(v.version),
             )),
         }
+    }
+
+    /// Writes it back only if it is still at `version` (absent for `None`);
+    /// `Ok(false)` when another writer came first.
+    async fn write<T: Serialize>(
+        &self,
+        kind: &'static str,
+        sub: &str,
+        value: &T,
+        version: Option<u64>,
+    ) -> Result<bool, NotifyError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::corrupt(kind, &e))?;
+        let expect = version.map_or(Expect::Absent, Expect::Version);
+        match self
+            .store
+            .record_put(&collection(kind, sub), kind, &bytes, expect)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn prefs(&self, sub: &str) -> Result<(Prefs, Option<u64>), NotifyError> {
+        self.read(PREFS, sub).await
     }
 
     /// Whether people who have not chosen get notifications.
@@ -393,17 +408,8 @@ impl Notifier {
         for _ in 0..20 {
             let (mut prefs, version) = self.prefs(sub).await?;
             change(&mut prefs);
-            let bytes = serde_json::to_vec(&prefs)
-                .map_err(|e| StoreError::corrupt("notification preferences", &e))?;
-            let expect = version.map_or(Expect::Absent, Expect::Version);
-            match self
-                .store
-                .record_put(&collection(PREFS, sub), "prefs", &bytes, expect)
-                .await
-            {
-                Ok(_) => return Ok(prefs),
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if self.write(PREFS, sub, &prefs, version).await? {
+                return Ok(prefs);
             }
         }
         Err(StoreError::Conflict.into())
@@ -534,18 +540,7 @@ impl Notifier {
     }
 
     async fn book(&self, sub: &str) -> Result<(Book, Option<u64>), NotifyError> {
-        match self
-            .store
-            .record_get(&collection(BOOK, sub), "book")
-            .await?
-        {
-            None => Ok((Book::default(), None)),
-            Some(v) => Ok((
-                serde_json::from_slice(&v.value)
-                    .map_err(|e| StoreError::corrupt("notification book", &e))?,
-                Some(v.version),
-            )),
-        }
+        self.read(BOOK, sub).await
     }
 
     fn new_id(&self) -> String {
@@ -625,19 +620,10 @@ impl Notifier {
                 let extra = book.recent.len() - RECENT;
                 book.recent.drain(..extra);
             }
-            let bytes = serde_json::to_vec(&book)
-                .map_err(|e| StoreError::corrupt("notification book", &e))?;
-            let expect = version.map_or(Expect::Absent, Expect::Version);
-            match self
-                .store
-                .record_put(&collection(BOOK, sub), "book", &bytes, expect)
-                .await
-            {
-                Ok(_) => break,
-                // another replica looked at the same change: look again
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if self.write(BOOK, sub, &book, version).await? {
+                break;
             }
+            // another replica looked at the same change: look again
         }
         for n in &fresh {
             tracing::info!(user = %sub, runtime = %n.runtime, kind = %n.kind, "notification");
@@ -685,7 +671,6 @@ impl Notifier {
         ));
         match mailer.send(to, &subject, body).await {
             Ok(()) => {
-                self.mails_sent.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(user = %profile.sub, notifications = items.len(), "notification digest mailed");
                 let ids: BTreeSet<&str> = items.iter().map(|n| n.id.as_str()).collect();
                 // best effort: the notifications are recorded either way
@@ -698,24 +683,12 @@ impl Notifier {
                     {
                         n.mailed = true;
                     }
-                    let bytes = serde_json::to_vec(&book)
-                        .map_err(|e| StoreError::corrupt("notification book", &e))?;
-                    let expect = version.map_or(Expect::Absent, Expect::Version);
-                    match self
-                        .store
-                        .record_put(&collection(BOOK, &profile.sub), "book", &bytes, expect)
-                        .await
-                    {
-                        Err(StoreError::Conflict) => continue,
-                        other => {
-                            other?;
-                            break;
-                        }
+                    if self.write(BOOK, &profile.sub, &book, version).await? {
+                        break;
                     }
                 }
             }
             Err(e) => {
-                self.mail_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(user = %profile.sub, error = %e, "notification digest could not be mailed; the page and the API still show it");
             }
         }
@@ -789,15 +762,10 @@ impl Notifier {
                 now_states.insert(rt.id.clone(), (s.status.state, s.status.reason));
             }
         }
-        let coll = collection(ADMIN_BOOK, "admin");
         let mut lines;
         loop {
-            let current = self.store.record_get(&coll, "book").await?;
-            let mut seen: BTreeMap<String, String> = match &current {
-                Some(v) => serde_json::from_slice(&v.value)
-                    .map_err(|e| StoreError::corrupt("admin notification book", &e))?,
-                None => BTreeMap::new(),
-            };
+            let (mut seen, version): (BTreeMap<String, String>, _) =
+                self.read(ADMIN_BOOK, "admin").await?;
             lines = Vec::new();
             for (rt, (state, reason)) in &now_states {
                 let was = seen.get(rt).cloned();
@@ -823,13 +791,8 @@ impl Notifier {
             if lines.is_empty() && before == seen.len() {
                 return Ok(());
             }
-            let bytes = serde_json::to_vec(&seen)
-                .map_err(|e| StoreError::corrupt("admin notification book", &e))?;
-            let expect = current.map_or(Expect::Absent, |v| Expect::Version(v.version));
-            match self.store.record_put(&coll, "book", &bytes, expect).await {
-                Ok(_) => break,
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if self.write(ADMIN_BOOK, "admin", &seen, version).await? {
+                break;
             }
         }
         for l in &lines {
@@ -847,11 +810,8 @@ impl Notifier {
             lines.join("\n")
         );
         match mailer.send(to, &subject, body).await {
-            Ok(()) => {
-                self.mails_sent.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => {}
             Err(e) => {
-                self.mail_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "admin notification could not be mailed");
             }
         }

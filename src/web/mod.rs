@@ -84,11 +84,6 @@ impl Services {
     pub fn waiting_limit(&self) -> usize {
         self.lifecycle.settings().wait_max_requests
     }
-
-    /// Whether people who have not chosen get notifications.
-    pub fn notifier_default_enabled(&self) -> bool {
-        self.notifier.default_enabled()
-    }
 }
 
 impl std::ops::Deref for AppState {

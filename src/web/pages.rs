@@ -305,7 +305,7 @@ pub async fn tokens_page(
         .prefs(&session.user.sub)
         .await
         .map_err(notify_page_error)?;
-    let notifications_on = prefs.enabled.unwrap_or(state.notifier_default_enabled());
+    let notifications_on = prefs.enabled.unwrap_or(state.notifier.default_enabled());
     let mut banner = Vec::new();
     let mut accounts = Vec::new();
     for (account, runtimes) in state
