@@ -34,6 +34,22 @@ fn to_login(next: &str) -> Response {
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
+/// The session of a form post, when its `csrf` field is the session's;
+/// `None` without a session (the caller sends the browser to sign in).
+async fn form_session(
+    state: &AppState,
+    jar: &CookieJar,
+    csrf: &str,
+) -> Result<Option<Session>, PageError> {
+    let Some(session) = current_session(state, jar).await? else {
+        return Ok(None);
+    };
+    if !csrf_ok(&session.csrf, csrf) {
+        return Err(csrf_error());
+    }
+    Ok(Some(session))
+}
+
 pub async fn home() -> Redirect {
     Redirect::to("/tokens")
 }
@@ -403,12 +419,9 @@ pub async fn authorize(
     PagePath(runtime): PagePath<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let Some(mut session) = current_session(&state, &jar).await? else {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
         return Ok(to_login("/tokens"));
     };
-    if !csrf_ok(&session.csrf, &form.csrf) {
-        return Err(csrf_error());
-    }
     state
         .limits
         .check_user(Limit::FlowStart, &session.user.sub)?;
@@ -489,12 +502,9 @@ pub async fn delete_token(
     PagePath(runtime): PagePath<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let Some(mut session) = current_session(&state, &jar).await? else {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
         return Ok(to_login("/tokens"));
     };
-    if !csrf_ok(&session.csrf, &form.csrf) {
-        return Err(csrf_error());
-    }
     let text = match state
         .lifecycle
         .unassign(&session.user, &runtime)
@@ -538,12 +548,9 @@ pub async fn add_pat(
     PagePath(runtime): PagePath<String>,
     PageForm(form): PageForm<PatForm>,
 ) -> Result<Response, PageError> {
-    let Some(mut session) = current_session(&state, &jar).await? else {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
         return Ok(to_login("/tokens"));
     };
-    if !csrf_ok(&session.csrf, &form.csrf) {
-        return Err(csrf_error());
-    }
     state
         .limits
         .check_user(Limit::TokenCheck, &session.user.sub)?;
@@ -611,12 +618,9 @@ pub async fn reuse_grant(
     PagePath(runtime): PagePath<String>,
     PageForm(form): PageForm<ReuseForm>,
 ) -> Result<Response, PageError> {
-    let Some(mut session) = current_session(&state, &jar).await? else {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
         return Ok(to_login("/tokens"));
     };
-    if !csrf_ok(&session.csrf, &form.csrf) {
-        return Err(csrf_error());
-    }
     let (kind, text) = match state
         .lifecycle
         .reuse_grant(&session.user, &runtime, &form.grant)
@@ -698,12 +702,9 @@ pub async fn runtime_notifications(
     PagePath(runtime): PagePath<String>,
     PageForm(form): PageForm<NotificationsForm>,
 ) -> Result<Response, PageError> {
-    let Some(mut session) = current_session(&state, &jar).await? else {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
         return Ok(to_login("/tokens"));
     };
-    if !csrf_ok(&session.csrf, &form.csrf) {
-        return Err(csrf_error());
-    }
     let hide = flag(&form.value)?;
     let text = match state
         .notifier
@@ -736,12 +737,9 @@ pub async fn all_notifications(
     jar: CookieJar,
     PageForm(form): PageForm<NotificationsForm>,
 ) -> Result<Response, PageError> {
-    let Some(mut session) = current_session(&state, &jar).await? else {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
         return Ok(to_login("/tokens"));
     };
-    if !csrf_ok(&session.csrf, &form.csrf) {
-        return Err(csrf_error());
-    }
     let on = flag(&form.value)?;
     state
         .notifier
