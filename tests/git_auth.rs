@@ -510,6 +510,13 @@ async fn clone(h: &Harness, how: Present<'_>, url: &str) -> (bool, String) {
     (cloned, err)
 }
 
+/// `git clone` through `gitbroker credential` for `runtime` (and `user`)
+/// works.
+async fn clones_through_helper(h: &Harness, runtime: &str, user: Option<&str>, url: &str) {
+    let (ok, err) = clone(h, Present::Helper { runtime, user }, url).await;
+    assert!(ok, "{runtime} {user:?}: {err}");
+}
+
 /// The real git clones from the mock's smart-HTTP server — which takes each
 /// token only the way its provider does — with every kind of token exactly
 /// as gitbroker serves it: through `gitbroker credential`, and as Argo CD
@@ -557,12 +564,7 @@ async fn real_clones_with_every_token_as_served() {
     ] {
         alice.authorize(runtime).await;
         assert_eq!(served(&h, runtime, ALICE).await["auth"], auth, "{runtime}");
-        let how = Present::Helper {
-            runtime,
-            user: Some(ALICE),
-        };
-        let (ok, err) = clone(&h, how, url).await;
-        assert!(ok, "{runtime}: {err}");
+        clones_through_helper(&h, runtime, Some(ALICE), url).await;
     }
 
     // pasted tokens: GitLab PAT, Bitbucket Cloud API token, Data Center
@@ -607,23 +609,13 @@ async fn real_clones_with_every_token_as_served() {
     ] {
         let v = served(&h, runtime, ALICE).await;
         assert_eq!(v["auth"]["scheme"], "basic", "{runtime}: {v}");
-        let how = Present::Helper {
-            runtime,
-            user: Some(ALICE),
-        };
-        let (ok, err) = clone(&h, how, url).await;
-        assert!(ok, "{runtime}: {err}");
+        clones_through_helper(&h, runtime, Some(ALICE), url).await;
     }
 
     // GitHub personal access tokens: classic, and fine-grained for the repository
     let classic = h.github_pat("alice", &["repo"]);
     paste(&h, "gh-local", &classic, None, None).await;
-    let how = Present::Helper {
-        runtime: "gh-local",
-        user: Some(ALICE),
-    };
-    let (ok, err) = clone(&h, how, &github.clone_url).await;
-    assert!(ok, "classic: {err}");
+    clones_through_helper(&h, "gh-local", Some(ALICE), &github.clone_url).await;
     let mut fine = spec(
         Flavour::Github,
         "alice",
@@ -635,12 +627,7 @@ async fn real_clones_with_every_token_as_served() {
     paste(&h, "gh-local", &fine, None, None).await;
     let v = served(&h, "gh-local", ALICE).await;
     assert_eq!(v["token"], fine.as_str());
-    let how = Present::Helper {
-        runtime: "gh-local",
-        user: Some(ALICE),
-    };
-    let (ok, err) = clone(&h, how, &github.clone_url).await;
-    assert!(ok, "fine-grained: {err}");
+    clones_through_helper(&h, "gh-local", Some(ALICE), &github.clone_url).await;
 
     // a Data Center repository token as the Git Runtime token: Bearer only
     let mut repository = spec(
@@ -652,12 +639,7 @@ async fn real_clones_with_every_token_as_served() {
     repository.repositories = vec!["PROJ/demo".into()];
     let repository = mock.create_pat(repository);
     set_runtime_token(&h, "bbdc-local", &repository, Some("acme-deployer")).await;
-    let how = Present::Helper {
-        runtime: "bbdc-local",
-        user: None,
-    };
-    let (ok, err) = clone(&h, how, &bbdc.clone_url).await;
-    assert!(ok, "repository token through the helper: {err}");
+    clones_through_helper(&h, "bbdc-local", None, &bbdc.clone_url).await;
     let (ok, _) = clone(
         &h,
         Present::Basic("acme-deployer", &repository),
@@ -676,12 +658,7 @@ async fn real_clones_with_every_token_as_served() {
     project.repositories = vec!["PROJ/demo".into()];
     let project = mock.create_pat(project);
     set_runtime_token(&h, "bbdc-local", &project, Some("acme-deployer")).await;
-    let how = Present::Helper {
-        runtime: "bbdc-local",
-        user: None,
-    };
-    let (ok, err) = clone(&h, how, &bbdc.clone_url).await;
-    assert!(ok, "project token through the helper: {err}");
+    clones_through_helper(&h, "bbdc-local", None, &bbdc.clone_url).await;
     // presented the way the old answer suggested (username and password),
     // the provider refuses it
     let (ok, err) = clone(
