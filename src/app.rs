@@ -83,6 +83,10 @@ pub async fn build(
         .await
         .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].account: {m}")))?;
     registry.load_from_config(&settings).await?;
+    lifecycle
+        .check_file_app_runtimes(&settings.runtimes)
+        .await
+        .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].github_app: {m}")))?;
     let audit = settings.audit.enabled.then(|| {
         Arc::new(crate::audit_log::AuditLog::start(
             store.clone(),

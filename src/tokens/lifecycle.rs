@@ -237,6 +237,8 @@ pub struct Lifecycle {
     pub(super) revocations: RevocationQueue,
     pub(super) leases: Leases,
     pub(super) flights: SingleFlight<Result<Grant, RefreshFailure>>,
+    /// Installation-token mints, one per runtime at a time.
+    pub(super) mint_flights: SingleFlight<Result<RuntimeToken, super::installation::MintFailure>>,
     pub(super) http: ProviderClient,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) settings: LifecycleSettings,
@@ -278,6 +280,7 @@ impl Lifecycle {
             revocations: RevocationQueue::new(store.clone(), keyring),
             leases: Leases::new(store),
             flights: SingleFlight::default(),
+            mint_flights: SingleFlight::default(),
             http,
             clock,
             settings,
@@ -1332,6 +1335,13 @@ impl Lifecycle {
         actor: &str,
     ) -> Result<RuntimeTokenStatus, AssignError> {
         let rt = self.existing_runtime(runtime).await?;
+        if let Some(ga) = &rt.github_app {
+            return Err(PatError::BadInput(format!(
+                "runtime `{runtime}` mints its Git Runtime token from GitHub App `{}`; it takes no pasted token",
+                ga.app
+            ))
+            .into());
+        }
         let (kind, endpoints) = self.registry.provider_of(&rt).await?;
         let t = self
             .validate_runtime_token(kind, &endpoints, runtime, &rt.incarnation, token)
@@ -1370,7 +1380,10 @@ impl Lifecycle {
             .await?
             .map(|(t, _)| {
                 let mut info = t.info.clone();
-                info.status = t.effective_status(now, self.timing.expiring_soon);
+                // an installation token's expiry is routine: it is minted again
+                if rt.github_app.is_none() {
+                    info.status = t.effective_status(now, self.timing.expiring_soon);
+                }
                 info
             }))
     }
