@@ -61,7 +61,10 @@ pub(super) fn settings(
             ));
         }
         if a.app_id == 0 {
-            return Err(invalid(format!("{key}.app_id"), "must be the App's numeric ID"));
+            return Err(invalid(
+                format!("{key}.app_id"),
+                "must be the App's numeric ID",
+            ));
         }
         let pem = a
             .private_key
@@ -122,7 +125,9 @@ pub fn validate_runtime_app(
                 "must be the installation's numeric id",
             ));
         }
-        (_, Some(o)) if o.is_empty() || !o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+        (_, Some(o))
+            if o.is_empty() || !o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+        {
             return Err(invalid(
                 format!("{key}.github_app.owner"),
                 format!("`{o}` is not a GitHub account login"),
@@ -134,7 +139,9 @@ pub fn validate_runtime_app(
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
             return Err(invalid(
                 format!("{key}.github_app.permissions"),
-                format!("`{name}` is not a GitHub App permission name (e.g. contents, administration)"),
+                format!(
+                    "`{name}` is not a GitHub App permission name (e.g. contents, administration)"
+                ),
             ));
         }
         if !matches!(level.as_str(), "read" | "write" | "admin") {

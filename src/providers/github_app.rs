@@ -311,9 +311,7 @@ pub fn missing_runtime_permissions(granted: &BTreeMap<String, String>) -> Vec<&'
     };
     RUNTIME_PERMISSIONS
         .iter()
-        .filter(|(name, level, _)| {
-            granted.get(*name).map_or(0, |g| rank(g)) < rank(level)
-        })
+        .filter(|(name, level, _)| granted.get(*name).map_or(0, |g| rank(g)) < rank(level))
         .map(|(_, _, label)| *label)
         .collect()
 }
@@ -430,7 +428,10 @@ mod tests {
 
     #[test]
     fn a_bad_key_is_refused_without_quoting_it_and_debug_hides_it() {
-        let e = AppKey::from_pem(&SecretString::from("-----BEGIN RSA PRIVATE KEY-----\nsecretbits\n-----END RSA PRIVATE KEY-----".to_owned())).unwrap_err();
+        let e = AppKey::from_pem(&SecretString::from(
+            "-----BEGIN RSA PRIVATE KEY-----\nsecretbits\n-----END RSA PRIVATE KEY-----".to_owned(),
+        ))
+        .unwrap_err();
         assert!(!e.contains("secretbits"), "{e}");
         let (k, _) = key();
         assert_eq!(format!("{k:?}"), "AppKey([redacted])");
@@ -448,10 +449,7 @@ mod tests {
         .collect();
         assert_eq!(
             missing_runtime_permissions(&granted),
-            vec![
-                "Administration: Read and write",
-                "Webhooks: Read and write"
-            ]
+            vec!["Administration: Read and write", "Webhooks: Read and write"]
         );
     }
 }

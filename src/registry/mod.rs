@@ -702,7 +702,10 @@ impl Registry {
         input: &RuntimeInput,
     ) -> Result<(Option<ProviderKind>, Option<Url>), RegistryError> {
         let base_url = self.runtime_base_url(input)?;
-        let app = input.github_app.as_ref().and_then(|g| self.github_app(&g.app));
+        let app = input
+            .github_app
+            .as_ref()
+            .and_then(|g| self.github_app(&g.app));
         match app {
             Some(app) if input.provider.is_none() && input.oauth_app.is_none() => {
                 let web = match app.api.as_str().strip_suffix("/api/v3") {

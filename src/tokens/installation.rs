@@ -105,7 +105,9 @@ impl Lifecycle {
         app: &GithubApp,
         ga: &RuntimeGithubApp,
     ) -> Result<Installation, AppError> {
-        let http = self.http.for_provider(crate::providers::ProviderKind::Github);
+        let http = self
+            .http
+            .for_provider(crate::providers::ProviderKind::Github);
         let now = self.clock.now();
         match (ga.installation_id, &ga.owner) {
             (Some(id), _) => github_app::installation(&http, app, id, now).await,
@@ -460,7 +462,11 @@ impl Lifecycle {
                         Actor::system(),
                         &t,
                     )
-                    .status(from.as_str(), "valid", t.info.status.reason.as_deref()),
+                    .status(
+                        from.as_str(),
+                        "valid",
+                        t.info.status.reason.as_deref(),
+                    ),
                 )
                 .await;
         }
@@ -477,7 +483,9 @@ impl Lifecycle {
         now: DateTime<Utc>,
     ) -> Result<(github_app::Minted, String, String), AppError> {
         let app = self.github_app_of(ga)?;
-        let http = self.http.for_provider(crate::providers::ProviderKind::Github);
+        let http = self
+            .http
+            .for_provider(crate::providers::ProviderKind::Github);
         let (id, login) = match ga.installation_id {
             Some(id) => (id, ga.owner.clone()),
             None => {
@@ -508,7 +516,9 @@ impl Lifecycle {
             api: String::new(),
             info: RuntimeTokenStatus {
                 runtime: rt.id.clone(),
-                provider: rt.provider.unwrap_or(crate::providers::ProviderKind::Github),
+                provider: rt
+                    .provider
+                    .unwrap_or(crate::providers::ProviderKind::Github),
                 provider_login: rt
                     .github_app
                     .as_ref()
@@ -529,7 +539,9 @@ impl Lifecycle {
             git_auth: Some(GitAuth::basic(github_app::GIT_USERNAME)),
         });
         t.info.status.checked_at = Some(now);
-        t.info.status.set(State::Invalid, now, Some(reason.to_owned()));
+        t.info
+            .status
+            .set(State::Invalid, now, Some(reason.to_owned()));
         t.next_check_at = self.next_check(now);
         if let Err(e) = self.save_runtime_token(&t, Expect::Any).await {
             tracing::warn!(runtime = %rt.id, error = %e, "could not record GitHub's refusal");
