@@ -181,3 +181,83 @@ pub fn validate_repositories(key: &str, repos: &[String]) -> Result<(), ConfigEr
     }
     Ok(())
 }
+
+/// Demo mode only: writes a fresh private key (PKCS#1 PEM, mode 0600) for
+/// every `[[github_apps]]` whose `private_key = { file = … }` does not exist
+/// yet, so the offline demo needs no committed key. Returns the files made.
+/// Outside demo mode (`demo.enabled` not true) it does nothing.
+pub fn ensure_demo_keys(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+    #[derive(Deserialize)]
+    struct Demo {
+        #[serde(default)]
+        enabled: bool,
+    }
+    #[derive(Deserialize)]
+    struct KeyOnly {
+        private_key: Option<toml_like::Key>,
+    }
+    #[derive(Deserialize)]
+    struct Partial {
+        demo: Option<Demo>,
+        #[serde(default)]
+        github_apps: Vec<KeyOnly>,
+    }
+    mod toml_like {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        pub enum Key {
+            File { file: std::path::PathBuf },
+            Other(serde::de::IgnoredAny),
+        }
+    }
+    let Ok(partial) = Figment::new()
+        .merge(Toml::file_exact(path))
+        .extract::<Partial>()
+    else {
+        // the full load reports what is wrong
+        return Ok(Vec::new());
+    };
+    if !partial.demo.is_some_and(|d| d.enabled) {
+        return Ok(Vec::new());
+    }
+    let mut made = Vec::new();
+    for app in partial.github_apps {
+        let Some(toml_like::Key::File { file }) = app.private_key else {
+            continue;
+        };
+        let file = match path.parent() {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file,
+        };
+        if file.exists() {
+            continue;
+        }
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+            .map_err(|e| format!("cannot generate a demo GitHub App key: {e}"))?;
+        let pem = key
+            .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+            .map_err(|e| format!("cannot encode a demo GitHub App key: {e}"))?;
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {}", dir.display(), e.kind()))?;
+        }
+        write_private(&file, pem.as_bytes())
+            .map_err(|e| format!("cannot write {}: {}", file.display(), e.kind()))?;
+        made.push(file);
+    }
+    Ok(made)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
