@@ -101,17 +101,6 @@ fn mock_github_apps(settings: &Settings, mock: &MockProvider) {
 }
 
 async fn serve(path: &std::path::Path) -> ExitCode {
-    match gitbroker::config::github_apps::ensure_demo_keys(path) {
-        Ok(made) => {
-            for f in made {
-                eprintln!("gitbroker: demo: generated the GitHub App key {}", f.display());
-            }
-        }
-        Err(e) => {
-            eprintln!("gitbroker: {e}");
-            return ExitCode::from(1);
-        }
-    }
     let settings = match load(path) {
         Ok(s) => s,
         Err(code) => return code,
@@ -239,12 +228,6 @@ async fn mock_provider(
     git_root: Option<std::path::PathBuf>,
 ) -> ExitCode {
     init_logging(LogFormat::Pretty, "info");
-    if let Some(path) = config
-        && let Err(e) = gitbroker::config::github_apps::ensure_demo_keys(path)
-    {
-        eprintln!("gitbroker: {e}");
-        return ExitCode::from(1);
-    }
     let settings = match config {
         Some(path) => match load(path) {
             Ok(settings) => Some(settings),

@@ -116,7 +116,8 @@ base_url = "{base}"
 [[runtimes]]
 id = "{RT}"
 account = "acme"
-git_host = "github.com"
+# the mock's host: `gitbroker credential` answers for it only
+git_host = "127.0.0.1"
 credential = "{cred}"
 {runtime_extra}
 [runtimes.github_app]
@@ -186,15 +187,15 @@ async fn mints_reuses_and_remints_after_the_margin() {
     assert_eq!(token_of(&url).await, first);
     assert_eq!(w.gh.provider.installation_mints(), 1, "reused while fresh");
 
-    // real git with the token as served: Basic x-access-token:<token>
+    // the real git through `gitbroker credential`: Basic x-access-token:<token>
     let url_app = w.gh.provider.clone_url(Flavour::Github, "acme/app");
-    assert!(
-        git_clone(&first, &url_app).await,
-        "clone with the installation token"
-    );
+    let (cloned, err) = git_clone(&url, &url_app).await;
+    assert!(cloned, "clone with the installation token: {err}");
     // narrowed to the installation's repositories: acme/secret is not among them
     let url_secret = w.gh.provider.clone_url(Flavour::Github, "acme/secret");
-    assert!(!git_clone(&first, &url_secret).await);
+    let (cloned, err) = git_clone(&url, &url_secret).await;
+    assert!(!cloned, "{err}");
+    assert_eq!(w.gh.provider.installation_mints(), 1);
 
     // 54 minutes on: still more than the margin left
     w.clock.advance(chrono::Duration::minutes(54));
@@ -320,6 +321,19 @@ async fn registration_refusals_name_what_is_wrong() {
     let (s, v) = register(b).await;
     assert_eq!(s, 422, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("There is at least one repository that does not exist or is not accessible to the parent installation."), "{v}");
+    // permissions beyond the installation: refused the same way
+    let b = body(
+        serde_json::json!({"app": "acme-app", "owner": "acme", "permissions": {"issues": "write"}}),
+    );
+    let (s, v) = register(b).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("(422): The permissions requested are not granted to this installation."),
+        "{v}"
+    );
     // nothing was left behind
     let r =
         w.h.admin_request(reqwest::Method::GET, "/runtimes/new-rt")
@@ -483,27 +497,106 @@ async fn hundred_fetches_on_two_replicas_mint_once() {
     }
     assert_eq!(tokens.len(), 1, "every fetch got the one token");
     assert_eq!(w.gh.provider.installation_mints(), 1);
+
+    // the store holds the token sealed, and nothing of the App's key
+    let everything = redis_contents(&w.h).await;
+    assert!(!everything.is_empty());
+    let token = tokens.into_iter().next().unwrap();
+    assert!(
+        !contains(&everything, token.as_bytes()),
+        "token in the store in plain text"
+    );
+    for line in w.private_pem.lines().skip(1).take(3) {
+        assert!(
+            !contains(&everything, line.as_bytes()),
+            "App key in the store"
+        );
+    }
 }
 
-/// `git clone` with a helper answering `x-access-token` and `token`.
-async fn git_clone(token: &str, url: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every value in the Redis store, read by type (no compressed dumps).
+async fn redis_contents(h: &Harness) -> Vec<u8> {
+    let mut conn = h
+        .redis
+        .as_ref()
+        .unwrap()
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut cmd = match kind.as_str() {
+            "string" => redis::cmd("GET"),
+            "hash" => redis::cmd("HGETALL"),
+            "list" => redis::cmd("LRANGE"),
+            "set" => redis::cmd("SMEMBERS"),
+            "zset" => redis::cmd("ZRANGE"),
+            "stream" => redis::cmd("XRANGE"),
+            other => panic!("unexpected Redis type {other}"),
+        };
+        cmd.arg(&k);
+        match kind.as_str() {
+            "list" | "zset" => {
+                cmd.arg(0).arg(-1);
+            }
+            "stream" => {
+                cmd.arg("-").arg("+");
+            }
+            _ => {}
+        }
+        let value: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+        out.extend(k.as_bytes());
+        flatten(&value, &mut out);
+    }
+    out
+}
+
+fn flatten(v: &redis::Value, out: &mut Vec<u8>) {
+    match v {
+        redis::Value::BulkString(b) => out.extend(b),
+        redis::Value::SimpleString(s) => out.extend(s.as_bytes()),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().for_each(|i| flatten(i, out))
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(a, b)| {
+            flatten(a, out);
+            flatten(b, out);
+        }),
+        _ => {}
+    }
+}
+
+/// `git clone` with `gitbroker credential` as git's only credential
+/// helper, asking the broker at `broker` for the runtime token.
+async fn git_clone(broker: &str, url: &str) -> (bool, String) {
     let home = tempfile::tempdir().unwrap();
-    let script = home.path().join("helper");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\ntest \"$1\" = get || exit 0\nprintf 'username=x-access-token\\npassword=%s\\n' '{token}'\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cred = home.path().join("credential");
+    std::fs::write(&cred, credential(RT)).unwrap();
     let dir = home.path().join("clone");
     let out = tokio::process::Command::new("git")
         .arg("-c")
         .arg("credential.helper=")
         .arg("-c")
-        .arg(format!("credential.helper={}", script.display()))
+        .arg(format!(
+            "credential.helper=!{} credential --url {broker} --credential-file {} --runtime {RT}",
+            env!("CARGO_BIN_EXE_gitbroker"),
+            cred.display()
+        ))
         .args(["clone", url, dir.to_str().unwrap()])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -514,5 +607,6 @@ async fn git_clone(token: &str, url: &str) -> bool {
         .output()
         .await
         .unwrap();
-    dir.join("README.md").exists() && out.status.success()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (dir.join("README.md").exists() && out.status.success(), err)
 }

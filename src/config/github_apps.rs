@@ -17,8 +17,10 @@ pub struct RawGithubApp {
     pub name: String,
     /// The App ID from the App's settings page (not its client id).
     pub app_id: u64,
-    /// The PEM private key GitHub generated for the App.
-    pub private_key: SecretSource,
+    /// The PEM private key GitHub generated for the App. Only in demo
+    /// mode may it be omitted: a fresh key is then made at every start and
+    /// lives in memory only (the built-in mock learns its public half).
+    pub private_key: Option<SecretSource>,
     /// GitHub Enterprise Server's host, e.g. `https://github.example.com`;
     /// omitted: github.com.
     pub base_url: Option<String>,
@@ -47,6 +49,7 @@ pub struct RuntimeGithubApp {
 pub(super) fn settings(
     raw: &[RawGithubApp],
     allow_http: bool,
+    demo: bool,
     base_dir: Option<&Path>,
 ) -> Result<Vec<GithubApp>, ConfigError> {
     let mut names = BTreeSet::new();
@@ -66,11 +69,21 @@ pub(super) fn settings(
                 "must be the App's numeric ID",
             ));
         }
-        let pem = a
-            .private_key
-            .resolve(&format!("{key}.private_key"), base_dir)?;
-        let app_key =
-            AppKey::from_pem(&pem).map_err(|m| invalid(format!("{key}.private_key"), m))?;
+        let app_key = match &a.private_key {
+            Some(source) => {
+                let pem = source.resolve(&format!("{key}.private_key"), base_dir)?;
+                AppKey::from_pem(&pem).map_err(|m| invalid(format!("{key}.private_key"), m))?
+            }
+            None if demo => {
+                AppKey::generate().map_err(|m| invalid(format!("{key}.private_key"), m))?
+            }
+            None => {
+                return Err(invalid(
+                    format!("{key}.private_key"),
+                    "is required: the App's PEM private key, as a secret (inline, { file = … } or { env = … })",
+                ));
+            }
+        };
         let base = a
             .base_url
             .as_deref()
@@ -182,82 +195,157 @@ pub fn validate_repositories(key: &str, repos: &[String]) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// Demo mode only: writes a fresh private key (PKCS#1 PEM, mode 0600) for
-/// every `[[github_apps]]` whose `private_key = { file = … }` does not exist
-/// yet, so the offline demo needs no committed key. Returns the files made.
-/// Outside demo mode (`demo.enabled` not true) it does nothing.
-pub fn ensure_demo_keys(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
-    use figment::Figment;
-    use figment::providers::{Format, Toml};
-    #[derive(Deserialize)]
-    struct Demo {
-        #[serde(default)]
-        enabled: bool,
-    }
-    #[derive(Deserialize)]
-    struct KeyOnly {
-        private_key: Option<toml_like::Key>,
-    }
-    #[derive(Deserialize)]
-    struct Partial {
-        demo: Option<Demo>,
-        #[serde(default)]
-        github_apps: Vec<KeyOnly>,
-    }
-    mod toml_like {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        pub enum Key {
-            File { file: std::path::PathBuf },
-            Other(serde::de::IgnoredAny),
-        }
-    }
-    let Ok(partial) = Figment::new()
-        .merge(Toml::file_exact(path))
-        .extract::<Partial>()
-    else {
-        // the full load reports what is wrong
-        return Ok(Vec::new());
-    };
-    if !partial.demo.is_some_and(|d| d.enabled) {
-        return Ok(Vec::new());
-    }
-    let mut made = Vec::new();
-    for app in partial.github_apps {
-        let Some(toml_like::Key::File { file }) = app.private_key else {
-            continue;
-        };
-        let file = match path.parent() {
-            Some(dir) if file.is_relative() => dir.join(file),
-            _ => file,
-        };
-        if file.exists() {
-            continue;
-        }
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
-            .map_err(|e| format!("cannot generate a demo GitHub App key: {e}"))?;
-        let pem = key
-            .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
-            .map_err(|e| format!("cannot encode a demo GitHub App key: {e}"))?;
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {}", dir.display(), e.kind()))?;
-        }
-        write_private(&file, pem.as_bytes())
-            .map_err(|e| format!("cannot write {}: {}", file.display(), e.kind()))?;
-        made.push(file);
-    }
-    Ok(made)
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::super::Settings;
+    use rsa::pkcs1::EncodeRsaPrivateKey;
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
+    fn base(app: &str, runtime: &str) -> String {
+        format!(
+            r#"
+public_url = "https://broker.example.com"
+[store]
+backend = "embedded"
+path = "/tmp/x.redb"
+[encryption]
+keys = [{{ id = "k1", key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }}]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "gitbroker"
+client_secret = "s3cret"
+[[accounts]]
+id = "acme"
+groups = ["acme-devs"]
+[[github_apps]]
+name = "ops"
+app_id = 17
+{app}
+[[runtimes]]
+id = "rt1"
+account = "acme"
+git_host = "github.com"
+credential = "0123456789abcdef0123456789abcdef-rt1"
+{runtime}
+"#
+        )
+    }
+
+    fn pem_file() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
+        let path = dir.path().join("app.pem");
+        std::fs::write(&path, key.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap()).unwrap();
+        let line = format!("private_key = {{ file = \"{}\" }}", path.display());
+        (dir, line)
+    }
+
+    fn err(text: &str) -> String {
+        Settings::from_toml_str(text)
+            .expect_err("should fail")
+            .to_string()
+    }
+
+    const INSTALLED: &str = "[runtimes.github_app]\napp = \"ops\"\ninstallation_id = 5";
+
+    #[test]
+    fn an_app_runtime_loads_on_the_apps_github() {
+        let (_d, key) = pem_file();
+        let s = Settings::from_toml_str(&base(
+            &key,
+            &format!("repositories = [\"acme/app\"]\n{INSTALLED}"),
+        ))
+        .unwrap();
+        assert_eq!(s.github_apps[0].api.as_str(), "https://api.github.com/");
+        assert_eq!(
+            s.runtimes[0].provider,
+            Some(crate::providers::ProviderKind::Github)
+        );
+        assert_eq!(s.runtimes[0].repositories, vec!["acme/app".to_owned()]);
+        assert_eq!(
+            s.runtimes[0].github_app.as_ref().unwrap().installation_id,
+            Some(5)
+        );
+        // Enterprise: the API under /api/v3, the runtime on that host
+        let s = Settings::from_toml_str(&base(
+            &format!("{key}\nbase_url = \"https://github.example.com\""),
+            INSTALLED,
+        ))
+        .unwrap();
+        assert_eq!(
+            s.github_apps[0].api.as_str(),
+            "https://github.example.com/api/v3"
+        );
+        assert_eq!(
+            s.runtimes[0].provider,
+            Some(crate::providers::ProviderKind::GithubEnterprise)
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let (_d, key) = pem_file();
+        let cases = [
+            (
+                base(
+                    "private_key = \"-----BEGIN RSA PRIVATE KEY-----\\nnope\\n-----END RSA PRIVATE KEY-----\"",
+                    INSTALLED,
+                ),
+                "github_apps[0].private_key: is not an RSA private key in PEM form",
+            ),
+            (
+                base("", INSTALLED),
+                "github_apps[0].private_key: is required",
+            ),
+            (
+                base(
+                    &key,
+                    "[runtimes.github_app]\napp = \"other\"\ninstallation_id = 5",
+                ),
+                "runtimes[0].github_app.app: `other` is not the name of any entry of github_apps",
+            ),
+            (
+                base(&key, "[runtimes.github_app]\napp = \"ops\""),
+                "runtimes[0].github_app: give installation_id or owner",
+            ),
+            (
+                base(
+                    &key,
+                    "[runtimes.github_app]\napp = \"ops\"\nowner = \"a b\"",
+                ),
+                "runtimes[0].github_app.owner: `a b` is not a GitHub account login",
+            ),
+            (
+                base(
+                    &key,
+                    &format!("{INSTALLED}\n[runtimes.github_app.permissions]\ncontents = \"all\""),
+                ),
+                "runtimes[0].github_app.permissions.contents: `all` is not one of: read, write, admin",
+            ),
+            (
+                base(&key, &format!("repositories = [\"app\"]\n{INSTALLED}")),
+                "runtimes[0].repositories: `app` is not an owner/name repository",
+            ),
+            (
+                base(&key, &format!("provider = \"gitlab\"\n{INSTALLED}")),
+                "runtimes[0].github_app: a GitHub App installation serves only a runtime on GitHub",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.starts_with(want), "{e}\nwanted: {want}");
+        }
+    }
+
+    #[test]
+    fn the_private_key_never_prints() {
+        let (_d, key) = pem_file();
+        let s = Settings::from_toml_str(&base(&key, INSTALLED)).unwrap();
+        let pem = std::fs::read_to_string(_d.path().join("app.pem")).unwrap();
+        let dbg = format!("{s:?}");
+        assert!(dbg.contains("AppKey([redacted])"));
+        for line in pem.lines().skip(1).take(3) {
+            assert!(!dbg.contains(line));
+        }
+    }
 }

@@ -985,7 +985,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         oauth_apps.push(app);
     }
 
-    let github_apps = github_apps::settings(&raw.github_apps, allow_http, base_dir)?;
+    let demo_on = raw.demo.as_ref().is_some_and(|d| d.enabled);
+    let github_apps = github_apps::settings(&raw.github_apps, allow_http, demo_on, base_dir)?;
     let mut runtimes = Vec::new();
     let mut runtime_ids = BTreeSet::new();
     let mut credential_hashes = BTreeSet::new();

@@ -502,3 +502,61 @@ impl MockProvider {
         self.shared.github_apps.mints.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::providers::github_app::AppKey;
+    use secrecy::ExposeSecret;
+
+    fn refused(s: &Shared, jwt: &str) -> String {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {jwt}").parse().unwrap(),
+        );
+        match authenticate_app(s, &headers) {
+            Ok(app) => format!("accepted {app}"),
+            Err(r) => format!("{}", r.status().as_u16()),
+        }
+    }
+
+    /// Signature, issuer and the iat/exp window, on the mock's clock.
+    #[tokio::test]
+    async fn jwts_are_checked_as_github_does() {
+        let clock = Arc::new(ManualClock::new(crate::clock::wall_now()));
+        let mock = MockProvider::with_clock(super::super::MockConfig::default(), clock.clone());
+        let key = AppKey::generate().unwrap();
+        mock.add_github_app(17, &key.public_pem().unwrap()).unwrap();
+        let s = &mock.shared;
+        let now = clock.now();
+        let jwt = |app: &str, at| key.jwt(app, at).unwrap().expose_secret().to_owned();
+        assert_eq!(refused(s, &jwt("17", now)), "accepted 17");
+        // issued in the future (beyond a minute of drift)
+        assert_eq!(
+            refused(s, &jwt("17", now + chrono::Duration::minutes(3))),
+            "401"
+        );
+        // expired
+        assert_eq!(
+            refused(s, &jwt("17", now - chrono::Duration::minutes(10))),
+            "401"
+        );
+        // expiring more than ten minutes ahead
+        assert_eq!(
+            refused(s, &jwt("17", now + chrono::Duration::minutes(2))),
+            "401"
+        );
+        // another App id, another key, garbage
+        assert_eq!(refused(s, &jwt("18", now)), "401");
+        let other = AppKey::generate().unwrap();
+        let forged = other.jwt("17", now).unwrap();
+        assert_eq!(refused(s, forged.expose_secret()), "401");
+        assert_eq!(refused(s, "a.b.c"), "401");
+        // a temporary outage answers its status
+        mock.fail_github_apps(Some(502));
+        assert_eq!(refused(s, &jwt("17", now)), "502");
+    }
+}

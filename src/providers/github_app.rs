@@ -60,6 +60,13 @@ impl AppKey {
             })
     }
 
+    /// A fresh 2048-bit key: the demo's App key, made at start, kept in memory.
+    pub fn generate() -> Result<Self, String> {
+        rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+            .map(Self)
+            .map_err(|e| format!("cannot generate a key: {e}"))
+    }
+
     /// A JWT for the App `app_id`, valid from a minute before `now` (clock
     /// drift) for ten minutes at most, as GitHub requires.
     pub fn jwt(&self, app_id: &str, now: DateTime<Utc>) -> Result<SecretString, ProviderError> {
