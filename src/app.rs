@@ -82,6 +82,9 @@ pub async fn build(
         .check_file_runtimes(&settings.runtimes)
         .await
         .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].account: {m}")))?;
+    lifecycle
+        .forget_stale_file_installation_tokens(&settings.runtimes)
+        .await?;
     registry.load_from_config(&settings).await?;
     lifecycle
         .check_file_app_runtimes(&settings.runtimes)

@@ -356,6 +356,36 @@ async fn registration_refusals_name_what_is_wrong() {
         "{v}"
     );
 
+    // the runtime's repositories change: the cached token was for the old
+    // ones, so the next fetch mints for the new ones
+    let cred = v["credential"].as_str().unwrap().to_owned();
+    let fetch_new = || async {
+        let r = reqwest::Client::new()
+            .get(format!("{url}/api/v1/runtimes/new-rt/token"))
+            .bearer_auth(&cred)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = fetch_new().await;
+    let mints = w.gh.provider.installation_mints();
+    assert_eq!(fetch_new().await, before, "reused");
+    let r = reqwest::Client::new()
+        .put(format!("{url}/api/v1/admin/runtimes/new-rt"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "github_app": {"app": "acme-app", "installation_id": w.installation}, "repositories": ["acme/infra"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_ne!(fetch_new().await, before, "minted for the new repositories");
+    assert_eq!(w.gh.provider.installation_mints(), mints + 1);
+
     // a wrong key: the mock refuses the JWT
     let (_, other_public) = key_pair();
     w.gh.provider.add_github_app(APP_ID, &other_public).unwrap();
@@ -609,4 +639,81 @@ async fn git_clone(broker: &str, url: &str) -> (bool, String) {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     (dir.join("README.md").exists() && out.status.success(), err)
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// Every log line of the broker and the mock (debug level) through mint,
+/// reuse, registration and refusal: no installation token, no JWT, no line
+/// of the App's private key. The subscriber is the process's (the only
+/// test here that sets one): lines of the other tests land in it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_app_secret_reaches_the_logs() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .json()
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let w = World::start(Backend::Embedded).await;
+    let (_state, url) = w.replica("").await;
+    let first = token_of(&url).await;
+    w.clock.advance(chrono::Duration::minutes(56));
+    let second = token_of(&url).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/admin/runtimes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "other-rt", "account": "acme", "git_host": "github.com", "github_app": {"app": "acme-app", "owner": "acme"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(w.gh.provider.suspend_installation(w.installation, true));
+    w.clock.advance(chrono::Duration::minutes(56));
+    assert_eq!(fetch(&url, "").await.status(), 404);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("installation token minted"),
+        "the mints are logged"
+    );
+    assert!(
+        logs.contains("GitHub refused to mint"),
+        "the refusal is logged"
+    );
+    for token in [&first, &second] {
+        assert!(
+            !logs.contains(token.as_str()),
+            "an installation token was logged"
+        );
+    }
+    // every JWT starts with this encoded header
+    assert!(
+        !logs.contains("eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"),
+        "a JWT was logged"
+    );
+    for line in w.private_pem.lines().skip(1).take(5) {
+        assert!(!logs.contains(line), "the App's private key was logged");
+    }
 }

@@ -211,6 +211,54 @@ impl Lifecycle {
         Ok((rt, credential, t.info))
     }
 
+    /// A runtime's installation, repositories or permissions changed (file
+    /// at start, admin update): its cached token was minted for the old
+    /// ones and is dropped, so the next fetch mints for the new ones.
+    pub(super) async fn forget_stale_installation_token(
+        &self,
+        old: &Runtime,
+        github_app: Option<&RuntimeGithubApp>,
+        repositories: &[String],
+    ) -> Result<(), TokenError> {
+        if old.github_app.is_none() {
+            return Ok(());
+        }
+        let same_app = match (old.github_app.as_ref(), github_app) {
+            (Some(a), Some(b)) => {
+                a.app == b.app
+                    && a.permissions == b.permissions
+                    && (a.installation_id == b.installation_id || b.installation_id.is_none())
+                    && (a.owner == b.owner || b.owner.is_none())
+            }
+            _ => false,
+        };
+        if !same_app || old.repositories != repositories {
+            tracing::info!(runtime = %old.id, "GitHub App settings changed; the cached installation token is dropped");
+            self.runtime_tokens.delete(&old.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Before the file's runtimes are written: drops cached installation
+    /// tokens of runtimes whose GitHub App settings changed.
+    pub async fn forget_stale_file_installation_tokens(
+        &self,
+        runtimes: &[crate::config::RuntimeSettings],
+    ) -> Result<(), TokenError> {
+        for r in runtimes {
+            let old = match self.registry.runtime(&r.id).await {
+                Ok(Some(old)) => old,
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(crate::store::StoreError::Unavailable(e.to_string()).into());
+                }
+            };
+            self.forget_stale_installation_token(&old, r.github_app.as_ref(), &r.repositories)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// For the file's GitHub App runtimes at start: a refusal (no such
     /// installation, missing permissions) stops the start naming the
     /// runtime; GitHub unreachable only logs, and the first fetch mints.

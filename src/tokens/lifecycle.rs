@@ -1482,7 +1482,11 @@ impl Lifecycle {
                 current.account, input.account
             )));
         }
-        Ok(self.registry.update_runtime(id, input).await?)
+        let (github_app, repositories) = (input.github_app.clone(), input.repositories.clone());
+        let updated = self.registry.update_runtime(id, input).await?;
+        self.forget_stale_installation_token(&current, github_app.as_ref(), &repositories)
+            .await?;
+        Ok(updated)
     }
 
     /// Changes an OAuth app. Its provider host cannot change while tokens
