@@ -386,6 +386,43 @@ async fn registration_refusals_name_what_is_wrong() {
     assert_ne!(fetch_new().await, before, "minted for the new repositories");
     assert_eq!(w.gh.provider.installation_mints(), mints + 1);
 
+    // the same through `gitbroker runtime register --github-app` (no token on stdin)
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitbroker"))
+        .args([
+            "runtime",
+            "register",
+            "--url",
+            &url,
+            "--id",
+            "cli-rt",
+            "--account",
+            "acme",
+        ])
+        .args([
+            "--git-host",
+            "github.com",
+            "--github-app",
+            "acme-app",
+            "--owner",
+            "acme",
+        ])
+        .args(["--repository", "acme/app"])
+        .env("GITBROKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.starts_with("runtime cli-rt registered; Git Runtime token of acme (GitHub App installation token) accepted\nruntime credential (shown once, store it in the runtime's secret): gbrt_"),
+        "{printed}"
+    );
+
     // a wrong key: the mock refuses the JWT
     let (_, other_public) = key_pair();
     w.gh.provider.add_github_app(APP_ID, &other_public).unwrap();
