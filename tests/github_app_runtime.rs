@@ -478,10 +478,40 @@ async fn temporary_failures_serve_the_cached_token_or_503() {
         "{v}"
     );
     assert_eq!(w.gh.provider.installation_mints(), 1);
+
+    // registering while GitHub fails: 503, and no runtime is left behind
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/admin/runtimes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "late-rt", "account": "acme", "git_host": "github.com", "github_app": {"app": "acme-app", "installation_id": w.installation}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["type"], "urn:gitbroker:problem:provider-unavailable",
+        "{v}"
+    );
+    let r =
+        w.h.admin_request(reqwest::Method::GET, "/runtimes/late-rt")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 404);
+    // a replica starting while GitHub fails starts (the check is logged)
+    let (_late, late_url) = w.replica("").await;
+    assert_eq!(fetch(&late_url, "").await.status(), 503);
+
     w.gh.provider.fail_github_apps(None);
     let again = token_of(&url).await;
     assert_ne!(again, first);
     assert_eq!(w.gh.provider.installation_mints(), 2);
+    assert_eq!(
+        token_of(&late_url).await,
+        again,
+        "the other replica reads it"
+    );
 }
 
 /// A suspended installation: the fetch is refused with GitHub's reason and
