@@ -384,6 +384,17 @@ async fn registration_refusals_name_what_is_wrong() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_ne!(fetch_new().await, before, "minted for the new repositories");
+    // an update to an installation without the permissions: refused, named
+    let r = reqwest::Client::new()
+        .put(format!("{url}/api/v1/admin/runtimes/new-rt"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "new-rt", "account": "acme", "git_host": "github.com", "github_app": {"app": "acme-app", "installation_id": lacking}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("lacks permissions a Git Runtime token needs: Administration: Read and write, Webhooks: Read and write"), "{v}");
     assert_eq!(w.gh.provider.installation_mints(), mints + 1);
 
     // the same through `gitbroker runtime register --github-app` (no token on stdin)

@@ -75,7 +75,7 @@ fn fresh(t: &RuntimeToken, now: DateTime<Utc>) -> bool {
     !t.token.expose_secret().is_empty() && t.info.expires_at.is_some_and(|e| e - now > MARGIN)
 }
 
-fn app_error(e: AppError) -> AssignError {
+pub(super) fn app_error(e: AppError) -> AssignError {
     match e {
         AppError::Permanent(reason) => PatError::WrongKind { reason }.into(),
         AppError::Temporary { detail, .. } => PatError::Unavailable {

@@ -1452,11 +1452,19 @@ impl Lifecycle {
     pub async fn update_runtime(
         &self,
         id: &str,
-        input: RuntimeInput,
+        mut input: RuntimeInput,
     ) -> Result<Runtime, AssignError> {
         let current = self.existing_runtime(id).await?;
         let (old_kind, old_endpoints) = self.registry.provider_of(&current).await?;
         let (new_kind, new_endpoints) = self.registry.check_runtime_input(&input).await?;
+        // a new installation is checked as at registration
+        if let Some(ga) = input.github_app.as_mut() {
+            let inst = self
+                .check_installation(ga, &input.repositories)
+                .await
+                .map_err(super::installation::app_error)?;
+            ga.installation_id = Some(inst.id);
+        }
         let user_tokens = self.user_token_count(&current).await?;
         if (old_kind, &old_endpoints.api) != (new_kind, &new_endpoints.api) {
             let has_runtime_token = self
