@@ -71,16 +71,21 @@ impl AppKey {
     /// drift) for ten minutes at most, as GitHub requires.
     pub fn jwt(&self, app_id: &str, now: DateTime<Utc>) -> Result<SecretString, ProviderError> {
         #[derive(Serialize)]
-        struct Claims<'a> {
+        struct Claims {
             iat: i64,
             exp: i64,
-            iss: &'a str,
+            iss: serde_json::Value,
         }
+        // the App ID as GitHub's own examples send it: a number (a client
+        // id, which GitHub also takes, stays a string)
+        let iss = app_id
+            .parse::<u64>()
+            .map_or_else(|_| serde_json::Value::from(app_id), serde_json::Value::from);
         let header = B64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
         let claims = serde_json::to_vec(&Claims {
             iat: now.timestamp() - 60,
             exp: now.timestamp() + 9 * 60,
-            iss: app_id,
+            iss,
         })
         .map_err(|_| ProviderError::Protocol("could not encode the App's JWT".into()))?;
         let signing_input = format!("{header}.{}", B64.encode(claims));
@@ -419,7 +424,7 @@ mod tests {
         assert_eq!(header["alg"], "RS256");
         let claims: serde_json::Value =
             serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
-        assert_eq!(claims["iss"], "12345");
+        assert_eq!(claims["iss"], 12345);
         assert_eq!(claims["iat"], now.timestamp() - 60);
         assert_eq!(claims["exp"], now.timestamp() + 540);
         let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{}.{}", parts[0], parts[1]));
