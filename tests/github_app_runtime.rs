@@ -590,6 +590,7 @@ async fn hundred_fetches_on_two_replicas_mint_once() {
     let (_b, url_b) = w.replica("").await;
     // slow GitHub down so that the fetches really overlap the mint
     w.gh.provider.switches().set_api_delay_ms(Some(200));
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..100 {
         let url = if i % 2 == 0 {
@@ -603,6 +604,10 @@ async fn hundred_fetches_on_two_replicas_mint_once() {
     for t in tasks {
         tokens.insert(t.await.unwrap());
     }
+    eprintln!(
+        "100 concurrent first fetches on two replicas (GitHub answering in 200 ms): {:?}",
+        started.elapsed()
+    );
     assert_eq!(tokens.len(), 1, "every fetch got the one token");
     assert_eq!(w.gh.provider.installation_mints(), 1);
 
