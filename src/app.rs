@@ -82,7 +82,14 @@ pub async fn build(
         .check_file_runtimes(&settings.runtimes)
         .await
         .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].account: {m}")))?;
+    lifecycle
+        .forget_stale_file_installation_tokens(&settings.runtimes)
+        .await?;
     registry.load_from_config(&settings).await?;
+    lifecycle
+        .check_file_app_runtimes(&settings.runtimes)
+        .await
+        .map_err(|(i, m)| StartError::Config(format!("runtimes[{i}].github_app: {m}")))?;
     let audit = settings.audit.enabled.then(|| {
         Arc::new(crate::audit_log::AuditLog::start(
             store.clone(),

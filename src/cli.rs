@@ -187,10 +187,15 @@ pub struct GitTokenArgs {
     pub email: Option<String>,
 }
 
+// Parsed once per process from the command line: the size of a variant
+// costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum RuntimeCommand {
     /// Register a runtime with its mandatory Git Runtime token (read from
-    /// standard input). Prints the runtime credential, shown only once.
+    /// standard input), or with --github-app, whose installation tokens
+    /// serve as its Git Runtime token (nothing read). Prints the runtime
+    /// credential, shown only once.
     Register {
         #[command(flatten)]
         remote: Remote,
@@ -207,6 +212,19 @@ pub enum RuntimeCommand {
         provider: Option<String>,
         #[arg(long)]
         base_url: Option<String>,
+        /// A configured GitHub App (`[[github_apps]]` name): mint the Git
+        /// Runtime token from its installation instead of reading one.
+        #[arg(long)]
+        github_app: Option<String>,
+        /// The installation's id (with --github-app).
+        #[arg(long, requires = "github_app")]
+        installation_id: Option<u64>,
+        /// The login the App is installed on, to find the installation (with --github-app).
+        #[arg(long, requires = "github_app")]
+        owner: Option<String>,
+        /// `owner/name` to narrow its tokens to; repeat for several.
+        #[arg(long = "repository")]
+        repositories: Vec<String>,
         #[command(flatten)]
         token: GitTokenArgs,
     },

@@ -10,7 +10,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 use gitbroker::clock::SystemClock;
 use gitbroker::config::{LogFormat, Settings};
-use gitbroker::mock::{MockConfig, MockIdpClient, MockOAuthApp, MockProvider};
+use gitbroker::mock::{MockConfig, MockIdpClient, MockInstallation, MockOAuthApp, MockProvider};
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,6 +68,38 @@ fn mock_config_for(settings: &Settings) -> MockConfig {
     config
 }
 
+/// Registers the configuration's GitHub Apps (their public keys) with the
+/// mock, and one installation per GitHub App runtime: on its `owner` (or
+/// `acme`), with the runtime-token permissions and its repositories.
+fn mock_github_apps(settings: &Settings, mock: &MockProvider) {
+    for app in &settings.github_apps {
+        let (Ok(id), Ok(public)) = (app.app_id.parse::<u64>(), app.key.public_pem()) else {
+            continue;
+        };
+        if let Err(e) = mock.add_github_app(id, &public) {
+            tracing::warn!(app = %app.name, error = %e, "mock: GitHub App not registered");
+            continue;
+        }
+        for rt in &settings.runtimes {
+            let Some(ga) = rt.github_app.as_ref().filter(|g| g.app == app.name) else {
+                continue;
+            };
+            let installation = mock.add_installation(MockInstallation {
+                id: ga.installation_id.unwrap_or(0),
+                app_id: id,
+                account: ga.owner.clone().unwrap_or_else(|| "acme".into()),
+                permissions: gitbroker::providers::github_app::RUNTIME_PERMISSIONS
+                    .iter()
+                    .map(|(name, level, _)| ((*name).to_owned(), (*level).to_owned()))
+                    .collect(),
+                repositories: rt.repositories.clone(),
+                suspended: false,
+            });
+            tracing::info!(app = %app.name, runtime = %rt.id, installation, "mock: GitHub App installed");
+        }
+    }
+}
+
 async fn serve(path: &std::path::Path) -> ExitCode {
     let settings = match load(path) {
         Ok(s) => s,
@@ -85,6 +117,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     if let Some(demo) = &settings.demo {
         match MockProvider::start(mock_config_for(&settings), demo.mock_provider_listen).await {
             Ok(running) => {
+                mock_github_apps(&settings, &running.provider);
                 tracing::info!(url = %running.base_url, "demo: mock Git provider and identity provider running");
                 _mock = Some(running);
             }
@@ -195,19 +228,25 @@ async fn mock_provider(
     git_root: Option<std::path::PathBuf>,
 ) -> ExitCode {
     init_logging(LogFormat::Pretty, "info");
-    let mock_config = match config {
+    let settings = match config {
         Some(path) => match load(path) {
-            Ok(settings) => mock_config_for(&settings),
+            Ok(settings) => Some(settings),
             Err(code) => return code,
         },
-        None => MockConfig::demo(),
+        None => None,
     };
+    let mock_config = settings
+        .as_ref()
+        .map_or_else(MockConfig::demo, mock_config_for);
     let mock_config = MockConfig {
         git_root,
         ..mock_config
     };
     match MockProvider::start(mock_config, listen).await {
         Ok(running) => {
+            if let Some(settings) = &settings {
+                mock_github_apps(settings, &running.provider);
+            }
             println!("mock provider listening on {}", running.base_url);
             shutdown_signal().await;
             ExitCode::SUCCESS

@@ -66,13 +66,28 @@ pub async fn run(command: RuntimeCommand) -> ExitCode {
             oauth_app,
             provider,
             base_url,
+            github_app,
+            installation_id,
+            owner,
+            repositories,
             token,
-        } => match read_git_token(&token) {
+        } => match github_app
+            .as_ref()
+            .map_or_else(|| read_git_token(&token).map(Some), |_| Ok(None))
+        {
             Ok(git_token) => {
-                let body = json!({
+                let mut body = json!({
                     "id": id, "account": account, "git_host": git_host, "oauth_app": oauth_app,
-                    "provider": provider, "base_url": base_url, "git_token": git_token,
+                    "provider": provider, "base_url": base_url, "repositories": repositories,
                 });
+                match git_token {
+                    Some(t) => body["git_token"] = t,
+                    None => {
+                        body["github_app"] = json!({
+                            "app": github_app, "installation_id": installation_id, "owner": owner,
+                        });
+                    }
+                }
                 call(&remote, reqwest::Method::POST, "/runtimes", Some(body))
                     .await
                     .map(|v| {

@@ -639,6 +639,8 @@ async fn a_runtime_replaced_during_pat_validation_gets_nothing() {
             oauth_app: Some("github-app".into()),
             provider: None,
             base_url: None,
+            github_app: None,
+            repositories: Vec::new(),
         })
         .await
         .unwrap();
@@ -1061,6 +1063,8 @@ async fn the_page_warns_before_githubs_token_cap() {
                 oauth_app: Some("github-app".into()),
                 provider: None,
                 base_url: None,
+                github_app: None,
+                repositories: Vec::new(),
             })
             .await
             .unwrap();

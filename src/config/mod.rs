@@ -4,6 +4,7 @@
 //! is the validated form the rest of the broker uses; every validation error
 //! names the key at fault.
 
+pub mod github_apps;
 pub mod notifications;
 mod raw;
 mod secret;
@@ -103,6 +104,10 @@ pub struct RuntimeSettings {
     pub base_url: Option<Url>,
     /// SHA-256 of the runtime credential.
     pub credential_sha256: [u8; 32],
+    /// Git Runtime tokens minted from this GitHub App installation.
+    pub github_app: Option<github_apps::RuntimeGithubApp>,
+    /// `owner/name` repositories its tokens are narrowed to.
+    pub repositories: Vec<String>,
 }
 
 /// Refresh, checks and revocation retries (`[lifecycle]`).
@@ -543,6 +548,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub accounts: Vec<AccountSettings>,
     pub oauth_apps: Vec<OAuthAppSettings>,
+    pub github_apps: Vec<crate::providers::github_app::GithubApp>,
     pub runtimes: Vec<RuntimeSettings>,
     pub demo: Option<DemoSettings>,
 }
@@ -979,6 +985,8 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         oauth_apps.push(app);
     }
 
+    let demo_on = raw.demo.as_ref().is_some_and(|d| d.enabled);
+    let github_apps = github_apps::settings(&raw.github_apps, allow_http, demo_on, base_dir)?;
     let mut runtimes = Vec::new();
     let mut runtime_ids = BTreeSet::new();
     let mut credential_hashes = BTreeSet::new();
@@ -1006,7 +1014,27 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             })?),
             None => None,
         };
-        match (r.provider, app_kind) {
+        // a GitHub App runtime is on the App's GitHub unless it says otherwise
+        let app_of_runtime = match &r.github_app {
+            Some(ga) => {
+                github_apps::validate_runtime_app(&key, ga, &github_apps)?;
+                github_apps.iter().find(|a| a.name == ga.app)
+            }
+            None => None,
+        };
+        github_apps::validate_repositories(&key, &r.repositories)?;
+        let (provider, runtime_base) = match (r.provider, app_kind, app_of_runtime) {
+            (None, None, Some(a)) => {
+                let web = a.api.as_str().strip_suffix("/api/v3").map(str::to_owned);
+                let web = match web {
+                    Some(w) => Some(parse_url(&format!("{key}.github_app"), &w, allow_http)?),
+                    None => None,
+                };
+                (Some(github_apps::kind_of(web.as_ref())), web)
+            }
+            (p, _, _) => (p, None),
+        };
+        match (provider, app_kind) {
             (None, None) => {
                 return Err(invalid(
                     format!("{key}.provider"),
@@ -1025,12 +1053,24 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             }
             _ => {}
         }
+        if r.github_app.is_some()
+            && !matches!(
+                provider.or(app_kind),
+                Some(ProviderKind::Github | ProviderKind::GithubEnterprise)
+            )
+        {
+            return Err(invalid(
+                format!("{key}.github_app"),
+                "a GitHub App installation serves only a runtime on GitHub (provider github or github_enterprise)",
+            ));
+        }
         let base_url = r
             .base_url
             .as_deref()
             .map(|u| parse_url(&format!("{key}.base_url"), u, allow_http))
-            .transpose()?;
-        if let Some(kind) = r.provider
+            .transpose()?
+            .or(runtime_base);
+        if let Some(kind) = provider
             && r.oauth_app.is_none()
         {
             crate::providers::provider(kind)
@@ -1079,9 +1119,11 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             account: r.account.clone(),
             git_host: r.git_host.trim().to_ascii_lowercase(),
             oauth_app: r.oauth_app.clone(),
-            provider: r.provider,
+            provider,
             base_url,
             credential_sha256,
+            github_app: r.github_app.clone(),
+            repositories: r.repositories.clone(),
         });
     }
 
@@ -1140,6 +1182,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         metrics,
         accounts,
         oauth_apps,
+        github_apps,
         runtimes,
         demo,
     })

@@ -47,6 +47,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub oauth_apps: Vec<RawOAuthApp>,
     #[serde(default)]
+    pub github_apps: Vec<super::github_apps::RawGithubApp>,
+    #[serde(default)]
     pub runtimes: Vec<RawRuntime>,
     pub demo: Option<RawDemo>,
 }
@@ -343,6 +345,11 @@ pub struct RawRuntime {
     pub base_url: Option<String>,
     pub credential: Option<SecretSource>,
     pub credential_sha256: Option<String>,
+    /// Its Git Runtime token is minted from this GitHub App installation.
+    pub github_app: Option<super::github_apps::RuntimeGithubApp>,
+    /// `owner/name` repositories its tokens are narrowed to.
+    #[serde(default)]
+    pub repositories: Vec<String>,
 }
 
 /// Demo mode is on only with `enabled = true`: a stray

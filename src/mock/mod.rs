@@ -48,6 +48,9 @@
 //!     change an issued OAuth token of any Git flavour
 //!     ([`MockProvider::set_token_scopes`], [`MockProvider::expire_token`],
 //!     [`MockProvider::revoke`]);
+//!   - `/__mock/github_apps…`: GitHub Apps and their installations
+//!     (module `github_app`: register an App's public key, install it,
+//!     suspend, uninstall, fail temporarily, count mints);
 //!   - `POST /__mock/pats`, `/__mock/pats/revoke`, `/__mock/pats/scopes`
 //!     and `/__mock/pats/expire` create and change personal access tokens
 //!     ([`MockProvider::create_pat`], [`MockProvider::revoke_pat`],
@@ -93,6 +96,7 @@ mod consent;
 mod control;
 mod git;
 mod github;
+mod github_app;
 mod gitlab;
 mod idp;
 mod oauth;
@@ -105,6 +109,7 @@ pub use control::{
     TOKEN_HANG, TrafficStats,
 };
 pub use git::{MockRepo, RepoError};
+pub use github_app::MockInstallation;
 pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
@@ -283,6 +288,8 @@ pub(crate) struct Shared {
     git: git::GitState,
     /// The window of the `api_rate_limit` switch.
     rate_window: traffic::RateWindow,
+    /// GitHub Apps, their installations and installation-token mints.
+    github_apps: github_app::AppBook,
 }
 
 impl Shared {
@@ -405,6 +412,7 @@ impl Shared {
         self.idp.clear();
         self.pats.clear();
         self.rate_window.clear();
+        self.github_apps.clear();
     }
 }
 
@@ -450,6 +458,7 @@ impl MockProvider {
                 pats: pats::PatBook::default(),
                 git: git::GitState::new(git_root),
                 rate_window: traffic::RateWindow::default(),
+                github_apps: github_app::AppBook::default(),
             }),
         }
     }
@@ -518,6 +527,8 @@ impl MockProvider {
         let router = Router::new()
             .merge(github::routes())
             .merge(api(github::api_routes(), Flavour::Github))
+            .merge(api(github_app::api_routes(), Flavour::Github))
+            .merge(github_app::control_routes())
             .merge(git::routes(Flavour::Github));
         // with a listener of its own, the identity provider is only there
         let router = if self.shared.idp_at_origin {

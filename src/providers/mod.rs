@@ -6,6 +6,7 @@
 mod bitbucket_cloud;
 mod bitbucket_dc;
 mod github;
+pub mod github_app;
 mod gitlab;
 pub mod http;
 pub mod token_endpoint;

@@ -111,6 +111,13 @@ pub struct Runtime {
     /// [`Registry::load_from_config`] gives them one.
     #[serde(default)]
     pub incarnation: String,
+    /// Its Git Runtime token is minted on demand from this GitHub App
+    /// installation (the id found at registration when `owner` was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
+    /// `owner/name` repositories its tokens are narrowed to.
+    #[serde(default)]
+    pub repositories: Vec<String>,
 }
 
 /// A fresh runtime incarnation: 128 random bits.
@@ -167,6 +174,13 @@ pub struct RuntimeInput {
     pub oauth_app: Option<String>,
     pub provider: Option<ProviderKind>,
     pub base_url: Option<String>,
+    /// Mint its Git Runtime token from this GitHub App installation
+    /// instead of taking one from the admin.
+    #[serde(default)]
+    pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
+    /// `owner/name` repositories its tokens are narrowed to.
+    #[serde(default)]
+    pub repositories: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -220,6 +234,9 @@ pub struct Registry {
     cache: std::sync::RwLock<Option<Arc<Snapshot>>>,
     accounts: Vec<AccountSettings>,
     allow_http: bool,
+    /// The file's GitHub Apps, private keys included: never stored, never
+    /// sent anywhere but GitHub (as signatures).
+    github_apps: Vec<providers::github_app::GithubApp>,
 }
 
 impl Registry {
@@ -230,7 +247,13 @@ impl Registry {
             cache: std::sync::RwLock::new(None),
             accounts: settings.accounts.clone(),
             allow_http: settings.allow_insecure_http,
+            github_apps: settings.github_apps.clone(),
         }
+    }
+
+    /// A configured GitHub App by name.
+    pub fn github_app(&self, name: &str) -> Option<&providers::github_app::GithubApp> {
+        self.github_apps.iter().find(|a| a.name == name)
     }
 
     /// Writes the file's OAuth apps and runtimes into the store (the file
@@ -650,8 +673,54 @@ impl Registry {
                 ),
             ));
         }
+        config::github_apps::validate_repositories("runtime", &input.repositories)
+            .map_err(strip_prefix)?;
+        if let Some(ga) = &input.github_app {
+            config::github_apps::validate_runtime_app("runtime", ga, &self.github_apps)
+                .map_err(strip_prefix)?;
+        }
+        let (kind, base_url) = self.runtime_provider(input)?;
+        if input.github_app.is_some() {
+            let resolved = kind.or(app.as_ref().map(|a| a.provider));
+            if !matches!(
+                resolved,
+                Some(ProviderKind::Github | ProviderKind::GithubEnterprise)
+            ) {
+                return Err(invalid(
+                    "github_app",
+                    "a GitHub App installation serves only a runtime on GitHub (provider github or github_enterprise)",
+                ));
+            }
+        }
+        self.resolve_provider(kind, base_url.as_ref(), app.as_ref())
+    }
+
+    /// The runtime's own provider kind and base URL: as given, or for a
+    /// GitHub App runtime without either, its App's GitHub.
+    fn runtime_provider(
+        &self,
+        input: &RuntimeInput,
+    ) -> Result<(Option<ProviderKind>, Option<Url>), RegistryError> {
         let base_url = self.runtime_base_url(input)?;
-        self.resolve_provider(input.provider, base_url.as_ref(), app.as_ref())
+        let app = input
+            .github_app
+            .as_ref()
+            .and_then(|g| self.github_app(&g.app));
+        match app {
+            Some(app) if input.provider.is_none() && input.oauth_app.is_none() => {
+                let web = match app.api.as_str().strip_suffix("/api/v3") {
+                    Some(web) => Some(config::validate_provider_url(
+                        "github_app",
+                        web,
+                        self.allow_http,
+                    )?),
+                    None => None,
+                };
+                let web = base_url.or(web);
+                Ok((Some(config::github_apps::kind_of(web.as_ref())), web))
+            }
+            _ => Ok((input.provider, base_url)),
+        }
     }
 
     fn runtime_base_url(&self, input: &RuntimeInput) -> Result<Option<Url>, RegistryError> {
@@ -669,17 +738,19 @@ impl Registry {
     ) -> Result<(Runtime, SecretString), RegistryError> {
         self.check_runtime_input(&input).await?;
         let credential = format!("gbrt_{}", crypto::random_string(32));
-        let base_url = self.runtime_base_url(&input)?;
+        let (provider, base_url) = self.runtime_provider(&input)?;
         let rt = Runtime {
             id: input.id,
             account: input.account,
             git_host: input.git_host.trim().to_ascii_lowercase(),
-            provider: input.provider,
+            provider,
             base_url,
             oauth_app: input.oauth_app,
             credential_sha256: crypto::sha256_hex(credential.as_bytes()),
             origin: Origin::Api,
             incarnation: new_incarnation(),
+            github_app: input.github_app,
+            repositories: input.repositories,
         };
         self.write_runtime(&rt, Expect::Absent).await?;
         Ok((rt, SecretString::from(credential)))
@@ -700,17 +771,19 @@ impl Registry {
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("runtime `{id}`")))?;
         let prev: Runtime = serde_json::from_slice(&current.value).map_err(corrupt)?;
-        let base_url = self.runtime_base_url(&input)?;
+        let (provider, base_url) = self.runtime_provider(&input)?;
         let rt = Runtime {
             id: input.id,
             account: input.account,
             git_host: input.git_host.trim().to_ascii_lowercase(),
-            provider: input.provider,
+            provider,
             base_url,
             oauth_app: input.oauth_app,
             credential_sha256: prev.credential_sha256,
             origin: prev.origin,
             incarnation: prev.incarnation,
+            github_app: input.github_app,
+            repositories: input.repositories,
         };
         self.write_runtime(&rt, Expect::Version(current.version))
             .await
@@ -891,5 +964,18 @@ fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
         credential_sha256: hex::encode(r.credential_sha256),
         origin: Origin::File,
         incarnation: String::new(),
+        github_app: r.github_app.clone(),
+        repositories: r.repositories.clone(),
+    }
+}
+
+/// `runtime.github_app…` → `github_app…`: the admin API names body fields.
+fn strip_prefix(e: config::ConfigError) -> RegistryError {
+    match e {
+        config::ConfigError::Invalid { key, message } => RegistryError::Invalid {
+            key: key.strip_prefix("runtime.").unwrap_or(&key).to_owned(),
+            message,
+        },
+        other => other.into(),
     }
 }

@@ -46,7 +46,7 @@ impl std::ops::AddAssign for SweepReport {
 }
 
 /// A provider's verdict on a token.
-enum Verdict {
+pub(super) enum Verdict {
     Valid {
         scopes: Option<Vec<String>>,
         expires_at: Option<Option<DateTime<Utc>>>,
@@ -514,6 +514,8 @@ impl Lifecycle {
                 return Ok(());
             }
             let verdict = match self.registry.provider_of(rt).await {
+                // an installation token is checked through its installation
+                Ok(_) if rt.github_app.is_some() => self.installation_verdict(rt).await,
                 Ok((kind, endpoints)) => {
                     let input = PatInput::new(
                         t.token.expose_secret(),

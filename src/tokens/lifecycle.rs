@@ -237,6 +237,8 @@ pub struct Lifecycle {
     pub(super) revocations: RevocationQueue,
     pub(super) leases: Leases,
     pub(super) flights: SingleFlight<Result<Grant, RefreshFailure>>,
+    /// Installation-token mints, one per runtime at a time.
+    pub(super) mint_flights: SingleFlight<Result<RuntimeToken, super::installation::MintFailure>>,
     pub(super) http: ProviderClient,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) settings: LifecycleSettings,
@@ -278,6 +280,7 @@ impl Lifecycle {
             revocations: RevocationQueue::new(store.clone(), keyring),
             leases: Leases::new(store),
             flights: SingleFlight::default(),
+            mint_flights: SingleFlight::default(),
             http,
             clock,
             settings,
@@ -1332,6 +1335,13 @@ impl Lifecycle {
         actor: &str,
     ) -> Result<RuntimeTokenStatus, AssignError> {
         let rt = self.existing_runtime(runtime).await?;
+        if let Some(ga) = &rt.github_app {
+            return Err(PatError::BadInput(format!(
+                "runtime `{runtime}` mints its Git Runtime token from GitHub App `{}`; it takes no pasted token",
+                ga.app
+            ))
+            .into());
+        }
         let (kind, endpoints) = self.registry.provider_of(&rt).await?;
         let t = self
             .validate_runtime_token(kind, &endpoints, runtime, &rt.incarnation, token)
@@ -1370,7 +1380,10 @@ impl Lifecycle {
             .await?
             .map(|(t, _)| {
                 let mut info = t.info.clone();
-                info.status = t.effective_status(now, self.timing.expiring_soon);
+                // an installation token's expiry is routine: it is minted again
+                if rt.github_app.is_none() {
+                    info.status = t.effective_status(now, self.timing.expiring_soon);
+                }
                 info
             }))
     }
@@ -1439,11 +1452,19 @@ impl Lifecycle {
     pub async fn update_runtime(
         &self,
         id: &str,
-        input: RuntimeInput,
+        mut input: RuntimeInput,
     ) -> Result<Runtime, AssignError> {
         let current = self.existing_runtime(id).await?;
         let (old_kind, old_endpoints) = self.registry.provider_of(&current).await?;
         let (new_kind, new_endpoints) = self.registry.check_runtime_input(&input).await?;
+        // a new installation is checked as at registration
+        if let Some(ga) = input.github_app.as_mut() {
+            let inst = self
+                .check_installation(ga, &input.repositories)
+                .await
+                .map_err(super::installation::app_error)?;
+            ga.installation_id = Some(inst.id);
+        }
         let user_tokens = self.user_token_count(&current).await?;
         if (old_kind, &old_endpoints.api) != (new_kind, &new_endpoints.api) {
             let has_runtime_token = self
@@ -1469,7 +1490,11 @@ impl Lifecycle {
                 current.account, input.account
             )));
         }
-        Ok(self.registry.update_runtime(id, input).await?)
+        let (github_app, repositories) = (input.github_app.clone(), input.repositories.clone());
+        let updated = self.registry.update_runtime(id, input).await?;
+        self.forget_stale_installation_token(&current, github_app.as_ref(), &repositories)
+            .await?;
+        Ok(updated)
     }
 
     /// Changes an OAuth app. Its provider host cannot change while tokens

@@ -16,6 +16,7 @@
 
 mod check;
 pub mod grant;
+mod installation;
 pub mod lease;
 mod lifecycle;
 mod migrate;

@@ -228,13 +228,16 @@ impl Lifecycle {
 
     /// The runtime's own Git Runtime token.
     pub async fn serve_runtime_token(
-        &self,
+        self: &Arc<Self>,
         caller: &Runtime,
         runtime: &str,
     ) -> Result<Served, ServeError> {
         if caller.id != runtime {
             tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's runtime token");
             return Err(ServeError::Absent);
+        }
+        if caller.github_app.is_some() {
+            return self.serve_installation_token(caller).await;
         }
         let t = match self
             .runtime_tokens

@@ -259,6 +259,12 @@ pub struct RuntimeView {
     #[schema(value_type = Option<String>)]
     pub base_url: Option<Url>,
     pub origin: Origin,
+    /// The GitHub App installation its Git Runtime token is minted from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
+    /// `owner/name` repositories its tokens are narrowed to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
 }
 
 fn runtime_view(rt: &Runtime) -> RuntimeView {
@@ -270,6 +276,8 @@ fn runtime_view(rt: &Runtime) -> RuntimeView {
         provider: rt.provider,
         base_url: rt.base_url.clone(),
         origin: rt.origin,
+        github_app: rt.github_app.clone(),
+        repositories: rt.repositories.clone(),
     }
 }
 
@@ -337,8 +345,14 @@ pub struct RegisterBody {
     oauth_app: Option<String>,
     provider: Option<ProviderKind>,
     base_url: Option<String>,
-    /// The Git Runtime token: mandatory.
+    /// The Git Runtime token: mandatory, unless `github_app` is given.
     git_token: Option<GitTokenBody>,
+    /// Mint the Git Runtime token from this GitHub App installation
+    /// instead (no `git_token` then).
+    github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
+    /// `owner/name` repositories its tokens are narrowed to.
+    #[serde(default)]
+    repositories: Vec<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}/git-token", tag = "admin",
@@ -708,14 +722,14 @@ async fn create_runtime(
     admin: Admin,
     ApiJson(b): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
-    let token = b.git_token.ok_or_else(|| {
+    let invalid = |m: &str| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
             "Invalid input",
-            "git_token: the Git Runtime token is mandatory when registering a runtime: {\"token\": …} (Bitbucket also \"username\")",
+            m,
         )
-    })?;
+    };
     let input = RuntimeInput {
         id: b.id,
         account: b.account,
@@ -723,12 +737,34 @@ async fn create_runtime(
         oauth_app: b.oauth_app,
         provider: b.provider,
         base_url: b.base_url,
+        github_app: b.github_app,
+        repositories: b.repositories,
     };
-    let (rt, credential, status) = state
-        .lifecycle
-        .register_runtime(input, token.into(), &admin.who)
-        .await
-        .map_err(super::me_api::assign_error)?;
+    let registered = match (b.git_token, input.github_app.is_some()) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "git_token: a GitHub App runtime takes no Git Runtime token: it is minted from its installation",
+            ));
+        }
+        (None, true) => {
+            state
+                .lifecycle
+                .register_app_runtime(input, &admin.who)
+                .await
+        }
+        (Some(token), false) => {
+            state
+                .lifecycle
+                .register_runtime(input, token.into(), &admin.who)
+                .await
+        }
+        (None, false) => {
+            return Err(invalid(
+                "git_token: the Git Runtime token is mandatory when registering a runtime: {\"token\": …} (Bitbucket also \"username\"), or github_app: {\"app\", \"installation_id\" or \"owner\"}",
+            ));
+        }
+    };
+    let (rt, credential, status) = registered.map_err(super::me_api::assign_error)?;
     tracing::info!(admin = %admin.who, runtime = %rt.id, "runtime created");
     let body = RegisteredRuntime {
         runtime: runtime_view(&rt),
