@@ -11,7 +11,9 @@
 //!
 //! Gitea users are the mock's GitHub users under the same logins. Access
 //! tokens come from the shared `PatBook` (flavour `gitea`, kind `personal`:
-//! 40 hex characters, scopes such as `write:repository`, `read:user`, `all`).
+//! 40 hex characters, scopes such as `write:repository`, `read:user`, `all`;
+//! kind `oauth`: shaped like an OAuth access token, for pasting the wrong
+//! kind).
 //! An OAuth grant whose scopes name no Gitea scope (only `openid`,
 //! `profile`, `email`, `groups`, or none) has full access, as Gitea grants
 //! it. Git over HTTPS (module `git`) takes the token as the password of
@@ -36,9 +38,11 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 
-/// Gitea's OAuth tokens are signed JWTs in reality; the mock's are opaque,
-/// which the broker cannot tell apart (it never reads inside them).
-pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("", 64), ("", 64), 32);
+/// Gitea's OAuth access and refresh tokens are signed JWTs; the mock's
+/// start like one (a JWS header and a dot), then are opaque, which is all
+/// the broker looks at.
+pub(crate) const JWT_START: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im1vY2siLCJ0eXAiOiJKV1QifQ.";
+pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new((JWT_START, 64), (JWT_START, 64), 32);
 
 /// Gitea's defaults: `ACCESS_TOKEN_EXPIRATION_TIME = 3600` seconds,
 /// `REFRESH_TOKEN_EXPIRATION_TIME = 730` hours.

@@ -163,6 +163,13 @@ impl GitProvider for Gitea {
     ) -> Result<TokenReport, PatError> {
         let help = self.token_help(purpose);
         let token = &input.token;
+        if looks_like_oauth_token(token.expose_secret()) {
+            return Err(PatError::WrongKind {
+                reason: format!(
+                    "This is an OAuth access token of an application, not an access token: it expires within an hour and only that application can renew it. Create an access token instead. {help}"
+                ),
+            });
+        }
         let pat_error = |e: ProviderError| PatError::from_provider(DISPLAY_NAME, e, help);
 
         // The owner first: it needs `read:user`, and a refusal names it.
@@ -269,6 +276,12 @@ impl GitProvider for Gitea {
         // login is what its documents show and what Forgejo expects too.
         identity_login.to_owned()
     }
+}
+
+/// Gitea's OAuth access tokens are JWTs (`eyJ…` segments joined by dots);
+/// its access tokens are 40 hex characters.
+fn looks_like_oauth_token(token: &str) -> bool {
+    token.starts_with("eyJ") && token.contains('.')
 }
 
 /// What a Gitea API call answered, finer than [`ProviderError`].
@@ -499,6 +512,17 @@ mod tests {
             assert!(help.contains("`write:repository`") && help.contains("`read:user`"));
             assert!(help.contains("Forgejo"));
         }
+    }
+
+    #[test]
+    fn oauth_tokens_are_told_from_access_tokens() {
+        assert!(looks_like_oauth_token(
+            "eyJhbGciOiJSUzI1NiJ9.eyJ0dCI6MH0.c2lnbmF0dXJl"
+        ));
+        assert!(!looks_like_oauth_token(
+            "3f786850e387550fdab836ed7e6dc881de23001b"
+        ));
+        assert!(!looks_like_oauth_token("eyJnodots"));
     }
 
     #[test]
