@@ -761,3 +761,110 @@ async fn pasted_through_the_api() {
     assert_eq!(v["token"], good.as_str());
     assert_eq!(v["auth"], json!({ "scheme": "basic", "username": "alice" }));
 }
+
+// ---------------------------------------------------------------------------
+// The mock flavour over HTTP, as other projects' suites use it.
+
+/// `POST /__mock/pats` and `/__mock/repos` with `"flavour": "gitea"`, then
+/// Gitea's scope rules on its API and on Git over smart HTTP.
+#[tokio::test]
+async fn the_mock_flavour_over_http() {
+    let root = tempfile::tempdir().unwrap();
+    let mock = MockProvider::start(
+        MockConfig {
+            git_root: Some(root.path().to_owned()),
+            ..MockConfig::demo()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let base = mock.base_url.trim_end_matches('/').to_owned();
+    let c = reqwest::Client::new();
+    let pat = |scopes: Value| {
+        let r = c.post(format!("{base}/__mock/pats")).json(
+            &json!({ "flavour": "gitea", "owner": "alice", "kind": "personal", "scopes": scopes }),
+        );
+        async move {
+            let v: Value = r.send().await.unwrap().json().await.unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let full = pat(json!(["write:repository", "read:user"])).await;
+    assert!(
+        full.len() == 40 && full.bytes().all(|b| b.is_ascii_hexdigit()),
+        "shaped like Gitea's: {full}"
+    );
+    let read_only = pat(json!(["read:repository"])).await;
+    let user_only = pat(json!(["read:user"])).await;
+
+    // API v1: `token` or Bearer; the scope check names what is missing
+    let r = c
+        .get(format!("{base}/gitea/api/v1/user"))
+        .header("authorization", format!("token {full}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["login"], "alice");
+    let r = c
+        .get(format!("{base}/gitea/api/v1/user"))
+        .bearer_auth(&read_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "token does not have at least one of required scope(s): [read:user]"
+    );
+    let r = c
+        .get(format!("{base}/gitea/api/v1/user"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Git: a repository made over HTTP, any username with the token
+    let r = c
+        .post(format!("{base}/__mock/repos"))
+        .json(&json!({ "flavour": "gitea", "path": "acme/app" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let repo: Value = r.json().await.unwrap();
+    let clone_url = repo["clone_url"].as_str().unwrap().to_owned();
+    assert_eq!(clone_url, format!("{base}/gitea/acme/app.git"));
+    let refs = |service: &'static str, user: &'static str, token: String| {
+        let r = c
+            .get(format!("{clone_url}/info/refs?service={service}"))
+            .basic_auth(user, Some(token));
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(refs("git-upload-pack", "anyone", full.clone()).await.0, 200);
+    assert_eq!(refs("git-receive-pack", "alice", full.clone()).await.0, 200);
+    assert_eq!(
+        refs("git-upload-pack", "alice", read_only.clone()).await.0,
+        200
+    );
+    assert_eq!(
+        refs("git-receive-pack", "alice", read_only).await,
+        (403, "User permission denied\n".to_owned())
+    );
+    assert_eq!(
+        refs("git-upload-pack", "alice", user_only).await,
+        (403, "User permission denied\n".to_owned())
+    );
+    assert_eq!(
+        refs("git-upload-pack", "alice", "0".repeat(40)).await.0,
+        401
+    );
+    let traffic = mock.provider.traffic_stats();
+    assert_eq!(traffic.git_requests_by_flavour.gitea, 6);
+    assert_eq!(traffic.git_auth_failures_by_flavour.gitea, 1);
+}
