@@ -868,3 +868,102 @@ async fn the_mock_flavour_over_http() {
     assert_eq!(traffic.git_requests_by_flavour.gitea, 6);
     assert_eq!(traffic.git_auth_failures_by_flavour.gitea, 1);
 }
+
+// ---------------------------------------------------------------------------
+// More failures through the broker: the code exchange and the Git Runtime
+// token.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_refusals_and_outages_through_the_broker() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    // denied on Gitea's consent page
+    let provider_page = alice.start_authorize("gitea-rt").await;
+    let back = alice.provider_decision(&provider_page, "deny").await;
+    let page = alice.follow(back).await;
+    assert!(
+        page.body
+            .contains("Authorization was denied at Gitea: the request is denied"),
+        "{}",
+        page.body
+    );
+    // an OAuth error (HTTP 400 JSON) is a refusal: start again
+    h.mock
+        .provider
+        .switches()
+        .set_token_error(Some("unauthorized_client"));
+    let page = alice.authorize("gitea-rt").await;
+    assert!(
+        page.body
+            .contains("Gitea refused the authorization (unauthorized_client)."),
+        "{}",
+        page.body
+    );
+    h.mock.provider.switches().set_token_error(None);
+    // a 5xx is an outage, not a verdict
+    h.mock.provider.switches().set_token_status(Some(502));
+    let page = alice.authorize("gitea-rt").await;
+    assert!(
+        page.body
+            .contains("Gitea could not be reached or failed (HTTP 502)."),
+        "{}",
+        page.body
+    );
+    h.mock.provider.switches().set_token_status(None);
+    assert_eq!(fetch(&h.url, "gitea-rt", ALICE).await.status(), 404);
+    // and then it works
+    let page = alice.authorize("gitea-rt").await;
+    assert!(page.body.contains("Access to Gitea authorized as alice"));
+    assert_eq!(fetch(&h.url, "gitea-rt", ALICE).await.status(), 200);
+    assert_eq!(h.mock.provider.stats().token_requests, 3);
+}
+
+const RUNTIME_HELP: &str = "Create it, preferably for a service account with admin rights on the repositories, in Gitea (or Forgejo) under Settings > Applications > Manage Access Tokens: enter a token name, choose the repository access \"All (public, private, and limited)\", under Select permissions set `repository` to Read and Write and `user` to Read (the scopes `write:repository` and `read:user`), generate the token, and paste it here.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_git_runtime_token_through_the_admin_api() {
+    let h = Harness::start(Backend::Embedded).await;
+    let set = |token: String| {
+        h.admin_request(reqwest::Method::PUT, "/runtimes/gitea-rt/git-token")
+            .json(&json!({ "token": token }))
+            .send()
+    };
+    let good =
+        h.mock
+            .provider
+            .create_pat(spec("dave", "personal", &["write:repository", "read:user"]));
+    let r = set(good.clone()).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let weak = h
+        .mock
+        .provider
+        .create_pat(spec("dave", "personal", &["write:repository"]));
+    let r = set(weak).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["detail"],
+        format!("This token lacks the required scopes: read:user. {RUNTIME_HELP}")
+    );
+    h.mock.provider.switches().set_api_hang(true);
+    let r = set(h
+        .mock
+        .provider
+        .create_pat(spec("dave", "personal", &["all"])))
+    .await
+    .unwrap();
+    h.mock.provider.switches().set_api_hang(false);
+    assert_eq!(r.status(), 503);
+    // nothing lost: the good token is served, with its owner as username
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/runtimes/gitea-rt/token", h.url))
+        .bearer_auth(credential("gitea-rt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token"], good.as_str());
+    assert_eq!(v["auth"], json!({ "scheme": "basic", "username": "dave" }));
+    assert_eq!(v["provider"], "gitea");
+}

@@ -408,7 +408,15 @@ async fn probe_repository_write(
     let resp = http.send(request).await.map_err(ApiError::Provider)?;
     match resp.status().as_u16() {
         404 => Ok(Probe::Granted),
-        s if (200..300).contains(&s) => Ok(Probe::Accepted(what)),
+        s if (200..300).contains(&s) => {
+            // an operator must hear of it: the write may have changed a
+            // repository, and the token is refused for it
+            tracing::error!(
+                request = %what,
+                "Gitea accepted a permission probe that it must refuse; something may have been changed; token refused"
+            );
+            Ok(Probe::Accepted(what))
+        }
         _ => Err(classify(resp, &what).await),
     }
 }
