@@ -129,6 +129,20 @@ const CASES: &[Case] = &[
         username: true,
         email: false,
     },
+    Case {
+        runtime: "gitea-rt",
+        kind: "gitea",
+        flavour: Flavour::Gitea,
+        oauth_username: "alice",
+        pat_kind: "personal",
+        valid: &["write:repository", "read:user"],
+        missing_one: &["read:repository", "read:user"],
+        missing_text: "This token lacks the required scopes: write:repository.",
+        wrong_kind: "oauth",
+        wrong_text: "OAuth access token of an application",
+        username: false,
+        email: false,
+    },
 ];
 
 fn spec(

@@ -135,6 +135,18 @@ async fn every_token_says_how_to_present_it() {
         basic("oauth2")
     );
 
+    // Gitea: the login, for OAuth and access tokens alike
+    alice.authorize("gitea-rt").await;
+    assert_eq!(served(&h, "gitea-rt", ALICE).await["auth"], basic("alice"));
+    let gitea = mock.create_pat(spec(
+        Flavour::Gitea,
+        "alice",
+        "personal",
+        &["write:repository", "read:user"],
+    ));
+    paste(&h, "gitea-rt", &gitea, None, None).await;
+    assert_eq!(served(&h, "gitea-rt", ALICE).await["auth"], basic("alice"));
+
     // Bitbucket Cloud: OAuth tokens with `x-token-auth`, API tokens with the
     // Bitbucket username
     alice.authorize("bbc-rt").await;
@@ -424,6 +436,7 @@ fn local_runtimes() -> String {
         ("gl-local", "gitlab-app"),
         ("bbc-local", "bbc-app"),
         ("bbdc-local", "bbdc-app"),
+        ("gitea-local", "gitea-app"),
     ]
     .iter()
     .map(|(id, app)| {
@@ -542,6 +555,7 @@ async fn real_clones_with_every_token_as_served() {
     let bbdc = repo(Flavour::BitbucketDataCenter, "PROJ/demo")
         .await
         .unwrap();
+    let gitea = repo(Flavour::Gitea, "acme/demo").await.unwrap();
 
     // user tokens from OAuth, one provider each, through the helper
     for (runtime, url, auth) in [
@@ -561,6 +575,11 @@ async fn real_clones_with_every_token_as_served() {
             json!({"scheme": "basic", "username": "x-token-auth"}),
         ),
         ("bbdc-local", &bbdc.clone_url, json!({"scheme": "bearer"})),
+        (
+            "gitea-local",
+            &gitea.clone_url,
+            json!({"scheme": "basic", "username": "alice"}),
+        ),
     ] {
         alice.authorize(runtime).await;
         assert_eq!(served(&h, runtime, ALICE).await["auth"], auth, "{runtime}");
@@ -602,10 +621,18 @@ async fn real_clones_with_every_token_as_served() {
         &["REPO_WRITE"],
     ));
     paste(&h, "bbdc-local", &personal, Some("alice"), None).await;
+    let gitea_token = mock.create_pat(spec(
+        Flavour::Gitea,
+        "alice",
+        "personal",
+        &["write:repository", "read:user"],
+    ));
+    paste(&h, "gitea-local", &gitea_token, None, None).await;
     for (runtime, url) in [
         ("gl-local", &gitlab.clone_url),
         ("bbc-local", &bbc.clone_url),
         ("bbdc-local", &bbdc.clone_url),
+        ("gitea-local", &gitea.clone_url),
     ] {
         let v = served(&h, runtime, ALICE).await;
         assert_eq!(v["auth"]["scheme"], "basic", "{runtime}: {v}");

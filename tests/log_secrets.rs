@@ -12,6 +12,7 @@
 
 mod support;
 
+use secrecy::ExposeSecret;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use support::*;
@@ -103,6 +104,46 @@ async fn no_secret_reaches_the_logs() {
                 .await,
         )
         .await;
+
+    // Gitea: the OAuth flow (PKCE, rotating refresh token), then a pasted
+    // access token over it
+    alice.authorize("gitea-rt").await;
+    let gitea = h
+        .state
+        .lifecycle
+        .assigned_grant("gitea-rt", "u-1001")
+        .await
+        .unwrap()
+        .expect("the Gitea token is stored")
+        .0;
+    secrets.push(gitea.access_token.expose_secret().to_owned());
+    secrets.push(gitea.refresh_token.unwrap().expose_secret().to_owned());
+    let gitea_pat = h.mock.provider.create_pat(gitbroker::mock::PatSpec {
+        flavour: gitbroker::mock::Flavour::Gitea,
+        owner: "alice".into(),
+        kind: "personal".into(),
+        scopes: vec!["write:repository".into(), "read:user".into()],
+        expires_at: None,
+        repositories: Vec::new(),
+        email: None,
+    });
+    secrets.push(gitea_pat.clone());
+    let tokens = alice.get("/tokens").await;
+    let page = alice
+        .follow(
+            alice
+                .post(
+                    "/tokens/gitea-rt/pat",
+                    &[("csrf".into(), tokens.csrf()), ("token".into(), gitea_pat)],
+                )
+                .await,
+        )
+        .await;
+    assert!(
+        page.flash().contains("added to runtime gitea-rt"),
+        "{}",
+        page.flash()
+    );
 
     // the admin API registering a runtime with its Git Runtime token (the
     // runtime credential is shown once), and the runtime reading that token

@@ -717,7 +717,7 @@ async fn rotate_keys_reseals_everything_while_a_replica_serves_and_writes() {
     assert_eq!(row("runtime_token"), [1, 1, 0, 0, 0, 0, 0]);
     assert_eq!(row("revocation"), [1, 1, 0, 0, 0, 0, 0]);
     // the replica sealed the file's apps under k2 when it started
-    assert_eq!(row("oauth_app")[..3], [6, 0, 6]);
+    assert_eq!(row("oauth_app")[..3], [7, 0, 7]);
 
     let after = key_ids(h.store.as_ref()).await;
     assert!(
@@ -776,7 +776,7 @@ async fn rotate_keys_reseals_everything_while_a_replica_serves_and_writes() {
         .unwrap();
     assert_eq!(jobs.len(), 1, "the queued revocation opens with k2 alone");
     // every OAuth app's client secret opens with k2 alone
-    assert_eq!(retired.registry.apps().await.unwrap().len(), 6);
+    assert_eq!(retired.registry.apps().await.unwrap().len(), 7);
     drop(replica_url);
 }
 

@@ -117,7 +117,9 @@ pub struct SwitchState {
     /// The GitHub repository writes the broker uses as permission probes
     /// (`…/git/blobs`, `…/hooks`, `PATCH /repos/…`) answer 201 once the
     /// permission check passes, whatever the body: a GitHub that stopped
-    /// refusing the probes' invalid bodies.
+    /// refusing the probes' invalid bodies. Gitea's
+    /// `PATCH /api/v1/repos/…` answers 200 instead of 404 once the scope
+    /// check passes, as if the probed repository existed.
     #[serde(default)]
     pub probes_succeed: bool,
 }
@@ -359,16 +361,18 @@ pub struct PerFlavour {
     pub gitlab: u64,
     pub bitbucket_cloud: u64,
     pub bitbucket_data_center: u64,
+    pub gitea: u64,
 }
 
 impl PerFlavour {
-    fn from_counters(c: &[AtomicU64; 4]) -> Self {
+    fn from_counters(c: &[AtomicU64; FLAVOURS]) -> Self {
         let get = |f: Flavour| c[flavour_index(f)].load(Ordering::Relaxed);
         Self {
             github: get(Flavour::Github),
             gitlab: get(Flavour::Gitlab),
             bitbucket_cloud: get(Flavour::BitbucketCloud),
             bitbucket_data_center: get(Flavour::BitbucketDataCenter),
+            gitea: get(Flavour::Gitea),
         }
     }
 }
@@ -379,8 +383,12 @@ fn flavour_index(f: Flavour) -> usize {
         Flavour::Gitlab => 1,
         Flavour::BitbucketCloud => 2,
         Flavour::BitbucketDataCenter => 3,
+        Flavour::Gitea => 4,
     }
 }
+
+/// How many Git flavours there are.
+const FLAVOURS: usize = 5;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -390,14 +398,14 @@ pub(crate) struct Counters {
     pub repo_requests: AtomicU64,
     pub revocations: AtomicU64,
     pub idp_token_requests: AtomicU64,
-    refresh_requests: [AtomicU64; 4],
-    refresh_successes: [AtomicU64; 4],
+    refresh_requests: [AtomicU64; FLAVOURS],
+    refresh_successes: [AtomicU64; FLAVOURS],
     api_requests: AtomicU64,
     api_in_flight: AtomicU64,
     api_max_in_flight: AtomicU64,
     rate_limited_responses: AtomicU64,
-    git_requests: [AtomicU64; 4],
-    git_auth_failures: [AtomicU64; 4],
+    git_requests: [AtomicU64; FLAVOURS],
+    git_auth_failures: [AtomicU64; FLAVOURS],
     /// API calls per token, by the token's SHA-256 (no second copy of the
     /// secrets).
     api_calls: Mutex<HashMap<[u8; 32], u64>>,
@@ -470,7 +478,9 @@ impl Counters {
         let successes = PerFlavour::from_counters(&self.refresh_successes);
         let git = PerFlavour::from_counters(&self.git_requests);
         let git_failures = PerFlavour::from_counters(&self.git_auth_failures);
-        let sum = |p: PerFlavour| p.github + p.gitlab + p.bitbucket_cloud + p.bitbucket_data_center;
+        let sum = |p: PerFlavour| {
+            p.github + p.gitlab + p.bitbucket_cloud + p.bitbucket_data_center + p.gitea
+        };
         TrafficStats {
             refresh_requests: sum(requests),
             refresh_successes: sum(successes),

@@ -9,12 +9,14 @@
 //! - GitLab (`gitlab` flavour): everything under `/gitlab`, so the broker's
 //!   `base_url` is `<base>/gitlab` (`/oauth/…`, `/api/v4/…`).
 //! - Bitbucket Cloud under `/bitbucket`, Bitbucket Data Center under
-//!   `/bitbucket-dc`.
+//!   `/bitbucket-dc`, Gitea (and Forgejo) under `/gitea` (`/login/oauth/…`,
+//!   `/api/v1/…`).
 //! - Git over smart HTTP in every flavour (module `git`), with
 //!   [`MockConfig::git_root`]: `/{owner}/{repo}.git/…` (GitHub),
 //!   `/gitlab/{namespace}/{project}.git/…`,
 //!   `/bitbucket/{workspace}/{repo}.git/…`,
-//!   `/bitbucket-dc/scm/{project}/{repo}.git/…`, each followed by
+//!   `/bitbucket-dc/scm/{project}/{repo}.git/…`,
+//!   `/gitea/{owner}/{repo}.git/…`, each followed by
 //!   `info/refs?service=…`, `git-upload-pack` or `git-receive-pack`; served
 //!   by the real `git http-backend` over bare repositories made with
 //!   [`MockProvider::create_repo`], behind each provider's own rules for
@@ -95,6 +97,7 @@ mod book;
 mod consent;
 mod control;
 mod git;
+mod gitea;
 mod github;
 mod github_app;
 mod gitlab;
@@ -278,6 +281,8 @@ pub(crate) struct Shared {
     /// Codes and OAuth tokens of the Bitbucket Cloud and Data Center flavours.
     bitbucket_cloud: TokenBook,
     bitbucket_dc: TokenBook,
+    /// Codes and OAuth tokens of the Gitea flavour.
+    gitea: TokenBook,
     /// Codes and access tokens of the identity provider: a separate realm,
     /// so an IdP token never works against the Git API and vice versa.
     idp: TokenBook,
@@ -353,12 +358,13 @@ impl Shared {
     }
 
     /// The OAuth realms of the Git flavours (not the identity provider's).
-    fn git_books(&self) -> [&TokenBook; 4] {
+    fn git_books(&self) -> [&TokenBook; 5] {
         [
             &self.github,
             &self.gitlab,
             &self.bitbucket_cloud,
             &self.bitbucket_dc,
+            &self.gitea,
         ]
     }
 
@@ -375,6 +381,7 @@ impl Shared {
             Flavour::Gitlab => (&self.gitlab, gitlab::LIFETIMES),
             Flavour::BitbucketCloud => (&self.bitbucket_cloud, bitbucket_cloud::LIFETIMES),
             Flavour::BitbucketDataCenter => (&self.bitbucket_dc, bitbucket_dc::LIFETIMES),
+            Flavour::Gitea => (&self.gitea, gitea::LIFETIMES),
         };
         let lifetimes = book::Lifetimes {
             refresh: None,
@@ -409,6 +416,7 @@ impl Shared {
         self.gitlab.clear();
         self.bitbucket_cloud.clear();
         self.bitbucket_dc.clear();
+        self.gitea.clear();
         self.idp.clear();
         self.pats.clear();
         self.rate_window.clear();
@@ -453,6 +461,7 @@ impl MockProvider {
                 gitlab: TokenBook::new(gitlab::TOKEN_STYLE),
                 bitbucket_cloud: TokenBook::new(bitbucket_cloud::TOKEN_STYLE),
                 bitbucket_dc: TokenBook::new(bitbucket_dc::TOKEN_STYLE),
+                gitea: TokenBook::new(gitea::TOKEN_STYLE),
                 idp: TokenBook::new(idp::TOKEN_STYLE),
                 idp_key: idp::SigningKey::generate(),
                 pats: pats::PatBook::default(),
@@ -557,6 +566,12 @@ impl MockProvider {
                         Flavour::BitbucketDataCenter,
                     ))
                     .merge(git::routes(Flavour::BitbucketDataCenter)),
+            )
+            .nest(
+                "/gitea",
+                gitea::routes()
+                    .merge(api(gitea::api_routes(), Flavour::Gitea))
+                    .merge(git::routes(Flavour::Gitea)),
             )
             .nest("/__mock", control::routes())
             .fallback(github::not_found)

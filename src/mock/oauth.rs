@@ -291,7 +291,8 @@ pub(crate) fn authorization_token(headers: &HeaderMap, schemes: &[&str]) -> Opti
 
 /// The token an API request of `flavour` presents, read as that flavour
 /// reads it: GitHub `Bearer` or `token`; GitLab `PRIVATE-TOKEN` or
-/// `Bearer`; Bitbucket the password of HTTP Basic, or `Bearer`.
+/// `Bearer`; Bitbucket the password of HTTP Basic, or `Bearer`; Gitea
+/// `token` or `Bearer`.
 pub(crate) fn presented_token(flavour: Flavour, headers: &HeaderMap) -> Option<String> {
     match flavour {
         Flavour::Github => authorization_token(headers, &["bearer", "token"]),
@@ -301,6 +302,8 @@ pub(crate) fn presented_token(flavour: Flavour, headers: &HeaderMap) -> Option<S
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
             .or_else(|| authorization_token(headers, &["bearer"])),
+        // Gitea: `token <t>` (its documents) or `Bearer <t>`
+        Flavour::Gitea => authorization_token(headers, &["bearer", "token"]),
         Flavour::BitbucketCloud | Flavour::BitbucketDataCenter => match basic_auth(headers) {
             Some(Ok((_, secret))) => Some(secret),
             _ => authorization_token(headers, &["bearer"]),

@@ -17,6 +17,8 @@ pub enum Flavour {
     Gitlab,
     BitbucketCloud,
     BitbucketDataCenter,
+    /// Gitea and Forgejo.
+    Gitea,
 }
 
 /// What a test asks for. `kind` is flavour-specific:
@@ -25,6 +27,9 @@ pub enum Flavour {
 /// - gitlab: `personal`, `project`, `group` (the last two belong to bot users)
 /// - bitbucket_cloud: `api_token` (ATATT…), `app_password`, `repo_access_token`
 /// - bitbucket_data_center: `personal`, `project`, `repository` (HTTP access tokens)
+/// - gitea: `personal` (an access token: 40 hex characters, Gitea scopes such as
+///   `write:repository`, `read:user`, `all`; no expiry unless `expires_at` is set),
+///   `oauth` (shaped like Gitea's OAuth access tokens, a JWT)
 ///
 /// `scopes` are scope names, or `name:level` permissions for tokens that
 /// have permissions (GitHub fine-grained: `contents:write`, `metadata:read`,
@@ -79,6 +84,9 @@ fn shape(spec: &PatSpec) -> String {
         (Flavour::BitbucketCloud, "repo_access_token") => format!("ATCTT{}", random_alnum(180)),
         (Flavour::BitbucketCloud, _) => random_alnum(20),
         (Flavour::BitbucketDataCenter, _) => format!("BBDC-{}", random_alnum(44)),
+        // SHA-1 sized, hex, no prefix: Gitea's access tokens look like this
+        (Flavour::Gitea, "oauth") => format!("{}{}", super::gitea::JWT_START, random_alnum(64)),
+        (Flavour::Gitea, _) => hex::encode(rand::random::<[u8; 20]>()),
     }
 }
 

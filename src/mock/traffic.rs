@@ -26,7 +26,7 @@
 use super::control::RateLimit;
 use super::oauth::{header_pair, presented_token};
 use super::pats::Flavour;
-use super::{Shared, bitbucket_cloud, bitbucket_dc, github, gitlab, lock};
+use super::{Shared, bitbucket_cloud, bitbucket_dc, gitea, github, gitlab, lock};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -169,6 +169,7 @@ fn over_limit(flavour: Flavour, github_status: Option<u16>) -> Response {
         Flavour::Gitlab => gitlab::throttled(),
         Flavour::BitbucketCloud => bitbucket_cloud::rate_limited(),
         Flavour::BitbucketDataCenter => bitbucket_dc::rate_limited(),
+        Flavour::Gitea => gitea::rate_limited(),
     }
 }
 
@@ -242,6 +243,9 @@ fn headers(
                 header_pair("x-ratelimit-fillrate", &t.limit.to_string()),
             ]);
         }
+        // Gitea has no API rate limit of its own, hence no headers: only
+        // the mock's and `Retry-After`
+        Flavour::Gitea => {}
     }
     out.into_iter().flatten().collect()
 }

@@ -5,6 +5,7 @@
 
 mod bitbucket_cloud;
 mod bitbucket_dc;
+mod gitea;
 mod github;
 pub mod github_app;
 mod gitlab;
@@ -36,6 +37,10 @@ pub enum ProviderKind {
     BitbucketCloud,
     /// Bitbucket Data Center or Server (`base_url` required).
     BitbucketDataCenter,
+    /// A Gitea or Forgejo instance (`base_url` required); Forgejo serves
+    /// the same endpoints (`forgejo` is accepted as another name).
+    #[serde(alias = "forgejo")]
+    Gitea,
 }
 
 impl ProviderKind {
@@ -47,6 +52,7 @@ impl ProviderKind {
             Self::GitlabSelfManaged => "gitlab_self_managed",
             Self::BitbucketCloud => "bitbucket_cloud",
             Self::BitbucketDataCenter => "bitbucket_data_center",
+            Self::Gitea => "gitea",
         }
     }
 }
@@ -369,6 +375,7 @@ pub fn provider(kind: ProviderKind) -> &'static dyn GitProvider {
         ProviderKind::GitlabSelfManaged => &gitlab::GITLAB_SELF_MANAGED,
         ProviderKind::BitbucketCloud => &bitbucket_cloud::BitbucketCloud,
         ProviderKind::BitbucketDataCenter => &bitbucket_dc::BitbucketDataCenter,
+        ProviderKind::Gitea => &gitea::GITEA,
     }
 }
 

@@ -282,6 +282,26 @@ credential = "{glsm}"
             ghes = credential("ghes-rt"),
             glsm = credential("glsm-rt"),
         );
+        // Gitea (and Forgejo): one OAuth app and one runtime.
+        let toml = format!(
+            r#"{toml}
+[[oauth_apps]]
+id = "gitea-app"
+name = "gitbroker tests (Gitea)"
+provider = "gitea"
+base_url = "{mock_url}/gitea"
+client_id = "gitea-client-id"
+client_secret = "{APP_SECRET}"
+scopes = ["write:repository", "read:user"]
+[[runtimes]]
+id = "gitea-rt"
+account = "acme"
+git_host = "gitea.example.com"
+oauth_app = "gitea-app"
+credential = "{gitea}"
+"#,
+            gitea = credential("gitea-rt"),
+        );
         // The suites drive one user through far more token checks and flow
         // starts a minute than a person would; tests/hardening.rs tests the
         // limits with a `[rate_limit]` table of its own.
@@ -296,6 +316,7 @@ credential = "{glsm}"
             ("bbdc-app", "bbdc-client-id"),
             ("ghes-app", "ghes-client-id"),
             ("glsm-app", "glsm-client-id"),
+            ("gitea-app", "gitea-client-id"),
         ] {
             mock.provider.add_oauth_app(MockOAuthApp {
                 name: format!("gitbroker tests ({id})"),

@@ -23,6 +23,7 @@
 
 use super::super::Shared;
 use super::super::bitbucket_dc::covers;
+use super::super::gitea;
 use super::super::github::PUBLIC_ONLY;
 use super::super::gitlab::pat_expired;
 use super::super::oauth::{authorization_token, basic_auth};
@@ -130,7 +131,27 @@ pub(crate) fn authenticate(
         Flavour::Gitlab => gitlab(s, credential),
         Flavour::BitbucketCloud => bitbucket_cloud(s, credential),
         Flavour::BitbucketDataCenter => bitbucket_dc(s, credential),
+        Flavour::Gitea => gitea(s, credential),
     }
+}
+
+fn gitea(s: &Shared, credential: Presented) -> Result<GitCaller, Refused> {
+    // any username with the token as password, or the token as username
+    // with an empty password (or `x-oauth-basic`), as Gitea's Basic auth
+    // reads it; OAuth and access tokens alike
+    let token = match credential {
+        Presented::Basic { user, secret } if secret.is_empty() || secret == "x-oauth-basic" => user,
+        Presented::Basic { secret, .. } => secret,
+        Presented::Bearer(token) => token,
+        _ => return Err(Refused::Rejected),
+    };
+    let caller = gitea::caller_of(s, &token).ok_or(Refused::Rejected)?;
+    Ok(GitCaller {
+        read: gitea::covers(&caller.scopes, "read:repository"),
+        write: gitea::covers(&caller.scopes, "write:repository"),
+        reach: Reach::Person(caller.user.login.to_ascii_lowercase()),
+        user: caller.user.login.clone(),
+    })
 }
 
 fn github(s: &Shared, credential: Presented) -> Result<GitCaller, Refused> {

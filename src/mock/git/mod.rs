@@ -31,7 +31,7 @@ mod repos;
 pub use repos::RepoError;
 
 use super::pats::Flavour;
-use super::{Shared, github, gitlab};
+use super::{Shared, gitea, github, gitlab};
 use auth::{GitCaller, Refused};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -155,7 +155,7 @@ pub(crate) fn routes(flavour: Flavour) -> Router<Arc<Shared>> {
             )
     };
     match flavour {
-        Flavour::Github | Flavour::BitbucketCloud => fixed(""),
+        Flavour::Github | Flavour::BitbucketCloud | Flavour::Gitea => fixed(""),
         Flavour::BitbucketDataCenter => fixed("/scm"),
         // namespaces nest: anything not routed otherwise is looked at
         Flavour::Gitlab => Router::new().route("/{*path}", any(handler)),
@@ -226,6 +226,7 @@ fn service(endpoint: Endpoint, query: &str) -> Option<Endpoint> {
 async fn not_found_page(flavour: Flavour) -> Response {
     match flavour {
         Flavour::Gitlab => gitlab::not_found().await,
+        Flavour::Gitea => gitea::not_found().await,
         // Bitbucket's routers have no fallback of their own: the mock's
         // is GitHub's
         Flavour::Github | Flavour::BitbucketCloud | Flavour::BitbucketDataCenter => {
@@ -269,6 +270,8 @@ fn unauthorized(flavour: Flavour, message: Option<&str>) -> Response {
             ],
             "Authentication failed. Please check your credentials and try again.",
         ),
+        // Gitea's challenge names no realm worth the name
+        Flavour::Gitea => (&["Basic realm=\".\""], "Unauthorized"),
     };
     let message = message.unwrap_or(default);
     let mut response = text(StatusCode::UNAUTHORIZED, message.to_owned());
@@ -289,6 +292,7 @@ fn repository_not_found(flavour: Flavour) -> Response {
         }
         Flavour::BitbucketCloud => "Repository not found",
         Flavour::BitbucketDataCenter => "Repository not found",
+        Flavour::Gitea => "Repository not found",
     };
     text(StatusCode::NOT_FOUND, message.to_owned())
 }
@@ -305,6 +309,8 @@ fn read_denied(flavour: Flavour) -> Response {
             StatusCode::FORBIDDEN,
             "You are not permitted to access this repository.".to_owned(),
         ),
+        // a token without the repository scope, as `githttp.go` answers it
+        Flavour::Gitea => text(StatusCode::FORBIDDEN, "User permission denied".to_owned()),
     }
 }
 
@@ -322,6 +328,7 @@ fn write_denied(flavour: Flavour, path: &RepoPath, caller: &GitCaller) -> Respon
         Flavour::BitbucketDataCenter => {
             format!("You do not have permission to push to {}.", path.as_str())
         }
+        Flavour::Gitea => "User permission denied".to_owned(),
     };
     text(StatusCode::FORBIDDEN, message)
 }

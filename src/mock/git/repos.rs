@@ -68,6 +68,7 @@ pub(crate) fn parse(flavour: Flavour, path: &str) -> Result<RepoPath, String> {
         Flavour::Gitlab => (2, 20, "namespace/project (namespaces may nest)"),
         Flavour::BitbucketCloud => (2, 2, "workspace/repo"),
         Flavour::BitbucketDataCenter => (2, 2, "PROJECT/repo or ~user/repo"),
+        Flavour::Gitea => (2, 2, "owner/repo"),
     };
     if !(min..=max).contains(&segments.len()) {
         return Err(format!("a {flavour:?} repository path is {shape}"));
@@ -100,6 +101,7 @@ pub(crate) fn flavour_dir(flavour: Flavour) -> &'static str {
         Flavour::Gitlab => "gitlab",
         Flavour::BitbucketCloud => "bitbucket",
         Flavour::BitbucketDataCenter => "bitbucket-dc",
+        Flavour::Gitea => "gitea",
     }
 }
 
@@ -122,6 +124,7 @@ pub(crate) fn clone_url(base: &str, flavour: Flavour, path: &str) -> String {
         Flavour::Gitlab => format!("{base}/gitlab/{path}.git"),
         Flavour::BitbucketCloud => format!("{base}/bitbucket/{path}.git"),
         Flavour::BitbucketDataCenter => format!("{base}/bitbucket-dc/scm/{path}.git"),
+        Flavour::Gitea => format!("{base}/gitea/{path}.git"),
     }
 }
 
