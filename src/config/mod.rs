@@ -89,6 +89,9 @@ pub struct OAuthAppSettings {
     pub api_url: Option<Url>,
     pub client_id: String,
     pub client_secret: SecretString,
+    pub kind: crate::providers::AppKind,
+    /// GitHub App only: the name in its page URL, for the install link.
+    pub app_slug: Option<String>,
     pub scopes: Vec<String>,
     pub token_lifetime: Option<Duration>,
 }
@@ -101,6 +104,9 @@ pub struct RuntimeSettings {
     pub oauth_app: Option<String>,
     pub provider: Option<ProviderKind>,
     pub base_url: Option<Url>,
+    /// `owner/name` of the repositories the runtime works on: a GitHub App
+    /// user token served to it is narrowed to them.
+    pub repositories: Vec<String>,
     /// SHA-256 of the runtime credential.
     pub credential_sha256: [u8; 32],
 }
@@ -919,7 +925,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     for (i, a) in raw.oauth_apps.iter().enumerate() {
         let key = format!("oauth_apps[{i}]");
         check_id(&format!("{key}.id"), &a.id)?;
-        if app_ids.insert(a.id.clone(), a.provider).is_some() {
+        if app_ids.insert(a.id.clone(), (a.provider, a.kind)).is_some() {
             return Err(invalid(
                 format!("{key}.id"),
                 format!("duplicate OAuth app `{}`", a.id),
@@ -941,12 +947,6 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         let client_secret = a
             .client_secret
             .resolve(&format!("{key}.client_secret"), base_dir)?;
-        if a.scopes.is_empty() {
-            return Err(invalid(
-                format!("{key}.scopes"),
-                "must list the scopes to request",
-            ));
-        }
         let token_lifetime = match a.token_lifetime_secs {
             Some(0) => {
                 return Err(invalid(
@@ -965,12 +965,16 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             api_url,
             client_id: a.client_id.clone(),
             client_secret,
+            kind: a.kind,
+            app_slug: a.app_slug.clone(),
             // the provider's spelling (GitLab: `api_read` → `read_api`)
             scopes: crate::providers::provider(a.provider).parse_scopes(&a.scopes.join(" ")),
             token_lifetime,
         };
         crate::providers::validate_app(
             app.provider,
+            app.kind,
+            app.app_slug.as_deref(),
             app.base_url.as_ref(),
             app.api_url.as_ref(),
             &app.scopes,
@@ -1006,6 +1010,12 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             })?),
             None => None,
         };
+        crate::providers::github_app_user::check_repositories(
+            &r.repositories,
+            app_kind.is_some_and(|(_, k)| k == crate::providers::AppKind::GithubApp),
+        )
+        .map_err(|m| invalid(format!("{key}.repositories"), m))?;
+        let app_kind = app_kind.map(|(p, _)| p);
         match (r.provider, app_kind) {
             (None, None) => {
                 return Err(invalid(
@@ -1081,6 +1091,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             oauth_app: r.oauth_app.clone(),
             provider: r.provider,
             base_url,
+            repositories: r.repositories.clone(),
             credential_sha256,
         });
     }

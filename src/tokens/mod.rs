@@ -19,6 +19,7 @@ pub mod grant;
 pub mod lease;
 mod lifecycle;
 mod migrate;
+mod narrow;
 pub mod repo;
 pub mod runtime;
 pub mod schedule;

@@ -214,6 +214,9 @@ pub struct OAuthAppView {
     pub api_url: Option<Url>,
     pub client_id: String,
     pub client_secret_set: bool,
+    pub kind: crate::providers::AppKind,
+    /// GitHub App: the name in its page URL.
+    pub app_slug: Option<String>,
     pub scopes: Vec<String>,
     pub token_lifetime_secs: Option<u64>,
     /// The redirect URI to register at the provider.
@@ -240,6 +243,8 @@ fn app_view(state: &AppState, app: &OAuthApp) -> OAuthAppView {
         api_url: app.api_url.clone(),
         client_id: app.client_id.clone(),
         client_secret_set: !app.client_secret.expose_secret().is_empty(),
+        kind: app.kind,
+        app_slug: app.app_slug.clone(),
         scopes: app.scopes.clone(),
         token_lifetime_secs: app.token_lifetime_secs,
         callback_url: callback,
@@ -258,6 +263,9 @@ pub struct RuntimeView {
     pub provider: Option<ProviderKind>,
     #[schema(value_type = Option<String>)]
     pub base_url: Option<Url>,
+    /// `owner/name` of the repositories the runtime works on; a GitHub App
+    /// user token served to it is narrowed to them.
+    pub repositories: Vec<String>,
     pub origin: Origin,
 }
 
@@ -269,6 +277,7 @@ fn runtime_view(rt: &Runtime) -> RuntimeView {
         oauth_app: rt.oauth_app.clone(),
         provider: rt.provider,
         base_url: rt.base_url.clone(),
+        repositories: rt.repositories.clone(),
         origin: rt.origin,
     }
 }
@@ -337,6 +346,9 @@ pub struct RegisterBody {
     oauth_app: Option<String>,
     provider: Option<ProviderKind>,
     base_url: Option<String>,
+    /// `owner/name` of the repositories the runtime works on.
+    #[serde(default)]
+    repositories: Vec<String>,
     /// The Git Runtime token: mandatory.
     git_token: Option<GitTokenBody>,
 }
@@ -723,6 +735,7 @@ async fn create_runtime(
         oauth_app: b.oauth_app,
         provider: b.provider,
         base_url: b.base_url,
+        repositories: b.repositories,
     };
     let (rt, credential, status) = state
         .lifecycle
