@@ -250,6 +250,7 @@ pub struct Lifecycle {
     pub(super) metrics: Arc<Metrics>,
     /// GitHub App user tokens narrowed to runtimes' repositories.
     pub(super) narrow_cache: super::narrow::NarrowCache,
+    pub(super) narrow_flights: SingleFlight<super::narrow::NarrowOutcome>,
 }
 
 fn chrono_of(d: Duration) -> chrono::Duration {
@@ -293,6 +294,7 @@ impl Lifecycle {
             events: crate::events::Events::default(),
             metrics,
             narrow_cache: super::narrow::NarrowCache::default(),
+            narrow_flights: SingleFlight::default(),
         }
     }
 

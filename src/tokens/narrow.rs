@@ -21,7 +21,7 @@ use crate::registry::{AppRequirements, OAuthApp, Runtime};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How many narrowed tokens a process keeps at most; past it the expired
 /// ones go, then everything (the next fetches narrow again).
@@ -95,12 +95,26 @@ impl NarrowCache {
     }
 }
 
+/// Why narrowing gave no token, as concurrent callers share it.
+#[derive(Clone)]
+pub(crate) enum NarrowFailure {
+    Unavailable(String),
+    Invalid,
+    Refused(String),
+    /// The app record could not be read.
+    Store(String),
+    Gone,
+}
+
+pub(crate) type NarrowOutcome = Result<(SecretString, Option<DateTime<Utc>>), NarrowFailure>;
+
 impl Lifecycle {
     /// The token `g` narrowed to `caller`'s repositories, when `g` comes
     /// from a GitHub App and the runtime names repositories; `None` means
-    /// "serve `g` as it is".
+    /// "serve `g` as it is". Callers in this process asking for the same
+    /// narrowing share one provider call.
     pub(super) async fn narrowed_for(
-        &self,
+        self: &Arc<Self>,
         caller: &Runtime,
         g: &Grant,
         app: Option<&AppRequirements>,
@@ -111,73 +125,112 @@ impl Lifecycle {
         let Some(app_id) = g.source.app() else {
             return Ok(None);
         };
-        let now = self.clock.now();
         let key = Key {
             grant: g.id.clone(),
             parent: fingerprint(&g.access_token),
             incarnation: caller.incarnation.clone(),
             repositories: caller.repositories.clone(),
         };
+        let fresh_until = self.clock.now() + self.timing().refresh_margin;
+        if let Some(hit) = self.narrow_cache.get(&key, fresh_until) {
+            return Ok(Some(hit));
+        }
+        let flight = format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            key.grant,
+            key.parent,
+            key.incarnation,
+            key.repositories.join(",")
+        );
+        let this = self.clone();
+        let (app_id, token, expires_at) =
+            (app_id.to_owned(), g.access_token.clone(), g.expires_at());
+        let outcome = self
+            .narrow_flights
+            .run(&flight, move || async move {
+                this.narrow_now(&app_id, key, token, expires_at).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(NarrowFailure::Unavailable(
+                    "the narrowing stopped unexpectedly".into(),
+                ))
+            });
+        let runtime = &caller.id;
+        match outcome {
+            Ok((token, expires_at)) => Ok(Some(Narrowed { token, expires_at })),
+            Err(NarrowFailure::Unavailable(detail)) => Err(ServeError::Unavailable {
+                detail: format!(
+                    "GitHub could not narrow the Git user token to the repositories of runtime `{runtime}` right now ({detail}); nothing was changed, retry shortly"
+                ),
+                retry_after: self.settings().refresh_cooldown,
+            }),
+            Err(NarrowFailure::Invalid) => Err(ServeError::Invalid(
+                "GitHub no longer accepts the token (revoked or expired); the user must authorize access again".into(),
+            )),
+            Err(NarrowFailure::Refused(message)) => Err(ServeError::NotInstalled(message)),
+            Err(NarrowFailure::Store(m)) => Err(ServeError::Store(
+                crate::store::StoreError::Unavailable(m).into(),
+            )),
+            Err(NarrowFailure::Gone) => Err(ServeError::Absent),
+        }
+    }
+
+    /// One call to the provider's scoped-token endpoint (unless a run that
+    /// just ended filled the cache), its answer cached.
+    async fn narrow_now(
+        &self,
+        app_id: &str,
+        key: Key,
+        token: SecretString,
+        parent_expires_at: Option<DateTime<Utc>>,
+    ) -> NarrowOutcome {
+        let now = self.clock.now();
         if let Some(hit) = self
             .narrow_cache
             .get(&key, now + self.timing().refresh_margin)
         {
-            return Ok(Some(hit));
+            return Ok((hit.token, hit.expires_at));
         }
-        let app = self
-            .registry
-            .app(app_id)
-            .await
-            .map_err(|e| match e {
-                crate::registry::RegistryError::Store(s) => ServeError::from(s),
-                other => {
-                    ServeError::Store(crate::store::StoreError::Corrupt(other.to_string()).into())
-                }
-            })?
-            .ok_or(ServeError::Absent)?;
-        let endpoints = app
-            .endpoints()
-            .map_err(|m| ServeError::Store(crate::store::StoreError::Corrupt(m).into()))?;
+        let app = match self.registry.app(app_id).await {
+            Ok(Some(app)) => app,
+            Ok(None) => return Err(NarrowFailure::Gone),
+            Err(e) => return Err(NarrowFailure::Store(e.to_string())),
+        };
+        let endpoints = app.endpoints().map_err(NarrowFailure::Refused)?;
         let http = self.http.for_provider(app.provider);
         self.narrow_cache
             .narrowed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let runtime = &caller.id;
+        let grant = key.grant.clone();
         match github_app_user::narrow(
             &http,
             &endpoints,
             &app.client_id,
             &app.client_secret,
-            &g.access_token,
-            &caller.repositories,
+            &token,
+            &key.repositories,
         )
         .await
         {
             Ok(mut n) => {
                 // never later than the token it was made from
-                n.expires_at = match (n.expires_at, g.expires_at()) {
+                n.expires_at = match (n.expires_at, parent_expires_at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                tracing::info!(grant = %grant, fingerprint = %fingerprint(&n.token), "GitHub App user token narrowed to the runtime's repositories");
                 self.narrow_cache.put(key, &n, now);
-                tracing::info!(runtime = %runtime, grant = %g.id, fingerprint = %fingerprint(&n.token), "GitHub App user token narrowed to the runtime's repositories");
-                Ok(Some(n))
+                Ok((n.token, n.expires_at))
             }
             Err(NarrowError::Unavailable(detail)) => {
-                tracing::warn!(runtime = %runtime, grant = %g.id, %detail, "could not narrow the token for now");
-                Err(ServeError::Unavailable {
-                    detail: format!(
-                        "GitHub could not narrow the Git user token to the repositories of runtime `{runtime}` right now ({detail}); nothing was changed, retry shortly"
-                    ),
-                    retry_after: self.settings().refresh_cooldown,
-                })
+                tracing::warn!(grant = %grant, %detail, "could not narrow the token for now");
+                Err(NarrowFailure::Unavailable(detail))
             }
-            Err(NarrowError::InvalidToken) => Err(ServeError::Invalid(
-                "GitHub no longer accepts the token (revoked or expired); the user must authorize access again".into(),
-            )),
+            Err(NarrowError::InvalidToken) => Err(NarrowFailure::Invalid),
             Err(NarrowError::Refused(message)) => {
-                tracing::warn!(runtime = %runtime, grant = %g.id, %message, "GitHub refused to narrow the token");
-                Err(ServeError::NotInstalled(message))
+                tracing::warn!(grant = %grant, %message, "GitHub refused to narrow the token");
+                Err(NarrowFailure::Refused(message))
             }
         }
     }
