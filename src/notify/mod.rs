@@ -882,7 +882,8 @@ mod tests {
                 "expired",
                 "invalid",
                 "missing_scopes",
-                "needs_reauthorization"
+                "needs_reauthorization",
+                "not_installed"
             ]
         );
         assert!(!needs_attention(State::Unknown));
