@@ -16,7 +16,6 @@
 mod support;
 
 use gitbroker::clock::ManualClock;
-use gitbroker::mock::{MockGithubApp, MockInstallation, MockOAuthApp};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::io::Write;
@@ -24,70 +23,6 @@ use std::sync::{Arc, Mutex};
 use support::*;
 
 const ALICE: &str = "u-1001";
-const CLIENT_ID: &str = "ghapp-client-id";
-const SLUG: &str = "gitbroker-test";
-
-/// The GitHub App, a runtime narrowed to `acme/app` and one that names no
-/// repositories, written into the store by a replica whose file has them
-/// (the harness's own file predates the mock's URL).
-async fn with_github_app(h: &Harness) {
-    let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
-    let extra = format!(
-        r#"
-[[oauth_apps]]
-id = "ghapp"
-name = "gitbroker GitHub App"
-provider = "github"
-kind = "github_app"
-app_slug = "{SLUG}"
-base_url = "{mock_url}"
-client_id = "{CLIENT_ID}"
-client_secret = "{APP_SECRET}"
-[[runtimes]]
-id = "acme-app"
-account = "acme"
-git_host = "github.com"
-oauth_app = "ghapp"
-repositories = ["acme/app"]
-credential = "{c1}"
-[[runtimes]]
-id = "acme-any"
-account = "acme"
-git_host = "github.com"
-oauth_app = "ghapp"
-credential = "{c2}"
-"#,
-        c1 = credential("acme-app"),
-        c2 = credential("acme-any"),
-    );
-    h.replica_with(|t| format!("{t}\n{extra}")).await;
-    h.mock.provider.add_oauth_app(MockOAuthApp {
-        name: "gitbroker GitHub App".into(),
-        client_id: CLIENT_ID.into(),
-        client_secret: APP_SECRET.into(),
-        callback_url: format!("{}/oauth/callback/ghapp", h.url),
-    });
-    h.mock.provider.add_github_app(MockGithubApp {
-        client_id: CLIENT_ID.into(),
-        slug: SLUG.into(),
-    });
-    install(h, &["acme/app", "acme/infra"]);
-}
-
-/// The App installed on the organization `acme` (alice a member) for `repos`.
-fn install(h: &Harness, repos: &[&str]) {
-    h.mock
-        .provider
-        .set_github_installations(vec![MockInstallation {
-            id: 7,
-            client_id: CLIENT_ID.into(),
-            account: "acme".into(),
-            repositories: repos.iter().map(|r| (*r).to_owned()).collect(),
-            all_repositories: false,
-            members: vec!["alice".into()],
-        }]);
-}
-
 async fn fetch(url: &str, runtime: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!(
@@ -300,7 +235,7 @@ async fn not_installed_shows_the_install_link_and_is_not_served() {
     assert_eq!(install_page.status(), 200);
 
     // installed, but not on the runtime's repository: still not installed
-    install(&h, &["acme/infra"]);
+    install_github_app(&h, &["acme/infra"]);
     let page = alice.get("/tokens").await;
     assert!(page.body.contains("data-status=\"not_installed\""));
     assert!(
@@ -312,7 +247,7 @@ async fn not_installed_shows_the_install_link_and_is_not_served() {
     );
 
     // installed there: the page's reload sees it, and the runtime is served
-    install(&h, &["acme/app", "acme/infra"]);
+    install_github_app(&h, &["acme/app", "acme/infra"]);
     let page = alice.get("/tokens").await;
     assert!(page.body.contains("data-status=\"valid\""), "{}", page.body);
     assert!(!page.body.contains("id=\"install-acme-app\""));
@@ -330,7 +265,7 @@ async fn repositories_out_of_reach_at_serve_time_are_refused_for_good() {
     let alice = h.signed_in("alice").await;
     alice.authorize("acme-app").await;
     // an owner removes acme/app from the installation after the authorization
-    install(&h, &["acme/infra"]);
+    install_github_app(&h, &["acme/infra"]);
     let r = fetch(&h.url, "acme-app").await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
@@ -348,7 +283,7 @@ async fn repositories_out_of_reach_at_serve_time_are_refused_for_good() {
     );
     assert!(!detail.contains("ghu_"), "no token in the answer");
     // a revoked token: the runtime is told so
-    install(&h, &["acme/app"]);
+    install_github_app(&h, &["acme/app"]);
     let parent = stored(&h, "acme-app").await.access_token;
     assert!(h.mock.provider.revoke(parent.expose_secret()));
     let r = fetch(&h.url, "acme-app").await;
@@ -490,4 +425,57 @@ async fn no_github_app_token_in_logs_or_debug() {
         assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
         assert!(!debug.contains(secret.as_str()), "a secret in Debug output");
     }
+}
+
+/// Figures for the choice to cache narrowed tokens (run by hand:
+/// `cargo test --test github_app_user -- --ignored --nocapture`): a fetch
+/// served from the cache, a fetch of a runtime that is not narrowed, and
+/// one scoped-token call at the mock, each averaged over 200 runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn narrowing_cost() {
+    let h = Harness::start(Backend::Embedded).await;
+    with_github_app(&h).await;
+    let alice = h.signed_in("alice").await;
+    alice.authorize("acme-app").await;
+    alice.authorize("acme-any").await;
+    let parent = stored(&h, "acme-app").await.access_token;
+    token_of(&h.url, "acme-app").await;
+    const N: u32 = 200;
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        token_of(&h.url, "acme-app").await;
+    }
+    let cached = t.elapsed() / N;
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        token_of(&h.url, "acme-any").await;
+    }
+    let plain = t.elapsed() / N;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/api/v3/applications/{CLIENT_ID}/token/scoped",
+        h.mock.base_url.trim_end_matches('/')
+    );
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        let r = http
+            .post(&url)
+            .basic_auth(CLIENT_ID, Some(APP_SECRET))
+            .json(&serde_json::json!({
+                "access_token": parent.expose_secret(),
+                "target": "acme",
+                "repositories": ["app"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let scoped = t.elapsed() / N;
+    println!(
+        "fetch, narrowed token from the cache: {cached:?}; fetch, not narrowed: {plain:?}; one scoped-token call at the mock on loopback: {scoped:?}; scoped calls made by the broker: {}",
+        h.state.lifecycle.narrow_calls()
+    );
+    assert_eq!(h.state.lifecycle.narrow_calls(), 1);
 }

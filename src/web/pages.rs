@@ -365,12 +365,27 @@ pub async fn tokens_page(
                     token: match &r.token {
                         TokenSlot::None => None,
                         TokenSlot::Unreadable => Some(unreadable_view()),
-                        TokenSlot::Present(t) => Some(TokenView {
-                            install_url: (t.status.state == TokenState::NotInstalled)
-                                .then(|| r.app.as_ref().and_then(|a| a.install_url()))
-                                .flatten(),
-                            ..token_view(t)
-                        }),
+                        TokenSlot::Present(t) => {
+                            let github_app = r
+                                .app
+                                .as_ref()
+                                .filter(|a| a.kind == providers::AppKind::GithubApp);
+                            let view = token_view(t);
+                            Some(TokenView {
+                                install_url: (t.status.state == TokenState::NotInstalled)
+                                    .then(|| github_app.and_then(|a| a.install_url()))
+                                    .flatten(),
+                                // a GitHub App user token has the App's
+                                // permissions, not scopes
+                                scopes: match github_app {
+                                    Some(_) if view.scopes.is_empty() => {
+                                        "none (the GitHub App's permissions apply)".into()
+                                    }
+                                    _ => view.scopes.clone(),
+                                },
+                                ..view
+                            })
+                        }
                     },
                     needs_username: provider.is_some_and(|p| p.needs_username()),
                     needs_email: provider.is_some_and(|p| p.needs_email()),
