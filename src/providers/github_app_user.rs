@@ -347,6 +347,7 @@ pub fn check_repositories(repositories: &[String], github_app: bool) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {

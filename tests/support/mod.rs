@@ -160,6 +160,7 @@ mod harness;
 mod redis_ha;
 #[allow(unused_imports)]
 pub use github_app::*;
+#[allow(unused_imports)]
 pub use harness::*;
 #[allow(unused_imports)]
 pub use redis_ha::*;
