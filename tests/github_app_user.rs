@@ -479,3 +479,128 @@ async fn narrowing_cost() {
     );
     assert_eq!(h.state.lifecycle.narrow_calls(), 1);
 }
+
+/// The admin API takes a GitHub App (`kind`, `app_slug`, no scopes) and a
+/// runtime's `repositories`, with the same checks as the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_takes_github_apps_and_runtime_repositories() {
+    let h = Harness::start(Backend::Embedded).await;
+    let base = h.mock.base_url.trim_end_matches('/').to_owned();
+    let app = |extra: Value| {
+        let mut body = serde_json::json!({
+            "id": "ghapp2", "provider": "github", "base_url": base,
+            "client_id": "ghapp2-client", "client_secret": "ghapp2-secret",
+            "kind": "github_app", "app_slug": "second-app",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let post = |path: &'static str, body: Value| {
+        h.admin_request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+    };
+    let problem = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        (status, v["detail"].as_str().unwrap_or_default().to_owned())
+    };
+    let (s, d) = problem(
+        post("/oauth-apps", app(serde_json::json!({"scopes": ["repo"]})))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, d.as_str()),
+        (
+            422,
+            "scopes: must be empty (or omitted) for a GitHub App: its user tokens carry the App's permissions, not OAuth scopes"
+        )
+    );
+    let (s, d) = problem(
+        post("/oauth-apps", app(serde_json::json!({"app_slug": null})))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        d.starts_with("app_slug: is required for a GitHub App"),
+        "{d}"
+    );
+    let (s, d) = problem(
+        post(
+            "/oauth-apps",
+            app(serde_json::json!({"provider": "gitlab", "base_url": format!("{base}/gitlab")})),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        d.starts_with("kind: `github_app` is for provider github or github_enterprise"),
+        "{d}"
+    );
+
+    let r = post("/oauth-apps", app(serde_json::json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["kind"], "github_app");
+    assert_eq!(v["app_slug"], "second-app");
+    assert_eq!(v["scopes"], serde_json::json!([]));
+
+    let runtime = |repos: Value| {
+        serde_json::json!({
+            "id": "ghapp-rt", "account": "acme", "git_host": "github.com", "oauth_app": "ghapp2",
+            "repositories": repos,
+            "git_token": {"token": h.github_pat("dave", &["repo", "admin:repo_hook"])},
+        })
+    };
+    let (s, d) = problem(
+        post(
+            "/runtimes",
+            runtime(serde_json::json!(["acme/app", "globex/site"])),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        d.starts_with(
+            "repositories: a GitHub App user token is narrowed to the repositories of one owner"
+        ),
+        "{d}"
+    );
+    let (s, d) = problem(
+        post("/runtimes", runtime(serde_json::json!(["acme"])))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        d.contains("`acme` is not a repository written owner/name"),
+        "{d}"
+    );
+    let r = post(
+        "/runtimes",
+        runtime(serde_json::json!(["acme/app", "acme/infra"])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["acme/app", "acme/infra"])
+    );
+    let rt = h.state.registry.runtime("ghapp-rt").await.unwrap().unwrap();
+    assert_eq!(rt.repositories, ["acme/app", "acme/infra"]);
+}
