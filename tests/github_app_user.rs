@@ -603,4 +603,23 @@ async fn the_admin_api_takes_github_apps_and_runtime_repositories() {
     );
     let rt = h.state.registry.runtime("ghapp-rt").await.unwrap().unwrap();
     assert_eq!(rt.repositories, ["acme/app", "acme/infra"]);
+
+    // a GitHub App that issued stored tokens cannot become an OAuth app
+    with_github_app(&h).await;
+    h.signed_in("alice").await.authorize("acme-app").await;
+    let r = h
+        .admin_request(reqwest::Method::PUT, "/oauth-apps/ghapp")
+        .json(&serde_json::json!({
+            "id": "ghapp", "provider": "github", "base_url": base,
+            "client_id": CLIENT_ID, "kind": "oauth_app", "scopes": ["repo"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (s, d) = problem(r).await;
+    assert_eq!(s, 409);
+    assert!(
+        d.contains("issued 1 stored tokens as kind `github_app`; create a new OAuth app of kind `oauth_app` instead"),
+        "{d}"
+    );
 }

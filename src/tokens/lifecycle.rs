@@ -1544,6 +1544,18 @@ impl Lifecycle {
                 )));
             }
         }
+        // An OAuth app's tokens are not a GitHub App's (no narrowing, no
+        // installations) and the other way round.
+        if update.old.kind != update.new.kind {
+            let issued = self.grants_of_app(id).await?;
+            if issued > 0 {
+                return Err(AssignError::Conflict(format!(
+                    "OAuth app `{id}` issued {issued} stored tokens as kind `{}`; create a new OAuth app of kind `{}` instead",
+                    update.old.kind.as_str(),
+                    update.new.kind.as_str()
+                )));
+            }
+        }
         Ok(self.registry.commit_app_update(update).await?)
     }
 
