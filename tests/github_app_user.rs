@@ -623,3 +623,79 @@ async fn the_admin_api_takes_github_apps_and_runtime_repositories() {
         "{d}"
     );
 }
+
+/// The background check of a GitHub App user token asks where the App is
+/// installed: removed from the runtime's repository, the token becomes
+/// `not_installed` and is no longer served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_checks_see_the_app_removed() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let h = Harness::start_with(
+        Backend::Embedded,
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    with_github_app(&h).await;
+    h.signed_in("alice").await.authorize("acme-app").await;
+    token_of(&h.url, "acme-app").await;
+    install_github_app(&h, &["acme/infra"]);
+    clock.advance(chrono::Duration::hours(5));
+    assert!(h.state.lifecycle.run_due().await.checked >= 1);
+    let g = stored(&h, "acme-app").await;
+    assert_eq!(g.status.state, gitbroker::tokens::State::NotInstalled);
+    let reason = g.status.reason.unwrap();
+    assert!(
+        reason.contains("the GitHub App is not installed on acme/app")
+            && reason.contains(&format!("/github-apps/{SLUG}/installations/new")),
+        "{reason}"
+    );
+    let r = fetch(&h.url, "acme-app").await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("user-token-not-installed"),
+        "{v}"
+    );
+}
+
+/// GitHub's API down while the flow ends: the token is kept (the code is
+/// spent), with the status `unknown` and a reason, and served once GitHub
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installations_unreachable_at_the_end_of_the_flow_loses_nothing() {
+    let h = Harness::start(Backend::Embedded).await;
+    with_github_app(&h).await;
+    let alice = h.signed_in("alice").await;
+    let consent = alice.start_authorize("acme-app").await;
+    h.mock.provider.switches().set_user_api_status(Some(502));
+    let back = alice.provider_decision(&consent, "approve").await;
+    let page = alice.follow(back).await;
+    assert!(
+        page.flash().contains("Access to GitHub authorized"),
+        "{}",
+        page.flash()
+    );
+    let g = stored(&h, "acme-app").await;
+    assert_eq!(g.status.state, gitbroker::tokens::State::Unknown);
+    assert!(
+        g.status
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("could not check where the GitHub App is installed yet"),
+        "{:?}",
+        g.status.reason
+    );
+    h.mock.provider.switches().set_user_api_status(None);
+    let served = token_of(&h.url, "acme-app").await;
+    assert_eq!(
+        h.mock.provider.github_app_token_reach(&served),
+        vec!["acme/app"]
+    );
+}
