@@ -699,3 +699,44 @@ async fn installations_unreachable_at_the_end_of_the_flow_loses_nothing() {
         vec!["acme/app"]
     );
 }
+
+/// 40 concurrent first fetches split over two replicas: each replica asks
+/// GitHub to narrow once (single-flight, then the cache), and every answer
+/// reaches only the runtime's repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_fetches_narrow_once_per_replica() {
+    let h = Harness::start(Backend::Embedded).await;
+    with_github_app(&h).await;
+    let (replica, url2) = h.serve_replica(|t| t).await;
+    h.signed_in("alice").await.authorize("acme-app").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = if i % 2 == 0 {
+            h.url.clone()
+        } else {
+            url2.clone()
+        };
+        tasks.push(tokio::spawn(
+            async move { token_of(&url, "acme-app").await },
+        ));
+    }
+    let mut served = std::collections::BTreeSet::new();
+    for t in tasks {
+        served.insert(t.await.unwrap());
+    }
+    assert_eq!(
+        h.state.lifecycle.narrow_calls(),
+        1,
+        "one call on the first replica"
+    );
+    assert_eq!(
+        replica.lifecycle.narrow_calls(),
+        1,
+        "one call on the second"
+    );
+    assert_eq!(h.mock.provider.github_scoped_tokens_issued(), 2);
+    assert_eq!(served.len(), 2, "one narrowed token per replica");
+    for t in &served {
+        assert_eq!(h.mock.provider.github_app_token_reach(t), vec!["acme/app"]);
+    }
+}
