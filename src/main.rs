@@ -10,7 +10,10 @@ use clap::Parser;
 use cli::{Cli, Command};
 use gitbroker::clock::SystemClock;
 use gitbroker::config::{LogFormat, Settings};
-use gitbroker::mock::{MockConfig, MockIdpClient, MockInstallation, MockOAuthApp, MockProvider};
+use gitbroker::mock::{
+    MockConfig, MockGithubApp, MockIdpClient, MockInstallation, MockOAuthApp, MockProvider,
+    MockUserInstallation,
+};
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,6 +58,23 @@ fn mock_config_for(settings: &Settings) -> MockConfig {
             client_secret: app.client_secret.expose_secret().to_owned(),
             callback_url: callback,
         });
+        if let (gitbroker::providers::AppKind::GithubApp, Some(slug)) = (app.kind, &app.app_slug) {
+            config.github_apps.push(MockGithubApp {
+                client_id: app.client_id.clone(),
+                slug: slug.clone(),
+            });
+            // the demo's App is installed on the organization `acme`, whose
+            // members are the acme developers (not carol: she sees the
+            // install link)
+            config.github_installations.push(MockUserInstallation {
+                id: 4242 + config.github_installations.len() as u64,
+                client_id: app.client_id.clone(),
+                account: "acme".into(),
+                repositories: vec!["acme/app".into(), "acme/infra".into()],
+                all_repositories: false,
+                members: vec!["alice".into(), "bob".into(), "dave".into()],
+            });
+        }
     }
     config.idp_clients.push(MockIdpClient {
         client_id: settings.oidc.client_id.clone(),

@@ -749,3 +749,97 @@ async fn reuse_an_authorization_and_see_its_status_in_a_real_browser() {
         })
         .await;
 }
+
+/// Clicks "Authorize Access to GitHub" for `runtime` and approves at the
+/// mock's consent page; returns back on the token page with its token.
+async fn authorize_github_app(c: &Client, mock_url: &str, runtime: &str) {
+    c.find(Locator::Css(&format!(
+        "tr#runtime-{runtime} button.authorize"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let approve = wait_for(c, "the provider's consent page", Locator::Id("approve")).await;
+    let at = c.current_url().await.unwrap();
+    assert!(
+        at.as_str().starts_with(mock_url),
+        "expected the provider at {mock_url}, at {at}"
+    );
+    assert!(
+        c.source().await.unwrap().contains("gitbroker GitHub App"),
+        "the consent page names the App"
+    );
+    approve.click().await.unwrap();
+    wait_for(
+        c,
+        "the token page with the runtime's token",
+        Locator::Css(&format!("tr#runtime-{runtime} dl.token")),
+    )
+    .await;
+}
+
+/// A GitHub App users authorize: the consent page, the token on the page,
+/// a narrowed token for the runtime; then, with the App installed nowhere,
+/// the "not installed" message and the install link, which leads to the
+/// App's install page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_a_github_app_and_see_not_installed_in_a_real_browser() {
+    let h = std::sync::Arc::new(Harness::start(Backend::Embedded).await);
+    with_github_app(&h).await;
+    let browser = Browser::start("github-app").await;
+    let hh = h.clone();
+    browser
+        .run(move |c| async move {
+            let h = hh;
+            let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
+            sign_in_as_alice(&c, &h.url, &mock_url).await;
+            authorize_github_app(&c, &mock_url, "acme-app").await;
+            let flash = text(&c, "#flash").await;
+            assert!(
+                flash.contains("Access to GitHub authorized as alice for runtime acme-app."),
+                "flash: {flash}"
+            );
+            assert_eq!(text(&c, "tr#runtime-acme-app dd.status").await, "Valid");
+            assert_eq!(text(&c, "tr#runtime-acme-app dd.login").await, "alice");
+            let r = h.runtime_get("acme-app", "acme-app", ALICE).await;
+            assert_eq!(r.status(), 200);
+            let body: serde_json::Value = r.json().await.unwrap();
+            let served = body["token"].as_str().unwrap();
+            assert!(served.starts_with("ghu_"), "{body}");
+            assert_eq!(h.mock.provider.github_app_token_reach(served), vec!["acme/app"]);
+
+            // the App installed nowhere: the page says so and links to it
+            h.mock.provider.set_github_installations(Vec::new());
+            authorize_github_app(&c, &mock_url, "acme-any").await;
+            let flash = text(&c, "#flash").await;
+            assert!(
+                flash.contains("but the token cannot reach anything yet: the GitHub App is not installed on any account or organization you can reach"),
+                "flash: {flash}"
+            );
+            let status = text(&c, "tr#runtime-acme-any dd.status").await;
+            assert!(
+                status.starts_with("GitHub App not installed — install it, then reload"),
+                "status: {status}"
+            );
+            let link = c
+                .find(Locator::Css("tr#runtime-acme-any a#install-acme-any"))
+                .await
+                .unwrap();
+            assert_eq!(link.text().await.unwrap(), "Install the GitHub App");
+            let href = link.attr("href").await.unwrap().unwrap();
+            assert_eq!(
+                href,
+                format!("{mock_url}/github-apps/{SLUG}/installations/new")
+            );
+            let r = h.runtime_get("acme-any", "acme-any", ALICE).await;
+            assert_eq!(r.status(), 404);
+            let png = c.screenshot().await.unwrap();
+            let shot = artifacts_dir().join("github-app-not-installed.png");
+            std::fs::write(&shot, png).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+            link.click().await.unwrap();
+            wait_for(&c, "the App's install page", Locator::Id("install-app")).await;
+        })
+        .await;
+}

@@ -169,30 +169,8 @@ pub fn validate_runtime_app(
 
 /// `owner/name` repository names, each once.
 pub fn validate_repositories(key: &str, repos: &[String]) -> Result<(), ConfigError> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    let mut seen = BTreeSet::new();
-    for r in repos {
-        match r.split_once('/') {
-            Some((owner, name)) if ok(owner) && ok(name) => {}
-            _ => {
-                return Err(invalid(
-                    format!("{key}.repositories"),
-                    format!("`{r}` is not an owner/name repository"),
-                ));
-            }
-        }
-        if !seen.insert(r.to_ascii_lowercase()) {
-            return Err(invalid(
-                format!("{key}.repositories"),
-                format!("`{r}` is listed twice"),
-            ));
-        }
-    }
-    Ok(())
+    crate::providers::github_app_user::check_repositories(repos, false)
+        .map_err(|m| invalid(format!("{key}.repositories"), m))
 }
 
 #[cfg(test)]
@@ -324,7 +302,7 @@ credential = "0123456789abcdef0123456789abcdef-rt1"
             ),
             (
                 base(&key, &format!("repositories = [\"app\"]\n{INSTALLED}")),
-                "runtimes[0].repositories: `app` is not an owner/name repository",
+                "runtimes[0].repositories: `app` is not a repository written owner/name",
             ),
             (
                 base(&key, &format!("provider = \"gitlab\"\n{INSTALLED}")),

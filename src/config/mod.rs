@@ -90,6 +90,9 @@ pub struct OAuthAppSettings {
     pub api_url: Option<Url>,
     pub client_id: String,
     pub client_secret: SecretString,
+    pub kind: crate::providers::AppKind,
+    /// GitHub App only: the name in its page URL, for the install link.
+    pub app_slug: Option<String>,
     pub scopes: Vec<String>,
     pub token_lifetime: Option<Duration>,
 }
@@ -106,7 +109,9 @@ pub struct RuntimeSettings {
     pub credential_sha256: [u8; 32],
     /// Git Runtime tokens minted from this GitHub App installation.
     pub github_app: Option<github_apps::RuntimeGithubApp>,
-    /// `owner/name` repositories its tokens are narrowed to.
+    /// `owner/name` of the repositories the runtime works on: its GitHub
+    /// App installation tokens and the GitHub App user tokens served to it
+    /// are narrowed to them.
     pub repositories: Vec<String>,
 }
 
@@ -925,7 +930,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
     for (i, a) in raw.oauth_apps.iter().enumerate() {
         let key = format!("oauth_apps[{i}]");
         check_id(&format!("{key}.id"), &a.id)?;
-        if app_ids.insert(a.id.clone(), a.provider).is_some() {
+        if app_ids.insert(a.id.clone(), (a.provider, a.kind)).is_some() {
             return Err(invalid(
                 format!("{key}.id"),
                 format!("duplicate OAuth app `{}`", a.id),
@@ -947,12 +952,6 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
         let client_secret = a
             .client_secret
             .resolve(&format!("{key}.client_secret"), base_dir)?;
-        if a.scopes.is_empty() {
-            return Err(invalid(
-                format!("{key}.scopes"),
-                "must list the scopes to request",
-            ));
-        }
         let token_lifetime = match a.token_lifetime_secs {
             Some(0) => {
                 return Err(invalid(
@@ -971,12 +970,16 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             api_url,
             client_id: a.client_id.clone(),
             client_secret,
+            kind: a.kind,
+            app_slug: a.app_slug.clone(),
             // the provider's spelling (GitLab: `api_read` → `read_api`)
             scopes: crate::providers::provider(a.provider).parse_scopes(&a.scopes.join(" ")),
             token_lifetime,
         };
         crate::providers::validate_app(
             app.provider,
+            app.kind,
+            app.app_slug.as_deref(),
             app.base_url.as_ref(),
             app.api_url.as_ref(),
             &app.scopes,
@@ -1014,6 +1017,12 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             })?),
             None => None,
         };
+        crate::providers::github_app_user::check_repositories(
+            &r.repositories,
+            app_kind.is_some_and(|(_, k)| k == crate::providers::AppKind::GithubApp),
+        )
+        .map_err(|m| invalid(format!("{key}.repositories"), m))?;
+        let app_kind = app_kind.map(|(p, _)| p);
         // a GitHub App runtime is on the App's GitHub unless it says otherwise
         let app_of_runtime = match &r.github_app {
             Some(ga) => {
@@ -1022,7 +1031,6 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             }
             None => None,
         };
-        github_apps::validate_repositories(&key, &r.repositories)?;
         let (provider, runtime_base) = match (r.provider, app_kind, app_of_runtime) {
             (None, None, Some(a)) => {
                 let web = a.api.as_str().strip_suffix("/api/v3").map(str::to_owned);

@@ -328,6 +328,12 @@ pub struct RawOAuthApp {
     pub api_url: Option<String>,
     pub client_id: String,
     pub client_secret: SecretSource,
+    /// `oauth_app` (default) or `github_app`.
+    #[serde(default)]
+    pub kind: crate::providers::AppKind,
+    /// GitHub App: the name in its page URL, for the install link.
+    pub app_slug: Option<String>,
+    #[serde(default)]
     pub scopes: Vec<String>,
     pub token_lifetime_secs: Option<u64>,
 }
@@ -343,13 +349,13 @@ pub struct RawRuntime {
     pub provider: Option<ProviderKind>,
     /// Provider base URL for self-hosted kinds; from the OAuth app when omitted.
     pub base_url: Option<String>,
+    /// `owner/name` of the repositories the runtime works on.
+    #[serde(default)]
+    pub repositories: Vec<String>,
     pub credential: Option<SecretSource>,
     pub credential_sha256: Option<String>,
     /// Its Git Runtime token is minted from this GitHub App installation.
     pub github_app: Option<super::github_apps::RuntimeGithubApp>,
-    /// `owner/name` repositories its tokens are narrowed to.
-    #[serde(default)]
-    pub repositories: Vec<String>,
 }
 
 /// Demo mode is on only with `enabled = true`: a stray

@@ -620,3 +620,88 @@ fn bad_metrics_settings_name_the_key() {
     let e = err(&format!("{}\n[metrics]\nport = 9090\n", base()));
     assert!(e.contains("port"), "{e}");
 }
+
+/// `base()` with its OAuth app turned into a GitHub App (no scopes).
+fn github_app() -> String {
+    base().replace(
+        "scopes = [\"repo\"]",
+        "kind = \"github_app\"\napp_slug = \"acme-gitbroker\"",
+    )
+}
+
+#[test]
+fn github_app_kind_loads_without_scopes() {
+    let s = Settings::from_toml_str(&github_app().replace(
+        "oauth_app = \"gh\"",
+        "oauth_app = \"gh\"\nrepositories = [\"acme/api\", \"acme/web\"]",
+    ))
+    .unwrap();
+    assert_eq!(s.oauth_apps[0].kind, crate::providers::AppKind::GithubApp);
+    assert_eq!(s.oauth_apps[0].app_slug.as_deref(), Some("acme-gitbroker"));
+    assert!(s.oauth_apps[0].scopes.is_empty());
+    assert_eq!(s.runtimes[0].repositories, ["acme/api", "acme/web"]);
+}
+
+#[test]
+fn github_app_mistakes_name_the_key() {
+    let e = err(&github_app().replace("app_slug = \"acme-gitbroker\"", ""));
+    assert!(
+        e.contains("oauth_apps[0].app_slug: is required for a GitHub App"),
+        "{e}"
+    );
+    let e = err(&github_app().replace(
+        "kind = \"github_app\"",
+        "kind = \"github_app\"\nscopes = [\"repo\"]",
+    ));
+    assert!(e.contains("oauth_apps[0].scopes: must be empty"), "{e}");
+    let e = err(&base().replace(
+        "scopes = [\"repo\"]",
+        "scopes = [\"repo\"]\napp_slug = \"x\"",
+    ));
+    assert!(
+        e.contains("oauth_apps[0].app_slug: is only for kind = \"github_app\""),
+        "{e}"
+    );
+    let e = err(&base().replace("scopes = [\"repo\"]", ""));
+    assert!(
+        e.contains("oauth_apps[0].scopes: must list the scopes to request"),
+        "{e}"
+    );
+    let e = err(&github_app().replace("provider = \"github\"", "provider = \"gitlab\""));
+    assert!(
+        e.contains("oauth_apps[0].kind: `github_app` is for provider github or github_enterprise"),
+        "{e}"
+    );
+    let e = err(&github_app().replace("kind = \"github_app\"", "kind = \"github_apps\""));
+    assert!(e.contains("github_apps"), "{e}");
+}
+
+#[test]
+fn runtime_repositories_are_checked() {
+    let with = |repos: &str, text: String| {
+        text.replace(
+            "oauth_app = \"gh\"",
+            &format!("oauth_app = \"gh\"\nrepositories = {repos}"),
+        )
+    };
+    let e = err(&with("[\"acme\"]", base()));
+    assert!(
+        e.contains("runtimes[0].repositories: `acme` is not a repository written owner/name"),
+        "{e}"
+    );
+    // several owners: fine for an OAuth app, not for a GitHub App
+    assert!(Settings::from_toml_str(&with("[\"acme/a\", \"other/b\"]", base())).is_ok());
+    let e = err(&with("[\"acme/a\", \"other/b\"]", github_app()));
+    assert!(e.contains("runtimes[0].repositories: a GitHub App user token is narrowed to the repositories of one owner"), "{e}");
+}
+
+#[test]
+fn shipped_configurations_load() {
+    let demo = Settings::from_toml_str(include_str!("../../config/demo.toml")).unwrap();
+    assert!(
+        demo.oauth_apps
+            .iter()
+            .any(|a| a.kind == crate::providers::AppKind::GithubApp)
+    );
+    Settings::from_toml_str(include_str!("../../config/gitbroker.example.toml")).unwrap();
+}

@@ -114,6 +114,9 @@ struct Book {
 
 pub(crate) struct TokenBook {
     style: TokenStyle,
+    /// Clients whose tokens look otherwise (GitHub Apps: `ghu_`/`ghr_`
+    /// where OAuth apps get `gho_`), in the same realm.
+    client_styles: Mutex<HashMap<String, TokenStyle>>,
     book: Mutex<Book>,
 }
 
@@ -121,8 +124,31 @@ impl TokenBook {
     pub fn new(style: TokenStyle) -> Self {
         Self {
             style,
+            client_styles: Mutex::new(HashMap::new()),
             book: Mutex::new(Book::default()),
         }
+    }
+
+    /// Tokens issued to `client_id` take `style` from now on.
+    pub fn set_client_style(&self, client_id: &str, style: TokenStyle) {
+        lock(&self.client_styles).insert(client_id.to_owned(), style);
+    }
+
+    /// Issues a token with no refresh token that dies at `expires_at`
+    /// (GitHub's scoped tokens end with the token they were made from).
+    pub fn issue_until(
+        &self,
+        subject: &str,
+        client_id: &str,
+        now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Issued {
+        let mut book = lock(&self.book);
+        let lifetimes = expires_at.map(|at| Lifetimes {
+            access: at - now,
+            refresh: None,
+        });
+        self.issue_locked(&mut book, subject, client_id, Vec::new(), now, lifetimes)
     }
 
     /// Stores a grant and returns its new code.
@@ -160,16 +186,16 @@ impl TokenBook {
         lifetimes: Option<Lifetimes>,
     ) -> Issued {
         book.next_id += 1;
-        let access_token = format!(
-            "{}{}",
-            self.style.access_prefix,
-            random_alnum(self.style.access_len)
-        );
+        let style = lock(&self.client_styles)
+            .get(client_id)
+            .copied()
+            .unwrap_or(self.style);
+        let access_token = format!("{}{}", style.access_prefix, random_alnum(style.access_len));
         let refresh_token = lifetimes.and_then(|l| l.refresh).map(|lifetime| {
             let token = format!(
                 "{}{}",
-                self.style.refresh_prefix,
-                random_alnum(self.style.refresh_len)
+                style.refresh_prefix,
+                random_alnum(style.refresh_len)
             );
             book.refresh.insert(
                 token.clone(),

@@ -295,7 +295,10 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
         .ok_or_else(|| TokenError::new(INCORRECT_CLIENT_CREDENTIALS))?;
     match form.get("grant_type").map(String::as_str) {
         None | Some("authorization_code") => {
-            let lifetimes = s.github_expiring().then_some(LIFETIMES);
+            // a GitHub App's user tokens always expire (the App setting
+            // "Expire user authorization tokens" is on)
+            let lifetimes = (s.github_expiring() || s.github_app_users.is_app(&app.client_id))
+                .then_some(LIFETIMES);
             exchange_code(s, &s.github, &app, &form, lifetimes).map_err(|refused| {
                 TokenError::new(match refused {
                     CodeRefused::RedirectMismatch => REDIRECT_URI_MISMATCH,
@@ -426,6 +429,24 @@ fn caller(s: &Shared, headers: &HeaderMap, docs: &str) -> Result<Caller, Respons
     };
     let now = s.now();
     if let Some(grant) = s.github.find(&token, now) {
+        // a GitHub App's user token: the App's permissions, where the App
+        // is installed (and, narrowed, only there)
+        if s.github_app_users.is_app(&grant.client_id) {
+            let repositories =
+                s.github_app_users
+                    .reachable(&grant.client_id, &grant.subject, &token);
+            return Ok(Caller {
+                subject: grant.subject,
+                access: Access::Permissions(
+                    super::github_app_user::PERMISSIONS
+                        .iter()
+                        .map(|p| (*p).to_owned())
+                        .collect(),
+                ),
+                repositories,
+                expires_at: None,
+            });
+        }
         let repositories = vec![format!("{}/demo", grant.subject)];
         return Ok(Caller {
             subject: grant.subject,
@@ -513,7 +534,7 @@ impl Caller {
 
 /// The API switches every token-reading endpoint honours: `api_hang`, then
 /// `user_api_status`.
-async fn api_switches(s: &Shared) -> Option<Response> {
+pub(crate) async fn api_switches(s: &Shared) -> Option<Response> {
     s.switches.api_hang_wait().await;
     let reset = s.now() + Duration::hours(1);
     s.switches

@@ -100,6 +100,7 @@ mod git;
 mod gitea;
 mod github;
 mod github_app;
+mod github_app_user;
 mod gitlab;
 mod idp;
 mod oauth;
@@ -113,6 +114,7 @@ pub use control::{
 };
 pub use git::{MockRepo, RepoError};
 pub use github_app::MockInstallation;
+pub use github_app_user::{MockGithubApp, MockUserInstallation};
 pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
@@ -147,6 +149,11 @@ pub struct MockConfig {
     /// there. `None`: the Git routes answer 404 and no repository can be
     /// created. The mock never deletes anything in it.
     pub git_root: Option<PathBuf>,
+    /// GitHub Apps among `oauth_apps` (same `client_id`): their tokens are
+    /// `ghu_`/`ghr_` user tokens that always expire, and reach only where
+    /// `github_installations` say.
+    pub github_apps: Vec<MockGithubApp>,
+    pub github_installations: Vec<MockUserInstallation>,
 }
 
 /// A user of the mock GitHub.
@@ -250,6 +257,8 @@ impl MockConfig {
             expiring_tokens: false,
             idp_at_origin: false,
             git_root: None,
+            github_apps: Vec::new(),
+            github_installations: Vec::new(),
         }
     }
 }
@@ -276,6 +285,8 @@ pub(crate) struct Shared {
     counters: Counters,
     /// Codes and tokens of the GitHub flavour.
     github: TokenBook,
+    /// GitHub Apps users authorize, their installations, narrowed tokens.
+    github_app_users: github_app_user::Realm,
     /// Codes and tokens of the GitLab flavour.
     gitlab: TokenBook,
     /// Codes and OAuth tokens of the Bitbucket Cloud and Data Center flavours.
@@ -349,6 +360,13 @@ impl Shared {
             .cloned()
     }
 
+    /// [`MockProvider::add_github_app`].
+    fn add_github_app(&self, app: MockGithubApp) {
+        self.github
+            .set_client_style(&app.client_id, github_app_user::TOKEN_STYLE);
+        self.github_app_users.add_app(app);
+    }
+
     fn github_user(&self, login: &str) -> Option<&MockGitUser> {
         self.github_users.iter().find(|u| u.login == login)
     }
@@ -413,6 +431,7 @@ impl Shared {
         self.switches.reset();
         self.counters.reset();
         self.github.clear();
+        self.github_app_users.clear();
         self.gitlab.clear();
         self.bitbucket_cloud.clear();
         self.bitbucket_dc.clear();
@@ -443,7 +462,13 @@ impl MockProvider {
             expiring_tokens,
             idp_at_origin,
             git_root,
+            github_apps,
+            github_installations,
         } = config;
+        let github = TokenBook::new(github::TOKEN_STYLE);
+        for app in &github_apps {
+            github.set_client_style(&app.client_id, github_app_user::TOKEN_STYLE);
+        }
         Self {
             shared: Arc::new(Shared {
                 base_url: RwLock::new(None),
@@ -457,7 +482,8 @@ impl MockProvider {
                 expiring_tokens,
                 switches: Switches::default(),
                 counters: Counters::default(),
-                github: TokenBook::new(github::TOKEN_STYLE),
+                github,
+                github_app_users: github_app_user::Realm::new(github_apps, github_installations),
                 gitlab: TokenBook::new(gitlab::TOKEN_STYLE),
                 bitbucket_cloud: TokenBook::new(bitbucket_cloud::TOKEN_STYLE),
                 bitbucket_dc: TokenBook::new(bitbucket_dc::TOKEN_STYLE),
@@ -535,9 +561,11 @@ impl MockProvider {
         // Git over smart HTTP (`git`): not API routes
         let router = Router::new()
             .merge(github::routes())
+            .merge(github_app_user::web_routes())
             .merge(api(github::api_routes(), Flavour::Github))
             .merge(api(github_app::api_routes(), Flavour::Github))
             .merge(github_app::control_routes())
+            .merge(api(github_app_user::api_routes(), Flavour::Github))
             .merge(git::routes(Flavour::Github));
         // with a listener of its own, the identity provider is only there
         let router = if self.shared.idp_at_origin {
@@ -573,7 +601,10 @@ impl MockProvider {
                     .merge(api(gitea::api_routes(), Flavour::Gitea))
                     .merge(git::routes(Flavour::Gitea)),
             )
-            .nest("/__mock", control::routes())
+            .nest(
+                "/__mock",
+                control::routes().merge(github_app_user::control_routes()),
+            )
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))
             .with_state(self.shared.clone())
@@ -657,6 +688,40 @@ impl MockProvider {
         let mut apps = write(&self.shared.oauth_apps);
         apps.retain(|a| a.client_id != app.client_id);
         apps.push(app);
+    }
+
+    /// Makes the OAuth client `app.client_id` a GitHub App users authorize
+    /// (same as `POST /__mock/github-apps`): its new tokens are `ghu_` user
+    /// tokens with rotating `ghr_` refresh tokens.
+    pub fn add_github_user_app(&self, app: MockGithubApp) {
+        self.shared.add_github_app(app);
+    }
+
+    /// Replaces every GitHub App installation (same as
+    /// `PUT /__mock/github-apps/installations`).
+    pub fn set_github_installations(&self, installations: Vec<MockUserInstallation>) {
+        self.shared
+            .github_app_users
+            .set_installations(installations);
+    }
+
+    /// `owner/name` of the repositories a GitHub App user token reaches
+    /// now (narrowed tokens: only those they were narrowed to); empty for
+    /// unknown tokens and OAuth app tokens.
+    pub fn github_app_token_reach(&self, token: &str) -> Vec<String> {
+        let s = &self.shared;
+        match s.github.find(token, s.now()) {
+            Some(g) if s.github_app_users.is_app(&g.client_id) => {
+                s.github_app_users
+                    .reachable(&g.client_id, &g.subject, token)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// How many tokens `POST /applications/{client_id}/token/scoped` issued.
+    pub fn github_scoped_tokens_issued(&self) -> u64 {
+        self.shared.github_app_users.scoped_issued()
     }
 
     /// Registers an OpenID client, replacing any with the same `client_id`.

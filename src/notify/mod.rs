@@ -49,12 +49,13 @@ const RECENT: usize = 50;
 const QUEUE: usize = 4096;
 
 /// The states that need attention, as in the token APIs.
-pub const ATTENTION: [State; 5] = [
+pub const ATTENTION: [State; 6] = [
     State::ExpiringSoon,
     State::Expired,
     State::Invalid,
     State::MissingScopes,
     State::NeedsReauthorization,
+    State::NotInstalled,
 ];
 
 pub fn needs_attention(s: State) -> bool {
@@ -68,6 +69,7 @@ pub fn describe(kind: &str) -> &'static str {
         "expired" => "expired",
         "invalid" => "revoked or invalid",
         "missing_scopes" => "missing scopes",
+        "not_installed" => "GitHub App not installed",
         "needs_reauthorization" => "needs re-authorization",
         "recovered" => "works again",
         _ => "changed",
@@ -880,7 +882,8 @@ mod tests {
                 "expired",
                 "invalid",
                 "missing_scopes",
-                "needs_reauthorization"
+                "needs_reauthorization",
+                "not_installed"
             ]
         );
         assert!(!needs_attention(State::Unknown));

@@ -163,6 +163,9 @@ pub struct Completed {
     pub provider: &'static str,
     pub kind: ProviderKind,
     pub provider_login: String,
+    /// A GitHub App user token whose App is not installed where the
+    /// runtime needs it: why, and the install link.
+    pub not_installed: Option<String>,
 }
 
 /// The flow cookie's name for a flow: one cookie per flow, so several tabs
@@ -480,7 +483,7 @@ impl Flows {
         let Some(session) = session else {
             return Err(FlowError::Forbidden);
         };
-        match self
+        let assigned = match self
             .lifecycle
             .assign_oauth(
                 &session.user,
@@ -491,7 +494,7 @@ impl Flows {
             )
             .await
         {
-            Ok(_) => {}
+            Ok(assigned) => assigned,
             Err(AssignError::RuntimeChanged { revocation, .. }) => {
                 return Err(outcome(Failure::RuntimeChanged {
                     revocation: revocation.map(|r| r.describe()).unwrap_or_default(),
@@ -500,7 +503,7 @@ impl Flows {
             Err(AssignError::Token(e)) => return Err(e.into()),
             Err(AssignError::Registry(e)) => return Err(e.into()),
             Err(e) => return Err(FlowError::AppConfig(e.to_string())),
-        }
+        };
         tracing::info!(runtime = %record.runtime, app = %app.id, "user token stored");
         Ok(Completed {
             runtime: record.runtime,
@@ -508,6 +511,7 @@ impl Flows {
             provider: provider.display_name(),
             kind: app.provider,
             provider_login: login,
+            not_installed: assigned.not_installed,
         })
     }
 }

@@ -8,6 +8,7 @@ mod bitbucket_dc;
 mod gitea;
 mod github;
 pub mod github_app;
+pub mod github_app_user;
 mod gitlab;
 pub mod http;
 pub mod token_endpoint;
@@ -54,6 +55,36 @@ impl ProviderKind {
             Self::BitbucketDataCenter => "bitbucket_data_center",
             Self::Gitea => "gitea",
         }
+    }
+}
+
+/// What kind of client an `[[oauth_apps]]` entry is at its provider.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    /// An OAuth app (GitHub), application (GitLab) or consumer (Bitbucket):
+    /// tokens carry the scopes the app asks for.
+    #[default]
+    OauthApp,
+    /// A GitHub App that users authorize (GitHub and GitHub Enterprise
+    /// only): expiring `ghu_` user tokens with rotating refresh tokens, no
+    /// OAuth scopes (the App's permissions instead), reaching only where
+    /// the App is installed.
+    GithubApp,
+}
+
+impl AppKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OauthApp => "oauth_app",
+            Self::GithubApp => "github_app",
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::OauthApp
     }
 }
 
@@ -420,8 +451,11 @@ pub fn missing_scopes(
 }
 
 /// Checks an OAuth app's provider-specific settings; `Err((field, message))`.
+/// The one check of the file loader and the admin API.
 pub fn validate_app(
     kind: ProviderKind,
+    app_kind: AppKind,
+    app_slug: Option<&str>,
     base_url: Option<&Url>,
     api_url: Option<&Url>,
     scopes: &[String],
@@ -429,20 +463,61 @@ pub fn validate_app(
     let p = provider(kind);
     p.endpoints(base_url, api_url)
         .map_err(|m| ("base_url", m))?;
-    let required = owned(p.required_scopes(TokenPurpose::User));
-    let missing = missing_scopes(p, scopes, &required);
-    if !missing.is_empty() {
-        return Err((
-            "scopes",
-            format!(
-                "must cover the Git user token scopes of {} ({}); missing: {}",
-                p.display_name(),
-                required.join(", "),
-                missing.join(", ")
-            ),
-        ));
+    match app_kind {
+        AppKind::GithubApp => {
+            if !matches!(kind, ProviderKind::Github | ProviderKind::GithubEnterprise) {
+                return Err((
+                    "kind",
+                    format!(
+                        "`github_app` is for provider github or github_enterprise, not {}",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            // GitHub App user tokens have no OAuth scopes: permissions are
+            // set on the App, so asking for scopes would only mislead.
+            if !scopes.is_empty() {
+                return Err((
+                    "scopes",
+                    "must be empty (or omitted) for a GitHub App: its user tokens carry the App's permissions, not OAuth scopes".into(),
+                ));
+            }
+            let slug_ok = app_slug.is_some_and(|s| {
+                !s.is_empty()
+                    && s.len() <= 100
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+            if !slug_ok {
+                return Err((
+                    "app_slug",
+                    "is required for a GitHub App: the name in its public page URL (https://github.com/apps/<app_slug>), letters, digits and `-`".into(),
+                ));
+            }
+            Ok(())
+        }
+        AppKind::OauthApp => {
+            if app_slug.is_some() {
+                return Err(("app_slug", "is only for kind = \"github_app\"".into()));
+            }
+            if scopes.is_empty() {
+                return Err(("scopes", "must list the scopes to request".into()));
+            }
+            let required = owned(p.required_scopes(TokenPurpose::User));
+            let missing = missing_scopes(p, scopes, &required);
+            if !missing.is_empty() {
+                return Err((
+                    "scopes",
+                    format!(
+                        "must cover the Git user token scopes of {} ({}); missing: {}",
+                        p.display_name(),
+                        required.join(", "),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// The provider HTTP client: no redirects (SSRF), connect and total

@@ -6,7 +6,7 @@
 
 use crate::config::{self, AccountSettings, OAuthAppSettings, RuntimeSettings, Settings};
 use crate::crypto::{self, Keyring, Sealed};
-use crate::providers::{self, Endpoints, ProviderKind};
+use crate::providers::{self, AppKind, Endpoints, ProviderKind};
 use crate::store::{Collection, Expect, Store, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,10 @@ pub struct OAuthApp {
     pub api_url: Option<Url>,
     pub client_id: String,
     pub client_secret: SecretString,
+    /// An OAuth app, or a GitHub App that users authorize.
+    pub kind: AppKind,
+    /// GitHub App: the name in its page URL, for the install link.
+    pub app_slug: Option<String>,
     pub scopes: Vec<String>,
     pub token_lifetime_secs: Option<u64>,
     pub origin: Origin,
@@ -78,6 +82,7 @@ impl std::fmt::Debug for OAuthApp {
             .field("base_url", &self.base_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
+            .field("kind", &self.kind)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
@@ -86,6 +91,20 @@ impl std::fmt::Debug for OAuthApp {
 impl OAuthApp {
     pub fn endpoints(&self) -> Result<Endpoints, String> {
         providers::provider(self.provider).endpoints(self.base_url.as_ref(), self.api_url.as_ref())
+    }
+
+    /// Where a user installs this GitHub App; `None` for OAuth apps.
+    pub fn install_url(&self) -> Option<String> {
+        let slug = self
+            .app_slug
+            .as_deref()
+            .filter(|_| self.kind == AppKind::GithubApp)?;
+        let endpoints = self.endpoints().ok()?;
+        Some(providers::github_app_user::install_url(
+            self.provider,
+            &endpoints,
+            slug,
+        ))
     }
 }
 
@@ -101,6 +120,11 @@ pub struct Runtime {
     /// The provider's base URL for self-hosted kinds; when `None`, the OAuth app's.
     #[serde(default)]
     pub base_url: Option<Url>,
+    /// `owner/name` of the repositories the runtime works on; its GitHub App
+    /// installation tokens and the GitHub App user tokens served to it are
+    /// narrowed to them. Empty: not narrowed.
+    #[serde(default)]
+    pub repositories: Vec<String>,
     /// Hex SHA-256 of the runtime credential.
     pub credential_sha256: String,
     pub origin: Origin,
@@ -115,9 +139,6 @@ pub struct Runtime {
     /// installation (the id found at registration when `owner` was given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
-    /// `owner/name` repositories its tokens are narrowed to.
-    #[serde(default)]
-    pub repositories: Vec<String>,
 }
 
 /// A fresh runtime incarnation: 128 random bits.
@@ -129,6 +150,7 @@ pub fn new_incarnation() -> String {
 #[derive(Debug, Clone)]
 pub struct AppRequirements {
     pub provider: ProviderKind,
+    pub kind: AppKind,
     pub scopes: Vec<String>,
 }
 
@@ -136,6 +158,7 @@ impl From<&OAuthApp> for AppRequirements {
     fn from(a: &OAuthApp) -> Self {
         Self {
             provider: a.provider,
+            kind: a.kind,
             scopes: a.scopes.clone(),
         }
     }
@@ -161,6 +184,12 @@ pub struct OAuthAppInput {
     /// Required on create; on update, omitted keeps the current secret.
     #[schema(value_type = Option<String>, write_only)]
     pub client_secret: Option<SecretString>,
+    /// `oauth_app` (default) or `github_app`.
+    #[serde(default)]
+    pub kind: AppKind,
+    /// Required for `github_app`: the name in the App's page URL.
+    pub app_slug: Option<String>,
+    #[serde(default)]
     pub scopes: Vec<String>,
     pub token_lifetime_secs: Option<u64>,
 }
@@ -192,6 +221,10 @@ struct StoredApp {
     api_url: Option<Url>,
     client_id: String,
     client_secret: Sealed,
+    #[serde(default, skip_serializing_if = "AppKind::is_default")]
+    kind: AppKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_slug: Option<String>,
     scopes: Vec<String>,
     token_lifetime_secs: Option<u64>,
     origin: Origin,
@@ -345,6 +378,8 @@ impl Registry {
                 &Self::app_aad(&app.id),
                 app.client_secret.expose_secret().as_bytes(),
             )?,
+            kind: app.kind,
+            app_slug: app.app_slug.clone(),
             scopes: app.scopes.clone(),
             token_lifetime_secs: app.token_lifetime_secs,
             origin: app.origin,
@@ -375,6 +410,8 @@ impl Registry {
             api_url: s.api_url,
             client_id: s.client_id,
             client_secret: SecretString::from(secret),
+            kind: s.kind,
+            app_slug: s.app_slug,
             scopes: s.scopes,
             token_lifetime_secs: s.token_lifetime_secs,
             origin: s.origin,
@@ -392,6 +429,7 @@ impl Registry {
                 let s: StoredApp = serde_json::from_slice(&v.value).map_err(corrupt)?;
                 Ok(Some(AppRequirements {
                     provider: s.provider,
+                    kind: s.kind,
                     scopes: s.scopes,
                 }))
             }
@@ -448,6 +486,8 @@ impl Registry {
             api_url,
             client_id: input.client_id,
             client_secret: secret,
+            kind: input.kind,
+            app_slug: input.app_slug.clone(),
             // the provider's spelling (GitLab: `api_read` → `read_api`)
             scopes: providers::provider(input.provider).parse_scopes(&input.scopes.join(" ")),
             token_lifetime: input
@@ -456,6 +496,8 @@ impl Registry {
         };
         providers::validate_app(
             settings.provider,
+            settings.kind,
+            settings.app_slug.as_deref(),
             settings.base_url.as_ref(),
             settings.api_url.as_ref(),
             &settings.scopes,
@@ -673,8 +715,11 @@ impl Registry {
                 ),
             ));
         }
-        config::github_apps::validate_repositories("runtime", &input.repositories)
-            .map_err(strip_prefix)?;
+        providers::github_app_user::check_repositories(
+            &input.repositories,
+            app.as_ref().is_some_and(|a| a.kind == AppKind::GithubApp),
+        )
+        .map_err(|m| invalid("repositories", m))?;
         if let Some(ga) = &input.github_app {
             config::github_apps::validate_runtime_app("runtime", ga, &self.github_apps)
                 .map_err(strip_prefix)?;
@@ -746,11 +791,11 @@ impl Registry {
             provider,
             base_url,
             oauth_app: input.oauth_app,
+            repositories: input.repositories,
             credential_sha256: crypto::sha256_hex(credential.as_bytes()),
             origin: Origin::Api,
             incarnation: new_incarnation(),
             github_app: input.github_app,
-            repositories: input.repositories,
         };
         self.write_runtime(&rt, Expect::Absent).await?;
         Ok((rt, SecretString::from(credential)))
@@ -779,11 +824,11 @@ impl Registry {
             provider,
             base_url,
             oauth_app: input.oauth_app,
+            repositories: input.repositories,
             credential_sha256: prev.credential_sha256,
             origin: prev.origin,
             incarnation: prev.incarnation,
             github_app: input.github_app,
-            repositories: input.repositories,
         };
         self.write_runtime(&rt, Expect::Version(current.version))
             .await
@@ -874,6 +919,7 @@ impl Registry {
                 id,
                 AppRequirements {
                     provider: a.provider,
+                    kind: a.kind,
                     scopes: a.scopes,
                 },
             );
@@ -947,6 +993,8 @@ fn app_from_settings(a: &OAuthAppSettings) -> OAuthApp {
         api_url: a.api_url.clone(),
         client_id: a.client_id.clone(),
         client_secret: a.client_secret.clone(),
+        kind: a.kind,
+        app_slug: a.app_slug.clone(),
         scopes: a.scopes.clone(),
         token_lifetime_secs: a.token_lifetime.map(|d| d.as_secs()),
         origin: Origin::File,
@@ -961,11 +1009,11 @@ fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
         oauth_app: r.oauth_app.clone(),
         provider: r.provider,
         base_url: r.base_url.clone(),
+        repositories: r.repositories.clone(),
         credential_sha256: hex::encode(r.credential_sha256),
         origin: Origin::File,
         incarnation: String::new(),
         github_app: r.github_app.clone(),
-        repositories: r.repositories.clone(),
     }
 }
 

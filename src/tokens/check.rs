@@ -16,7 +16,7 @@ use super::lifecycle::{Lifecycle, RevokeAttempt, RevokeReport};
 use super::schedule::{DueEntry, DueKey};
 use super::serve::Why;
 use crate::providers::http::host_key;
-use crate::providers::{self, PatError, PatInput, ProviderError, TokenPurpose};
+use crate::providers::{self, PatError, PatInput, ProviderError, TokenPurpose, github_app_user};
 use crate::store::{Expect, StoreError};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -225,7 +225,7 @@ impl Lifecycle {
         }
         if live.is_empty() {
             match self.grants.delete(user, id, Expect::Version(version)).await {
-                Ok(_) => {}
+                Ok(_) => self.narrow_cache.forget(id),
                 Err(TokenError::Store(StoreError::Conflict)) => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -313,9 +313,14 @@ impl Lifecycle {
                         "the access token expired and could not be refreshed yet".into(),
                     );
                 }
+                let mut github_app = None;
                 let endpoints = match self.registry.app(app).await {
                     Ok(Some(a)) => match a.endpoints() {
-                        Ok(e) => e,
+                        Ok(e) => {
+                            github_app =
+                                Some(a).filter(|a| a.kind == providers::AppKind::GithubApp);
+                            e
+                        }
                         Err(m) => return Verdict::Unknown(m),
                     },
                     Ok(None) => match provider.endpoints(None, Some(&api)) {
@@ -334,6 +339,11 @@ impl Lifecycle {
                     attempt = provider.identify(&http, &endpoints, &g.access_token).await;
                 }
                 match attempt {
+                    // a GitHub App user token has no scopes to judge: what
+                    // is checked is that the App reaches the runtime
+                    Ok(_) if github_app.is_some() => {
+                        self.user_reach_verdict(g, github_app.as_ref()).await
+                    }
                     Ok(identity) => Verdict::Valid {
                         scopes: identity.scopes,
                         expires_at: None,
@@ -370,6 +380,67 @@ impl Lifecycle {
                 }
             }
         }
+    }
+
+    /// The verdict on a working GitHub App user token: valid when the App
+    /// is installed where each runtime it serves needs it.
+    async fn user_reach_verdict(
+        &self,
+        g: &Grant,
+        app: Option<&crate::registry::OAuthApp>,
+    ) -> Verdict {
+        let Some(app) = app else {
+            return Verdict::Unknown("no GitHub App".into());
+        };
+        for a in &g.assignments {
+            let rt = match self.registry.runtime(&a.runtime).await {
+                Ok(Some(rt)) if rt.incarnation == a.incarnation => rt,
+                Ok(_) => continue,
+                Err(e) => return Verdict::Unknown(e.to_string()),
+            };
+            match self.installation_reach(app, &rt, &g.access_token).await {
+                Ok(Some(github_app_user::Reach::NotInstalled(why))) => {
+                    return Verdict::State(State::NotInstalled, not_installed_reason(app, &why));
+                }
+                Ok(_) => {}
+                Err(ProviderError::InvalidToken) => {
+                    return Verdict::State(
+                        State::Invalid,
+                        "GitHub rejects the token: it was revoked or expired; authorize again"
+                            .into(),
+                    );
+                }
+                Err(e) => return Verdict::Unknown(e.to_string()),
+            }
+        }
+        Verdict::Valid {
+            scopes: None,
+            expires_at: None,
+        }
+    }
+
+    /// The page's re-check: `user`'s grants in `not_installed` are asked
+    /// again now, since the user comes back to the page after installing
+    /// the App. A check that reaches no verdict keeps the stored one.
+    pub(super) async fn recheck_not_installed(&self, user: &str) -> Result<(), TokenError> {
+        let (grants, _) = self.grants.list_user(user).await?;
+        for (g, _) in grants
+            .iter()
+            .filter(|(g, _)| g.status.state == State::NotInstalled)
+        {
+            let Some(app_id) = g.source.app() else {
+                continue;
+            };
+            let Ok(Some(app)) = self.registry.app(app_id).await else {
+                continue;
+            };
+            let now = self.clock.now();
+            let verdict = self.user_reach_verdict(g, Some(&app)).await;
+            if !matches!(verdict, Verdict::Unknown(_)) {
+                self.record_verdict(g, verdict, now).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The endpoints a pasted token was validated against: those of a
@@ -690,7 +761,7 @@ impl Lifecycle {
 const RETRY_CHECK: chrono::Duration = chrono::Duration::minutes(5);
 
 impl Lifecycle {
-    fn retry_check(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(super) fn retry_check(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + RETRY_CHECK.min(self.timing().check_interval)
     }
 }
@@ -706,5 +777,13 @@ fn pat_verdict(e: PatError) -> Verdict {
         | PatError::Revoked { .. }
         | PatError::WrongKind { .. }
         | PatError::ProbeAccepted { .. } => Verdict::State(State::Invalid, reason),
+    }
+}
+
+/// The stored reason of a `not_installed` status: why, and where to install.
+pub(crate) fn not_installed_reason(app: &crate::registry::OAuthApp, why: &str) -> String {
+    match app.install_url() {
+        Some(url) => format!("{why}; install it at {url}, then reload the page"),
+        None => why.to_owned(),
     }
 }

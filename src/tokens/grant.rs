@@ -52,6 +52,10 @@ pub enum State {
     MissingScopes,
     /// Its refresh failed for good: the user must authorize again.
     NeedsReauthorization,
+    /// A GitHub App user token whose App is not installed where the
+    /// runtime needs it: it works, but reaches nothing useful. The user
+    /// (or an owner) installs the App; the next check sees it.
+    NotInstalled,
     /// The last check could not reach a verdict (temporary failure). Never
     /// a reason to stop serving it.
     Unknown,
@@ -68,6 +72,7 @@ impl State {
             Self::Invalid => "invalid",
             Self::MissingScopes => "missing_scopes",
             Self::NeedsReauthorization => "needs_reauthorization",
+            Self::NotInstalled => "not_installed",
             Self::Unknown => "unknown",
             Self::Unreadable => "unreadable",
         }

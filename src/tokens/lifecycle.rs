@@ -24,6 +24,7 @@ use crate::config::{AccountSettings, LifecycleSettings};
 use crate::crypto::{self, Keyring};
 use crate::events::Actor;
 use crate::metrics::Metrics;
+use crate::providers::github_app_user;
 use crate::providers::token_endpoint::IssuedTokens;
 use crate::providers::{
     self, Endpoints, PatError, PatInput, ProviderClient, ProviderError, ProviderKind, Revocation,
@@ -161,6 +162,9 @@ pub struct Assigned {
     pub report: Option<TokenReport>,
     /// Runtimes that changed while the token was being added.
     pub skipped: Vec<String>,
+    /// A GitHub App user token stored as `not_installed`: why, and where
+    /// to install the App.
+    pub not_installed: Option<String>,
 }
 
 /// A Git user token as the user sees it: everything but its value.
@@ -246,6 +250,9 @@ pub struct Lifecycle {
     pub(super) lease_ttl: Duration,
     pub(super) events: crate::events::Events,
     pub(super) metrics: Arc<Metrics>,
+    /// GitHub App user tokens narrowed to runtimes' repositories.
+    pub(super) narrow_cache: super::narrow::NarrowCache,
+    pub(super) narrow_flights: SingleFlight<super::narrow::NarrowOutcome>,
 }
 
 fn chrono_of(d: Duration) -> chrono::Duration {
@@ -289,6 +296,8 @@ impl Lifecycle {
             lease_ttl: provider_timeout * 2 + Duration::from_secs(30),
             events: crate::events::Events::default(),
             metrics,
+            narrow_cache: super::narrow::NarrowCache::default(),
+            narrow_flights: SingleFlight::default(),
         }
     }
 
@@ -297,6 +306,11 @@ impl Lifecycle {
     pub async fn start(&self) -> Result<(), TokenError> {
         self.schedule.init(self.clock.now()).await?;
         super::migrate::run(self).await
+    }
+
+    /// How many times this process asked GitHub to narrow a token.
+    pub fn narrow_calls(&self) -> u64 {
+        self.narrow_cache.provider_calls()
     }
 
     pub fn timing(&self) -> &Timing {
@@ -495,6 +509,34 @@ impl Lifecycle {
             .token_lifetime_secs
             .and_then(|s| i64::try_from(s).ok())
             .map(|s| now + chrono::Duration::seconds(s));
+        // A GitHub App user token reaches only where the App is installed:
+        // one that reaches nothing the runtime needs is kept (the user may
+        // install the App next) but not served.
+        let mut next_check_at = self.next_check(now);
+        let status = match self
+            .installation_reach(app, &rt, &tokens.issued.access_token)
+            .await
+        {
+            Ok(Some(github_app_user::Reach::NotInstalled(why))) => Status::new(
+                State::NotInstalled,
+                now,
+                Some(super::check::not_installed_reason(app, &why)),
+            ),
+            Ok(_) => Status::new(State::Valid, now, None),
+            Err(e) => {
+                tracing::warn!(runtime = %runtime, error = %e, "could not check where the GitHub App is installed");
+                next_check_at = self.retry_check(now);
+                Status::new(
+                    State::Unknown,
+                    now,
+                    Some(format!(
+                        "could not check where the GitHub App is installed yet ({e})"
+                    )),
+                )
+            }
+        };
+        let not_installed = (status.state == State::NotInstalled)
+            .then(|| status.reason.clone().unwrap_or_default());
         let grant = Grant {
             id: crypto::random_string(16),
             user: user.sub.clone(),
@@ -519,8 +561,8 @@ impl Lifecycle {
             refresh_failures: 0,
             refresh_cooldown_until: None,
             assignments: Vec::new(),
-            status: Status::new(State::Valid, now, None),
-            next_check_at: self.next_check(now),
+            status,
+            next_check_at,
         };
         let (runtimes, skipped, revocation) = self.attach_new(user, vec![rt], grant).await?;
         if runtimes.is_empty() {
@@ -535,6 +577,7 @@ impl Lifecycle {
             login: tokens.login,
             report: None,
             skipped,
+            not_installed,
         })
     }
 
@@ -619,6 +662,7 @@ impl Lifecycle {
             login: report.login.clone(),
             report: Some(report),
             skipped,
+            not_installed: None,
         })
     }
 
@@ -709,6 +753,7 @@ impl Lifecycle {
             login,
             report: None,
             skipped: Vec::new(),
+            not_installed: None,
         })
     }
 
@@ -908,7 +953,9 @@ impl Lifecycle {
                 .delete(user, grant_id, Expect::Version(version))
                 .await
             {
-                Ok(_) => {}
+                // serving reads the grant first, so a narrowed copy of it
+                // can no longer be served anywhere; this only frees memory
+                Ok(_) => self.narrow_cache.forget(grant_id),
                 Err(TokenError::Store(StoreError::Conflict)) => continue,
                 Err(e) => return Err(e),
             }
@@ -1112,6 +1159,7 @@ impl Lifecycle {
         &self,
         user: &SessionUser,
     ) -> Result<Vec<(AccountSettings, Vec<UserRuntime>)>, AssignError> {
+        self.recheck_not_installed(&user.sub).await?;
         let now = self.clock.now();
         let runtimes = self.registry.runtimes().await?;
         let apps = self.registry.apps().await?;
@@ -1518,6 +1566,18 @@ impl Lifecycle {
             if issued > 0 {
                 return Err(AssignError::Conflict(format!(
                     "OAuth app `{id}` issued {issued} stored tokens at its current provider host; create a new OAuth app for the new host instead"
+                )));
+            }
+        }
+        // An OAuth app's tokens are not a GitHub App's (no narrowing, no
+        // installations) and the other way round.
+        if update.old.kind != update.new.kind {
+            let issued = self.grants_of_app(id).await?;
+            if issued > 0 {
+                return Err(AssignError::Conflict(format!(
+                    "OAuth app `{id}` issued {issued} stored tokens as kind `{}`; create a new OAuth app of kind `{}` instead",
+                    update.old.kind.as_str(),
+                    update.new.kind.as_str()
                 )));
             }
         }

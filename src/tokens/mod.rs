@@ -20,6 +20,7 @@ mod installation;
 pub mod lease;
 mod lifecycle;
 mod migrate;
+mod narrow;
 pub mod repo;
 pub mod runtime;
 pub mod schedule;

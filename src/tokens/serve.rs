@@ -49,6 +49,10 @@ pub enum ServeError {
     MissingScopes(String),
     #[error("{0}")]
     Reauthorize(String),
+    /// A GitHub App user token that cannot reach the runtime's
+    /// repositories: the App is not installed there.
+    #[error("{0}")]
+    NotInstalled(String),
     /// The token has expired and could not be refreshed right now.
     #[error("{detail}")]
     Unavailable {
@@ -182,7 +186,11 @@ impl Lifecycle {
                 "the token expired; the user must authorize access again".into(),
             ));
         }
-        tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, fingerprint = %fingerprint(&g.access_token), "user token served to its runtime");
+        let (token, expires_at) = match self.narrowed_for(caller, &g, app.as_ref()).await? {
+            Some(n) => (n.token, n.expires_at),
+            None => (g.access_token.clone(), g.expires_at()),
+        };
+        tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, fingerprint = %fingerprint(&token), "user token served to its runtime");
         self.events
             .emit(
                 self.event(
@@ -193,7 +201,7 @@ impl Lifecycle {
                 .user(user)
                 .grant(&g.id)
                 .provider(g.provider.as_str())
-                .fingerprint(fingerprint(&g.access_token)),
+                .fingerprint(fingerprint(&token)),
             )
             .await;
         Ok(Served {
@@ -202,8 +210,8 @@ impl Lifecycle {
             git_host: caller.git_host.clone(),
             provider: g.provider,
             scopes: g.scopes.clone(),
-            expires_at: g.expires_at(),
-            token: g.access_token,
+            expires_at,
+            token,
         })
     }
 
@@ -220,6 +228,7 @@ impl Lifecycle {
             State::Invalid => Err(ServeError::Invalid(reason())),
             State::NeedsReauthorization => Err(ServeError::Reauthorize(reason())),
             State::MissingScopes => Err(ServeError::MissingScopes(reason())),
+            State::NotInstalled => Err(ServeError::NotInstalled(reason())),
             State::Expired => Err(ServeError::Expired(reason())),
             State::Unreadable => Err(ServeError::Unreadable),
             State::Valid | State::ExpiringSoon | State::Unknown => Ok(()),

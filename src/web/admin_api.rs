@@ -214,6 +214,9 @@ pub struct OAuthAppView {
     pub api_url: Option<Url>,
     pub client_id: String,
     pub client_secret_set: bool,
+    pub kind: crate::providers::AppKind,
+    /// GitHub App: the name in its page URL.
+    pub app_slug: Option<String>,
     pub scopes: Vec<String>,
     pub token_lifetime_secs: Option<u64>,
     /// The redirect URI to register at the provider.
@@ -240,6 +243,8 @@ fn app_view(state: &AppState, app: &OAuthApp) -> OAuthAppView {
         api_url: app.api_url.clone(),
         client_id: app.client_id.clone(),
         client_secret_set: !app.client_secret.expose_secret().is_empty(),
+        kind: app.kind,
+        app_slug: app.app_slug.clone(),
         scopes: app.scopes.clone(),
         token_lifetime_secs: app.token_lifetime_secs,
         callback_url: callback,
@@ -258,13 +263,13 @@ pub struct RuntimeView {
     pub provider: Option<ProviderKind>,
     #[schema(value_type = Option<String>)]
     pub base_url: Option<Url>,
+    /// `owner/name` of the repositories the runtime works on; a GitHub App
+    /// user token served to it is narrowed to them.
+    pub repositories: Vec<String>,
     pub origin: Origin,
     /// The GitHub App installation its Git Runtime token is minted from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
-    /// `owner/name` repositories its tokens are narrowed to.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub repositories: Vec<String>,
 }
 
 fn runtime_view(rt: &Runtime) -> RuntimeView {
@@ -275,9 +280,9 @@ fn runtime_view(rt: &Runtime) -> RuntimeView {
         oauth_app: rt.oauth_app.clone(),
         provider: rt.provider,
         base_url: rt.base_url.clone(),
+        repositories: rt.repositories.clone(),
         origin: rt.origin,
         github_app: rt.github_app.clone(),
-        repositories: rt.repositories.clone(),
     }
 }
 
@@ -345,14 +350,15 @@ pub struct RegisterBody {
     oauth_app: Option<String>,
     provider: Option<ProviderKind>,
     base_url: Option<String>,
+    /// `owner/name` of the repositories the runtime works on; its GitHub
+    /// App installation tokens and GitHub App user tokens are narrowed to them.
+    #[serde(default)]
+    repositories: Vec<String>,
     /// The Git Runtime token: mandatory, unless `github_app` is given.
     git_token: Option<GitTokenBody>,
     /// Mint the Git Runtime token from this GitHub App installation
     /// instead (no `git_token` then).
     github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
-    /// `owner/name` repositories its tokens are narrowed to.
-    #[serde(default)]
-    repositories: Vec<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/runtimes/{id}/git-token", tag = "admin",

@@ -186,6 +186,8 @@ pub struct TokenView {
     method: &'static str,
     /// Other runtimes using this same authorization.
     shared_with: String,
+    /// Where to install the GitHub App, for a `not_installed` token.
+    install_url: Option<String>,
 }
 
 pub struct ReuseView {
@@ -257,6 +259,7 @@ fn status_text(state: TokenState) -> &'static str {
         TokenState::Invalid => "Revoked or invalid — authorize again",
         TokenState::MissingScopes => "Missing scopes — authorize again",
         TokenState::NeedsReauthorization => "Needs re-authorization",
+        TokenState::NotInstalled => "GitHub App not installed — install it, then reload",
         TokenState::Unknown => "Valid (last check could not reach the provider)",
         TokenState::Unreadable => {
             "Unreadable (its encryption key was retired) — add the token again"
@@ -291,6 +294,7 @@ fn token_view(t: &TokenInfo) -> TokenView {
             TokenSource::Pat { .. } => "personal access token",
         },
         shared_with: t.shared_with.join(", "),
+        install_url: None,
     }
 }
 
@@ -305,6 +309,7 @@ fn unreadable_view() -> TokenView {
         added: "—".into(),
         method: "unknown",
         shared_with: String::new(),
+        install_url: None,
     }
 }
 
@@ -360,7 +365,27 @@ pub async fn tokens_page(
                     token: match &r.token {
                         TokenSlot::None => None,
                         TokenSlot::Unreadable => Some(unreadable_view()),
-                        TokenSlot::Present(t) => Some(token_view(t)),
+                        TokenSlot::Present(t) => {
+                            let github_app = r
+                                .app
+                                .as_ref()
+                                .filter(|a| a.kind == providers::AppKind::GithubApp);
+                            let view = token_view(t);
+                            Some(TokenView {
+                                install_url: (t.status.state == TokenState::NotInstalled)
+                                    .then(|| github_app.and_then(|a| a.install_url()))
+                                    .flatten(),
+                                // a GitHub App user token has the App's
+                                // permissions, not scopes
+                                scopes: match github_app {
+                                    Some(_) if view.scopes.is_empty() => {
+                                        "none (the GitHub App's permissions apply)".into()
+                                    }
+                                    _ => view.scopes.clone(),
+                                },
+                                ..view
+                            })
+                        }
                     },
                     needs_username: provider.is_some_and(|p| p.needs_username()),
                     needs_email: provider.is_some_and(|p| p.needs_email()),
@@ -468,11 +493,22 @@ pub async fn oauth_callback(
             } else {
                 format!(" as {}", done.provider_login)
             };
-            let text = format!(
-                "Access to {} authorized{who} for runtime {}.",
-                done.provider, done.runtime
-            );
-            (session, FlashKind::Success, text, done.return_to)
+            match &done.not_installed {
+                Some(why) => {
+                    let text = format!(
+                        "Access to {} authorized{who} for runtime {}, but the token cannot reach anything yet: {why}.",
+                        done.provider, done.runtime
+                    );
+                    (session, FlashKind::Error, text, done.return_to)
+                }
+                None => {
+                    let text = format!(
+                        "Access to {} authorized{who} for runtime {}.",
+                        done.provider, done.runtime
+                    );
+                    (session, FlashKind::Success, text, done.return_to)
+                }
+            }
         }
         (
             Err(FlowError::Outcome {

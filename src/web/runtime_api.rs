@@ -359,6 +359,7 @@ fn fetch_outcome(served: &Result<Served, ServeError>) -> &'static str {
         Err(ServeError::Invalid(_)) => "invalid",
         Err(ServeError::MissingScopes(_)) => "missing_scopes",
         Err(ServeError::Reauthorize(_)) => "reauthorize",
+        Err(ServeError::NotInstalled(_)) => "not_installed",
         Err(ServeError::Unavailable { .. }) => "provider_unavailable",
         Err(ServeError::Store(_)) => "store_error",
     }
@@ -410,6 +411,13 @@ fn user_token_error(e: ServeError, runtime: &str, user: &str) -> ApiError {
             "Git user token needs re-authorization",
             format!(
                 "the Git user token of `{user}` for runtime `{runtime}` needs re-authorization: {reason}"
+            ),
+        ),
+        ServeError::NotInstalled(reason) => gone(
+            "user-token-not-installed",
+            "GitHub App not installed",
+            format!(
+                "the Git user token of `{user}` for runtime `{runtime}` cannot reach the runtime's repositories: {reason}; the user or an owner must install the GitHub App there"
             ),
         ),
         ServeError::Unavailable {

@@ -155,8 +155,11 @@ fn spawn_ready(port: u16, extra: &[String], dir: &std::path::Path) -> Result<Chi
     }
 }
 
+mod github_app;
 mod harness;
 mod redis_ha;
+#[allow(unused_imports)]
+pub use github_app::*;
 #[allow(unused_imports)]
 pub use harness::*;
 #[allow(unused_imports)]
