@@ -639,6 +639,7 @@ async fn a_runtime_replaced_during_pat_validation_gets_nothing() {
             oauth_app: Some("github-app".into()),
             provider: None,
             base_url: None,
+            rotate_runtime_token: false,
         })
         .await
         .unwrap();
@@ -1061,6 +1062,7 @@ async fn the_page_warns_before_githubs_token_cap() {
                 oauth_app: Some("github-app".into()),
                 provider: None,
                 base_url: None,
+                rotate_runtime_token: false,
             })
             .await
             .unwrap();

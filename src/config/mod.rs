@@ -103,6 +103,8 @@ pub struct RuntimeSettings {
     pub base_url: Option<Url>,
     /// SHA-256 of the runtime credential.
     pub credential_sha256: [u8; 32],
+    /// Rotate its (GitLab) Git Runtime token before it expires.
+    pub rotate_runtime_token: bool,
 }
 
 /// Refresh, checks and revocation retries (`[lifecycle]`).
@@ -122,6 +124,11 @@ pub struct LifecycleSettings {
     pub tick: Duration,
     pub wait_max: Duration,
     pub wait_max_requests: usize,
+    /// How long before its expiry a Git Runtime token that rotates itself
+    /// is rotated.
+    pub runtime_token_rotate_margin: Duration,
+    /// The lifetime, in days, of the token it rotates into.
+    pub rotated_runtime_token_days: u32,
 }
 
 impl Default for LifecycleSettings {
@@ -142,6 +149,8 @@ impl Default for LifecycleSettings {
             tick: Duration::from_secs(10),
             wait_max: Duration::from_secs(30),
             wait_max_requests: 1000,
+            runtime_token_rotate_margin: Duration::from_secs(7 * 86400),
+            rotated_runtime_token_days: 90,
         })
     }
 }
@@ -186,7 +195,25 @@ fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, Config
         30 * 86_400,
         "seconds",
     )?;
+    let rotate_days = range(
+        "runtime_token_rotate_days",
+        l.runtime_token_rotate_days,
+        1,
+        180,
+        "days",
+    )?;
+    // the rotated token must start outside the margin, or it would rotate
+    // again at once
+    let rotated_days = range(
+        "rotated_runtime_token_days",
+        l.rotated_runtime_token_days,
+        rotate_days + 1,
+        365,
+        "days (and more than runtime_token_rotate_days)",
+    )?;
     Ok(LifecycleSettings {
+        runtime_token_rotate_margin: Duration::from_secs(86_400 * rotate_days),
+        rotated_runtime_token_days: u32::try_from(rotated_days).unwrap_or(90),
         background: l.background,
         refresh_margin: Duration::from_secs(margin),
         refresh_keepalive: Duration::from_secs(
@@ -997,7 +1024,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
                 format!("`{}` is not the id of any entry of accounts", r.account),
             ));
         }
-        let app_kind = match &r.oauth_app {
+        let app_kind: Option<ProviderKind> = match &r.oauth_app {
             Some(app) => Some(*app_ids.get(app).ok_or_else(|| {
                 invalid(
                     format!("{key}.oauth_app"),
@@ -1036,6 +1063,18 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             crate::providers::provider(kind)
                 .endpoints(base_url.as_ref(), None)
                 .map_err(|m| invalid(format!("{key}.base_url"), m))?;
+        }
+        if r.rotate_runtime_token
+            && let Some(kind) = r.provider.or(app_kind)
+            && !crate::providers::provider(kind).rotates_pats()
+        {
+            return Err(invalid(
+                format!("{key}.rotate_runtime_token"),
+                format!(
+                    "only GitLab Git Runtime tokens can rotate themselves; this runtime's provider is `{}`",
+                    kind.as_str()
+                ),
+            ));
         }
         if r.git_host.trim().is_empty() || r.git_host.contains('/') {
             return Err(invalid(
@@ -1082,6 +1121,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             provider: r.provider,
             base_url,
             credential_sha256,
+            rotate_runtime_token: r.rotate_runtime_token,
         });
     }
 

@@ -111,6 +111,9 @@ pub struct Runtime {
     /// [`Registry::load_from_config`] gives them one.
     #[serde(default)]
     pub incarnation: String,
+    /// Rotate its Git Runtime token (a GitLab PAT) before it expires.
+    #[serde(default)]
+    pub rotate_runtime_token: bool,
 }
 
 /// A fresh runtime incarnation: 128 random bits.
@@ -167,6 +170,10 @@ pub struct RuntimeInput {
     pub oauth_app: Option<String>,
     pub provider: Option<ProviderKind>,
     pub base_url: Option<String>,
+    /// GitLab only: rotate the Git Runtime token (with
+    /// `POST /personal_access_tokens/self/rotate`) before it expires.
+    #[serde(default)]
+    pub rotate_runtime_token: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -651,7 +658,18 @@ impl Registry {
             ));
         }
         let base_url = self.runtime_base_url(input)?;
-        self.resolve_provider(input.provider, base_url.as_ref(), app.as_ref())
+        let (kind, endpoints) =
+            self.resolve_provider(input.provider, base_url.as_ref(), app.as_ref())?;
+        if input.rotate_runtime_token && !providers::provider(kind).rotates_pats() {
+            return Err(invalid(
+                "rotate_runtime_token",
+                format!(
+                    "only GitLab Git Runtime tokens can rotate themselves; this runtime's provider is `{}`",
+                    kind.as_str()
+                ),
+            ));
+        }
+        Ok((kind, endpoints))
     }
 
     fn runtime_base_url(&self, input: &RuntimeInput) -> Result<Option<Url>, RegistryError> {
@@ -680,6 +698,7 @@ impl Registry {
             credential_sha256: crypto::sha256_hex(credential.as_bytes()),
             origin: Origin::Api,
             incarnation: new_incarnation(),
+            rotate_runtime_token: input.rotate_runtime_token,
         };
         self.write_runtime(&rt, Expect::Absent).await?;
         Ok((rt, SecretString::from(credential)))
@@ -711,6 +730,7 @@ impl Registry {
             credential_sha256: prev.credential_sha256,
             origin: prev.origin,
             incarnation: prev.incarnation,
+            rotate_runtime_token: input.rotate_runtime_token,
         };
         self.write_runtime(&rt, Expect::Version(current.version))
             .await
@@ -891,5 +911,6 @@ fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
         credential_sha256: hex::encode(r.credential_sha256),
         origin: Origin::File,
         incarnation: String::new(),
+        rotate_runtime_token: r.rotate_runtime_token,
     }
 }

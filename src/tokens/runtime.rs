@@ -31,6 +31,28 @@ pub struct RuntimeTokenStatus {
     pub set_at: DateTime<Utc>,
     /// The last verdict of a check.
     pub status: Status,
+    /// When gitbroker last rotated it by itself (GitLab), if it did.
+    #[serde(default)]
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Why the automatic rotation stopped for good, if it did: an admin
+    /// must set a new token (before it expires).
+    #[serde(default)]
+    pub rotation_error: Option<String>,
+}
+
+/// Where an automatic rotation stands (sealed with the token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationState {
+    /// Set, before the provider is asked, when a rotation starts; cleared
+    /// when its answer is stored or known to have rotated nothing. Found
+    /// set, it means an answer that was never stored: the token is never
+    /// rotated again before its fate is known (GitLab revokes the successor
+    /// of a token rotated twice).
+    pub started_at: Option<DateTime<Utc>>,
+    /// No new attempt before this (after a temporary failure).
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Temporary failures in a row.
+    pub failures: u32,
 }
 
 /// A runtime token as sealed in the store.
@@ -49,6 +71,8 @@ pub struct RuntimeToken {
     /// How to present it to Git (absent: Basic with `git_username`).
     #[serde(default)]
     pub git_auth: Option<GitAuth>,
+    #[serde(default)]
+    pub rotation: RotationState,
 }
 
 impl RuntimeToken {
@@ -68,8 +92,42 @@ impl std::fmt::Debug for RuntimeToken {
 }
 
 impl RuntimeToken {
+    /// When background work should next look at it: its check, or the
+    /// start of its rotation margin (or the end of a rotation's pause).
+    /// Tokens of runtimes that do not rotate wake once more, for nothing.
+    pub fn next_wake(&self, rotate_margin: chrono::Duration) -> DateTime<Utc> {
+        let mut at = self.next_check_at;
+        if self.info.rotation_error.is_none()
+            && let Some(expires) = self.info.expires_at
+        {
+            let due = match self.rotation.retry_at {
+                Some(retry) => (expires - rotate_margin).max(retry),
+                None => expires - rotate_margin,
+            };
+            at = at.min(due);
+        }
+        at
+    }
+
     /// The status as of `now` (expiry overrides a stored "valid").
     pub fn effective_status(&self, now: DateTime<Utc>, expiring_soon: chrono::Duration) -> Status {
+        let mut s = self.effective_status_inner(now, expiring_soon);
+        if s.state.servable()
+            && let Some(e) = &self.info.rotation_error
+        {
+            s.reason = Some(match s.reason {
+                Some(r) => format!("{r}; automatic rotation stopped: {e}"),
+                None => format!("automatic rotation stopped: {e}"),
+            });
+        }
+        s
+    }
+
+    fn effective_status_inner(
+        &self,
+        now: DateTime<Utc>,
+        expiring_soon: chrono::Duration,
+    ) -> Status {
         let mut s = self.info.status.clone();
         if !s.state.servable() {
             return s;

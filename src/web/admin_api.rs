@@ -259,6 +259,8 @@ pub struct RuntimeView {
     #[schema(value_type = Option<String>)]
     pub base_url: Option<Url>,
     pub origin: Origin,
+    /// Its Git Runtime token (GitLab) rotates itself before it expires.
+    pub rotate_runtime_token: bool,
 }
 
 fn runtime_view(rt: &Runtime) -> RuntimeView {
@@ -270,6 +272,7 @@ fn runtime_view(rt: &Runtime) -> RuntimeView {
         provider: rt.provider,
         base_url: rt.base_url.clone(),
         origin: rt.origin,
+        rotate_runtime_token: rt.rotate_runtime_token,
     }
 }
 
@@ -337,6 +340,9 @@ pub struct RegisterBody {
     oauth_app: Option<String>,
     provider: Option<ProviderKind>,
     base_url: Option<String>,
+    /// GitLab only: rotate the Git Runtime token before it expires.
+    #[serde(default)]
+    rotate_runtime_token: bool,
     /// The Git Runtime token: mandatory.
     git_token: Option<GitTokenBody>,
 }
@@ -723,6 +729,7 @@ async fn create_runtime(
         oauth_app: b.oauth_app,
         provider: b.provider,
         base_url: b.base_url,
+        rotate_runtime_token: b.rotate_runtime_token,
     };
     let (rt, credential, status) = state
         .lifecycle
