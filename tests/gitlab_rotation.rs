@@ -447,3 +447,70 @@ async fn two_replicas_rotate_exactly_once() {
     assert_eq!(at_gitlab(&h, &new).await.0, 200);
     assert_eq!(at_gitlab(&h, &old).await.0, 401);
 }
+
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// Every log line of a rotation (at the broker and the mock, at debug
+/// level), a lost answer and its inquiry included: neither the old nor
+/// the new token appears, the audit line names them by fingerprint.
+/// The subscriber is process-wide: the other tests of this binary log into
+/// it too, which only adds lines to search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_tokens_never_reach_the_logs() {
+    let capture = Capture::default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("debug,cookie_store=off")
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .json()
+        .try_init();
+    let (h, clock) = start(Backend::Embedded).await;
+    let old = gitlab_pat(&h, "personal", &["api", "read_repository"], 9);
+    let credential = register(&h, "gl-logs", &old, true).await;
+    clock.advance(INTO_MARGIN);
+    let new = served(&h.url, "gl-logs", &credential).await;
+    assert_ne!(new, old);
+    // a second runtime whose rotation answer is lost, then looked into
+    let lost = gitlab_pat(&h, "personal", &["api", "read_repository"], 9);
+    let lost_credential = register(&h, "gl-logs-lost", &lost, true).await;
+    h.mock.provider.switches().set_pat_rotate_lose_answer(true);
+    served(&h.url, "gl-logs-lost", &lost_credential).await;
+    h.mock.provider.switches().set_pat_rotate_lose_answer(false);
+    clock.advance(Duration::minutes(1));
+    h.state.lifecycle.run_due().await;
+    assert_eq!(
+        fetch_at(&h.url, "gl-logs-lost", &lost_credential)
+            .await
+            .status(),
+        404
+    );
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("Git Runtime token rotated automatically"),
+        "the rotation was logged ({} bytes)",
+        logs.len()
+    );
+    for secret in [&old, &new, &lost, &credential, &lost_credential] {
+        assert!(!logs.contains(secret.as_str()), "a token reached the logs");
+        // nor the part after the prefix, cut anywhere
+        assert!(!logs.contains(&secret[6..]), "a token reached the logs");
+    }
+}
