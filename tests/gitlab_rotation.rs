@@ -514,3 +514,51 @@ async fn rotated_tokens_never_reach_the_logs() {
         assert!(!logs.contains(&secret[6..]), "a token reached the logs");
     }
 }
+
+/// The store stops taking writes between GitLab's answer and the write of
+/// the new token (Redis `CLIENT PAUSE … WRITE`): the write is retried until
+/// the store takes it, and the new token is served — nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stalls_after_the_rotation_loses_nothing() {
+    let (h, clock) = start(Backend::Redis).await;
+    let old = gitlab_pat(&h, "personal", &["api", "read_repository"], 9);
+    let credential = register(&h, "gl-stall", &old, true).await;
+    clock.advance(INTO_MARGIN);
+    // hold the rotation request at the mock until the store is paused
+    h.mock
+        .provider
+        .switches()
+        .update(|s| s.api_delay_ms = Some(60_000));
+    let url = h.url.clone();
+    let c = credential.clone();
+    let fetch = tokio::spawn(async move { served(&url, "gl-stall", &c).await });
+    // the intent is written before the request is sent
+    h.mock
+        .provider
+        .wait_until(|_, t| t.api_in_flight >= 1)
+        .await;
+    let mut redis = h
+        .redis
+        .as_ref()
+        .unwrap()
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3_000)
+        .arg("WRITE")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    h.mock.provider.switches().update(|s| s.api_delay_ms = None);
+    let new = fetch.await.unwrap();
+    assert_ne!(new, old);
+    assert_eq!(rotations(&h), (1, 1));
+    assert_eq!(at_gitlab(&h, &new).await.0, 200);
+    assert_eq!(served(&h.url, "gl-stall", &credential).await, new);
+    let v = git_token_status(&h, "gl-stall").await;
+    assert_eq!(v["status"]["state"], "valid", "{v}");
+    assert!(v["rotated_at"].is_string(), "{v}");
+}
