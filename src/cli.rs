@@ -207,6 +207,9 @@ pub enum RuntimeCommand {
         provider: Option<String>,
         #[arg(long)]
         base_url: Option<String>,
+        /// GitLab only: gitbroker rotates the Git Runtime token before it expires.
+        #[arg(long)]
+        rotate_runtime_token: bool,
         #[command(flatten)]
         token: GitTokenArgs,
     },

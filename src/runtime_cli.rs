@@ -66,12 +66,14 @@ pub async fn run(command: RuntimeCommand) -> ExitCode {
             oauth_app,
             provider,
             base_url,
+            rotate_runtime_token,
             token,
         } => match read_git_token(&token) {
             Ok(git_token) => {
                 let body = json!({
                     "id": id, "account": account, "git_host": git_host, "oauth_app": oauth_app,
                     "provider": provider, "base_url": base_url, "git_token": git_token,
+                    "rotate_runtime_token": rotate_runtime_token,
                 });
                 call(&remote, reqwest::Method::POST, "/runtimes", Some(body))
                     .await

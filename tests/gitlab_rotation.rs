@@ -562,3 +562,56 @@ async fn a_store_that_stalls_after_the_rotation_loses_nothing() {
     assert_eq!(v["status"]["state"], "valid", "{v}");
     assert!(v["rotated_at"].is_string(), "{v}");
 }
+
+/// `gitbroker runtime register --rotate-runtime-token` opts the runtime in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_cli_opts_in() {
+    use tokio::io::AsyncWriteExt;
+    let (h, _clock) = start(Backend::Embedded).await;
+    let token = gitlab_pat(&h, "personal", &["api"], 60);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitbroker"))
+        .args([
+            "runtime",
+            "register",
+            "--url",
+            &h.url,
+            "--id",
+            "gl-cli",
+            "--account",
+            "acme",
+            "--git-host",
+            "gitlab.com",
+            "--provider",
+            "gitlab",
+            "--base-url",
+            &format!("{}/gitlab", h.mock.base_url.trim_end_matches('/')),
+            "--rotate-runtime-token",
+        ])
+        .env("GITBROKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("GITBROKER_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(token.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("runtime gl-cli registered"), "{stdout}");
+    let v: Value = h
+        .admin_request(reqwest::Method::GET, "/runtimes/gl-cli")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["rotate_runtime_token"], true, "{v}");
+}
