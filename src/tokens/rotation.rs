@@ -266,12 +266,15 @@ impl Lifecycle {
                                 old.token.expose_secret().as_bytes(),
                             ) =>
                         {
-                            // a check wrote meanwhile: keep its verdict's time, our token
+                            // another worker wrote meanwhile (a check; or, had our
+                            // lease run out, one that found our intent and judged the
+                            // rotation lost): the token GitLab issued last wins
                             let mut next = latest;
                             next.token = pending.token.clone();
                             next.info.expires_at = pending.info.expires_at;
                             next.info.rotated_at = pending.info.rotated_at;
                             next.info.status = pending.info.status.clone();
+                            next.info.rotation_error = None;
                             next.rotation = Default::default();
                             pending = next;
                             version = v;
