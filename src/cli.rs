@@ -225,6 +225,9 @@ pub enum RuntimeCommand {
         /// `owner/name` to narrow its tokens to; repeat for several.
         #[arg(long = "repository")]
         repositories: Vec<String>,
+        /// GitLab only: gitbroker rotates the Git Runtime token before it expires.
+        #[arg(long)]
+        rotate_runtime_token: bool,
         #[command(flatten)]
         token: GitTokenArgs,
     },

@@ -70,6 +70,7 @@ pub async fn run(command: RuntimeCommand) -> ExitCode {
             installation_id,
             owner,
             repositories,
+            rotate_runtime_token,
             token,
         } => match github_app
             .as_ref()
@@ -79,6 +80,7 @@ pub async fn run(command: RuntimeCommand) -> ExitCode {
                 let mut body = json!({
                     "id": id, "account": account, "git_host": git_host, "oauth_app": oauth_app,
                     "provider": provider, "base_url": base_url, "repositories": repositories,
+                    "rotate_runtime_token": rotate_runtime_token,
                 });
                 match git_token {
                     Some(t) => body["git_token"] = t,

@@ -641,6 +641,7 @@ async fn a_runtime_replaced_during_pat_validation_gets_nothing() {
             base_url: None,
             github_app: None,
             repositories: Vec::new(),
+            rotate_runtime_token: false,
         })
         .await
         .unwrap();
@@ -1065,6 +1066,7 @@ async fn the_page_warns_before_githubs_token_cap() {
                 base_url: None,
                 github_app: None,
                 repositories: Vec::new(),
+                rotate_runtime_token: false,
             })
             .await
             .unwrap();

@@ -483,3 +483,223 @@ async fn api_switches_and_unknown_paths() {
     let (status, _, _) = get(&m, "/api/v4/user", &body_str(&tokens, "access_token")).await;
     assert_eq!(status, 401);
 }
+
+// --- fine-grained PATs and self-rotation, driven as another project's
+// test suite would: over /__mock and the GitLab API only.
+
+async fn create_pat_http(m: &RunningMock, spec: Value) -> String {
+    let r = client()
+        .post(format!("{}/__mock/pats", m.base_url))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+async fn pat_self_of(m: &RunningMock, token: &str) -> (u16, Value) {
+    let r = client()
+        .get(gl(m, "/api/v4/personal_access_tokens/self"))
+        .header("PRIVATE-TOKEN", token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn rotate_http(m: &RunningMock, token: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(gl(m, "/api/v4/personal_access_tokens/self/rotate"))
+        .header("PRIVATE-TOKEN", token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn fine_grained_pats_answer_granular_scopes() {
+    let m = mock().await;
+    let token = create_pat_http(
+        &m,
+        serde_json::json!({
+            "flavour": "gitlab",
+            "owner": "alice",
+            "kind": "fine_grained",
+            "scopes": [
+                "read_repository:selected_memberships",
+                "write_repository:selected_memberships",
+                "read_user:user",
+            ],
+            "repositories": ["alice/demo", "acme/app"],
+            "expires_at": "2099-01-01T00:00:00Z",
+        }),
+    )
+    .await;
+    assert!(token.starts_with("glpat-"));
+    let (status, v) = pat_self_of(&m, &token).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["scopes"], serde_json::json!([]));
+    let scopes = v["granular_scopes"].as_array().unwrap();
+    // one entry per selected project, one for the user boundary
+    assert_eq!(scopes.len(), 3, "{v}");
+    assert_eq!(scopes[0]["access"], "selected_memberships");
+    assert_eq!(
+        scopes[0]["permissions"],
+        serde_json::json!(["read_repository", "write_repository"])
+    );
+    assert!(scopes[0]["project_id"].is_u64());
+    assert_ne!(scopes[0]["project_id"], scopes[1]["project_id"]);
+    assert!(scopes[0]["group_id"].is_null());
+    assert_eq!(scopes[2]["access"], "user");
+    assert!(scopes[2]["project_id"].is_null());
+    // GET /user needs the User permission read_user
+    let r = client()
+        .get(gl(&m, "/api/v4/user"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let no_user = create_pat_http(
+        &m,
+        serde_json::json!({
+            "flavour": "gitlab", "owner": "alice", "kind": "fine_grained",
+            "scopes": ["read_repository:all_memberships"],
+        }),
+    )
+    .await;
+    let r = client()
+        .get(gl(&m, "/api/v4/user"))
+        .bearer_auth(&no_user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // a classic PAT has no granular_scopes
+    let classic = create_pat_http(
+        &m,
+        serde_json::json!({ "flavour": "gitlab", "owner": "alice", "kind": "personal", "scopes": ["api"] }),
+    )
+    .await;
+    let (_, v) = pat_self_of(&m, &classic).await;
+    assert_eq!(v["scopes"], serde_json::json!(["api"]));
+    assert!(v.get("granular_scopes").is_none(), "{v}");
+}
+
+#[tokio::test]
+async fn self_rotation_revokes_the_old_token_and_reuse_revokes_the_successor() {
+    let m = mock().await;
+    let old = create_pat_http(
+        &m,
+        serde_json::json!({ "flavour": "gitlab", "owner": "alice", "kind": "personal", "scopes": ["api"] }),
+    )
+    .await;
+    let in_30_days = (chrono::Utc::now() + chrono::Duration::days(30)).date_naive();
+    let (status, v) = rotate_http(
+        &m,
+        &old,
+        serde_json::json!({ "expires_at": in_30_days.format("%Y-%m-%d").to_string() }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let new = v["token"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("glpat-"));
+    assert_ne!(new, old);
+    assert_eq!(v["scopes"], serde_json::json!(["api"]));
+    assert_eq!(v["expires_at"], in_30_days.format("%Y-%m-%d").to_string());
+    assert_eq!(v["active"], true);
+    let (status, v) = pat_self_of(&m, &old).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        v["error_description"],
+        "Token was revoked. You have to re-authorize from the user."
+    );
+    assert_eq!(pat_self_of(&m, &new).await.0, 200);
+    // without expires_at: one week, as GitLab does
+    let (status, v) = rotate_http(&m, &new, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let newest = v["token"].as_str().unwrap().to_owned();
+    let week = (chrono::Utc::now() + chrono::Duration::days(7)).date_naive();
+    assert_eq!(v["expires_at"], week.format("%Y-%m-%d").to_string());
+    // reuse of the first token: 401, and every successor dies
+    let (status, _) = rotate_http(&m, &old, serde_json::json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(pat_self_of(&m, &newest).await.0, 401);
+    let stats: Value = client()
+        .get(format!("{}/__mock/stats", m.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["pat_rotate_requests"], 3, "{stats}");
+    assert_eq!(stats["pat_rotations"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn self_rotation_refusals_and_switches() {
+    let m = mock().await;
+    let pat = |scopes: Value| serde_json::json!({ "flavour": "gitlab", "owner": "alice", "kind": "personal", "scopes": scopes });
+    // needs api or self_rotate
+    let read_only = create_pat_http(&m, pat(serde_json::json!(["read_api"]))).await;
+    let (status, v) = rotate_http(&m, &read_only, serde_json::json!({})).await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"], "insufficient_scope");
+    let token = create_pat_http(
+        &m,
+        pat(serde_json::json!(["self_rotate", "read_repository"])),
+    )
+    .await;
+    // a date in the past, or beyond a year
+    for bad in ["2000-01-01", "2999-01-01", "not-a-date"] {
+        let (status, v) = rotate_http(&m, &token, serde_json::json!({ "expires_at": bad })).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("400 Bad request - ")
+        );
+    }
+    assert_eq!(
+        pat_self_of(&m, &token).await.0,
+        200,
+        "refusals rotate nothing"
+    );
+    // pat_rotate_status: answered without rotating
+    let r = client()
+        .post(format!("{}/__mock/switches", m.base_url))
+        .json(&serde_json::json!({ "pat_rotate_status": 503 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = rotate_http(&m, &token, serde_json::json!({})).await;
+    assert_eq!(status, 503);
+    assert_eq!(pat_self_of(&m, &token).await.0, 200);
+    // pat_rotate_lose_answer: rotated, answered 502
+    client()
+        .post(format!("{}/__mock/switches", m.base_url))
+        .json(&serde_json::json!({ "pat_rotate_status": null, "pat_rotate_lose_answer": true }))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = rotate_http(&m, &token, serde_json::json!({})).await;
+    assert_eq!(status, 502);
+    assert_eq!(pat_self_of(&m, &token).await.0, 401, "it was rotated");
+    let t = m.provider.traffic_stats();
+    assert_eq!((t.pat_rotate_requests, t.pat_rotations), (6, 1));
+    // a bad status is refused
+    let r = client()
+        .post(format!("{}/__mock/switches", m.base_url))
+        .json(&serde_json::json!({ "pat_rotate_status": 1000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -672,3 +672,189 @@ async fn oauth_token_endpoint_errors_through_the_broker() {
     assert!(page.body.contains("Access to GitLab authorized as alice"));
     assert_eq!(h.mock.provider.stats().token_requests, 3);
 }
+
+// --- fine-grained personal access tokens (`granular_scopes`)
+
+const FINE_USER_HELP: &str = "For a fine-grained token: in GitLab under User settings > Access tokens > Generate token > Fine-grained token, give it Group and project access to the projects you work on with the permissions `read_repository` and `write_repository`, and the User permission `read_user`; or create a legacy token with the scopes `read_api`, `read_repository` and `write_repository`.";
+const FINE_RUNTIME_HELP: &str = "For a fine-grained token: in GitLab under User settings > Access tokens > Generate token > Fine-grained token, give it Group and project access to the runtime's projects with the permissions `read_repository`, `create_webhook`, `read_webhook` and `delete_webhook`, and the User permission `read_user`; or create a legacy token with the scopes `api` and `read_repository`.";
+
+const FINE_RUNTIME: &[&str] = &[
+    "read_repository:selected_memberships",
+    "create_webhook:selected_memberships",
+    "read_webhook:selected_memberships",
+    "delete_webhook:selected_memberships",
+    "read_user:user",
+];
+
+#[tokio::test]
+async fn fine_grained_tokens_are_accepted_for_both_purposes() {
+    for kind in KINDS {
+        let gl = gitlab(kind).await;
+        let user = gl.pat(
+            "fine_grained",
+            "alice",
+            &["write_repository:all_memberships", "read_user:user"],
+            30,
+        );
+        let report = gl.validate(&user, TokenPurpose::User).await.unwrap();
+        assert_eq!(report.login, "alice");
+        assert_eq!(report.git_username, "oauth2");
+        assert_eq!(report.kind, "fine-grained personal access token");
+        assert_eq!(
+            report.scopes,
+            vec!["write_repository:all_memberships", "read_user:user"]
+        );
+        let runtime = gl.pat("fine_grained", "bob", FINE_RUNTIME, 30);
+        let report = gl.validate(&runtime, TokenPurpose::Runtime).await.unwrap();
+        assert_eq!(report.login, "bob");
+        assert_eq!(report.kind, "fine-grained personal access token");
+    }
+}
+
+#[tokio::test]
+async fn fine_grained_tokens_are_refused_naming_each_missing_permission() {
+    let gl = gitlab(ProviderKind::Gitlab).await;
+    // read only, and read_user under the wrong boundary
+    let token = gl.pat(
+        "fine_grained",
+        "alice",
+        &[
+            "read_repository:personal_projects",
+            "read_user:all_memberships",
+        ],
+        30,
+    );
+    let e = gl.validate(&token, TokenPurpose::User).await.unwrap_err();
+    assert!(matches!(
+        e,
+        PatError::MissingScopes {
+            what: "the required permissions",
+            ..
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "This token lacks the required permissions: write_repository (group and project access), read_user (user access). {FINE_USER_HELP}"
+        )
+    );
+    // a user token is not a runtime token
+    let user = gl.pat(
+        "fine_grained",
+        "alice",
+        &["write_repository:all_memberships", "read_user:user"],
+        30,
+    );
+    let e = gl.validate(&user, TokenPurpose::Runtime).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "This token lacks the required permissions: create_webhook (group and project access), read_webhook (group and project access), delete_webhook (group and project access). {FINE_RUNTIME_HELP}"
+        )
+    );
+    // nothing granted at all
+    let empty = gl.pat("fine_grained", "alice", &[], 30);
+    let e = gl.validate(&empty, TokenPurpose::User).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "This token lacks the required permissions: read_repository (group and project access), write_repository (group and project access), read_user (user access). {FINE_USER_HELP}"
+        )
+    );
+    // expired and revoked fine-grained tokens are told as such
+    let expired = gl.pat("fine_grained", "alice", FINE_RUNTIME, 30);
+    assert!(gl.mock.provider.expire_pat(&expired));
+    assert!(matches!(
+        gl.validate(&expired, TokenPurpose::Runtime)
+            .await
+            .unwrap_err(),
+        PatError::Expired { .. }
+    ));
+    let revoked = gl.pat("fine_grained", "alice", FINE_RUNTIME, 30);
+    assert!(gl.mock.provider.revoke_pat(&revoked));
+    assert!(matches!(
+        gl.validate(&revoked, TokenPurpose::Runtime)
+            .await
+            .unwrap_err(),
+        PatError::Revoked { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_gitlab_is_no_verdict_on_a_fine_grained_token() {
+    let gl = gitlab(ProviderKind::GitlabSelfManaged).await;
+    let token = gl.pat("fine_grained", "alice", FINE_RUNTIME, 30);
+    gl.mock.provider.switches().set_user_api_status(Some(503));
+    let e = gl
+        .validate(&token, TokenPurpose::Runtime)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PatError::Unavailable { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("Nothing was changed; try again in a moment."),
+        "{e}"
+    );
+    gl.mock.provider.switches().set_user_api_status(None);
+    assert!(gl.validate(&token, TokenPurpose::Runtime).await.is_ok());
+}
+
+/// Through the broker: a fine-grained runtime token registered with the
+/// admin API, a refused one answered 422 with the message, and a
+/// fine-grained user token pasted for a GitLab runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fine_grained_tokens_through_the_broker() {
+    let h = Harness::start(Backend::Embedded).await;
+    let gl_pat = |owner: &str, scopes: &[&str]| {
+        h.mock.provider.create_pat(PatSpec {
+            flavour: Flavour::Gitlab,
+            owner: owner.into(),
+            kind: "fine_grained".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            expires_at: Some(Utc::now() + Duration::days(60)),
+            repositories: Vec::new(),
+            email: None,
+        })
+    };
+    let register = |id: &str, token: String| {
+        h.admin_request(reqwest::Method::POST, "/runtimes")
+            .json(&serde_json::json!({
+                "id": id,
+                "account": "acme",
+                "git_host": "gitlab.com",
+                "provider": "gitlab",
+                "base_url": format!("{}/gitlab", h.mock.base_url.trim_end_matches('/')),
+                "git_token": { "token": token },
+            }))
+            .send()
+    };
+    let r = register("fg-ok", gl_pat("bob", FINE_RUNTIME))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["git_token"]["kind"], "fine-grained personal access token",
+        "{v}"
+    );
+    let r = register("fg-no", gl_pat("bob", &["read_repository:all_memberships"]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["detail"].as_str().unwrap().contains("This token lacks the required permissions: create_webhook (group and project access), read_webhook (group and project access), delete_webhook (group and project access), read_user (user access)."),
+        "{v}"
+    );
+    // a pasted Git user token
+    let user = gl_pat(
+        "alice",
+        &["write_repository:all_memberships", "read_user:user"],
+    );
+    let assigned = h.assign_pat_as("u-fg", "gitlab-rt", &user).await;
+    let _ = assigned;
+    let r = h.runtime_get("gitlab-rt", "gitlab-rt", "u-fg").await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["token"], user);
+}

@@ -113,6 +113,8 @@ pub struct RuntimeSettings {
     /// App installation tokens and the GitHub App user tokens served to it
     /// are narrowed to them.
     pub repositories: Vec<String>,
+    /// Rotate its (GitLab) Git Runtime token before it expires.
+    pub rotate_runtime_token: bool,
 }
 
 /// Refresh, checks and revocation retries (`[lifecycle]`).
@@ -132,6 +134,11 @@ pub struct LifecycleSettings {
     pub tick: Duration,
     pub wait_max: Duration,
     pub wait_max_requests: usize,
+    /// How long before its expiry a Git Runtime token that rotates itself
+    /// is rotated.
+    pub runtime_token_rotate_margin: Duration,
+    /// The lifetime, in days, of the token it rotates into.
+    pub rotated_runtime_token_days: u32,
 }
 
 impl Default for LifecycleSettings {
@@ -152,6 +159,8 @@ impl Default for LifecycleSettings {
             tick: Duration::from_secs(10),
             wait_max: Duration::from_secs(30),
             wait_max_requests: 1000,
+            runtime_token_rotate_margin: Duration::from_secs(7 * 86400),
+            rotated_runtime_token_days: 90,
         })
     }
 }
@@ -196,7 +205,25 @@ fn lifecycle_settings(l: &raw::RawLifecycle) -> Result<LifecycleSettings, Config
         30 * 86_400,
         "seconds",
     )?;
+    let rotate_days = range(
+        "runtime_token_rotate_days",
+        l.runtime_token_rotate_days,
+        1,
+        180,
+        "days",
+    )?;
+    // the rotated token must start outside the margin, or it would rotate
+    // again at once
+    let rotated_days = range(
+        "rotated_runtime_token_days",
+        l.rotated_runtime_token_days,
+        rotate_days + 1,
+        365,
+        "days (and more than runtime_token_rotate_days)",
+    )?;
     Ok(LifecycleSettings {
+        runtime_token_rotate_margin: Duration::from_secs(86_400 * rotate_days),
+        rotated_runtime_token_days: u32::try_from(rotated_days).unwrap_or(90),
         background: l.background,
         refresh_margin: Duration::from_secs(margin),
         refresh_keepalive: Duration::from_secs(
@@ -1085,6 +1112,18 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
                 .endpoints(base_url.as_ref(), None)
                 .map_err(|m| invalid(format!("{key}.base_url"), m))?;
         }
+        if r.rotate_runtime_token
+            && let Some(kind) = r.provider.or(app_kind)
+            && !crate::providers::provider(kind).rotates_pats()
+        {
+            return Err(invalid(
+                format!("{key}.rotate_runtime_token"),
+                format!(
+                    "only GitLab Git Runtime tokens can rotate themselves; this runtime's provider is `{}`",
+                    kind.as_str()
+                ),
+            ));
+        }
         if r.git_host.trim().is_empty() || r.git_host.contains('/') {
             return Err(invalid(
                 format!("{key}.git_host"),
@@ -1132,6 +1171,7 @@ fn validate(raw: RawConfig, base_dir: Option<&Path>) -> Result<Settings, ConfigE
             credential_sha256,
             github_app: r.github_app.clone(),
             repositories: r.repositories.clone(),
+            rotate_runtime_token: r.rotate_runtime_token,
         });
     }
 

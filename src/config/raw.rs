@@ -217,6 +217,11 @@ pub struct RawLifecycle {
     pub wait_max_secs: u64,
     /// Requests waiting at once on this replica; more get 503.
     pub wait_max_requests: u64,
+    /// Git Runtime tokens that rotate themselves do so this many days
+    /// before they expire.
+    pub runtime_token_rotate_days: u64,
+    /// …and the token they rotate into expires this many days later.
+    pub rotated_runtime_token_days: u64,
 }
 
 impl Default for RawLifecycle {
@@ -236,6 +241,8 @@ impl Default for RawLifecycle {
             tick_secs: 10,
             wait_max_secs: 30,
             wait_max_requests: 1000,
+            runtime_token_rotate_days: 7,
+            rotated_runtime_token_days: 90,
         }
     }
 }
@@ -356,6 +363,9 @@ pub struct RawRuntime {
     pub credential_sha256: Option<String>,
     /// Its Git Runtime token is minted from this GitHub App installation.
     pub github_app: Option<super::github_apps::RuntimeGithubApp>,
+    /// GitLab only: rotate the Git Runtime token before it expires.
+    #[serde(default)]
+    pub rotate_runtime_token: bool,
 }
 
 /// Demo mode is on only with `enabled = true`: a stray

@@ -705,3 +705,56 @@ fn shipped_configurations_load() {
     );
     Settings::from_toml_str(include_str!("../../config/gitbroker.example.toml")).unwrap();
 }
+
+#[test]
+fn rotate_runtime_token_only_for_gitlab() {
+    let rotating = base().replace(
+        "credential = \"0123456789abcdef0123456789abcdef-rt1\"",
+        "credential = \"0123456789abcdef0123456789abcdef-rt1\"\nrotate_runtime_token = true",
+    );
+    let e = err(&rotating);
+    assert_eq!(
+        e,
+        "runtimes[0].rotate_runtime_token: only GitLab Git Runtime tokens can rotate themselves; this runtime's provider is `github`"
+    );
+    // a GitLab runtime without an OAuth app may
+    let gitlab = rotating.replace("oauth_app = \"gh\"\n", "provider = \"gitlab\"\n");
+    let s = Settings::from_toml_str(&gitlab).unwrap();
+    assert!(s.runtimes[0].rotate_runtime_token);
+    assert!(!Settings::from_toml_str(&base()).unwrap().runtimes[0].rotate_runtime_token);
+}
+
+#[test]
+fn rotation_margin_and_lifetime() {
+    let s = Settings::from_toml_str(&base()).unwrap();
+    assert_eq!(
+        s.lifecycle.runtime_token_rotate_margin,
+        Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(s.lifecycle.rotated_runtime_token_days, 90);
+    let with = |keys: &str| base().replace("[store]", &format!("[lifecycle]\n{keys}\n[store]"));
+    let s = Settings::from_toml_str(&with(
+        "runtime_token_rotate_days = 14\nrotated_runtime_token_days = 30",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.lifecycle.runtime_token_rotate_margin,
+        Duration::from_secs(14 * 86_400)
+    );
+    assert_eq!(s.lifecycle.rotated_runtime_token_days, 30);
+    let e = err(&with("runtime_token_rotate_days = 0"));
+    assert!(e.starts_with("lifecycle.runtime_token_rotate_days:"), "{e}");
+    // the new token must start outside the margin
+    let e = err(&with(
+        "runtime_token_rotate_days = 30\nrotated_runtime_token_days = 30",
+    ));
+    assert_eq!(
+        e,
+        "lifecycle.rotated_runtime_token_days: must be between 31 and 365 days (and more than runtime_token_rotate_days)"
+    );
+    let e = err(&with("rotated_runtime_token_days = 400"));
+    assert!(
+        e.starts_with("lifecycle.rotated_runtime_token_days:"),
+        "{e}"
+    );
+}

@@ -9,7 +9,8 @@
 //! and load ones: `refresh_error`, `refresh_status`, `refresh_hang` (refresh
 //! requests only), `access_token_secs`, `github_expiring_tokens`,
 //! `api_delay_ms`, `api_rate_limit` ([`RateLimit`]) and
-//! `rate_limit_status`. `POST /__mock/switches` takes any subset (`null`
+//! `rate_limit_status`; GitLab's self-rotation ones, `pat_rotate_status`
+//! and `pat_rotate_lose_answer`. `POST /__mock/switches` takes any subset (`null`
 //! clears) and refuses bad values with 400.
 //!
 //! Counters: [`Stats`] (unchanged since the first mock, so older suites
@@ -122,6 +123,15 @@ pub struct SwitchState {
     /// check passes, as if the probed repository existed.
     #[serde(default)]
     pub probes_succeed: bool,
+    /// GitLab's `POST /personal_access_tokens/self/rotate` answers this
+    /// status without rotating (as `user_api_status` answers it: 429 with
+    /// GitLab's throttle headers, 5xx as its error pages).
+    #[serde(default)]
+    pub pat_rotate_status: Option<u16>,
+    /// GitLab's self-rotation is carried out (new token issued, old one
+    /// revoked), then answered with a 502 error page: the answer is lost.
+    #[serde(default)]
+    pub pat_rotate_lose_answer: bool,
 }
 
 /// `limit` API requests per window of `window_ms` milliseconds.
@@ -182,6 +192,16 @@ impl Switches {
         self.update(|s| {
             s.grant_scopes = scopes.map(|v| v.iter().map(|x| (*x).to_owned()).collect());
         });
+    }
+
+    /// GitLab self-rotation answers `status` without rotating.
+    pub fn set_pat_rotate_status(&self, status: Option<u16>) {
+        self.update(|s| s.pat_rotate_status = status);
+    }
+
+    /// GitLab self-rotation rotates, then answers 502 (the answer is lost).
+    pub fn set_pat_rotate_lose_answer(&self, on: bool) {
+        self.update(|s| s.pat_rotate_lose_answer = on);
     }
 
     pub fn set_user_api_status(&self, status: Option<u16>) {
@@ -351,6 +371,14 @@ pub struct TrafficStats {
     /// asks for them; it does not count here.
     pub git_auth_failures: u64,
     pub git_auth_failures_by_flavour: PerFlavour,
+    /// `POST /api/v4/personal_access_tokens/self/rotate` requests (GitLab),
+    /// whatever their outcome.
+    #[serde(default)]
+    pub pat_rotate_requests: u64,
+    /// Rotations that issued a new token (also those whose answer
+    /// `pat_rotate_lose_answer` replaced with a 502).
+    #[serde(default)]
+    pub pat_rotations: u64,
 }
 
 /// One count per provider flavour.
@@ -406,6 +434,8 @@ pub(crate) struct Counters {
     rate_limited_responses: AtomicU64,
     git_requests: [AtomicU64; FLAVOURS],
     git_auth_failures: [AtomicU64; FLAVOURS],
+    pub pat_rotate_requests: AtomicU64,
+    pub pat_rotations: AtomicU64,
     /// API calls per token, by the token's SHA-256 (no second copy of the
     /// secrets).
     api_calls: Mutex<HashMap<[u8; 32], u64>>,
@@ -501,6 +531,8 @@ impl Counters {
             git_requests_by_flavour: git,
             git_auth_failures: sum(git_failures),
             git_auth_failures_by_flavour: git_failures,
+            pat_rotate_requests: self.pat_rotate_requests.load(Ordering::Relaxed),
+            pat_rotations: self.pat_rotations.load(Ordering::Relaxed),
         }
     }
 
@@ -535,8 +567,12 @@ impl Counters {
         .chain(&self.refresh_successes)
         .chain(&self.git_requests)
         .chain(&self.git_auth_failures)
-        .chain([&self.api_requests, &self.rate_limited_responses])
-        {
+        .chain([
+            &self.api_requests,
+            &self.rate_limited_responses,
+            &self.pat_rotate_requests,
+            &self.pat_rotations,
+        ]) {
             c.store(0, Ordering::Relaxed);
         }
         // a gauge: requests in flight stay counted, and the peak starts there
@@ -767,6 +803,10 @@ struct SwitchUpdate {
     api_hang: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
     probes_succeed: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pat_rotate_status: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "present")]
+    pat_rotate_lose_answer: Option<Option<bool>>,
 }
 
 fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -786,10 +826,14 @@ fn bad_switch(message: String) -> Response {
 }
 
 async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpdate>) -> Response {
-    for status in [update.token_status, update.user_api_status]
-        .into_iter()
-        .flatten()
-        .flatten()
+    for status in [
+        update.token_status,
+        update.user_api_status,
+        update.pat_rotate_status,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
     {
         if StatusCode::from_u16(status).is_err() {
             return bad_switch(format!("{status} is not an HTTP status"));
@@ -849,6 +893,12 @@ async fn set_switches(State(s): State<Arc<Shared>>, Json(update): Json<SwitchUpd
         }
         if let Some(v) = update.probes_succeed {
             state.probes_succeed = v.unwrap_or(false);
+        }
+        if let Some(v) = update.pat_rotate_status {
+            state.pat_rotate_status = v;
+        }
+        if let Some(v) = update.pat_rotate_lose_answer {
+            state.pat_rotate_lose_answer = v.unwrap_or(false);
         }
     });
     Json(s.switches.get()).into_response()

@@ -7,7 +7,13 @@
 //!
 //! GitLab users are the mock's GitHub users under the same logins.
 //! Personal access tokens come from the shared `PatBook` (flavour `gitlab`):
-//! kind `personal` belongs to its owner, `project` and `group` to a bot user.
+//! kind `personal` belongs to its owner, `project` and `group` to a bot user,
+//! `fine_grained` to its owner with `granular_scopes` (spec scopes written
+//! `permission:access`). `POST /api/v4/personal_access_tokens/self/rotate`
+//! rotates a PAT with itself as GitLab does: the new token inherits the old
+//! one's scopes, expires on the requested `expires_at` (default one week),
+//! and the old one is revoked; presenting a rotated token again revokes its
+//! successor (gitlab-org/gitlab #524639).
 
 use super::book::{Issued, Lifetimes, TokenStyle};
 use super::consent::{self, Consent, Refusal, known_scopes};
@@ -17,7 +23,7 @@ use super::oauth::{
     parse_form, parse_scopes, presented_token, refresh_grant, token_endpoint, with_headers,
 };
 use super::pages::Wording;
-use super::pats::{Flavour, Pat};
+use super::pats::{Flavour, Pat, Rotation};
 use super::{MockGitUser, MockOAuthApp, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -96,6 +102,10 @@ pub(crate) fn api_routes() -> Router<Arc<Shared>> {
         .route("/oauth/token/info", get(token_info))
         .route("/api/v4/user", get(user))
         .route("/api/v4/personal_access_tokens/self", get(pat_self))
+        .route(
+            "/api/v4/personal_access_tokens/self/rotate",
+            post(pat_self_rotate),
+        )
 }
 
 // ---------------------------------------------------------------------------
@@ -623,12 +633,17 @@ async fn user(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(response) => return response,
     };
-    // GET /user takes any of these scopes (read_api and api cover every GET).
-    if !caller
-        .scopes
-        .iter()
-        .any(|sc| matches!(sc.as_str(), "api" | "read_api" | "read_user"))
-    {
+    // GET /user takes any of these scopes (read_api and api cover every GET);
+    // a fine-grained token, the User permission read_user.
+    let allowed = if is_fine_grained(&caller) {
+        caller.scopes.iter().any(|sc| sc == "read_user:user")
+    } else {
+        caller
+            .scopes
+            .iter()
+            .any(|sc| matches!(sc.as_str(), "api" | "read_api" | "read_user"))
+    };
+    if !allowed {
         return (
             StatusCode::FORBIDDEN,
             Json(json!({
@@ -650,6 +665,76 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+fn is_fine_grained(caller: &Caller<'_>) -> bool {
+    caller
+        .pat
+        .as_ref()
+        .is_some_and(|(_, p)| p.spec.kind == "fine_grained")
+}
+
+/// A fine-grained token's `granular_scopes`, from its `permission:access`
+/// spec scopes: one entry per access boundary, and per project for
+/// `selected_memberships` (the spec's repositories, or its owner's demo one).
+fn granular_scopes(pat: &Pat) -> Vec<Value> {
+    let mut by_access: Vec<(String, Vec<String>)> = Vec::new();
+    for sc in &pat.spec.scopes {
+        let (permission, access) = sc
+            .split_once(':')
+            .unwrap_or((sc.as_str(), "all_memberships"));
+        match by_access.iter_mut().find(|(a, _)| a == access) {
+            Some((_, ps)) => ps.push(permission.to_owned()),
+            None => by_access.push((access.to_owned(), vec![permission.to_owned()])),
+        }
+    }
+    let mut out = Vec::new();
+    for (access, permissions) in by_access {
+        if access == "selected_memberships" {
+            let projects = if pat.spec.repositories.is_empty() {
+                vec![format!("{}/demo", pat.spec.owner)]
+            } else {
+                pat.spec.repositories.clone()
+            };
+            for project in projects {
+                out.push(json!({
+                    "access": access,
+                    "permissions": permissions,
+                    "project_id": digest_number(&project, 1_000_000) + 1,
+                    "group_id": null,
+                }));
+            }
+        } else {
+            out.push(json!({
+                "access": access,
+                "permissions": permissions,
+                "project_id": null,
+                "group_id": null,
+            }));
+        }
+    }
+    out
+}
+
+/// A PAT's record as `personal_access_tokens/self` (and rotation) show it.
+fn pat_record(token: &str, pat: &Pat, user_id: u64, now: DateTime<Utc>) -> Value {
+    let mut record = json!({
+        "id": digest_number(token, 1_000_000) + 1,
+        "name": format!("{} token", pat.spec.kind),
+        "revoked": pat.revoked,
+        "created_at": timestamp(now - Duration::days(1)),
+        "description": null,
+        "scopes": pat.spec.scopes,
+        "user_id": user_id,
+        "last_used_at": timestamp(now),
+        "active": !pat.revoked && !pat_expired(pat, now),
+        "expires_at": expiry_date(pat).map(|d| d.format("%Y-%m-%d").to_string()),
+    });
+    if pat.spec.kind == "fine_grained" {
+        record["scopes"] = json!([]);
+        record["granular_scopes"] = Value::Array(granular_scopes(pat));
+    }
+    record
+}
+
 /// Any token may read its own record, whatever its scopes. OAuth tokens
 /// have none here.
 async fn pat_self(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -660,18 +745,131 @@ async fn pat_self(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     let Some((token, pat)) = &caller.pat else {
         return api_message(StatusCode::NOT_FOUND);
     };
+    Json(pat_record(token, pat, caller.owner.id(), s.now())).into_response()
+}
+
+/// How long a rotated token lives when the request names no `expires_at`
+/// (GitLab's `PersonalAccessTokens::RotateService::EXPIRATION_PERIOD`).
+const ROTATED_DEFAULT_DAYS: i64 = 7;
+/// The latest `expires_at` GitLab accepts by default: a year from today.
+const MAX_LIFETIME_DAYS: i64 = 365;
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "message": format!("400 Bad request - {message}") })),
+    )
+        .into_response()
+}
+
+/// `expires_at` from a JSON or form body, or the query string.
+fn requested_expiry(query: Option<&str>, body: &[u8]) -> Result<Option<NaiveDate>, Response> {
+    let raw = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("expires_at")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .or_else(|| parse_form(body).and_then(|f| f.get("expires_at").cloned()))
+        .or_else(|| {
+            query
+                .and_then(|q| parse_form(q.as_bytes()))
+                .and_then(|f| f.get("expires_at").cloned())
+        });
+    match raw {
+        None => Ok(None),
+        Some(r) if r.is_empty() => Ok(None),
+        Some(r) => NaiveDate::parse_from_str(&r, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| bad_request("expires_at is invalid")),
+    }
+}
+
+/// `POST /api/v4/personal_access_tokens/self/rotate`: the presented PAT
+/// rotates itself (scope `api` or `self_rotate`; a fine-grained token, the
+/// permission `self_rotate`). A rotated token presented again gets 401 and
+/// its successor is revoked.
+async fn pat_self_rotate(
+    State(s): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Counters::bump(&s.counters.pat_rotate_requests);
+    s.counters.touch();
+    s.switches.api_hang_wait().await;
+    let switches = s.switches.get();
+    if let Some(status) = switches.pat_rotate_status {
+        return switched_status(&s, status);
+    }
+    let Some(token) = presented_token(Flavour::Gitlab, &headers) else {
+        return api_message(StatusCode::UNAUTHORIZED);
+    };
     let now = s.now();
-    Json(json!({
-        "id": digest_number(token, 1_000_000) + 1,
-        "name": format!("{} token", pat.spec.kind),
-        "revoked": pat.revoked,
-        "created_at": timestamp(now - Duration::days(1)),
-        "description": null,
-        "scopes": pat.spec.scopes,
-        "user_id": caller.owner.id(),
-        "last_used_at": timestamp(now),
-        "active": !pat.revoked && !pat_expired(pat, now),
-        "expires_at": expiry_date(pat).map(|d| d.format("%Y-%m-%d").to_string()),
-    }))
-    .into_response()
+    let Some(pat) = s.pats.find(Flavour::Gitlab, &token) else {
+        return api_message(StatusCode::UNAUTHORIZED);
+    };
+    if pat.revoked {
+        // reuse detection: a rotated token kills the token it became
+        if let Rotation::Reused = s.pats.rotate(Flavour::Gitlab, &token, now) {
+            tracing::debug!(
+                "mock gitlab: a rotated token was rotated again; its successor is revoked"
+            );
+        }
+        return api_invalid_token(TOKEN_REVOKED);
+    }
+    if pat_expired(&pat, now) {
+        return api_invalid_token(TOKEN_EXPIRED);
+    }
+    let may_rotate = if pat.spec.kind == "fine_grained" {
+        pat.spec
+            .scopes
+            .iter()
+            .any(|sc| sc.split(':').next() == Some("self_rotate"))
+    } else {
+        pat.spec
+            .scopes
+            .iter()
+            .any(|sc| matches!(sc.as_str(), "api" | "self_rotate"))
+    };
+    if !may_rotate {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "insufficient_scope",
+                "error_description": "The request requires higher privileges than provided by the access token.",
+                "scope": "api self_rotate",
+            })),
+        )
+            .into_response();
+    }
+    let today = now.date_naive();
+    let expires_on = match requested_expiry(uri.query(), &body) {
+        Ok(Some(d)) if d <= today => return bad_request("expires_at must be in the future"),
+        Ok(Some(d)) if d > today + Duration::days(MAX_LIFETIME_DAYS) => {
+            return bad_request(&format!(
+                "expires_at must be at most {MAX_LIFETIME_DAYS} days from today"
+            ));
+        }
+        Ok(Some(d)) => d,
+        Ok(None) => today + Duration::days(ROTATED_DEFAULT_DAYS),
+        Err(response) => return response,
+    };
+    let expires_at = expires_on.and_time(chrono::NaiveTime::MIN).and_utc();
+    let Rotation::Rotated(new) = s.pats.rotate(Flavour::Gitlab, &token, expires_at) else {
+        return api_invalid_token(TOKEN_REVOKED);
+    };
+    Counters::bump(&s.counters.pat_rotations);
+    s.counters.touch();
+    if switches.pat_rotate_lose_answer {
+        return error_page(502);
+    }
+    let Some(fresh) = s.pats.find(Flavour::Gitlab, &new) else {
+        return api_message(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let owner_id = s.github_user(&fresh.spec.owner).map(|u| u.id).unwrap_or(0);
+    let mut record = pat_record(&new, &fresh, owner_id, now);
+    record["token"] = Value::String(new);
+    Json(record).into_response()
 }

@@ -24,7 +24,8 @@ pub enum Flavour {
 /// What a test asks for. `kind` is flavour-specific:
 /// - github: `classic` (ghp_), `fine_grained` (github_pat_), `installation` (ghs_), `oauth` (gho_),
 ///   `app_user` (ghu_, a GitHub App user token: permissions like `fine_grained`)
-/// - gitlab: `personal`, `project`, `group` (the last two belong to bot users)
+/// - gitlab: `personal`, `project`, `group` (the last two belong to bot users),
+///   `fine_grained` (a fine-grained personal access token: `granular_scopes`)
 /// - bitbucket_cloud: `api_token` (ATATT…), `app_password`, `repo_access_token`
 /// - bitbucket_data_center: `personal`, `project`, `repository` (HTTP access tokens)
 /// - gitea: `personal` (an access token: 40 hex characters, Gitea scopes such as
@@ -37,6 +38,9 @@ pub enum Flavour {
 /// `REPO_READ`, `REPO_WRITE`, `REPO_ADMIN`, `PROJECT_…`). GitHub fine-grained
 /// tokens also take `repository_access:public`: "Public repositories"
 /// access, which reaches none of the mock's (private) repositories.
+/// GitLab fine-grained tokens take `permission:access` (`read_repository:
+/// all_memberships`, `read_user:user`, `write_repository:selected_memberships`
+/// with the projects in `repositories`), answered as `granular_scopes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PatSpec {
     pub flavour: Flavour,
@@ -59,6 +63,20 @@ pub struct PatSpec {
 pub(crate) struct Pat {
     pub spec: PatSpec,
     pub revoked: bool,
+    /// The token this one was rotated into (GitLab self-rotation).
+    pub successor: Option<String>,
+}
+
+/// What rotating a token with itself did.
+#[derive(Debug)]
+pub(crate) enum Rotation {
+    /// A new token; the old one is revoked.
+    Rotated(String),
+    /// The token was already rotated: as GitLab does (gitlab-org/gitlab
+    /// #524639), every live successor was revoked and nothing was issued.
+    Reused,
+    /// Unknown, revoked without a successor, or of another flavour.
+    Refused,
 }
 
 impl Pat {
@@ -98,6 +116,7 @@ impl PatBook {
             Pat {
                 spec,
                 revoked: false,
+                successor: None,
             },
         );
         token
@@ -109,6 +128,50 @@ impl PatBook {
             .get(token)
             .filter(|p| p.spec.flavour == flavour)
             .cloned()
+    }
+
+    /// Rotates `token` in one step under the book's lock: a new token with
+    /// the same spec expiring at `expires_at`, the old one revoked. A token
+    /// already rotated revokes its successors instead.
+    pub fn rotate(&self, flavour: Flavour, token: &str, expires_at: DateTime<Utc>) -> Rotation {
+        let mut book = lock(&self.tokens);
+        let Some(old) = book
+            .get(token)
+            .filter(|p| p.spec.flavour == flavour)
+            .cloned()
+        else {
+            return Rotation::Refused;
+        };
+        if old.revoked {
+            let Some(mut next) = old.successor else {
+                return Rotation::Refused;
+            };
+            // the whole chain after it dies
+            while let Some(p) = book.get_mut(&next) {
+                p.revoked = true;
+                match p.successor.clone() {
+                    Some(n) => next = n,
+                    None => break,
+                }
+            }
+            return Rotation::Reused;
+        }
+        let mut spec = old.spec.clone();
+        spec.expires_at = Some(expires_at);
+        let new = shape(&spec);
+        book.insert(
+            new.clone(),
+            Pat {
+                spec,
+                revoked: false,
+                successor: None,
+            },
+        );
+        if let Some(p) = book.get_mut(token) {
+            p.revoked = true;
+            p.successor = Some(new.clone());
+        }
+        Rotation::Rotated(new)
     }
 
     pub fn revoke(&self, token: &str) -> bool {

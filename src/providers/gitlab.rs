@@ -2,10 +2,20 @@
 //! (`/oauth/*`, API under `/api/v4`), space-separated scopes, RFC 6749
 //! token-endpoint errors, 2-hour OAuth tokens with rotating refresh tokens,
 //! RFC 7009 revocation, and a PAT endpoint that describes the token itself.
+//!
+//! Fine-grained personal access tokens (GA in GitLab 19.2) answer
+//! `granular_scopes` instead of `scopes` in `personal_access_tokens/self`:
+//! each entry an `access` boundary (`all_memberships`, `personal_projects`,
+//! `selected_memberships` with one `project_id`/`group_id`, `user`,
+//! `instance`) and the `permissions` it grants there. They are checked
+//! against [`required_permissions`], a permission counting only under a
+//! boundary it applies to. PATs rotate themselves with
+//! `POST /personal_access_tokens/self/rotate`.
 
 use super::{
     Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
-    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned,
+    ProviderKind, Revocation, RotateError, RotatedPat, TokenPurpose, TokenReport, join,
+    missing_scopes, owned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -49,6 +59,123 @@ const OTHER_TOKEN_PREFIXES: &[(&str, &str)] = &[
     ("glagent-", "a Kubernetes agent token"),
     ("glsoat-", "a SCIM token"),
 ];
+
+/// Where a granular scope applies, as far as gitbroker's needs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boundary {
+    /// Groups and projects: `all_memberships`, `personal_projects`, or
+    /// `selected_memberships` (the runtime's projects must be among them).
+    Projects,
+    /// The token's own user (`user`).
+    User,
+}
+
+impl Boundary {
+    fn covers(self, access: &str) -> bool {
+        match self {
+            Self::Projects => matches!(
+                access,
+                "all_memberships" | "personal_projects" | "selected_memberships"
+            ),
+            Self::User => access == "user",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Projects => "group and project access",
+            Self::User => "user access",
+        }
+    }
+}
+
+/// A fine-grained permission a token must hold, under a boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Needed {
+    permission: &'static str,
+    boundary: Boundary,
+}
+
+const fn needed(permission: &'static str, boundary: Boundary) -> Needed {
+    Needed {
+        permission,
+        boundary,
+    }
+}
+
+/// The classic scopes of the product documents, as fine-grained
+/// permissions: Git over HTTPS (`read_repository`, `write_repository`), the
+/// runtime's webhooks (what `api` is needed for), and reading the token's
+/// user (`GET /user`, what `read_api` is needed for).
+fn required_permissions(purpose: TokenPurpose) -> &'static [Needed] {
+    const USER: &[Needed] = &[
+        needed("read_repository", Boundary::Projects),
+        needed("write_repository", Boundary::Projects),
+        needed("read_user", Boundary::User),
+    ];
+    const RUNTIME: &[Needed] = &[
+        needed("read_repository", Boundary::Projects),
+        needed("create_webhook", Boundary::Projects),
+        needed("read_webhook", Boundary::Projects),
+        needed("delete_webhook", Boundary::Projects),
+        needed("read_user", Boundary::User),
+    ];
+    match purpose {
+        TokenPurpose::User => USER,
+        TokenPurpose::Runtime => RUNTIME,
+    }
+}
+
+/// Permissions that cover others, as `write_repository` covers
+/// `read_repository` among the classic scopes.
+fn permission_implies(permission: &str) -> &'static [&'static str] {
+    match permission {
+        "write_repository" => &["read_repository"],
+        _ => &[],
+    }
+}
+
+fn fine_grained_help(purpose: TokenPurpose) -> &'static str {
+    match purpose {
+        TokenPurpose::User => {
+            "For a fine-grained token: in GitLab under User settings > Access tokens > Generate token > Fine-grained token, give it Group and project access to the projects you work on with the permissions `read_repository` and `write_repository`, and the User permission `read_user`; or create a legacy token with the scopes `read_api`, `read_repository` and `write_repository`."
+        }
+        TokenPurpose::Runtime => {
+            "For a fine-grained token: in GitLab under User settings > Access tokens > Generate token > Fine-grained token, give it Group and project access to the runtime's projects with the permissions `read_repository`, `create_webhook`, `read_webhook` and `delete_webhook`, and the User permission `read_user`; or create a legacy token with the scopes `api` and `read_repository`."
+        }
+    }
+}
+
+/// The required permissions that `granted` does not hold under a boundary
+/// they apply to, written `permission (boundary)`.
+fn missing_permissions(granted: &[GranularScope], purpose: TokenPurpose) -> Vec<String> {
+    required_permissions(purpose)
+        .iter()
+        .filter(|n| {
+            !granted.iter().any(|g| {
+                n.boundary.covers(&g.access)
+                    && g.permissions
+                        .iter()
+                        .any(|p| p == n.permission || permission_implies(p).contains(&n.permission))
+            })
+        })
+        .map(|n| format!("{} ({})", n.permission, n.boundary.label()))
+        .collect()
+}
+
+/// A fine-grained token's permissions as reported: `permission:access`.
+fn granted_permissions(granted: &[GranularScope]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for g in granted {
+        for p in &g.permissions {
+            let label = format!("{p}:{}", g.access);
+            if !out.contains(&label) {
+                out.push(label);
+            }
+        }
+    }
+    out
+}
 
 #[async_trait]
 impl GitProvider for GitLab {
@@ -192,7 +319,11 @@ impl GitProvider for GitLab {
                 help: help.to_owned(),
             });
         }
-        let granted = self.parse_scopes(&pat.scopes.join(" "));
+        let fine_grained = pat.granular_scopes.is_some();
+        let granted = match &pat.granular_scopes {
+            Some(g) => granted_permissions(g),
+            None => self.parse_scopes(&pat.scopes.join(" ")),
+        };
 
         // Asked before the scope verdict, so that a project or group token
         // is called what it is even when its scopes are also wrong; a token
@@ -208,20 +339,35 @@ impl GitProvider for GitLab {
                 ),
             });
         }
-        let missing = missing_scopes(self, &granted, &owned(self.required_scopes(purpose)));
-        if !missing.is_empty() {
-            return Err(PatError::MissingScopes {
-                what: "the required scopes",
-                missing,
-                help: help.to_owned(),
-            });
+        if let Some(scopes) = &pat.granular_scopes {
+            let missing = missing_permissions(scopes, purpose);
+            if !missing.is_empty() {
+                return Err(PatError::MissingScopes {
+                    what: "the required permissions",
+                    missing,
+                    help: fine_grained_help(purpose).to_owned(),
+                });
+            }
+        } else {
+            let missing = missing_scopes(self, &granted, &owned(self.required_scopes(purpose)));
+            if !missing.is_empty() {
+                return Err(PatError::MissingScopes {
+                    what: "the required scopes",
+                    missing,
+                    help: help.to_owned(),
+                });
+            }
         }
         let user = user.map_err(|e| self.pat_error(e, help))?;
         Ok(TokenReport {
             git_username: self.git_username(&user.username),
             git_auth: GitAuth::basic(self.git_username(&user.username)),
             login: user.username,
-            kind: "personal access token".into(),
+            kind: if fine_grained {
+                "fine-grained personal access token".into()
+            } else {
+                "personal access token".into()
+            },
             scopes: granted,
             expires_at,
         })
@@ -278,6 +424,74 @@ impl GitProvider for GitLab {
             s => Err(ProviderError::Protocol(format!(
                 "revocation answered HTTP {s}"
             ))),
+        }
+    }
+
+    fn rotates_pats(&self) -> bool {
+        true
+    }
+
+    async fn rotate_pat(
+        &self,
+        http: &ProviderClient,
+        endpoints: &Endpoints,
+        token: &SecretString,
+        expires_on: NaiveDate,
+    ) -> Result<RotatedPat, RotateError> {
+        let what = "POST /api/v4/personal_access_tokens/self/rotate";
+        let url = join(&endpoints.api, "/personal_access_tokens/self/rotate")
+            .map_err(RotateError::Refused)?;
+        let request = http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .header("Accept", "application/json")
+            .json(&serde_json::json!({ "expires_at": expires_on.format("%Y-%m-%d").to_string() }));
+        // sent once: whatever goes wrong from here on may have rotated it
+        let resp = http
+            .send(request)
+            .await
+            .map_err(|e| RotateError::Unknown(e.to_string()))?;
+        let status = resp.status().as_u16();
+        match status {
+            200 | 201 => {
+                let body: Rotated = resp.json().await.map_err(|_| {
+                    RotateError::Unknown(format!(
+                        "{what} answered HTTP {status} with an unreadable body"
+                    ))
+                })?;
+                if body.token.trim().is_empty() {
+                    return Err(RotateError::Unknown(format!(
+                        "{what} answered HTTP {status} without a token"
+                    )));
+                }
+                Ok(RotatedPat {
+                    token: SecretString::from(body.token),
+                    expires_at: body
+                        .expires_at
+                        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
+                })
+            }
+            401 => Err(RotateError::InvalidToken),
+            429 => Err(RotateError::Unknown("rate limited".into())),
+            s if s >= 500 => Err(RotateError::Unknown(format!("{what} answered HTTP {s}"))),
+            s => {
+                // GitLab's API errors are `{"message": …}`; the message names
+                // the problem (a date the instance does not allow, a scope)
+                let message = resp
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| match v.get("message") {
+                        Some(serde_json::Value::String(m)) => Some(m.clone()),
+                        Some(other) => Some(other.to_string()),
+                        None => v.get("error").map(|e| e.to_string()),
+                    })
+                    .map(|m| m.chars().take(200).collect::<String>());
+                Err(RotateError::Refused(match message {
+                    Some(m) => format!("GitLab refused to rotate the token (HTTP {s}: {m})"),
+                    None => format!("GitLab refused to rotate the token (HTTP {s})"),
+                }))
+            }
         }
     }
 
@@ -432,10 +646,29 @@ async fn get_user(
     read_json(resp, what).await
 }
 
+/// One entry of a fine-grained token's `granular_scopes`.
+#[derive(Debug, Clone, Deserialize)]
+struct GranularScope {
+    access: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+}
+
+/// The answer of `POST /personal_access_tokens/self/rotate`: the new
+/// token's record, with its value.
+#[derive(Deserialize)]
+struct Rotated {
+    token: String,
+    expires_at: Option<NaiveDate>,
+}
+
 #[derive(Deserialize)]
 struct PatSelf {
     #[serde(default)]
     scopes: Vec<String>,
+    /// Present (and `scopes` empty) for fine-grained tokens only.
+    #[serde(default)]
+    granular_scopes: Option<Vec<GranularScope>>,
     #[serde(default = "yes")]
     active: bool,
     #[serde(default)]
@@ -652,6 +885,90 @@ mod tests {
                 s(&["api"])
             );
         }
+    }
+
+    fn scope(access: &str, permissions: &[&str]) -> GranularScope {
+        GranularScope {
+            access: access.into(),
+            permissions: s(permissions),
+        }
+    }
+
+    #[test]
+    fn fine_grained_permissions_are_checked_under_their_boundary() {
+        let user_ok = [
+            scope("all_memberships", &["write_repository"]),
+            scope("user", &["read_user"]),
+        ];
+        // write covers read
+        assert!(missing_permissions(&user_ok, TokenPurpose::User).is_empty());
+        let runtime_ok = [
+            scope(
+                "selected_memberships",
+                &[
+                    "read_repository",
+                    "create_webhook",
+                    "read_webhook",
+                    "delete_webhook",
+                ],
+            ),
+            scope("user", &["read_user"]),
+        ];
+        assert!(missing_permissions(&runtime_ok, TokenPurpose::Runtime).is_empty());
+        // a permission under the wrong boundary does not count
+        let wrong = [
+            scope("user", &["write_repository"]),
+            scope("personal_projects", &["read_user"]),
+        ];
+        assert_eq!(
+            missing_permissions(&wrong, TokenPurpose::User),
+            s(&[
+                "read_repository (group and project access)",
+                "write_repository (group and project access)",
+                "read_user (user access)"
+            ])
+        );
+        // read does not cover write
+        let read_only = [
+            scope("all_memberships", &["read_repository"]),
+            scope("user", &["read_user"]),
+        ];
+        assert_eq!(
+            missing_permissions(&read_only, TokenPurpose::User),
+            s(&["write_repository (group and project access)"])
+        );
+        assert_eq!(
+            missing_permissions(&[], TokenPurpose::Runtime).len(),
+            required_permissions(TokenPurpose::Runtime).len()
+        );
+        assert_eq!(
+            granted_permissions(&user_ok),
+            s(&["write_repository:all_memberships", "read_user:user"])
+        );
+    }
+
+    #[test]
+    fn self_answers_with_granular_scopes_parse() {
+        let fine: PatSelf = serde_json::from_str(
+            r#"{"id":1,"scopes":[],"granular_scopes":[{"access":"selected_memberships","permissions":["read_repository"],"project_id":7,"group_id":null}],"active":true,"revoked":false,"expires_at":"2027-01-01"}"#,
+        )
+        .unwrap();
+        let g = fine.granular_scopes.unwrap();
+        assert_eq!(g[0].access, "selected_memberships");
+        assert_eq!(g[0].permissions, s(&["read_repository"]));
+        let classic: PatSelf =
+            serde_json::from_str(r#"{"scopes":["api"],"active":true,"expires_at":null}"#).unwrap();
+        assert!(classic.granular_scopes.is_none());
+    }
+
+    #[test]
+    fn rotated_pat_debug_hides_the_token() {
+        let r = RotatedPat {
+            token: SecretString::from("glpat-supersecret".to_owned()),
+            expires_at: None,
+        };
+        assert!(!format!("{r:?}").contains("supersecret"));
+        assert!(GITLAB_COM.rotates_pats());
     }
 
     #[test]

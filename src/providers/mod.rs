@@ -325,6 +325,44 @@ impl PatError {
     }
 }
 
+/// A personal access token the provider issued in place of the one that
+/// asked to be rotated (which the provider revoked).
+pub struct RotatedPat {
+    pub token: SecretString,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for RotatedPat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedPat")
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Why a token could not rotate itself. Only `Unknown` leaves open whether
+/// the provider rotated it: the other answers left the old token as it was
+/// (or say it is dead).
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The provider has no way for a token to rotate itself.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The provider rejected the token (revoked or expired): rotating an
+    /// already rotated GitLab token lands here, and kills its successor.
+    #[error("the provider rejected the token")]
+    InvalidToken,
+    /// Refused for good (a missing scope, a date the instance does not
+    /// allow): the old token is untouched.
+    #[error("{0}")]
+    Refused(String),
+    /// No usable answer (network, timeout, 5xx, 429, an unreadable 2xx):
+    /// the provider may or may not have rotated the token.
+    #[error("{0}")]
+    Unknown(String),
+}
+
 #[async_trait]
 pub trait GitProvider: Send + Sync + 'static {
     fn kind(&self) -> ProviderKind;
@@ -390,6 +428,26 @@ pub trait GitProvider: Send + Sync + 'static {
         client_secret: &SecretString,
         token: &SecretString,
     ) -> Result<Revocation, ProviderError>;
+    /// Whether a personal access token of this provider can rotate itself
+    /// (GitLab's `POST /personal_access_tokens/self/rotate`).
+    fn rotates_pats(&self) -> bool {
+        false
+    }
+    /// Rotates a personal access token with itself: the provider issues a
+    /// new one expiring on `expires_on` and revokes `token`. Never retried
+    /// by the caller with the same `token` (GitLab then revokes the new one).
+    async fn rotate_pat(
+        &self,
+        _http: &ProviderClient,
+        _endpoints: &Endpoints,
+        _token: &SecretString,
+        _expires_on: chrono::NaiveDate,
+    ) -> Result<RotatedPat, RotateError> {
+        Err(RotateError::Unsupported(format!(
+            "{} tokens cannot rotate themselves",
+            self.display_name()
+        )))
+    }
     /// The username a runtime should use with this token for Git over HTTPS.
     fn git_username(&self, identity_login: &str) -> String;
     /// How a runtime presents an OAuth token of this provider to Git.

@@ -139,6 +139,9 @@ pub struct Runtime {
     /// installation (the id found at registration when `owner` was given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
+    /// Rotate its Git Runtime token (a GitLab PAT) before it expires.
+    #[serde(default)]
+    pub rotate_runtime_token: bool,
 }
 
 /// A fresh runtime incarnation: 128 random bits.
@@ -210,6 +213,10 @@ pub struct RuntimeInput {
     /// `owner/name` repositories its tokens are narrowed to.
     #[serde(default)]
     pub repositories: Vec<String>,
+    /// GitLab only: rotate the Git Runtime token (with
+    /// `POST /personal_access_tokens/self/rotate`) before it expires.
+    #[serde(default)]
+    pub rotate_runtime_token: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -737,7 +744,17 @@ impl Registry {
                 ));
             }
         }
-        self.resolve_provider(kind, base_url.as_ref(), app.as_ref())
+        let (kind, endpoints) = self.resolve_provider(kind, base_url.as_ref(), app.as_ref())?;
+        if input.rotate_runtime_token && !providers::provider(kind).rotates_pats() {
+            return Err(invalid(
+                "rotate_runtime_token",
+                format!(
+                    "only GitLab Git Runtime tokens can rotate themselves; this runtime's provider is `{}`",
+                    kind.as_str()
+                ),
+            ));
+        }
+        Ok((kind, endpoints))
     }
 
     /// The runtime's own provider kind and base URL: as given, or for a
@@ -796,6 +813,7 @@ impl Registry {
             origin: Origin::Api,
             incarnation: new_incarnation(),
             github_app: input.github_app,
+            rotate_runtime_token: input.rotate_runtime_token,
         };
         self.write_runtime(&rt, Expect::Absent).await?;
         Ok((rt, SecretString::from(credential)))
@@ -829,6 +847,7 @@ impl Registry {
             origin: prev.origin,
             incarnation: prev.incarnation,
             github_app: input.github_app,
+            rotate_runtime_token: input.rotate_runtime_token,
         };
         self.write_runtime(&rt, Expect::Version(current.version))
             .await
@@ -1014,6 +1033,7 @@ fn runtime_from_settings(r: &RuntimeSettings) -> Runtime {
         origin: Origin::File,
         incarnation: String::new(),
         github_app: r.github_app.clone(),
+        rotate_runtime_token: r.rotate_runtime_token,
     }
 }
 

@@ -551,7 +551,8 @@ impl Lifecycle {
             return Ok((report, true));
         };
         let now = self.clock.now();
-        if t.next_check_at > now {
+        let rotate = self.rotation_due(&rt, &t, now);
+        if t.next_check_at > now && !rotate {
             return Ok((report, true));
         }
         let host = Url::parse(&t.api).map(|u| host_key(&u)).unwrap_or_default();
@@ -564,25 +565,30 @@ impl Lifecycle {
             report.skipped += 1;
             return Ok((report, false));
         };
+        if rotate && self.rotate_locked(&rt).await == super::rotation::Rotation::Rotated {
+            report.refreshed += 1;
+        }
         let result = self.check_runtime_token_locked(&rt).await;
         self.leases.release(lease).await;
-        result?;
-        report.checked += 1;
+        if result? {
+            report.checked += 1;
+        }
         Ok((report, true))
     }
 
+    /// Checks the runtime's token if its check is due; whether it did.
     async fn check_runtime_token_locked(
         &self,
         rt: &crate::registry::Runtime,
-    ) -> Result<(), TokenError> {
+    ) -> Result<bool, TokenError> {
         for _ in 0..10 {
             let Some((mut t, version)) = self.runtime_tokens.get(&rt.id, &rt.incarnation).await?
             else {
-                return Ok(());
+                return Ok(false);
             };
             let now = self.clock.now();
             if t.next_check_at > now {
-                return Ok(());
+                return Ok(false);
             }
             let verdict = match self.registry.provider_of(rt).await {
                 // an installation token is checked through its installation
@@ -677,13 +683,13 @@ impl Lifecycle {
                             )
                             .await;
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(TokenError::Store(StoreError::Conflict)) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Retries queued revocations that are due; returns how many finished.

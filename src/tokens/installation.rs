@@ -472,6 +472,7 @@ impl Lifecycle {
         };
         let t = RuntimeToken {
             incarnation: rt.incarnation.clone(),
+            rotation: Default::default(),
             api,
             info: RuntimeTokenStatus {
                 runtime: rt.id.clone(),
@@ -482,6 +483,8 @@ impl Lifecycle {
                 scopes: permissions_as_scopes(&minted.permissions),
                 expires_at: Some(minted.expires_at),
                 set_at: now,
+                rotated_at: None,
+                rotation_error: None,
                 status: Status::new(
                     State::Valid,
                     now,
@@ -561,6 +564,7 @@ impl Lifecycle {
         let from = current.as_ref().map(|t| t.info.status.state);
         let mut t = current.unwrap_or_else(|| RuntimeToken {
             incarnation: rt.incarnation.clone(),
+            rotation: Default::default(),
             api: String::new(),
             info: RuntimeTokenStatus {
                 runtime: rt.id.clone(),
@@ -577,6 +581,8 @@ impl Lifecycle {
                 scopes: Vec::new(),
                 expires_at: None,
                 set_at: now,
+                rotated_at: None,
+                rotation_error: None,
                 status: Status::new(State::Unknown, now, None),
             },
             // nothing to serve: a placeholder that only carries the status

@@ -435,8 +435,9 @@ impl Lifecycle {
         let key = DueKey::RuntimeToken {
             runtime: t.info.runtime.clone(),
         };
+        let margin = chrono_of(self.settings.runtime_token_rotate_margin);
         self.schedule
-            .wake(&key, t.next_check_at, self.clock.now())
+            .wake(&key, t.next_wake(margin), self.clock.now())
             .await?;
         self.runtime_tokens.put(t, expect).await
     }
@@ -1328,12 +1329,15 @@ impl Lifecycle {
                 expires_at: report.expires_at,
                 set_at: now,
                 status: Status::new(State::Valid, now, None),
+                rotated_at: None,
+                rotation_error: None,
             },
             token: input.token,
             pat_username: input.username,
             pat_email: input.email,
             next_check_at: self.next_check(now),
             git_auth: Some(report.git_auth),
+            rotation: Default::default(),
         })
     }
 

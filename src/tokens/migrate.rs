@@ -233,6 +233,8 @@ async fn migrate(l: &Lifecycle) -> Result<(), TokenError> {
                 expires_at: old.expires_at,
                 set_at: old.set_at,
                 status: Status::new(State::Valid, now, None),
+                rotated_at: None,
+                rotation_error: None,
             },
             token: SecretString::from(token),
             pat_username: None,
@@ -240,6 +242,7 @@ async fn migrate(l: &Lifecycle) -> Result<(), TokenError> {
             next_check_at: now
                 + chrono::Duration::seconds(rand::thread_rng().gen_range(0..interval)),
             git_auth: None,
+            rotation: Default::default(),
         };
         l.save_runtime_token(&t, Expect::Version(rec.version))
             .await?;

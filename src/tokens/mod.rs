@@ -11,6 +11,7 @@
 //! - `serve`: serving to runtimes, and the refresh (single-flight + lease);
 //! - `check`: background checks, refresh ahead of expiry, clean-up,
 //!   revocation retries; `schedule`: the shared due index and the queue;
+//! - `rotation`: Git Runtime tokens that rotate themselves (GitLab PATs);
 //! - `lease`: in-process single-flight and store leases;
 //! - `migrate`: records of earlier versions, moved at start.
 
@@ -22,6 +23,7 @@ mod lifecycle;
 mod migrate;
 mod narrow;
 pub mod repo;
+mod rotation;
 pub mod runtime;
 pub mod schedule;
 mod serve;

@@ -31,6 +31,28 @@ pub struct RuntimeTokenStatus {
     pub set_at: DateTime<Utc>,
     /// The last verdict of a check.
     pub status: Status,
+    /// When gitbroker last rotated it by itself (GitLab), if it did.
+    #[serde(default)]
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Why the automatic rotation stopped for good, if it did: an admin
+    /// must set a new token (before it expires).
+    #[serde(default)]
+    pub rotation_error: Option<String>,
+}
+
+/// Where an automatic rotation stands (sealed with the token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationState {
+    /// Set, before the provider is asked, when a rotation starts; cleared
+    /// when its answer is stored or known to have rotated nothing. Found
+    /// set, it means an answer that was never stored: the token is never
+    /// rotated again before its fate is known (GitLab revokes the successor
+    /// of a token rotated twice).
+    pub started_at: Option<DateTime<Utc>>,
+    /// No new attempt before this (after a temporary failure).
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Temporary failures in a row.
+    pub failures: u32,
 }
 
 /// A runtime token as sealed in the store.
@@ -49,6 +71,8 @@ pub struct RuntimeToken {
     /// How to present it to Git (absent: Basic with `git_username`).
     #[serde(default)]
     pub git_auth: Option<GitAuth>,
+    #[serde(default)]
+    pub rotation: RotationState,
 }
 
 impl RuntimeToken {
@@ -68,8 +92,42 @@ impl std::fmt::Debug for RuntimeToken {
 }
 
 impl RuntimeToken {
+    /// When background work should next look at it: its check, or the
+    /// start of its rotation margin (or the end of a rotation's pause).
+    /// Tokens of runtimes that do not rotate wake once more, for nothing.
+    pub fn next_wake(&self, rotate_margin: chrono::Duration) -> DateTime<Utc> {
+        let mut at = self.next_check_at;
+        if self.info.rotation_error.is_none()
+            && let Some(expires) = self.info.expires_at
+        {
+            let due = match self.rotation.retry_at {
+                Some(retry) => (expires - rotate_margin).max(retry),
+                None => expires - rotate_margin,
+            };
+            at = at.min(due);
+        }
+        at
+    }
+
     /// The status as of `now` (expiry overrides a stored "valid").
     pub fn effective_status(&self, now: DateTime<Utc>, expiring_soon: chrono::Duration) -> Status {
+        let mut s = self.effective_status_inner(now, expiring_soon);
+        if s.state.servable()
+            && let Some(e) = &self.info.rotation_error
+        {
+            s.reason = Some(match s.reason {
+                Some(r) => format!("{r}; automatic rotation stopped: {e}"),
+                None => format!("automatic rotation stopped: {e}"),
+            });
+        }
+        s
+    }
+
+    fn effective_status_inner(
+        &self,
+        now: DateTime<Utc>,
+        expiring_soon: chrono::Duration,
+    ) -> Status {
         let mut s = self.info.status.clone();
         if !s.state.servable() {
             return s;
@@ -167,5 +225,113 @@ impl RuntimeTokenRepo {
             .store
             .record_delete(&collection(), runtime, Expect::Any)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn token(now: DateTime<Utc>, expires_in_days: i64) -> RuntimeToken {
+        RuntimeToken {
+            incarnation: "inc".into(),
+            api: "https://gitlab.example.com/api/v4".into(),
+            info: RuntimeTokenStatus {
+                runtime: "rt".into(),
+                provider: ProviderKind::Gitlab,
+                provider_login: "bob".into(),
+                git_username: "oauth2".into(),
+                kind: "personal access token".into(),
+                scopes: vec!["api".into()],
+                expires_at: Some(now + chrono::Duration::days(expires_in_days)),
+                set_at: now,
+                status: Status::new(State::Valid, now, None),
+                rotated_at: None,
+                rotation_error: None,
+            },
+            token: SecretString::from("glpat-secret-value".to_owned()),
+            pat_username: None,
+            pat_email: None,
+            next_check_at: now + chrono::Duration::hours(4),
+            git_auth: None,
+            rotation: RotationState::default(),
+        }
+    }
+
+    #[test]
+    fn wakes_at_the_check_or_the_start_of_the_rotation_margin() {
+        let now = at();
+        let margin = chrono::Duration::days(7);
+        // far from expiry: the check comes first
+        let t = token(now, 30);
+        assert_eq!(t.next_wake(margin), t.next_check_at);
+        // the margin starts before the next check
+        let t = token(now, 7);
+        assert_eq!(t.next_wake(margin), now);
+        // a paused rotation wakes at the end of its pause
+        let mut t = token(now, 5);
+        t.rotation.retry_at = Some(now + chrono::Duration::minutes(1));
+        assert_eq!(t.next_wake(margin), now + chrono::Duration::minutes(1));
+        // a stopped rotation wakes only for its check
+        t.info.rotation_error = Some("refused".into());
+        assert_eq!(t.next_wake(margin), t.next_check_at);
+        // no expiry: only the check
+        let mut t = token(now, 5);
+        t.info.expires_at = None;
+        assert_eq!(t.next_wake(margin), t.next_check_at);
+    }
+
+    #[test]
+    fn a_stopped_rotation_shows_in_the_status_reason() {
+        let now = at();
+        let mut t = token(now, 5);
+        t.info.rotation_error = Some("GitLab refused to rotate the token (HTTP 403)".into());
+        let s = t.effective_status(now, chrono::Duration::days(7));
+        assert_eq!(s.state, State::ExpiringSoon);
+        let reason = s.reason.unwrap();
+        assert!(reason.starts_with("it expires on "), "{reason}");
+        assert!(
+            reason.ends_with(
+                "; automatic rotation stopped: GitLab refused to rotate the token (HTTP 403)"
+            ),
+            "{reason}"
+        );
+        // an unusable token keeps its own reason
+        t.info
+            .status
+            .set(State::Invalid, now, Some("revoked".into()));
+        assert_eq!(
+            t.effective_status(now, chrono::Duration::days(7))
+                .reason
+                .as_deref(),
+            Some("revoked")
+        );
+    }
+
+    #[test]
+    fn the_rotation_state_is_sealed_with_the_token_and_read_by_older_records() {
+        let now = at();
+        let mut t = token(now, 5);
+        t.rotation.started_at = Some(now);
+        let json = serde_json::to_string(&t).unwrap();
+        let back: RuntimeToken = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rotation, t.rotation);
+        // a record written before rotation existed reads with none
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["rotation", "rotated_at", "rotation_error"] {
+            o.remove(k);
+        }
+        let old: RuntimeToken = serde_json::from_value(v).unwrap();
+        assert_eq!(old.rotation, RotationState::default());
+        assert!(old.info.rotation_error.is_none());
+        assert!(!format!("{old:?}").contains("glpat-secret-value"));
     }
 }

@@ -235,7 +235,9 @@ impl Lifecycle {
         }
     }
 
-    /// The runtime's own Git Runtime token.
+    /// The runtime's own Git Runtime token; one that rotates itself and is
+    /// within its rotation margin is rotated first (the old one is served
+    /// while a rotation fails for now).
     pub async fn serve_runtime_token(
         self: &Arc<Self>,
         caller: &Runtime,
@@ -248,16 +250,26 @@ impl Lifecycle {
         if caller.github_app.is_some() {
             return self.serve_installation_token(caller).await;
         }
-        let t = match self
-            .runtime_tokens
-            .get(&caller.id, &caller.incarnation)
-            .await
-        {
-            Ok(Some((t, _))) => t,
-            Ok(None) => return Err(ServeError::Absent),
-            Err(TokenError::Crypto(_)) => return Err(ServeError::Unreadable),
-            Err(e) => return Err(e.into()),
+        let read = || async {
+            match self
+                .runtime_tokens
+                .get(&caller.id, &caller.incarnation)
+                .await
+            {
+                Ok(Some((t, _))) => Ok(t),
+                Ok(None) => Err(ServeError::Absent),
+                Err(TokenError::Crypto(_)) => Err(ServeError::Unreadable),
+                Err(e) => Err(ServeError::from(e)),
+            }
         };
+        let mut t = read().await?;
+        if self.rotation_due(caller, &t, self.clock.now()) {
+            let outcome = self.rotate_runtime_token_if_due(caller).await;
+            if let super::rotation::Rotation::Temporary(detail) = &outcome {
+                tracing::warn!(runtime = %runtime, %detail, "rotation failed for now; serving the still-valid Git Runtime token");
+            }
+            t = read().await?;
+        }
         let status = t.effective_status(self.clock.now(), self.timing().expiring_soon);
         let reason = status.reason.clone().unwrap_or_default();
         match status.state {

@@ -270,6 +270,8 @@ pub struct RuntimeView {
     /// The GitHub App installation its Git Runtime token is minted from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub github_app: Option<crate::config::github_apps::RuntimeGithubApp>,
+    /// Its Git Runtime token (GitLab) rotates itself before it expires.
+    pub rotate_runtime_token: bool,
 }
 
 fn runtime_view(rt: &Runtime) -> RuntimeView {
@@ -283,6 +285,7 @@ fn runtime_view(rt: &Runtime) -> RuntimeView {
         repositories: rt.repositories.clone(),
         origin: rt.origin,
         github_app: rt.github_app.clone(),
+        rotate_runtime_token: rt.rotate_runtime_token,
     }
 }
 
@@ -350,6 +353,9 @@ pub struct RegisterBody {
     oauth_app: Option<String>,
     provider: Option<ProviderKind>,
     base_url: Option<String>,
+    /// GitLab only: rotate the Git Runtime token before it expires.
+    #[serde(default)]
+    rotate_runtime_token: bool,
     /// `owner/name` of the repositories the runtime works on; its GitHub
     /// App installation tokens and GitHub App user tokens are narrowed to them.
     #[serde(default)]
@@ -745,6 +751,7 @@ async fn create_runtime(
         base_url: b.base_url,
         github_app: b.github_app,
         repositories: b.repositories,
+        rotate_runtime_token: b.rotate_runtime_token,
     };
     let registered = match (b.git_token, input.github_app.is_some()) {
         (Some(_), true) => {
