@@ -30,7 +30,7 @@ use crate::providers::{
     TokenPurpose, TokenReport,
 };
 use crate::registry::{
-    AppRequirements, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime,
+    AppRequirements, AppSummary, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime,
     RuntimeInput,
 };
 use crate::store::{Expect, Store, StoreError};
@@ -206,7 +206,7 @@ pub struct Reusable {
 pub struct UserRuntime {
     pub runtime: Runtime,
     pub provider: Option<(ProviderKind, Endpoints)>,
-    pub app: Option<OAuthApp>,
+    pub app: Option<AppSummary>,
     pub token: TokenSlot,
     /// The user's valid grants from this runtime's OAuth app, assigned to
     /// other runtimes ("use my existing authorization").
@@ -1073,7 +1073,7 @@ impl Lifecycle {
     fn info(
         &self,
         g: &Grant,
-        app: Option<&OAuthApp>,
+        app: Option<&AppSummary>,
         runtime: &str,
         now: DateTime<Utc>,
     ) -> TokenInfo {
@@ -1111,26 +1111,65 @@ impl Lifecycle {
     ) -> Result<Vec<(AccountSettings, Vec<UserRuntime>)>, AssignError> {
         let now = self.clock.now();
         let runtimes = self.registry.runtimes().await?;
-        let apps = self.registry.apps().await?;
+        // the page never needs a client secret: none is opened
+        let apps = self.registry.app_summaries().await?;
         let accounts: Vec<AccountSettings> = self
             .registry
             .accounts_for_groups(&user.groups)
             .into_iter()
             .cloned()
             .collect();
-        let (grants, _unreadable) = self.grants.list_user(&user.sub).await?;
+        let (grants, unreadable) = self.grants.list_user(&user.sub).await?;
         let mine: Vec<&Runtime> = runtimes
             .iter()
             .filter(|r| accounts.iter().any(|a| a.id == r.account))
             .collect();
-        let resolved: std::collections::HashMap<&str, (ProviderKind, Endpoints)> = mine
+        // endpoints parsed once per distinct (kind, base URL, app), not per runtime
+        let mut parsed: Vec<(
+            (Option<ProviderKind>, Option<&url::Url>, Option<&str>),
+            Option<(ProviderKind, Endpoints)>,
+        )> = Vec::new();
+        let mut resolved: std::collections::HashMap<&str, (ProviderKind, Endpoints)> =
+            std::collections::HashMap::new();
+        for rt in &mine {
+            let key = (rt.provider, rt.base_url.as_ref(), rt.oauth_app.as_deref());
+            let found = match parsed.iter().find(|(k, _)| *k == key) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let p = self.registry.provider_of_with(rt, &apps).ok();
+                    parsed.push((key, p.clone()));
+                    p
+                }
+            };
+            if let Some(p) = found {
+                resolved.insert(rt.id.as_str(), p);
+            }
+        }
+        // Only the assignments that can hold a token are read: those of
+        // runtimes one of the user's grants is sealed for (a token is
+        // served only when both agree), or all of them when a grant does
+        // not open and could be behind any. All at once: on Redis, one
+        // pipelined round trip.
+        let candidates: Vec<&Runtime> = mine
             .iter()
-            .filter_map(|rt| {
-                Some((
-                    rt.id.as_str(),
-                    self.registry.provider_of_with(rt, &apps).ok()?,
-                ))
+            .copied()
+            .filter(|rt| {
+                !unreadable.is_empty()
+                    || grants
+                        .iter()
+                        .any(|(g, _)| g.assigned_to(&rt.id, &rt.incarnation))
             })
+            .collect();
+        let assigned = futures_util::future::try_join_all(
+            candidates
+                .iter()
+                .map(|rt| self.grants.assignment(&rt.id, &rt.incarnation, &user.sub)),
+        )
+        .await?;
+        let assigned: std::collections::HashMap<&str, Option<(Assignment, u64)>> = candidates
+            .iter()
+            .map(|rt| rt.id.as_str())
+            .zip(assigned)
             .collect();
         let mut out = Vec::new();
         for account in accounts {
@@ -1141,11 +1180,7 @@ impl Lifecycle {
                     .as_ref()
                     .and_then(|id| apps.iter().find(|a| &a.id == id));
                 let here = resolved.get(rt.id.as_str()).cloned();
-                let token = match self
-                    .grants
-                    .assignment(&rt.id, &rt.incarnation, &user.sub)
-                    .await?
-                {
+                let token = match assigned.get(rt.id.as_str()).and_then(Option::as_ref) {
                     None => TokenSlot::None,
                     Some((a, _)) => match grants.iter().find(|(g, _)| g.id == a.grant) {
                         Some((g, _)) if g.assigned_to(&rt.id, &rt.incarnation) => {
@@ -1414,7 +1449,7 @@ impl Lifecycle {
         rt: &Runtime,
     ) -> Result<Vec<(String, Option<TokenInfo>)>, AssignError> {
         let now = self.clock.now();
-        let apps = self.registry.apps().await?;
+        let apps = self.registry.app_summaries().await?;
         let mut out = Vec::new();
         for (user, a) in self.grants.assignments(&rt.id, &rt.incarnation).await? {
             let info = match self.grants.get(&user, &a.grant).await {

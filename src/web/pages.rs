@@ -245,8 +245,18 @@ struct TokensPage {
     banner: Vec<BannerItem>,
 }
 
+/// `2026-12-01 19:05 UTC`, written directly: chrono's `format` parses its
+/// pattern on every call, several times per runtime on the token page.
 fn when(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    use chrono::{Datelike, Timelike};
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
 }
 
 fn status_text(state: TokenState) -> &'static str {
@@ -756,4 +766,21 @@ pub async fn all_notifications(
         .flash(&mut session, FlashKind::Success, text.to_owned())
         .await?;
     Ok(Redirect::to("/tokens").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn dates_read_as_chrono_formats_them() {
+        for t in [
+            Utc.with_ymd_and_hms(2026, 12, 1, 19, 5, 59).unwrap(),
+            Utc.with_ymd_and_hms(999, 1, 9, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2030, 10, 31, 23, 59, 1).unwrap(),
+        ] {
+            assert_eq!(when(t), t.format("%Y-%m-%d %H:%M UTC").to_string());
+        }
+    }
 }
