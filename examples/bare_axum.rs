@@ -25,7 +25,8 @@ async fn main() {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8090".into());
-    let app = axum::Router::new().route("/api/v1/runtimes/{runtime}/users/{user}/token", get(token));
+    let app =
+        axum::Router::new().route("/api/v1/runtimes/{runtime}/users/{user}/token", get(token));
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .expect("bind the baseline's address");

@@ -10,6 +10,10 @@
 //!   users PREFIX0…, on each runtime of the comma-separated RUNTIMES,
 //!   through the lifecycle as the OAuth callback stores them (run before the
 //!   broker starts: the embedded store is one process's);
+//! - `seed-page CONFIG SUB RUNTIMES GRANTS`: gives user SUB a token on
+//!   each runtime of RUNTIMES from GRANTS authorizations, the others using
+//!   them again as the page's "use my existing authorization" does (a user
+//!   under GitHub's cap of ten tokens per app);
 //! - `session URL USERNAME`: signs in through the mock identity provider
 //!   and prints the session's `Cookie` header;
 //! - `flow gitbroker|peer URL USERS SECS`: USERS clients, each signed in
@@ -40,16 +44,9 @@ async fn main() {
     match a(0).as_str() {
         "mock" => mock(&a(1), &a(2), &a(3), a(4).parse().unwrap_or(32)).await,
         "seed" => seed(&a(1), &a(2), &a(3), a(4).parse().unwrap()).await,
+        "seed-page" => seed_page(&a(1), &a(2), &a(3), a(4).parse().unwrap()).await,
         "session" => session(&a(1), &a(2)).await,
-        "flow" => {
-            flow(
-                &a(1),
-                &a(2),
-                a(3).parse().unwrap(),
-                a(4).parse().unwrap(),
-            )
-            .await
-        }
+        "flow" => flow(&a(1), &a(2), a(3).parse().unwrap(), a(4).parse().unwrap()).await,
         other => panic!("unknown command `{other}`: mock, seed, session or flow"),
     }
 }
@@ -78,7 +75,13 @@ async fn mock(listen: &str, config: &str, peer_callback: &str, users: usize) {
     c.idp_clients.push(MockIdpClient {
         client_id: settings.oidc.client_id.clone(),
         client_secret: settings.oidc.client_secret.expose_secret().to_owned(),
-        redirect_uris: vec![settings.public_url.join("/auth/callback").unwrap().to_string()],
+        redirect_uris: vec![
+            settings
+                .public_url
+                .join("/auth/callback")
+                .unwrap()
+                .to_string(),
+        ],
     });
     for i in 0..users {
         c.idp_users.push(MockIdpUser {
@@ -89,7 +92,9 @@ async fn mock(listen: &str, config: &str, peer_callback: &str, users: usize) {
             groups: vec!["acme-devs".into()],
         });
     }
-    let running = MockProvider::start(c, listen.parse().unwrap()).await.unwrap();
+    let running = MockProvider::start(c, listen.parse().unwrap())
+        .await
+        .unwrap();
     eprintln!("mock provider on {}", running.base_url);
     std::future::pending::<()>().await;
 }
@@ -148,6 +153,54 @@ async fn seed(config: &str, runtimes: &str, prefix: &str, count: usize) {
     );
 }
 
+async fn seed_page(config: &str, sub: &str, runtimes: &str, grants: usize) {
+    let settings = gitbroker::config::Settings::load(std::path::Path::new(config)).unwrap();
+    let clock: Arc<dyn gitbroker::clock::Clock> = Arc::new(gitbroker::clock::SystemClock);
+    let store = gitbroker::app::open_store(&settings, clock.clone())
+        .await
+        .unwrap();
+    let state = gitbroker::app::build(settings, store, clock).await.unwrap();
+    let app = state.registry.app("github-app").await.unwrap().unwrap();
+    let mut user = support::Harness::acme_user(sub);
+    user.iss = "bench".into();
+    let runtimes: Vec<&str> = runtimes.split(',').collect();
+    for (i, id) in runtimes.iter().take(grants).enumerate() {
+        let rt = state.registry.runtime(id).await.unwrap().unwrap();
+        state
+            .lifecycle
+            .assign_oauth(
+                &user,
+                &rt.id,
+                &rt.incarnation,
+                &app,
+                gitbroker::tokens::OAuthTokens {
+                    issued: gitbroker::providers::token_endpoint::IssuedTokens {
+                        access_token: secrecy::SecretString::from(format!("gho_page{i:032}")),
+                        refresh_token: None,
+                        scopes: None,
+                        expires_at: None,
+                    },
+                    scopes: vec!["repo".into()],
+                    login: "alice".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut grant_of = std::collections::HashMap::new();
+    for (_, views) in state.lifecycle.user_runtimes(&user).await.unwrap() {
+        for v in views {
+            if let gitbroker::tokens::TokenSlot::Present(t) = v.token {
+                grant_of.insert(v.runtime.id, t.grant_id);
+            }
+        }
+    }
+    for (i, id) in runtimes.iter().enumerate().skip(grants) {
+        let grant = &grant_of[runtimes[i % grants]];
+        state.lifecycle.reuse_grant(&user, id, grant).await.unwrap();
+    }
+}
+
 async fn session(url: &str, username: &str) {
     let b = Browser::new(url);
     b.sign_in(username).await;
@@ -168,9 +221,7 @@ async fn one_flow(kind: &str, b: &Browser) -> bool {
             if page.status != 200 {
                 return false;
             }
-            let started = b
-                .submit_action(&page, "/tokens/acme-prod/authorize")
-                .await;
+            let started = b.submit_action(&page, "/tokens/acme-prod/authorize").await;
             let end = b.follow(started).await;
             end.status == 200 && end.url.ends_with("/tokens")
         }

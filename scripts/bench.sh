@@ -25,6 +25,7 @@
 # (tokens stored for the fetch; 1000), BENCH_STORES ("redis embedded"),
 # BENCH_BINARIES (gitbroker binaries to compare, `label=path` pairs; default
 # this tree's release build as `this`), BENCH_FLOW_USERS (32),
+# BENCH_PAGE_GRANTS (authorizations behind the page user's 50 tokens; 5),
 # BENCH_PARTS ("fetch page flow peer").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ CONNS=${BENCH_CONNECTIONS:-"16 64"}
 TOKENS=${BENCH_TOKENS:-1000}
 STORES=${BENCH_STORES:-"redis embedded"}
 FLOW_USERS=${BENCH_FLOW_USERS:-32}
+PAGE_GRANTS=${BENCH_PAGE_GRANTS:-5}
 PARTS=${BENCH_PARTS:-"fetch page flow peer"}
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"
@@ -219,8 +221,9 @@ start_broker() { # binary store
   rm -f "$OUT/store.redb"
   redis-cli -p $REDIS_PORT flushall >/dev/null
   "$DRIVER" seed "$OUT/$2.toml" acme-prod bench-user- "$TOKENS" 2>>"$OUT/seed.log"
-  # the token page's user (mock user bench-0) has a token on all 50 runtimes
-  "$DRIVER" seed "$OUT/$2.toml" "$PAGE_RUNTIMES" sub-bench- 1 2>>"$OUT/seed.log"
+  # the token page's user (mock user bench-0) has a token on all 50
+  # runtimes, from BENCH_PAGE_GRANTS authorizations
+  "$DRIVER" seed-page "$OUT/$2.toml" sub-bench-0 "$PAGE_RUNTIMES" "$PAGE_GRANTS" 2>>"$OUT/seed.log"
   "$1" serve --config "$OUT/$2.toml" 2>"$OUT/broker-$2.log" &
   BROKER_PID=$!
   PIDS+=($BROKER_PID)
@@ -254,7 +257,7 @@ for pair in $BINARIES; do
     if [[ $PARTS == *page* ]]; then
       cookie=$("$DRIVER" session "$BROKER" bench-0)
       p=$(wrk_run "$BROKER_PID" 1 5 "$BROKER/tokens" -H "Cookie: $cookie")
-      echo "| $label | $store | token page, 50 runtimes, 1 conn | $p | | |"
+      echo "| $label | $store | token page, 50 runtimes ($PAGE_GRANTS grants), 1 conn | $p | | |"
     fi
     if [[ $PARTS == *flow* ]]; then
       f=$(flow_run gitbroker "$BROKER" "$BROKER_PID")

@@ -29,6 +29,7 @@ pub fn lossless<W: Write + Send + 'static>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Condvar, Mutex, mpsc};

@@ -18,10 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber; the guard, kept until exit, writes what is
 /// still queued (`gitbroker::log_writer`: off the request, never lossy).
-fn init_logging(
-    format: LogFormat,
-    level: &str,
-) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let (writer, guard) =
         gitbroker::log_writer::lossless(std::io::stderr(), gitbroker::log_writer::QUEUE_LINES);

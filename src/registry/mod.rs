@@ -661,11 +661,7 @@ impl Registry {
             .oauth_app
             .as_ref()
             .and_then(|id| apps.iter().find(|a| &a.id == id));
-        self.resolve_provider(
-            rt.provider,
-            rt.base_url.as_ref(),
-            app.map(AppSummary::urls),
-        )
+        self.resolve_provider(rt.provider, rt.base_url.as_ref(), app.map(AppSummary::urls))
     }
 
     fn resolve_provider(

@@ -30,8 +30,8 @@ use crate::providers::{
     TokenPurpose, TokenReport,
 };
 use crate::registry::{
-    AppRequirements, AppSummary, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime,
-    RuntimeInput,
+    AppRequirements, AppSummary, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError,
+    Runtime, RuntimeInput,
 };
 use crate::store::{Expect, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -1125,10 +1125,8 @@ impl Lifecycle {
             .filter(|r| accounts.iter().any(|a| a.id == r.account))
             .collect();
         // endpoints parsed once per distinct (kind, base URL, app), not per runtime
-        let mut parsed: Vec<(
-            (Option<ProviderKind>, Option<&url::Url>, Option<&str>),
-            Option<(ProviderKind, Endpoints)>,
-        )> = Vec::new();
+        type ProviderKey<'a> = (Option<ProviderKind>, Option<&'a url::Url>, Option<&'a str>);
+        let mut parsed: Vec<(ProviderKey, Option<(ProviderKind, Endpoints)>)> = Vec::new();
         let mut resolved: std::collections::HashMap<&str, (ProviderKind, Endpoints)> =
             std::collections::HashMap::new();
         for rt in &mine {
@@ -1145,6 +1143,26 @@ impl Lifecycle {
                 resolved.insert(rt.id.as_str(), p);
             }
         }
+        // whether each grant could be served now, once per grant (the
+        // runtimes below ask for every grant of their app)
+        let servable: std::collections::HashMap<&str, bool> = grants
+            .iter()
+            .map(|(g, _)| {
+                let app = g
+                    .source
+                    .app()
+                    .and_then(|id| apps.iter().find(|a| a.id == id));
+                let ok = g
+                    .effective_status(
+                        now,
+                        &self.missing_for(g, app.map(AppRequirements::from).as_ref()),
+                        &self.timing,
+                    )
+                    .state
+                    .servable();
+                (g.id.as_str(), ok)
+            })
+            .collect();
         // Only the assignments that can hold a token are read: those of
         // runtimes one of the user's grants is sealed for (a token is
         // served only when both agree), or all of them when a grant does
@@ -1207,15 +1225,7 @@ impl Lifecycle {
                         .filter(|g| g.source.app() == Some(app.id.as_str()))
                         .collect();
                     for g in &from_app {
-                        let usable = g
-                            .effective_status(
-                                now,
-                                &self.missing_for(g, Some(&AppRequirements::from(app))),
-                                &self.timing,
-                            )
-                            .state
-                            .servable();
-                        if usable
+                        if servable.get(g.id.as_str()).copied().unwrap_or(false)
                             && g.api == endpoints.api.as_str()
                             && Some(&g.id) != current_grant.as_ref()
                         {

@@ -188,9 +188,12 @@ pub struct TokenView {
     shared_with: String,
 }
 
+/// Shared, not copied: each grant is offered on every other runtime of its
+/// app (fifty runtimes, a few grants: hundreds of offers).
+#[derive(Clone)]
 pub struct ReuseView {
-    grant: String,
-    label: String,
+    grant: std::sync::Arc<str>,
+    label: std::sync::Arc<str>,
 }
 
 pub struct RuntimeView {
@@ -334,6 +337,7 @@ pub async fn tokens_page(
     let notifications_on = prefs.enabled.unwrap_or(state.notifier.default_enabled());
     let mut banner = Vec::new();
     let mut accounts = Vec::new();
+    let mut offers: std::collections::HashMap<String, ReuseView> = std::collections::HashMap::new();
     for (account, runtimes) in state
         .lifecycle
         .user_runtimes(&session.user)
@@ -380,17 +384,23 @@ pub async fn tokens_page(
                     reusable: r
                         .reusable
                         .iter()
-                        .map(|g| ReuseView {
-                            grant: g.grant_id.clone(),
-                            label: format!(
-                                "Use my existing authorization{} (used by {})",
-                                if g.login.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" as {}", g.login)
-                                },
-                                g.used_by.join(", ")
-                            ),
+                        .map(|g| {
+                            offers
+                                .entry(g.grant_id.clone())
+                                .or_insert_with(|| ReuseView {
+                                    grant: g.grant_id.as_str().into(),
+                                    label: format!(
+                                        "Use my existing authorization{} (used by {})",
+                                        if g.login.is_empty() {
+                                            String::new()
+                                        } else {
+                                            format!(" as {}", g.login)
+                                        },
+                                        g.used_by.join(", ")
+                                    )
+                                    .into(),
+                                })
+                                .clone()
                         })
                         .collect(),
                     cap_warning: r.cap_warning,
@@ -769,6 +779,7 @@ pub async fn all_notifications(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
