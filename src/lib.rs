@@ -11,6 +11,7 @@ pub mod config;
 pub mod credential;
 pub mod crypto;
 pub mod events;
+pub mod log_writer;
 pub mod metrics;
 pub mod mock;
 pub mod notify;

@@ -129,7 +129,7 @@ pub async fn rotate_keys(config: &Path) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    super::init_logging(LogFormat::Pretty, "warn");
+    let _log = super::init_logging(LogFormat::Pretty, "warn");
     let store = match gitbroker::app::open_store(&settings, Arc::new(SystemClock)).await {
         Ok(s) => s,
         Err(e) => {

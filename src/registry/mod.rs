@@ -95,17 +95,29 @@ impl OAuthApp {
 
     /// Where a user installs this GitHub App; `None` for OAuth apps.
     pub fn install_url(&self) -> Option<String> {
-        let slug = self
-            .app_slug
-            .as_deref()
-            .filter(|_| self.kind == AppKind::GithubApp)?;
-        let endpoints = self.endpoints().ok()?;
-        Some(providers::github_app_user::install_url(
+        install_url(
             self.provider,
-            &endpoints,
-            slug,
-        ))
+            self.kind,
+            self.app_slug.as_deref(),
+            AppUrls::of(self),
+        )
     }
+}
+
+/// Where a user installs a GitHub App (`kind` GitHub App with a slug).
+fn install_url(
+    provider: ProviderKind,
+    kind: AppKind,
+    slug: Option<&str>,
+    urls: AppUrls<'_>,
+) -> Option<String> {
+    let slug = slug.filter(|_| kind == AppKind::GithubApp)?;
+    let endpoints = providers::provider(provider)
+        .endpoints(urls.base_url, urls.api_url)
+        .ok()?;
+    Some(providers::github_app_user::install_url(
+        provider, &endpoints, slug,
+    ))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -147,6 +159,67 @@ pub struct Runtime {
 /// A fresh runtime incarnation: 128 random bits.
 pub fn new_incarnation() -> String {
     crypto::random_string(16)
+}
+
+/// An OAuth app without its client secret, which is not even opened: what
+/// the token page needs of every app on each render.
+#[derive(Debug, Clone)]
+pub struct AppSummary {
+    pub id: String,
+    pub provider: ProviderKind,
+    pub kind: AppKind,
+    pub app_slug: Option<String>,
+    pub base_url: Option<Url>,
+    pub api_url: Option<Url>,
+    pub scopes: Vec<String>,
+}
+
+impl AppSummary {
+    fn urls(&self) -> AppUrls<'_> {
+        AppUrls {
+            provider: self.provider,
+            base_url: self.base_url.as_ref(),
+            api_url: self.api_url.as_ref(),
+        }
+    }
+
+    /// Where a user installs this GitHub App; `None` for OAuth apps.
+    pub fn install_url(&self) -> Option<String> {
+        install_url(
+            self.provider,
+            self.kind,
+            self.app_slug.as_deref(),
+            self.urls(),
+        )
+    }
+}
+
+impl From<&AppSummary> for AppRequirements {
+    fn from(a: &AppSummary) -> Self {
+        Self {
+            provider: a.provider,
+            kind: a.kind,
+            scopes: a.scopes.clone(),
+        }
+    }
+}
+
+/// What resolving a runtime's provider reads of its OAuth app.
+#[derive(Clone, Copy)]
+struct AppUrls<'a> {
+    provider: ProviderKind,
+    base_url: Option<&'a Url>,
+    api_url: Option<&'a Url>,
+}
+
+impl<'a> AppUrls<'a> {
+    fn of(a: &'a OAuthApp) -> Self {
+        Self {
+            provider: a.provider,
+            base_url: a.base_url.as_ref(),
+            api_url: a.api_url.as_ref(),
+        }
+    }
 }
 
 /// What an OAuth app requires of the tokens it issued.
@@ -451,6 +524,27 @@ impl Registry {
         }
     }
 
+    /// Every OAuth app without opening its client secret.
+    pub async fn app_summaries(&self) -> Result<Vec<AppSummary>, RegistryError> {
+        self.store
+            .record_list(&all(APPS))
+            .await?
+            .into_iter()
+            .map(|(_, v)| {
+                let s: StoredApp = serde_json::from_slice(&v.value).map_err(corrupt)?;
+                Ok(AppSummary {
+                    id: s.id,
+                    provider: s.provider,
+                    kind: s.kind,
+                    app_slug: s.app_slug,
+                    base_url: s.base_url,
+                    api_url: s.api_url,
+                    scopes: s.scopes,
+                })
+            })
+            .collect()
+    }
+
     pub async fn apps(&self) -> Result<Vec<OAuthApp>, RegistryError> {
         self.store
             .record_list(&all(APPS))
@@ -649,36 +743,40 @@ impl Registry {
             Some(id) => self.app(id).await?,
             None => None,
         };
-        self.resolve_provider(rt.provider, rt.base_url.as_ref(), app.as_ref())
+        self.resolve_provider(
+            rt.provider,
+            rt.base_url.as_ref(),
+            app.as_ref().map(AppUrls::of),
+        )
     }
 
     /// Like [`Registry::provider_of`], with the OAuth apps already loaded.
     pub fn provider_of_with(
         &self,
         rt: &Runtime,
-        apps: &[OAuthApp],
+        apps: &[AppSummary],
     ) -> Result<(ProviderKind, Endpoints), RegistryError> {
         let app = rt
             .oauth_app
             .as_ref()
             .and_then(|id| apps.iter().find(|a| &a.id == id));
-        self.resolve_provider(rt.provider, rt.base_url.as_ref(), app)
+        self.resolve_provider(rt.provider, rt.base_url.as_ref(), app.map(AppSummary::urls))
     }
 
     fn resolve_provider(
         &self,
         kind: Option<ProviderKind>,
         base_url: Option<&Url>,
-        app: Option<&OAuthApp>,
+        app: Option<AppUrls<'_>>,
     ) -> Result<(ProviderKind, Endpoints), RegistryError> {
         let kind = kind
             .or(app.map(|a| a.provider))
             .ok_or_else(|| invalid("provider", "is required when the runtime has no oauth_app"))?;
         let same_app = app.filter(|a| a.provider == kind);
-        let base = base_url.or(same_app.and_then(|a| a.base_url.as_ref()));
+        let base = base_url.or(same_app.and_then(|a| a.base_url));
         let api = same_app
-            .filter(|a| base_url.is_none() || a.base_url.as_ref() == base_url)
-            .and_then(|a| a.api_url.as_ref());
+            .filter(|a| base_url.is_none() || a.base_url == base_url)
+            .and_then(|a| a.api_url);
         let endpoints = providers::provider(kind)
             .endpoints(base, api)
             .map_err(|m| invalid("base_url", m))?;
@@ -744,7 +842,8 @@ impl Registry {
                 ));
             }
         }
-        let (kind, endpoints) = self.resolve_provider(kind, base_url.as_ref(), app.as_ref())?;
+        let (kind, endpoints) =
+            self.resolve_provider(kind, base_url.as_ref(), app.as_ref().map(AppUrls::of))?;
         if input.rotate_runtime_token && !providers::provider(kind).rotates_pats() {
             return Err(invalid(
                 "rotate_runtime_token",

@@ -520,8 +520,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = ephemeral_key(key);
-        self.blocking(move |inner| inner.get(&key)).await
+        // inline, as `record_get`: a read never waits for a writer
+        self.inner.get(&ephemeral_key(key))
     }
 
     async fn take(&self, key: &EphemeralKey) -> Result<Option<Vec<u8>>, StoreError> {
@@ -572,22 +572,22 @@ impl Store for EmbeddedStore {
         coll: &Collection,
         id: &str,
     ) -> Result<Option<Versioned>, StoreError> {
-        let (kind, group, id) = (coll.kind, coll.group.clone(), id.to_owned());
-        self.blocking(move |inner| {
-            let txn = inner.db.begin_read().map_err(storage_error)?;
-            let table = txn.open_table(RECORDS).map_err(storage_error)?;
-            Ok(table
-                .get((kind, group.as_str(), id.as_str()))
-                .map_err(storage_error)?
-                .map(|g| {
-                    let (version, value) = g.value();
-                    Versioned {
-                        version,
-                        value: value.to_vec(),
-                    }
-                }))
-        })
-        .await
+        // Inline, not on the blocking pool: a read transaction never waits
+        // for a writer (redb keeps the last committed version for readers)
+        // and reads a few cached pages, far less than the hop to the pool
+        // (the runtime API's hot path makes two such reads per fetch).
+        let txn = self.inner.db.begin_read().map_err(storage_error)?;
+        let table = txn.open_table(RECORDS).map_err(storage_error)?;
+        Ok(table
+            .get((coll.kind, coll.group.as_str(), id))
+            .map_err(storage_error)?
+            .map(|g| {
+                let (version, value) = g.value();
+                Versioned {
+                    version,
+                    value: value.to_vec(),
+                }
+            }))
     }
 
     async fn record_put(

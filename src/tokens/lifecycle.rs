@@ -31,8 +31,8 @@ use crate::providers::{
     TokenPurpose, TokenReport,
 };
 use crate::registry::{
-    AppRequirements, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError, Runtime,
-    RuntimeInput,
+    AppRequirements, AppSummary, AppUpdate, OAuthApp, OAuthAppInput, Registry, RegistryError,
+    Runtime, RuntimeInput,
 };
 use crate::store::{Expect, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -210,7 +210,7 @@ pub struct Reusable {
 pub struct UserRuntime {
     pub runtime: Runtime,
     pub provider: Option<(ProviderKind, Endpoints)>,
-    pub app: Option<OAuthApp>,
+    pub app: Option<AppSummary>,
     pub token: TokenSlot,
     /// The user's valid grants from this runtime's OAuth app, assigned to
     /// other runtimes ("use my existing authorization").
@@ -1124,7 +1124,7 @@ impl Lifecycle {
     fn info(
         &self,
         g: &Grant,
-        app: Option<&OAuthApp>,
+        app: Option<&AppSummary>,
         runtime: &str,
         now: DateTime<Utc>,
     ) -> TokenInfo {
@@ -1163,26 +1163,83 @@ impl Lifecycle {
         self.recheck_not_installed(&user.sub).await?;
         let now = self.clock.now();
         let runtimes = self.registry.runtimes().await?;
-        let apps = self.registry.apps().await?;
+        // the page never needs a client secret: none is opened
+        let apps = self.registry.app_summaries().await?;
         let accounts: Vec<AccountSettings> = self
             .registry
             .accounts_for_groups(&user.groups)
             .into_iter()
             .cloned()
             .collect();
-        let (grants, _unreadable) = self.grants.list_user(&user.sub).await?;
+        let (grants, unreadable) = self.grants.list_user(&user.sub).await?;
         let mine: Vec<&Runtime> = runtimes
             .iter()
             .filter(|r| accounts.iter().any(|a| a.id == r.account))
             .collect();
-        let resolved: std::collections::HashMap<&str, (ProviderKind, Endpoints)> = mine
+        // endpoints parsed once per distinct (kind, base URL, app), not per runtime
+        type ProviderKey<'a> = (Option<ProviderKind>, Option<&'a url::Url>, Option<&'a str>);
+        let mut parsed: Vec<(ProviderKey, Option<(ProviderKind, Endpoints)>)> = Vec::new();
+        let mut resolved: std::collections::HashMap<&str, (ProviderKind, Endpoints)> =
+            std::collections::HashMap::new();
+        for rt in &mine {
+            let key = (rt.provider, rt.base_url.as_ref(), rt.oauth_app.as_deref());
+            let found = match parsed.iter().find(|(k, _)| *k == key) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let p = self.registry.provider_of_with(rt, &apps).ok();
+                    parsed.push((key, p.clone()));
+                    p
+                }
+            };
+            if let Some(p) = found {
+                resolved.insert(rt.id.as_str(), p);
+            }
+        }
+        // whether each grant could be served now, once per grant (the
+        // runtimes below ask for every grant of their app)
+        let servable: std::collections::HashMap<&str, bool> = grants
             .iter()
-            .filter_map(|rt| {
-                Some((
-                    rt.id.as_str(),
-                    self.registry.provider_of_with(rt, &apps).ok()?,
-                ))
+            .map(|(g, _)| {
+                let app = g
+                    .source
+                    .app()
+                    .and_then(|id| apps.iter().find(|a| a.id == id));
+                let ok = g
+                    .effective_status(
+                        now,
+                        &self.missing_for(g, app.map(AppRequirements::from).as_ref()),
+                        &self.timing,
+                    )
+                    .state
+                    .servable();
+                (g.id.as_str(), ok)
             })
+            .collect();
+        // Only the assignments that can hold a token are read: those of
+        // runtimes one of the user's grants is sealed for (a token is
+        // served only when both agree), or all of them when a grant does
+        // not open and could be behind any. All at once: on Redis, one
+        // pipelined round trip.
+        let candidates: Vec<&Runtime> = mine
+            .iter()
+            .copied()
+            .filter(|rt| {
+                !unreadable.is_empty()
+                    || grants
+                        .iter()
+                        .any(|(g, _)| g.assigned_to(&rt.id, &rt.incarnation))
+            })
+            .collect();
+        let assigned = futures_util::future::try_join_all(
+            candidates
+                .iter()
+                .map(|rt| self.grants.assignment(&rt.id, &rt.incarnation, &user.sub)),
+        )
+        .await?;
+        let assigned: std::collections::HashMap<&str, Option<(Assignment, u64)>> = candidates
+            .iter()
+            .map(|rt| rt.id.as_str())
+            .zip(assigned)
             .collect();
         let mut out = Vec::new();
         for account in accounts {
@@ -1193,11 +1250,7 @@ impl Lifecycle {
                     .as_ref()
                     .and_then(|id| apps.iter().find(|a| &a.id == id));
                 let here = resolved.get(rt.id.as_str()).cloned();
-                let token = match self
-                    .grants
-                    .assignment(&rt.id, &rt.incarnation, &user.sub)
-                    .await?
-                {
+                let token = match assigned.get(rt.id.as_str()).and_then(Option::as_ref) {
                     None => TokenSlot::None,
                     Some((a, _)) => match grants.iter().find(|(g, _)| g.id == a.grant) {
                         Some((g, _)) if g.assigned_to(&rt.id, &rt.incarnation) => {
@@ -1224,15 +1277,7 @@ impl Lifecycle {
                         .filter(|g| g.source.app() == Some(app.id.as_str()))
                         .collect();
                     for g in &from_app {
-                        let usable = g
-                            .effective_status(
-                                now,
-                                &self.missing_for(g, Some(&AppRequirements::from(app))),
-                                &self.timing,
-                            )
-                            .state
-                            .servable();
-                        if usable
+                        if servable.get(g.id.as_str()).copied().unwrap_or(false)
                             && g.api == endpoints.api.as_str()
                             && Some(&g.id) != current_grant.as_ref()
                         {
@@ -1479,7 +1524,7 @@ impl Lifecycle {
         rt: &Runtime,
     ) -> Result<Vec<(String, Option<TokenInfo>)>, AssignError> {
         let now = self.clock.now();
-        let apps = self.registry.apps().await?;
+        let apps = self.registry.app_summaries().await?;
         let mut out = Vec::new();
         for (user, a) in self.grants.assignments(&rt.id, &rt.incarnation).await? {
             let info = match self.grants.get(&user, &a.grant).await {

@@ -143,7 +143,8 @@ impl Lifecycle {
         let app = match g.source.app() {
             Some(id) => self
                 .registry
-                .app_requirements(id)
+                // this replica's copy, at most `CACHE_TTL` behind an admin change
+                .app_requirements_cached(id)
                 .await
                 .map_err(|e| match e {
                     crate::registry::RegistryError::Store(s) => ServeError::from(s),

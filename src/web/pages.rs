@@ -190,9 +190,12 @@ pub struct TokenView {
     install_url: Option<String>,
 }
 
+/// Shared, not copied: each grant is offered on every other runtime of its
+/// app (fifty runtimes, a few grants: hundreds of offers).
+#[derive(Clone)]
 pub struct ReuseView {
-    grant: String,
-    label: String,
+    grant: std::sync::Arc<str>,
+    label: std::sync::Arc<str>,
 }
 
 pub struct RuntimeView {
@@ -247,8 +250,18 @@ struct TokensPage {
     banner: Vec<BannerItem>,
 }
 
+/// `2026-12-01 19:05 UTC`, written directly: chrono's `format` parses its
+/// pattern on every call, several times per runtime on the token page.
 fn when(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    use chrono::{Datelike, Timelike};
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
 }
 
 fn status_text(state: TokenState) -> &'static str {
@@ -329,6 +342,7 @@ pub async fn tokens_page(
     let notifications_on = prefs.enabled.unwrap_or(state.notifier.default_enabled());
     let mut banner = Vec::new();
     let mut accounts = Vec::new();
+    let mut offers: std::collections::HashMap<String, ReuseView> = std::collections::HashMap::new();
     for (account, runtimes) in state
         .lifecycle
         .user_runtimes(&session.user)
@@ -395,17 +409,23 @@ pub async fn tokens_page(
                     reusable: r
                         .reusable
                         .iter()
-                        .map(|g| ReuseView {
-                            grant: g.grant_id.clone(),
-                            label: format!(
-                                "Use my existing authorization{} (used by {})",
-                                if g.login.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" as {}", g.login)
-                                },
-                                g.used_by.join(", ")
-                            ),
+                        .map(|g| {
+                            offers
+                                .entry(g.grant_id.clone())
+                                .or_insert_with(|| ReuseView {
+                                    grant: g.grant_id.as_str().into(),
+                                    label: format!(
+                                        "Use my existing authorization{} (used by {})",
+                                        if g.login.is_empty() {
+                                            String::new()
+                                        } else {
+                                            format!(" as {}", g.login)
+                                        },
+                                        g.used_by.join(", ")
+                                    )
+                                    .into(),
+                                })
+                                .clone()
                         })
                         .collect(),
                     cap_warning: r.cap_warning,
@@ -792,4 +812,22 @@ pub async fn all_notifications(
         .flash(&mut session, FlashKind::Success, text.to_owned())
         .await?;
     Ok(Redirect::to("/tokens").into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn dates_read_as_chrono_formats_them() {
+        for t in [
+            Utc.with_ymd_and_hms(2026, 12, 1, 19, 5, 59).unwrap(),
+            Utc.with_ymd_and_hms(999, 1, 9, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2030, 10, 31, 23, 59, 1).unwrap(),
+        ] {
+            assert_eq!(when(t), t.format("%Y-%m-%d %H:%M UTC").to_string());
+        }
+    }
 }
