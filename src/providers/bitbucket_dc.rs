@@ -48,21 +48,16 @@ impl GitProvider for BitbucketDataCenter {
                     .into(),
             );
         };
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(
-                "must be a URL without query or fragment, e.g. https://bitbucket.example.com"
-                    .into(),
-            );
-        }
-        let api = match api_url {
-            Some(api) => api.clone(),
-            None => join(base, "/rest/api/1.0")?,
-        };
-        Ok(Endpoints {
-            authorize: join(base, "/rest/oauth2/latest/authorize")?,
-            token: join(base, "/rest/oauth2/latest/token")?,
-            api,
-        })
+        super::endpoints_under(
+            base,
+            api_url,
+            [
+                "/rest/oauth2/latest/authorize",
+                "/rest/oauth2/latest/token",
+                "/rest/api/1.0",
+            ],
+            "must be a URL without query or fragment, e.g. https://bitbucket.example.com",
+        )
     }
 
     fn parse_scopes(&self, raw: &str) -> Vec<String> {

@@ -92,22 +92,17 @@ impl GitProvider for Gitea {
                     .into(),
             );
         };
-        // A path is allowed (ROOT_URL may have one); a query cannot be joined.
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(
-                "must be the Gitea URL without query or fragment, e.g. https://gitea.example.com"
-                    .into(),
-            );
-        }
-        let api = match api_url {
-            Some(api) => api.clone(),
-            None => join(base, "/api/v1")?,
-        };
-        Ok(Endpoints {
-            authorize: join(base, "/login/oauth/authorize")?,
-            token: join(base, "/login/oauth/access_token")?,
-            api,
-        })
+        // A path is allowed (ROOT_URL may have one).
+        super::endpoints_under(
+            base,
+            api_url,
+            [
+                "/login/oauth/authorize",
+                "/login/oauth/access_token",
+                "/api/v1",
+            ],
+            "must be the Gitea URL without query or fragment, e.g. https://gitea.example.com",
+        )
     }
 
     fn parse_scopes(&self, raw: &str) -> Vec<String> {

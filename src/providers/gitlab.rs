@@ -207,22 +207,13 @@ impl GitProvider for GitLab {
             }
         };
         // A path is allowed: GitLab can be installed under a relative URL
-        // (https://example.com/gitlab). A query or fragment cannot be joined.
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(
-                "must be the GitLab URL without query or fragment, e.g. https://gitlab.example.com"
-                    .into(),
-            );
-        }
-        let api = match api_url {
-            Some(api) => api.clone(),
-            None => join(base, "/api/v4")?,
-        };
-        Ok(Endpoints {
-            authorize: join(base, "/oauth/authorize")?,
-            token: join(base, "/oauth/token")?,
-            api,
-        })
+        // (https://example.com/gitlab).
+        super::endpoints_under(
+            base,
+            api_url,
+            ["/oauth/authorize", "/oauth/token", "/api/v4"],
+            "must be the GitLab URL without query or fragment, e.g. https://gitlab.example.com",
+        )
     }
 
     fn parse_scopes(&self, raw: &str) -> Vec<String> {

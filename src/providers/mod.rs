@@ -475,6 +475,30 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url, String> {
     Url::parse(&s).map_err(|e| format!("cannot build endpoint URL: {e}"))
 }
 
+/// The endpoints of an instance served under `base` (which may carry a
+/// path, for installs under a relative URL, but no query or fragment:
+/// those cannot be joined): `paths` are the authorize, token and API paths;
+/// an explicit `api_url` wins over the last. `refusal` says why `base`
+/// is refused.
+pub(crate) fn endpoints_under(
+    base: &Url,
+    api_url: Option<&Url>,
+    [authorize, token, api]: [&str; 3],
+    refusal: &str,
+) -> Result<Endpoints, String> {
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(refusal.to_owned());
+    }
+    Ok(Endpoints {
+        authorize: join(base, authorize)?,
+        token: join(base, token)?,
+        api: match api_url {
+            Some(api) => api.clone(),
+            None => join(base, api)?,
+        },
+    })
+}
+
 /// Scopes written with commas or spaces (`repo,gist`, `repo, gist`, `a b`).
 pub(crate) fn split_scopes(raw: &str) -> Vec<String> {
     raw.split([',', ' '])
