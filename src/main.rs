@@ -12,7 +12,6 @@ use gitbroker::clock::SystemClock;
 use gitbroker::config::{LogFormat, Settings};
 use gitbroker::mock::{
     MockConfig, MockGithubApp, MockIdpClient, MockInstallation, MockOAuthApp, MockProvider,
-    MockUserInstallation,
 };
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
@@ -69,23 +68,6 @@ fn mock_config_for(settings: &Settings) -> MockConfig {
             client_secret: app.client_secret.expose_secret().to_owned(),
             callback_url: callback,
         });
-        if let (gitbroker::providers::AppKind::GithubApp, Some(slug)) = (app.kind, &app.app_slug) {
-            config.github_apps.push(MockGithubApp {
-                client_id: app.client_id.clone(),
-                slug: slug.clone(),
-            });
-            // the demo's App is installed on the organization `acme`, whose
-            // members are the acme developers (not carol: she sees the
-            // install link)
-            config.github_installations.push(MockUserInstallation {
-                id: 4242 + config.github_installations.len() as u64,
-                client_id: app.client_id.clone(),
-                account: "acme".into(),
-                repositories: vec!["acme/app".into(), "acme/infra".into()],
-                all_repositories: false,
-                members: vec!["alice".into(), "bob".into(), "dave".into()],
-            });
-        }
     }
     config.idp_clients.push(MockIdpClient {
         client_id: settings.oidc.client_id.clone(),
@@ -99,15 +81,47 @@ fn mock_config_for(settings: &Settings) -> MockConfig {
     config
 }
 
-/// Registers the configuration's GitHub Apps (their public keys) with the
-/// mock, and one installation per GitHub App runtime: on its `owner` (or
-/// `acme`), with the runtime-token permissions and its repositories.
+/// Registers both kinds of the configuration's GitHub Apps in the mock's
+/// one book: the OAuth apps of kind `github_app` (client id and slug),
+/// each installed on the organization `acme`, whose members are the acme
+/// developers (not carol: she sees the install link); and the
+/// `[[github_apps]]` entries (App id and public key), with one
+/// installation per GitHub App runtime: on its `owner` (or `acme`), with
+/// the runtime-token permissions and its repositories.
 fn mock_github_apps(settings: &Settings, mock: &MockProvider) {
+    for app in &settings.oauth_apps {
+        let (gitbroker::providers::AppKind::GithubApp, Some(slug)) = (app.kind, &app.app_slug)
+        else {
+            continue;
+        };
+        let registered = mock.add_github_app(MockGithubApp {
+            client_id: Some(app.client_id.clone()),
+            slug: Some(slug.clone()),
+            ..MockGithubApp::default()
+        });
+        let Ok(app_id) = registered else {
+            continue;
+        };
+        let installed = mock.installations().len() as u64;
+        mock.add_installation(MockInstallation {
+            id: 4242 + installed,
+            app_id,
+            account: "acme".into(),
+            repositories: vec!["acme/app".into(), "acme/infra".into()],
+            members: vec!["alice".into(), "bob".into(), "dave".into()],
+            ..MockInstallation::default()
+        });
+    }
     for app in &settings.github_apps {
         let (Ok(id), Ok(public)) = (app.app_id.parse::<u64>(), app.key.public_pem()) else {
             continue;
         };
-        if let Err(e) = mock.add_github_app(id, &public) {
+        let registered = mock.add_github_app(MockGithubApp {
+            app_id: id,
+            public_key_pem: Some(public),
+            ..MockGithubApp::default()
+        });
+        if let Err(e) = registered {
             tracing::warn!(app = %app.name, error = %e, "mock: GitHub App not registered");
             continue;
         }
@@ -124,7 +138,7 @@ fn mock_github_apps(settings: &Settings, mock: &MockProvider) {
                     .map(|(name, level, _)| ((*name).to_owned(), (*level).to_owned()))
                     .collect(),
                 repositories: rt.repositories.clone(),
-                suspended: false,
+                ..MockInstallation::default()
             });
             tracing::info!(app = %app.name, runtime = %rt.id, installation, "mock: GitHub App installed");
         }

@@ -811,7 +811,7 @@ async fn authorize_a_github_app_and_see_not_installed_in_a_real_browser() {
             assert_eq!(h.mock.provider.github_app_token_reach(served), vec!["acme/app"]);
 
             // the App installed nowhere: the page says so and links to it
-            h.mock.provider.set_github_installations(Vec::new());
+            h.mock.provider.set_installations(Vec::new());
             authorize_github_app(&c, &mock_url, "acme-any").await;
             let flash = text(&c, "#flash").await;
             assert!(

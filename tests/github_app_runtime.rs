@@ -9,7 +9,9 @@
 mod support;
 
 use gitbroker::clock::{Clock, ManualClock};
-use gitbroker::mock::{Flavour, MockConfig, MockInstallation, MockProvider, RunningMock};
+use gitbroker::mock::{
+    Flavour, MockConfig, MockGithubApp, MockInstallation, MockProvider, RunningMock,
+};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use std::collections::BTreeMap;
@@ -72,14 +74,20 @@ impl World {
             .await
             .unwrap();
         let (private_pem, public_pem) = key_pair();
-        gh.provider.add_github_app(APP_ID, &public_pem).unwrap();
+        gh.provider
+            .add_github_app(MockGithubApp {
+                app_id: APP_ID,
+                public_key_pem: Some(public_pem.clone()),
+                ..MockGithubApp::default()
+            })
+            .unwrap();
         let installation = gh.provider.add_installation(MockInstallation {
             id: 0,
             app_id: APP_ID,
             account: "acme".into(),
             permissions: runtime_perms(),
             repositories: vec!["acme/app".into(), "acme/infra".into()],
-            suspended: false,
+            ..MockInstallation::default()
         });
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("app.pem");
@@ -252,7 +260,7 @@ async fn registration_refusals_name_what_is_wrong() {
         account: "globex".into(),
         permissions: perms(&[("contents", "write"), ("metadata", "read")]),
         repositories: Vec::new(),
-        suspended: false,
+        ..MockInstallation::default()
     });
     let register = |body: serde_json::Value| {
         let url = url.clone();
@@ -436,7 +444,13 @@ async fn registration_refusals_name_what_is_wrong() {
 
     // a wrong key: the mock refuses the JWT
     let (_, other_public) = key_pair();
-    w.gh.provider.add_github_app(APP_ID, &other_public).unwrap();
+    w.gh.provider
+        .add_github_app(MockGithubApp {
+            app_id: APP_ID,
+            public_key_pem: Some(other_public.clone()),
+            ..MockGithubApp::default()
+        })
+        .unwrap();
     let (s, v) = register(body(
         serde_json::json!({"app": "acme-app", "installation_id": w.installation}),
     ))

@@ -188,7 +188,7 @@ async fn authorizing_the_app_serves_a_token_narrowed_to_the_runtime() {
 async fn not_installed_shows_the_install_link_and_is_not_served() {
     let h = Harness::start(Backend::Embedded).await;
     with_github_app(&h).await;
-    h.mock.provider.set_github_installations(Vec::new());
+    h.mock.provider.set_installations(Vec::new());
     let alice = h.signed_in("alice").await;
     let page = alice.authorize("acme-app").await;
     let link = format!(
@@ -412,7 +412,7 @@ async fn no_github_app_token_in_logs_or_debug() {
         .unwrap()
         .expose_secret()
         .to_owned();
-    h.mock.provider.set_github_installations(Vec::new());
+    h.mock.provider.set_installations(Vec::new());
     alice.authorize("acme-any").await;
     let app = h.state.registry.app("ghapp").await.unwrap().unwrap();
     let debug = format!("{grant:?} {app:?}");

@@ -297,7 +297,7 @@ fn token_grant(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Issued, T
         None | Some("authorization_code") => {
             // a GitHub App's user tokens always expire (the App setting
             // "Expire user authorization tokens" is on)
-            let lifetimes = (s.github_expiring() || s.github_app_users.is_app(&app.client_id))
+            let lifetimes = (s.github_expiring() || s.github_apps.is_user_app(&app.client_id))
                 .then_some(LIFETIMES);
             exchange_code(s, &s.github, &app, &form, lifetimes).map_err(|refused| {
                 TokenError::new(match refused {
@@ -431,10 +431,9 @@ fn caller(s: &Shared, headers: &HeaderMap, docs: &str) -> Result<Caller, Respons
     if let Some(grant) = s.github.find(&token, now) {
         // a GitHub App's user token: the App's permissions, where the App
         // is installed (and, narrowed, only there)
-        if s.github_app_users.is_app(&grant.client_id) {
+        if s.github_apps.is_user_app(&grant.client_id) {
             let repositories =
-                s.github_app_users
-                    .reachable(&grant.client_id, &grant.subject, &token);
+                super::github_app_user::reachable(s, &grant.client_id, &grant.subject, &token);
             return Ok(Caller {
                 subject: grant.subject,
                 access: Access::Permissions(

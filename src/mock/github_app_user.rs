@@ -12,23 +12,26 @@
 //! repositories by name only, so an installation lists them; with
 //! `all_repositories` it reports `repository_selection: "all"`.
 //!
-//! Installations live behind [`Realm::installations_for`], the one function
-//! the user endpoints ask, so they can be pointed at another source.
+//! Apps and installations are those of module `github_app` (one App record,
+//! one installation book for the App-JWT and the user side): the user
+//! endpoints ask them only through [`super::github_app::AppBook::installations_for`],
+//! which leaves out suspended installations.
 
 use super::book::TokenStyle;
+use super::github_app::MockInstallation;
 use super::oauth::{basic_auth, secrets_equal};
-use super::{Shared, lock, read, write};
+use super::{Shared, lock};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 /// GitHub App user tokens and their refresh tokens.
 pub(crate) const TOKEN_STYLE: TokenStyle = TokenStyle::new(("ghu_", 36), ("ghr_", 76), 20);
@@ -38,46 +41,9 @@ pub(crate) const PERMISSIONS: [&str; 2] = ["contents:write", "metadata:read"];
 const SCOPED_DOCS: &str = "https://docs.github.com/rest/apps/apps#create-a-scoped-access-token";
 const INSTALLATIONS_DOCS: &str = "https://docs.github.com/rest/apps/installations#list-app-installations-accessible-to-the-user-access-token";
 
-/// A GitHub App users authorize: its OAuth client (registered as a
-/// [`super::MockOAuthApp`] with the same `client_id`) and its slug.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MockGithubApp {
-    pub client_id: String,
-    /// The name in `https://github.com/apps/<slug>`.
-    pub slug: String,
-}
-
-/// An installation of a GitHub App on a user or organization account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MockUserInstallation {
-    pub id: u64,
-    /// The App's client id.
-    pub client_id: String,
-    /// The account it is installed on (a user's or an organization's login).
-    pub account: String,
-    /// `owner/name` of the repositories it covers.
-    #[serde(default)]
-    pub repositories: Vec<String>,
-    /// Reported as `repository_selection: "all"` (else `"selected"`).
-    #[serde(default)]
-    pub all_repositories: bool,
-    /// Users besides `account` who reach it (an organization's members).
-    #[serde(default)]
-    pub members: Vec<String>,
-}
-
-impl MockUserInstallation {
-    fn reached_by(&self, login: &str) -> bool {
-        self.account.eq_ignore_ascii_case(login)
-            || self.members.iter().any(|m| m.eq_ignore_ascii_case(login))
-    }
-}
-
-/// The GitHub Apps of the mock, their installations and narrowed tokens.
+/// Narrowed (scoped) tokens of GitHub App users.
 #[derive(Default)]
 pub(crate) struct Realm {
-    apps: RwLock<Vec<MockGithubApp>>,
-    installations: RwLock<Vec<MockUserInstallation>>,
     /// Narrowed token → the repositories it reaches.
     scoped: Mutex<HashMap<String, Vec<String>>>,
     /// Answers of `POST /applications/{client_id}/token/scoped` that made a token.
@@ -85,78 +51,35 @@ pub(crate) struct Realm {
 }
 
 impl Realm {
-    pub(crate) fn new(apps: Vec<MockGithubApp>, installations: Vec<MockUserInstallation>) -> Self {
-        Self {
-            apps: RwLock::new(apps),
-            installations: RwLock::new(installations),
-            ..Self::default()
-        }
-    }
-
-    pub(crate) fn apps(&self) -> Vec<MockGithubApp> {
-        read(&self.apps).clone()
-    }
-
-    pub(crate) fn is_app(&self, client_id: &str) -> bool {
-        read(&self.apps).iter().any(|a| a.client_id == client_id)
-    }
-
-    pub(crate) fn add_app(&self, app: MockGithubApp) {
-        let mut apps = write(&self.apps);
-        apps.retain(|a| a.client_id != app.client_id);
-        apps.push(app);
-    }
-
-    pub(crate) fn set_installations(&self, installations: Vec<MockUserInstallation>) {
-        *write(&self.installations) = installations;
-    }
-
-    pub(crate) fn installations(&self) -> Vec<MockUserInstallation> {
-        read(&self.installations).clone()
-    }
-
-    /// The installations of App `client_id` that `login` can reach: the
-    /// one place the user endpoints learn about installations.
-    pub(crate) fn installations_for(
-        &self,
-        client_id: &str,
-        login: &str,
-    ) -> Vec<MockUserInstallation> {
-        read(&self.installations)
-            .iter()
-            .filter(|i| i.client_id == client_id && i.reached_by(login))
-            .cloned()
-            .collect()
-    }
-
-    /// `owner/name` of every repository a user token of App `client_id`
-    /// held by `login` reaches: the narrowed set for a narrowed token,
-    /// else everything its installations cover — and never more than the
-    /// installations cover now.
-    pub(crate) fn reachable(&self, client_id: &str, login: &str, token: &str) -> Vec<String> {
-        let mut through: Vec<String> = self
-            .installations_for(client_id, login)
-            .into_iter()
-            .flat_map(|i| i.repositories)
-            .collect();
-        if let Some(narrowed) = lock(&self.scoped).get(token) {
-            through.retain(|r| narrowed.iter().any(|n| n.eq_ignore_ascii_case(r)));
-        }
-        through.sort_by_key(|r| r.to_lowercase());
-        through.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
-        through
-    }
-
     pub(crate) fn scoped_issued(&self) -> u64 {
         self.scoped_issued.load(Ordering::Relaxed)
     }
 
-    /// Keeps apps and installations; forgets narrowed tokens (the token
-    /// book is cleared alongside).
+    /// Forgets narrowed tokens (the token book is cleared alongside); Apps
+    /// and installations stay.
     pub(crate) fn clear(&self) {
         lock(&self.scoped).clear();
         self.scoped_issued.store(0, Ordering::Relaxed);
     }
+}
+
+/// `owner/name` of every repository a user token of App `client_id` held
+/// by `login` reaches: the narrowed set for a narrowed token, else
+/// everything its installations cover — and never more than the
+/// installations cover now.
+pub(crate) fn reachable(s: &Shared, client_id: &str, login: &str, token: &str) -> Vec<String> {
+    let mut through: Vec<String> = s
+        .github_apps
+        .installations_for(client_id, login)
+        .into_iter()
+        .flat_map(|i| i.repositories)
+        .collect();
+    if let Some(narrowed) = lock(&s.github_app_users.scoped).get(token) {
+        through.retain(|r| narrowed.iter().any(|n| n.eq_ignore_ascii_case(r)));
+    }
+    through.sort_by_key(|r| r.to_lowercase());
+    through.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    through
 }
 
 /// The REST API routes, under `/api/v3`.
@@ -178,18 +101,6 @@ pub(crate) fn web_routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/apps/{slug}/installations/new", get(install_page))
         .route("/github-apps/{slug}/installations/new", get(install_page))
-}
-
-/// Under `/__mock`: `GET /github-apps` (apps, installations, how many
-/// scoped tokens were issued), `POST /github-apps` (register an App),
-/// `PUT /github-apps/installations` (replace every installation).
-pub(crate) fn control_routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/github-apps", get(control_list).post(control_add_app))
-        .route(
-            "/github-apps/installations",
-            get(control_installations).put(control_set_installations),
-        )
 }
 
 fn api_error(status: StatusCode, message: &str, docs: &str) -> Response {
@@ -215,7 +126,7 @@ fn app_user(s: &Shared, headers: &HeaderMap) -> Result<(String, String, String),
     };
     s.counters.api_call(&token);
     match s.github.find(&token, s.now()) {
-        Some(g) if s.github_app_users.is_app(&g.client_id) => Ok((token, g.client_id, g.subject)),
+        Some(g) if s.github_apps.is_user_app(&g.client_id) => Ok((token, g.client_id, g.subject)),
         // an OAuth app's token: GitHub answers 403 for these endpoints
         Some(_) => Err(api_error(
             StatusCode::FORBIDDEN,
@@ -230,14 +141,20 @@ fn app_user(s: &Shared, headers: &HeaderMap) -> Result<(String, String, String),
     }
 }
 
-fn installation_json(s: &Shared, slug: &str, i: &MockUserInstallation) -> serde_json::Value {
+fn installation_json(
+    s: &Shared,
+    slug: &str,
+    client_id: &str,
+    i: &MockInstallation,
+) -> serde_json::Value {
     json!({
         "id": i.id,
         "account": { "login": i.account, "type": "User" },
         "app_slug": slug,
-        "client_id": i.client_id,
-        "repository_selection": if i.all_repositories { "all" } else { "selected" },
-        "permissions": { "contents": "write", "metadata": "read" },
+        "app_id": i.app_id,
+        "client_id": client_id,
+        "repository_selection": i.selection(),
+        "permissions": i.granted(),
         "html_url": format!("{}/settings/installations/{}", s.base_url(), i.id),
         "target_type": "User",
     })
@@ -251,17 +168,11 @@ async fn user_installations(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
         Ok(found) => found,
         Err(r) => return r,
     };
-    let slug = s
-        .github_app_users
-        .apps()
-        .into_iter()
-        .find(|a| a.client_id == client_id)
-        .map(|a| a.slug)
-        .unwrap_or_default();
-    let found = s.github_app_users.installations_for(&client_id, &login);
+    let slug = s.github_apps.slug_of(&client_id).unwrap_or_default();
+    let found = s.github_apps.installations_for(&client_id, &login);
     let list: Vec<_> = found
         .iter()
-        .map(|i| installation_json(&s, &slug, i))
+        .map(|i| installation_json(&s, &slug, &client_id, i))
         .collect();
     Json(json!({ "total_count": list.len(), "installations": list })).into_response()
 }
@@ -279,14 +190,14 @@ async fn installation_repositories(
         Err(r) => return r,
     };
     let Some(inst) = s
-        .github_app_users
+        .github_apps
         .installations_for(&client_id, &login)
         .into_iter()
         .find(|i| i.id.to_string() == id)
     else {
         return api_error(StatusCode::NOT_FOUND, "Not Found", INSTALLATIONS_DOCS);
     };
-    let reach = s.github_app_users.reachable(&client_id, &login, &token);
+    let reach = reachable(&s, &client_id, &login, &token);
     let repos: Vec<_> = inst
         .repositories
         .iter()
@@ -298,7 +209,7 @@ async fn installation_repositories(
         .collect();
     Json(json!({
         "total_count": repos.len(),
-        "repository_selection": if inst.all_repositories { "all" } else { "selected" },
+        "repository_selection": inst.selection(),
         "repositories": repos,
     }))
     .into_response()
@@ -325,7 +236,7 @@ async fn scoped_token(
     // client authentication first, as GitHub does
     let Some(app) = s
         .oauth_app(&client_id)
-        .filter(|_| s.github_app_users.is_app(&client_id))
+        .filter(|_| s.github_apps.is_user_app(&client_id))
     else {
         return api_error(StatusCode::NOT_FOUND, "Not Found", SCOPED_DOCS);
     };
@@ -365,14 +276,12 @@ async fn scoped_token(
         .into_iter()
         .map(|name| format!("{target}/{name}"))
         .collect();
-    let reach = s
-        .github_app_users
-        .reachable(&client_id, &grant.subject, &parent);
+    let reach = reachable(&s, &client_id, &grant.subject, &parent);
     let all_reachable = wanted
         .iter()
         .all(|w| reach.iter().any(|r| r.eq_ignore_ascii_case(w)));
     let target_reachable = s
-        .github_app_users
+        .github_apps
         .installations_for(&client_id, &grant.subject)
         .iter()
         .any(|i| i.account.eq_ignore_ascii_case(&target));
@@ -429,7 +338,7 @@ async fn scoped_token(
 }
 
 async fn install_page(State(s): State<Arc<Shared>>, Path(slug): Path<String>) -> Response {
-    let known = s.github_app_users.apps().iter().any(|a| a.slug == slug);
+    let known = s.github_apps.has_slug(&slug);
     if !known {
         return (StatusCode::NOT_FOUND, Html("<h1>Not Found</h1>".to_owned())).into_response();
     }
@@ -437,7 +346,7 @@ async fn install_page(State(s): State<Arc<Shared>>, Path(slug): Path<String>) ->
     Html(format!(
         "<!DOCTYPE html><html><head><title>Install {slug} · Mock GitHub</title></head>\
          <body><h1 id=\"install-app\">Install {slug}</h1>\
-         <p>Mock GitHub: installations are set with <code>PUT /__mock/github-apps/installations</code>.</p>\
+         <p>Mock GitHub: installations are set with <code>PUT /__mock/github_apps/installations</code>.</p>\
          </body></html>"
     ))
     .into_response()
@@ -453,36 +362,4 @@ fn html_escape(s: &str) -> String {
             c => c.to_string(),
         })
         .collect()
-}
-
-async fn control_list(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({
-        "apps": s.github_app_users.apps(),
-        "installations": s.github_app_users.installations(),
-        "scoped_tokens_issued": s.github_app_users.scoped_issued(),
-    }))
-}
-
-async fn control_add_app(State(s): State<Arc<Shared>>, Json(app): Json<MockGithubApp>) -> Response {
-    if s.oauth_app(&app.client_id).is_none() {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "no OAuth client with this client_id: register it first (MockConfig.oauth_apps)" })),
-        )
-            .into_response();
-    }
-    s.add_github_app(app);
-    StatusCode::NO_CONTENT.into_response()
-}
-
-async fn control_installations(State(s): State<Arc<Shared>>) -> Json<Vec<MockUserInstallation>> {
-    Json(s.github_app_users.installations())
-}
-
-async fn control_set_installations(
-    State(s): State<Arc<Shared>>,
-    Json(installations): Json<Vec<MockUserInstallation>>,
-) -> StatusCode {
-    s.github_app_users.set_installations(installations);
-    StatusCode::NO_CONTENT
 }

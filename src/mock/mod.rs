@@ -50,9 +50,11 @@
 //!     change an issued OAuth token of any Git flavour
 //!     ([`MockProvider::set_token_scopes`], [`MockProvider::expire_token`],
 //!     [`MockProvider::revoke`]);
-//!   - `/__mock/github_apps…`: GitHub Apps and their installations
-//!     (module `github_app`: register an App's public key, install it,
-//!     suspend, uninstall, fail temporarily, count mints);
+//!   - `/__mock/github_apps…`: GitHub Apps and their one book of
+//!     installations, for App installation tokens and App user tokens
+//!     alike (module `github_app`: register an App — id, client id, slug,
+//!     public key —, install it, replace every installation, suspend,
+//!     uninstall, fail temporarily, count mints and scoped tokens);
 //!   - `POST /__mock/pats`, `/__mock/pats/revoke`, `/__mock/pats/scopes`
 //!     and `/__mock/pats/expire` create and change personal access tokens
 //!     ([`MockProvider::create_pat`], [`MockProvider::revoke_pat`],
@@ -113,8 +115,7 @@ pub use control::{
     TOKEN_HANG, TrafficStats,
 };
 pub use git::{MockRepo, RepoError};
-pub use github_app::MockInstallation;
-pub use github_app_user::{MockGithubApp, MockUserInstallation};
+pub use github_app::{MockGithubApp, MockInstallation};
 pub use pats::{Flavour, PatSpec};
 
 use crate::clock::{Clock, SystemClock};
@@ -149,11 +150,15 @@ pub struct MockConfig {
     /// there. `None`: the Git routes answer 404 and no repository can be
     /// created. The mock never deletes anything in it.
     pub git_root: Option<PathBuf>,
-    /// GitHub Apps among `oauth_apps` (same `client_id`): their tokens are
+    /// GitHub Apps, as [`MockProvider::add_github_app`] registers them
+    /// (give `app_id` to install them through `github_installations`). With
+    /// a `client_id` among `oauth_apps`, that client's tokens are
     /// `ghu_`/`ghr_` user tokens that always expire, and reach only where
-    /// `github_installations` say.
+    /// their App's installations say. Panics on a bad public key.
     pub github_apps: Vec<MockGithubApp>,
-    pub github_installations: Vec<MockUserInstallation>,
+    /// The installations of those Apps (one book for App installation
+    /// tokens and App user tokens).
+    pub github_installations: Vec<MockInstallation>,
 }
 
 /// A user of the mock GitHub.
@@ -285,7 +290,7 @@ pub(crate) struct Shared {
     counters: Counters,
     /// Codes and tokens of the GitHub flavour.
     github: TokenBook,
-    /// GitHub Apps users authorize, their installations, narrowed tokens.
+    /// Narrowed tokens of GitHub App users.
     github_app_users: github_app_user::Realm,
     /// Codes and tokens of the GitLab flavour.
     gitlab: TokenBook,
@@ -358,13 +363,6 @@ impl Shared {
             .iter()
             .find(|c| c.client_id == client_id)
             .cloned()
-    }
-
-    /// [`MockProvider::add_github_app`].
-    fn add_github_app(&self, app: MockGithubApp) {
-        self.github
-            .set_client_style(&app.client_id, github_app_user::TOKEN_STYLE);
-        self.github_app_users.add_app(app);
     }
 
     fn github_user(&self, login: &str) -> Option<&MockGitUser> {
@@ -466,10 +464,7 @@ impl MockProvider {
             github_installations,
         } = config;
         let github = TokenBook::new(github::TOKEN_STYLE);
-        for app in &github_apps {
-            github.set_client_style(&app.client_id, github_app_user::TOKEN_STYLE);
-        }
-        Self {
+        let mock = Self {
             shared: Arc::new(Shared {
                 base_url: RwLock::new(None),
                 idp_origin: RwLock::new(None),
@@ -483,7 +478,7 @@ impl MockProvider {
                 switches: Switches::default(),
                 counters: Counters::default(),
                 github,
-                github_app_users: github_app_user::Realm::new(github_apps, github_installations),
+                github_app_users: github_app_user::Realm::default(),
                 gitlab: TokenBook::new(gitlab::TOKEN_STYLE),
                 bitbucket_cloud: TokenBook::new(bitbucket_cloud::TOKEN_STYLE),
                 bitbucket_dc: TokenBook::new(bitbucket_dc::TOKEN_STYLE),
@@ -495,7 +490,16 @@ impl MockProvider {
                 rate_window: traffic::RateWindow::default(),
                 github_apps: github_app::AppBook::default(),
             }),
+        };
+        for app in github_apps {
+            #[allow(clippy::expect_used)]
+            mock.add_github_app(app)
+                .expect("MockConfig::github_apps: a bad public key");
         }
+        for installation in github_installations {
+            mock.add_installation(installation);
+        }
+        mock
     }
 
     /// Binds `addr` (port 0 picks a free port) and serves in a tokio task.
@@ -601,10 +605,7 @@ impl MockProvider {
                     .merge(api(gitea::api_routes(), Flavour::Gitea))
                     .merge(git::routes(Flavour::Gitea)),
             )
-            .nest(
-                "/__mock",
-                control::routes().merge(github_app_user::control_routes()),
-            )
+            .nest("/__mock", control::routes())
             .fallback(github::not_found)
             .layer(axum::middleware::from_fn(control::log_request))
             .with_state(self.shared.clone())
@@ -690,30 +691,14 @@ impl MockProvider {
         apps.push(app);
     }
 
-    /// Makes the OAuth client `app.client_id` a GitHub App users authorize
-    /// (same as `POST /__mock/github-apps`): its new tokens are `ghu_` user
-    /// tokens with rotating `ghr_` refresh tokens.
-    pub fn add_github_user_app(&self, app: MockGithubApp) {
-        self.shared.add_github_app(app);
-    }
-
-    /// Replaces every GitHub App installation (same as
-    /// `PUT /__mock/github-apps/installations`).
-    pub fn set_github_installations(&self, installations: Vec<MockUserInstallation>) {
-        self.shared
-            .github_app_users
-            .set_installations(installations);
-    }
-
     /// `owner/name` of the repositories a GitHub App user token reaches
     /// now (narrowed tokens: only those they were narrowed to); empty for
     /// unknown tokens and OAuth app tokens.
     pub fn github_app_token_reach(&self, token: &str) -> Vec<String> {
         let s = &self.shared;
         match s.github.find(token, s.now()) {
-            Some(g) if s.github_app_users.is_app(&g.client_id) => {
-                s.github_app_users
-                    .reachable(&g.client_id, &g.subject, token)
+            Some(g) if s.github_apps.is_user_app(&g.client_id) => {
+                github_app_user::reachable(s, &g.client_id, &g.subject, token)
             }
             _ => Vec::new(),
         }

@@ -2,10 +2,12 @@
 //! tests/github_app_user.rs and the browser test.
 
 use super::harness::{APP_SECRET, Harness, credential};
-use gitbroker::mock::{MockGithubApp, MockOAuthApp, MockUserInstallation};
+use gitbroker::mock::{MockGithubApp, MockInstallation, MockOAuthApp};
 
 pub const CLIENT_ID: &str = "ghapp-client-id";
 pub const SLUG: &str = "gitbroker-test";
+/// The App's id in the mock.
+pub const APP_ID: u64 = 4711;
 
 /// The GitHub App, a runtime narrowed to `acme/app` and one that names no
 /// repositories, written into the store by a replica whose file has them
@@ -47,23 +49,26 @@ credential = "{c2}"
         client_secret: APP_SECRET.into(),
         callback_url: format!("{}/oauth/callback/ghapp", h.url),
     });
-    h.mock.provider.add_github_user_app(MockGithubApp {
-        client_id: CLIENT_ID.into(),
-        slug: SLUG.into(),
-    });
+    h.mock
+        .provider
+        .add_github_app(MockGithubApp {
+            app_id: APP_ID,
+            client_id: Some(CLIENT_ID.into()),
+            slug: Some(SLUG.into()),
+            ..MockGithubApp::default()
+        })
+        .unwrap();
     install_github_app(h, &["acme/app", "acme/infra"]);
 }
 
 /// The App installed on the organization `acme` (alice a member) for `repos`.
 pub fn install_github_app(h: &Harness, repos: &[&str]) {
-    h.mock
-        .provider
-        .set_github_installations(vec![MockUserInstallation {
-            id: 7,
-            client_id: CLIENT_ID.into(),
-            account: "acme".into(),
-            repositories: repos.iter().map(|r| (*r).to_owned()).collect(),
-            all_repositories: false,
-            members: vec!["alice".into()],
-        }]);
+    h.mock.provider.set_installations(vec![MockInstallation {
+        id: 7,
+        app_id: APP_ID,
+        account: "acme".into(),
+        repositories: repos.iter().map(|r| (*r).to_owned()).collect(),
+        members: vec!["alice".into()],
+        ..MockInstallation::default()
+    }]);
 }
