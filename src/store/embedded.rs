@@ -14,6 +14,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// `namespace \0 id` → (expires-at in unix milliseconds, value).
+/// What the embedded store keeps in memory at most (redb's page cache).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const EPHEMERAL: TableDefinition<&str, (i64, &[u8])> = TableDefinition::new("ephemeral");
 /// (expires-at, ephemeral key) → (): lets the sweeper find expired entries
 /// without scanning every live one.
@@ -120,16 +123,23 @@ impl EmbeddedStore {
                 path.display()
             ))
         })?;
-        let db = Database::create(path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                "embedded store: {} is in use by another process",
-                path.display()
-            )),
-            e => StoreError::Unavailable(format!(
-                "embedded store: cannot open {}: {e}",
-                path.display()
-            )),
-        })?;
+        // redb caches up to 1 GiB by default, and keeps what was written
+        // (the audit log grows with every token read): a bound keeps the
+        // single-machine broker small; pages past it are read back from
+        // the operating system's page cache.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "embedded store: {} is in use by another process",
+                    path.display()
+                )),
+                e => StoreError::Unavailable(format!(
+                    "embedded store: cannot open {}: {e}",
+                    path.display()
+                )),
+            })?;
         // Create the tables up front so read transactions never meet a missing one.
         let txn = db.begin_write().map_err(storage_error)?;
         txn.open_table(EPHEMERAL).map_err(storage_error)?;
