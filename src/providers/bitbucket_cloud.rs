@@ -11,7 +11,7 @@
 
 use super::{
     Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
-    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
+    ProviderKind, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -362,20 +362,11 @@ impl GitProvider for BitbucketCloud {
         }
     }
 
-    /// Bitbucket Cloud documents no endpoint that revokes an OAuth access
-    /// or refresh token: the user removes the grant under Personal settings
-    /// > App authorizations. Access tokens die after two hours anyway, so
-    /// deleting the local record is all that can be done.
-    async fn revoke(
-        &self,
-        _http: &ProviderClient,
-        _endpoints: &Endpoints,
-        _client_id: &str,
-        _client_secret: &SecretString,
-        _token: &SecretString,
-    ) -> Result<Revocation, ProviderError> {
-        Ok(Revocation::Unsupported)
-    }
+    // Bitbucket Cloud documents no endpoint that revokes an OAuth access
+    // or refresh token: the user removes the grant under Personal settings
+    // > App authorizations. Access tokens die after two hours anyway, so
+    // deleting the local record is all that can be done.
+    // (revoke: the trait's default, Revocation::Unsupported)
 
     /// For OAuth tokens; API tokens use the username the user entered,
     /// which `validate_pat` reports.

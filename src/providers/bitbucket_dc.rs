@@ -10,7 +10,7 @@
 use super::bitbucket_cloud::check_status;
 use super::{
     Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
-    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
+    ProviderKind, TokenPurpose, TokenReport, join, missing_scopes, owned, split_scopes,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -218,19 +218,10 @@ impl GitProvider for BitbucketDataCenter {
         })
     }
 
-    /// Bitbucket Data Center documents no endpoint that revokes an OAuth
-    /// token; users revoke the grant under Manage account > Authorized
-    /// applications. Access tokens expire after an hour by default.
-    async fn revoke(
-        &self,
-        _http: &ProviderClient,
-        _endpoints: &Endpoints,
-        _client_id: &str,
-        _client_secret: &SecretString,
-        _token: &SecretString,
-    ) -> Result<Revocation, ProviderError> {
-        Ok(Revocation::Unsupported)
-    }
+    // Bitbucket Data Center documents no endpoint that revokes an OAuth
+    // token; users revoke the grant under Manage account > Authorized
+    // applications. Access tokens expire after an hour by default.
+    // (revoke: the trait's default, Revocation::Unsupported)
 
     fn git_username(&self, identity_login: &str) -> String {
         identity_login.to_owned()

@@ -8,7 +8,7 @@
 
 use super::{
     Endpoints, GitAuth, GitProvider, Identity, PatError, PatInput, ProviderClient, ProviderError,
-    ProviderKind, Revocation, TokenPurpose, TokenReport, join, missing_scopes, owned,
+    ProviderKind, TokenPurpose, TokenReport, join, missing_scopes, owned,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -107,13 +107,7 @@ impl GitProvider for Gitea {
 
     fn parse_scopes(&self, raw: &str) -> Vec<String> {
         // Comma-separated in token records, space-separated in OAuth requests.
-        let mut out: Vec<String> = Vec::new();
-        for s in raw.split([' ', ',', '\t', '\n']).filter(|s| !s.is_empty()) {
-            if !out.iter().any(|have| have == s) {
-                out.push(s.to_owned());
-            }
-        }
-        out
+        super::split_scopes(raw)
     }
 
     fn implied_by(&self, scope: &str) -> &'static [&'static str] {
@@ -250,21 +244,12 @@ impl GitProvider for Gitea {
         })
     }
 
-    async fn revoke(
-        &self,
-        _http: &ProviderClient,
-        _endpoints: &Endpoints,
-        _client_id: &str,
-        _client_secret: &SecretString,
-        _token: &SecretString,
-    ) -> Result<Revocation, ProviderError> {
-        // Gitea has no revocation endpoint for OAuth tokens (no RFC 7009);
-        // deleting an access token needs the owner's password
-        // (`DELETE /api/v1/users/{user}/tokens/{id}`, Basic auth only). The
-        // user revokes the grant under Settings > Applications > Authorized
-        // OAuth2 Applications.
-        Ok(Revocation::Unsupported)
-    }
+    // Gitea has no revocation endpoint for OAuth tokens (no RFC 7009);
+    // deleting an access token needs the owner's password
+    // (`DELETE /api/v1/users/{user}/tokens/{id}`, Basic auth only). The
+    // user revokes the grant under Settings > Applications > Authorized
+    // OAuth2 Applications.
+    // (revoke: the trait's default, Revocation::Unsupported)
 
     fn git_username(&self, identity_login: &str) -> String {
         // Gitea ignores the username when the password is a token; the

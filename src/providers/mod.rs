@@ -420,14 +420,18 @@ pub trait GitProvider: Send + Sync + 'static {
     ) -> Result<Identity, ProviderError>;
     /// Revokes an OAuth token at the provider and says what really
     /// happened; an error when it could not (temporary, or refused).
+    /// By default the provider documents no way to revoke a token from
+    /// here (Bitbucket, Gitea): the user removes the grant at the provider.
     async fn revoke(
         &self,
-        http: &ProviderClient,
-        endpoints: &Endpoints,
-        client_id: &str,
-        client_secret: &SecretString,
-        token: &SecretString,
-    ) -> Result<Revocation, ProviderError>;
+        _http: &ProviderClient,
+        _endpoints: &Endpoints,
+        _client_id: &str,
+        _client_secret: &SecretString,
+        _token: &SecretString,
+    ) -> Result<Revocation, ProviderError> {
+        Ok(Revocation::Unsupported)
+    }
     /// Whether a personal access token of this provider can rotate itself
     /// (GitLab's `POST /personal_access_tokens/self/rotate`).
     fn rotates_pats(&self) -> bool {
@@ -499,13 +503,16 @@ pub(crate) fn endpoints_under(
     })
 }
 
-/// Scopes written with commas or spaces (`repo,gist`, `repo, gist`, `a b`).
+/// Scopes written with commas or white space (`repo,gist`, `repo, gist`,
+/// `a b`), each once, in the order written.
 pub(crate) fn split_scopes(raw: &str) -> Vec<String> {
-    raw.split([',', ' '])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for s in raw.split([',', ' ', '\t', '\n']).filter(|s| !s.is_empty()) {
+        if !out.iter().any(|have| have == s) {
+            out.push(s.to_owned());
+        }
+    }
+    out
 }
 
 /// `required` as owned strings.
