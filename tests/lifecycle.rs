@@ -1095,3 +1095,147 @@ async fn the_page_warns_before_githubs_token_cap() {
             .contains("Use my existing authorization as alice (used by cap-rt-0)")
     );
 }
+
+/// A replica keeps the grant id an assignment named (`POINTER_TTL`), never
+/// the grant: a token replaced or deleted through another replica is
+/// refused by this one at once, and a token of a grant still shared with
+/// another runtime keeps being served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_and_deleted_tokens_reach_a_replica_that_keeps_pointers_at_once() {
+    let h = Harness::start(Backend::Redis).await;
+    let other = h.another_replica().await;
+    let alice = Harness::acme_user(ALICE);
+    let first = h.github_pat("alice", &["repo"]);
+    other
+        .lifecycle
+        .assign_pat(
+            &alice,
+            "acme-prod",
+            &["acme-staging".to_owned()],
+            gitbroker::providers::PatInput::new(&first, None, None),
+        )
+        .await
+        .unwrap();
+    // this replica reads both assignments and keeps their pointers
+    assert_eq!(token_of(&h.url, "acme-prod", ALICE).await, first);
+    assert_eq!(token_of(&h.url, "acme-staging", ALICE).await, first);
+    // …so that a fetch reads the store once (the grant), not twice: 20
+    // fetches, 20 reads, and at most two of the registry's version checks
+    let hget = |r: &RedisServer| {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut r.client().get_connection().unwrap())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hget:calls="))
+            .and_then(|v| v.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let redis = h.redis.as_ref().unwrap();
+    let before = hget(redis);
+    for _ in 0..20 {
+        assert_eq!(token_of(&h.url, "acme-prod", ALICE).await, first);
+    }
+    let reads = hget(redis) - before;
+    assert!((20..=22).contains(&reads), "{reads} reads for 20 fetches");
+
+    // replaced on the other replica: the old grant no longer lists acme-prod
+    let second = h.github_pat("alice", &["repo"]);
+    other
+        .lifecycle
+        .assign_pat(
+            &alice,
+            "acme-prod",
+            &[],
+            gitbroker::providers::PatInput::new(&second, None, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(token_of(&h.url, "acme-prod", ALICE).await, second);
+    assert_eq!(token_of(&h.url, "acme-staging", ALICE).await, first);
+
+    // deleted on the other replica, for one runtime and then the other
+    other.lifecycle.unassign(&alice, "acme-prod").await.unwrap();
+    assert_eq!(fetch(&h.url, "acme-prod", ALICE).await.status(), 404);
+    assert_eq!(token_of(&h.url, "acme-staging", ALICE).await, first);
+    other
+        .lifecycle
+        .unassign(&alice, "acme-staging")
+        .await
+        .unwrap();
+    assert_eq!(fetch(&h.url, "acme-staging", ALICE).await.status(), 404);
+}
+
+/// The one case a pointer can be behind: the assignment moved to another
+/// grant while the old grant still lists the runtime (a detach that has
+/// not happened, or failed). It lasts at most `POINTER_TTL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_behind_its_assignment_lasts_at_most_its_ttl() {
+    use gitbroker::store::Expect;
+    use gitbroker::tokens::repo::{Assignment, POINTER_TTL};
+    let h = Harness::start(Backend::Redis).await;
+    let other = h.another_replica().await;
+    let alice = Harness::acme_user(ALICE);
+    let (old, new) = (
+        h.github_pat("alice", &["repo"]),
+        h.github_pat("alice", &["repo"]),
+    );
+    for (rt, pat) in [("acme-prod", &old), ("acme-staging", &new)] {
+        other
+            .lifecycle
+            .assign_pat(
+                &alice,
+                rt,
+                &[],
+                gitbroker::providers::PatInput::new(pat, None, None),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(token_of(&h.url, "acme-prod", ALICE).await, old);
+    // on the other replica, by hand: the new grant also lists acme-prod and
+    // the assignment names it, the old grant is left as it was
+    let prod = other.registry.runtime("acme-prod").await.unwrap().unwrap();
+    let (mut g, v) = other
+        .lifecycle
+        .assigned_grant("acme-staging", ALICE)
+        .await
+        .unwrap()
+        .unwrap();
+    g.assignments.push(gitbroker::tokens::grant::AssignmentRef {
+        runtime: prod.id.clone(),
+        incarnation: prod.incarnation.clone(),
+        assigned_at: chrono::Utc::now(),
+    });
+    let repo = other.lifecycle.grants();
+    repo.put(&g, Expect::Version(v)).await.unwrap();
+    let moved = std::time::Instant::now();
+    repo.put_assignment(
+        &prod.id,
+        &prod.incarnation,
+        ALICE,
+        &Assignment {
+            grant: g.id.clone(),
+            assigned_at: chrono::Utc::now(),
+        },
+        Expect::Any,
+    )
+    .await
+    .unwrap();
+    // every answer is one of the two; the new one within the TTL (and the
+    // time a loaded machine takes to answer)
+    loop {
+        let t = token_of(&h.url, "acme-prod", ALICE).await;
+        if t == new {
+            break;
+        }
+        assert_eq!(t, old);
+        assert!(
+            moved.elapsed() < POINTER_TTL + std::time::Duration::from_secs(1),
+            "still the old grant {:?} after the assignment moved",
+            moved.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(moved.elapsed() < POINTER_TTL + std::time::Duration::from_secs(1));
+}

@@ -45,11 +45,118 @@ pub struct Assignment {
 pub struct GrantRepo {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    pointers: PointerCache,
+}
+
+/// How long a replica trusts the grant id it read from an assignment
+/// before reading the assignment again. Only the *pointer* is kept: the
+/// grant it names is read from the store on every fetch and must still
+/// list the runtime (inside its seal), so a token that was deleted,
+/// replaced and detached, or revoked is refused at once on every replica.
+/// A pointer that outlives its assignment can only matter while the grant
+/// it names still lists the runtime — the moments between moving an
+/// assignment and detaching the old grant, or a detach that failed — and
+/// for at most this long.
+pub const POINTER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pointers kept per replica (about 150 bytes each: ~2.5 MiB at most).
+/// Reaching it prunes the expired ones — a replica serving 10,000 fetches
+/// a second holds at most that many live ones — and if that frees
+/// nothing, all go (a burst of assignment reads, never a wrong answer).
+const POINTER_CAPACITY: usize = 16_384;
+
+/// (runtime, incarnation, user) → the grant id its assignment named.
+#[derive(Default)]
+struct PointerCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, (Arc<str>, std::time::Instant)>>,
+}
+
+impl PointerCache {
+    /// Unambiguous whatever the ids contain: each part is length-prefixed.
+    fn key(runtime: &str, incarnation: &str, user: &str) -> String {
+        format!(
+            "{}:{runtime}{}:{incarnation}{}:{user}",
+            runtime.len(),
+            incarnation.len(),
+            user.len()
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<str>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(_, at)| at.elapsed() < POINTER_TTL)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn put(&self, key: String, grant: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= POINTER_CAPACITY && !map.contains_key(&key) {
+            map.retain(|_, (_, at)| at.elapsed() < POINTER_TTL);
+            if map.len() >= POINTER_CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(key, (Arc::from(grant), std::time::Instant::now()));
+    }
+
+    fn forget(&self, key: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn forget_runtime(&self, runtime: &str, incarnation: &str) {
+        // every key of this incarnation starts so (at worst a few others too)
+        let prefix = format!(
+            "{}:{runtime}{}:{incarnation}",
+            runtime.len(),
+            incarnation.len()
+        );
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.starts_with(&prefix));
+    }
 }
 
 impl GrantRepo {
     pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>) -> Self {
-        Self { store, keyring }
+        Self {
+            store,
+            keyring,
+            pointers: PointerCache::default(),
+        }
+    }
+
+    /// The grant id the runtime's assignment for `user` names, from this
+    /// replica's pointer cache (at most [`POINTER_TTL`] old) or the store.
+    /// `cached` says which: a caller that finds the grant gone or no
+    /// longer listing the runtime calls [`Self::forget_pointer`] and asks
+    /// again, which then reads the store.
+    pub async fn assigned_grant(
+        &self,
+        runtime: &str,
+        incarnation: &str,
+        user: &str,
+    ) -> Result<Option<(Arc<str>, bool)>, TokenError> {
+        let key = PointerCache::key(runtime, incarnation, user);
+        if let Some(id) = self.pointers.get(&key) {
+            return Ok(Some((id, true)));
+        }
+        let Some((a, _)) = self.assignment(runtime, incarnation, user).await? else {
+            return Ok(None);
+        };
+        let id: Arc<str> = Arc::from(a.grant.as_str());
+        self.pointers.put(key, &id);
+        Ok(Some((id, false)))
+    }
+
+    /// Drops this replica's pointer for (runtime, incarnation, user).
+    pub fn forget_pointer(&self, runtime: &str, incarnation: &str, user: &str) {
+        self.pointers
+            .forget(&PointerCache::key(runtime, incarnation, user));
     }
 
     pub(super) fn seal<T: Serialize>(
@@ -158,7 +265,8 @@ impl GrantRepo {
         expect: Expect,
     ) -> Result<u64, TokenError> {
         let bytes = serde_json::to_vec(a).map_err(|e| StoreError::corrupt("assignment", &e))?;
-        Ok(self
+        self.forget_pointer(runtime, incarnation, user);
+        let written = self
             .store
             .record_put(
                 &assignment_collection(runtime, incarnation),
@@ -166,7 +274,10 @@ impl GrantRepo {
                 &bytes,
                 expect,
             )
-            .await?)
+            .await;
+        // again after the write: a fetch racing it may have read the old one
+        self.forget_pointer(runtime, incarnation, user);
+        Ok(written?)
     }
 
     pub async fn delete_assignment(
@@ -176,10 +287,12 @@ impl GrantRepo {
         user: &str,
         expect: Expect,
     ) -> Result<bool, TokenError> {
-        Ok(self
+        let deleted = self
             .store
             .record_delete(&assignment_collection(runtime, incarnation), user, expect)
-            .await?)
+            .await;
+        self.forget_pointer(runtime, incarnation, user);
+        Ok(deleted?)
     }
 
     /// Every (user, assignment) of one runtime incarnation.
@@ -209,9 +322,64 @@ impl GrantRepo {
         runtime: &str,
         incarnation: &str,
     ) -> Result<(), TokenError> {
-        Ok(self
+        let dropped = self
             .store
             .collection_delete(&assignment_collection(runtime, incarnation))
-            .await?)
+            .await;
+        self.pointers.forget_runtime(runtime, incarnation);
+        Ok(dropped?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_keys_cannot_be_confused_whatever_the_ids_contain() {
+        let a = PointerCache::key("rt", "inc", "1:x");
+        let b = PointerCache::key("rt", "inc1", ":x");
+        let c = PointerCache::key("rt3:inc", "", "x");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(b, c);
+    }
+
+    #[test]
+    fn pointers_are_forgotten_one_by_one_and_by_incarnation() {
+        let p = PointerCache::default();
+        p.put(PointerCache::key("rt", "i1", "alice"), "g1");
+        p.put(PointerCache::key("rt", "i1", "bob"), "g2");
+        p.put(PointerCache::key("rt", "i2", "alice"), "g3");
+        p.put(PointerCache::key("other", "i1", "alice"), "g4");
+        assert_eq!(
+            p.get(&PointerCache::key("rt", "i1", "alice")).as_deref(),
+            Some("g1")
+        );
+        p.forget(&PointerCache::key("rt", "i1", "alice"));
+        assert_eq!(p.get(&PointerCache::key("rt", "i1", "alice")), None);
+        p.forget_runtime("rt", "i1");
+        assert_eq!(p.get(&PointerCache::key("rt", "i1", "bob")), None);
+        assert_eq!(
+            p.get(&PointerCache::key("rt", "i2", "alice")).as_deref(),
+            Some("g3")
+        );
+        assert_eq!(
+            p.get(&PointerCache::key("other", "i1", "alice")).as_deref(),
+            Some("g4")
+        );
+    }
+
+    #[test]
+    fn the_pointer_cache_stays_within_its_capacity() {
+        let p = PointerCache::default();
+        for i in 0..POINTER_CAPACITY * 3 {
+            p.put(PointerCache::key("rt", "i", &format!("u{i}")), "g");
+            assert!(p.map.lock().unwrap().len() <= POINTER_CAPACITY);
+        }
+        // the newest is always kept
+        let last = format!("u{}", POINTER_CAPACITY * 3 - 1);
+        assert!(p.get(&PointerCache::key("rt", "i", &last)).is_some());
     }
 }

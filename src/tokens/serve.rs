@@ -120,26 +120,7 @@ impl Lifecycle {
             tracing::warn!(caller = %caller.id, requested = %runtime, "runtime asked for another runtime's token");
             return Err(ServeError::Absent);
         }
-        let Some((a, _)) = self
-            .grants
-            .assignment(&caller.id, &caller.incarnation, user)
-            .await?
-        else {
-            return Err(ServeError::Absent);
-        };
-        let mut g = match self.grants.get(user, &a.grant).await {
-            Ok(Some((g, _))) => g,
-            Ok(None) => return Err(ServeError::Absent),
-            Err(TokenError::Crypto(e)) => {
-                tracing::error!(runtime = %runtime, user = %user, error = %e, "stored user token does not open");
-                return Err(ServeError::Unreadable);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !g.assigned_to(&caller.id, &caller.incarnation) {
-            tracing::warn!(runtime = %runtime, user = %user, "an assignment points at a grant not sealed for this runtime; not served");
-            return Err(ServeError::Absent);
-        }
+        let mut g = self.served_grant(caller, user).await?;
         let app = match g.source.app() {
             Some(id) => self
                 .registry
@@ -191,7 +172,8 @@ impl Lifecycle {
             Some(n) => (n.token, n.expires_at),
             None => (g.access_token.clone(), g.expires_at()),
         };
-        tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, fingerprint = %fingerprint(&token), "user token served to its runtime");
+        let print = fingerprint(&token);
+        tracing::info!(target: "gitbroker::audit", action = "user_token.read", runtime = %runtime, user = %user, fingerprint = %print, "user token served to its runtime");
         self.events
             .emit(
                 self.event(
@@ -202,7 +184,7 @@ impl Lifecycle {
                 .user(user)
                 .grant(&g.id)
                 .provider(g.provider.as_str())
-                .fingerprint(fingerprint(&token)),
+                .fingerprint(print),
             )
             .await;
         Ok(Served {
@@ -214,6 +196,37 @@ impl Lifecycle {
             expires_at,
             token,
         })
+    }
+
+    /// The grant the runtime's assignment for `user` names, read from the
+    /// store, sealed for this runtime incarnation. The pointer to it may
+    /// come from this replica's cache; a grant that is gone or no longer
+    /// lists the runtime sends it back to the assignment itself.
+    async fn served_grant(&self, caller: &Runtime, user: &str) -> Result<Grant, ServeError> {
+        let (rt, inc) = (caller.id.as_str(), caller.incarnation.as_str());
+        loop {
+            let Some((id, cached)) = self.grants.assigned_grant(rt, inc, user).await? else {
+                return Err(ServeError::Absent);
+            };
+            let g = match self.grants.get(user, &id).await {
+                Ok(found) => found.map(|(g, _)| g),
+                Err(TokenError::Crypto(e)) => {
+                    tracing::error!(runtime = %rt, user = %user, error = %e, "stored user token does not open");
+                    return Err(ServeError::Unreadable);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match g {
+                Some(g) if g.assigned_to(rt, inc) => return Ok(g),
+                // the pointer may be older than the assignment: read it
+                _ if cached => self.grants.forget_pointer(rt, inc, user),
+                None => return Err(ServeError::Absent),
+                Some(_) => {
+                    tracing::warn!(runtime = %rt, user = %user, "an assignment points at a grant not sealed for this runtime; not served");
+                    return Err(ServeError::Absent);
+                }
+            }
+        }
     }
 
     /// Refuses a token whose status says it cannot be used.
