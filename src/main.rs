@@ -19,11 +19,11 @@ use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber; the guard, kept until exit, writes what is
-/// still queued (`gitbroker::log_writer`: off the request, never lossy).
-fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// still buffered (`gitbroker::log_writer`: off the request, never lossy).
+fn init_logging(format: LogFormat, level: &str) -> gitbroker::log_writer::Guard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let (writer, guard) =
-        gitbroker::log_writer::lossless(std::io::stderr(), gitbroker::log_writer::QUEUE_LINES);
+        gitbroker::log_writer::lossless(std::io::stderr(), gitbroker::log_writer::LIMIT);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
