@@ -3,8 +3,9 @@
 //! token fingerprint (never a secret: events carry none).
 //!
 //! Written behind: [`AuditLog::record`] puts the event in a bounded
-//! channel and returns; one writer task takes what has gathered (up to
-//! [`BATCH`] events) and appends it in one store call (one Lua script on
+//! channel and returns; one writer task takes what has gathered within
+//! [`GATHER`] of the first (up to [`BATCH`] events) and appends it in one
+//! store call (one Lua script on
 //! Redis, one redb transaction), so a runtime token fetch costs no store
 //! round trip of its own. When the channel is full the emitter **waits**
 //! (backpressure): an audit log must not lose entries, and it fills only
@@ -31,6 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 pub const LOG: &str = "audit";
 /// Events appended in one store call at most.
 pub const BATCH: usize = 512;
+/// How long the writer lets events gather after the first of a batch
+/// (a flush is written at once): the most an entry waits before it is
+/// appended, when the store keeps up.
+pub const GATHER: Duration = Duration::from_millis(5);
 /// Retention is applied at least this often, even without new entries.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
@@ -151,7 +156,14 @@ async fn writer(
             },
             Msg::Flush(done) => flushes.push(done),
         };
+        let flush_asked = matches!(first, Msg::Flush(_));
         take(first, &mut batch);
+        // let a batch gather (a flush goes at once): one store call per
+        // GATHER instead of one per event or two — on Redis each call is a
+        // script run whose fixed cost was most of a fetch's audit cost
+        if !flush_asked {
+            tokio::time::sleep(GATHER).await;
+        }
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(m) => take(m, &mut batch),

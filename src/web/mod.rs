@@ -30,7 +30,7 @@ use crate::tokens::Lifecycle;
 use axum::Router;
 use axum::routing::{get, post};
 use std::sync::Arc;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -151,7 +151,7 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 // path only: query strings carry codes and states
                 .make_span_with(trace::span)
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .on_response(trace::Finished),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -245,6 +245,8 @@ fn token_response(served: &Served, format: Format, name: &[&str]) -> Response {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    // audited where it was served: its response line goes to `debug`
+    resp.extensions_mut().insert(super::trace::AuditedRead);
     resp
 }
 
@@ -512,6 +514,28 @@ pub async fn runtime_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_served_answer_is_marked_audited_and_uncacheable() {
+        let served = Served {
+            token: secrecy::SecretString::from("t0ken"),
+            username: "alice".into(),
+            auth: GitAuth::basic("alice"),
+            git_host: "github.com".into(),
+            provider: ProviderKind::Github,
+            scopes: vec!["repo".into()],
+            expires_at: None,
+        };
+        for format in [Format::Json, Format::Argocd, Format::Flux] {
+            let r = token_response(&served, format, &["acme-prod", "u-1"]);
+            assert!(
+                r.extensions()
+                    .get::<super::super::trace::AuditedRead>()
+                    .is_some()
+            );
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        }
+    }
 
     #[test]
     fn waits_parse_and_are_capped() {

@@ -99,6 +99,41 @@ pub fn span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     span
 }
 
+/// Marks a response whose `finished processing request` line is logged
+/// at `debug`: a token served to a runtime (200), which its audit line
+/// (`user_token.read`, `runtime_token.read`) already records with the
+/// runtime, the user and the token's fingerprint, and the metrics count
+/// with its latency. Two lines per fetch were a tenth of its CPU; every
+/// other response, and every fetch that is refused or fails, keeps its
+/// line at `info`.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditedRead;
+
+/// The response line (`tower_http`'s own, at `info` or, for an
+/// [`AuditedRead`] that succeeded, at `debug`).
+#[derive(Clone, Copy, Debug)]
+pub struct Finished;
+
+impl<B> tower_http::trace::OnResponse<B> for Finished {
+    fn on_response(
+        self,
+        response: &axum::http::Response<B>,
+        latency: std::time::Duration,
+        span: &tracing::Span,
+    ) {
+        let quiet =
+            response.status().is_success() && response.extensions().get::<AuditedRead>().is_some();
+        let level = if quiet {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
+        tower_http::trace::DefaultOnResponse::new()
+            .level(level)
+            .on_response(response, latency, span);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +170,57 @@ mod tests {
             h.insert(TRACEPARENT, HeaderValue::from_static(bad));
             assert_eq!(trace_id(&h), None, "{bad}");
         }
+    }
+
+    /// Which response lines reach a log at `info`: a token served to a
+    /// runtime (200, audited where it was served) does not; its refusals,
+    /// failures and every other response do.
+    #[test]
+    fn served_tokens_log_their_response_line_at_debug_only() {
+        use std::sync::{Arc, Mutex};
+        use tower_http::trace::OnResponse;
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines_at = |level: &str, status: u16, audited: bool| {
+            let out = Capture::default();
+            let w = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(level)
+                .with_writer(move || w.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let mut r = axum::http::Response::new(());
+                *r.status_mut() = axum::http::StatusCode::from_u16(status).unwrap_or_default();
+                if audited {
+                    r.extensions_mut().insert(AuditedRead);
+                }
+                Finished.on_response(
+                    &r,
+                    std::time::Duration::from_millis(1),
+                    &tracing::Span::none(),
+                );
+            });
+            let text = String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_owned();
+            text.matches("finished processing request").count()
+        };
+        assert_eq!(lines_at("info", 200, true), 0);
+        assert_eq!(lines_at("debug", 200, true), 1);
+        assert_eq!(lines_at("info", 404, true), 1);
+        assert_eq!(lines_at("info", 503, true), 1);
+        assert_eq!(lines_at("info", 200, false), 1);
+        assert_eq!(lines_at("info", 302, false), 1);
     }
 }
