@@ -405,7 +405,7 @@ mod secret_option {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
     use super::*;
 
@@ -418,7 +418,7 @@ mod tests {
         }
     }
 
-    fn grant(now: DateTime<Utc>) -> Grant {
+    pub(crate) fn grant(now: DateTime<Utc>) -> Grant {
         Grant {
             id: "g".into(),
             user: "u".into(),
