@@ -215,8 +215,6 @@ pub struct UserRuntime {
     /// The user's valid grants from this runtime's OAuth app, assigned to
     /// other runtimes ("use my existing authorization").
     pub reusable: Vec<Reusable>,
-    /// The user's other runtimes on the same provider host.
-    pub same_host: Vec<String>,
     /// Set when one more authorization would pass GitHub's token cap.
     pub cap_warning: Option<String>,
 }
@@ -1155,23 +1153,30 @@ impl Lifecycle {
     }
 
     /// The user's accounts and their runtimes, each with its token and what
-    /// the user can do (reuse an authorization, paste for other runtimes).
+    /// the user can do (reuse an authorization; runtimes whose `provider`
+    /// is the same kind and API URL can share one pasted token).
     pub async fn user_runtimes(
         &self,
         user: &SessionUser,
     ) -> Result<Vec<(AccountSettings, Vec<UserRuntime>)>, AssignError> {
-        self.recheck_not_installed(&user.sub).await?;
+        let (mut grants, mut unreadable) = self.grants.list_user(&user.sub).await?;
+        if self.recheck_not_installed(&grants).await? {
+            (grants, unreadable) = self.grants.list_user(&user.sub).await?;
+        }
         let now = self.clock.now();
-        let runtimes = self.registry.runtimes().await?;
+        // Display only, from this replica's snapshot (at most CACHE_TTL
+        // behind an admin change elsewhere): every action the page offers
+        // reads the runtime from the store again before it writes.
+        let listing = self.registry.listing_cached().await?;
+        let runtimes = &listing.runtimes;
         // the page never needs a client secret: none is opened
-        let apps = self.registry.app_summaries().await?;
+        let apps = &listing.apps;
         let accounts: Vec<AccountSettings> = self
             .registry
             .accounts_for_groups(&user.groups)
             .into_iter()
             .cloned()
             .collect();
-        let (grants, unreadable) = self.grants.list_user(&user.sub).await?;
         let mine: Vec<&Runtime> = runtimes
             .iter()
             .filter(|r| accounts.iter().any(|a| a.id == r.account))
@@ -1186,7 +1191,7 @@ impl Lifecycle {
             let found = match parsed.iter().find(|(k, _)| *k == key) {
                 Some((_, p)) => p.clone(),
                 None => {
-                    let p = self.registry.provider_of_with(rt, &apps).ok();
+                    let p = self.registry.provider_of_with(rt, apps).ok();
                     parsed.push((key, p.clone()));
                     p
                 }
@@ -1288,6 +1293,9 @@ impl Lifecycle {
                             });
                         }
                     }
+                    // grants list in id order, which is random: offered by
+                    // the runtimes they serve instead, the same on each render
+                    reusable.sort_by(|a, b| a.used_by.cmp(&b.used_by));
                     if matches!(
                         app.provider,
                         ProviderKind::Github | ProviderKind::GithubEnterprise
@@ -1308,26 +1316,12 @@ impl Lifecycle {
                         }
                     }
                 }
-                let same_host = match &here {
-                    Some((kind, endpoints)) => mine
-                        .iter()
-                        .filter(|o| o.id != rt.id)
-                        .filter(|o| {
-                            resolved
-                                .get(o.id.as_str())
-                                .is_some_and(|(k, e)| k == kind && e.api == endpoints.api)
-                        })
-                        .map(|o| o.id.clone())
-                        .collect(),
-                    None => Vec::new(),
-                };
                 views.push(UserRuntime {
                     runtime: (*rt).clone(),
                     provider: here,
                     app: app.cloned(),
                     token,
                     reusable,
-                    same_host,
                     cap_warning,
                 });
             }
