@@ -202,7 +202,8 @@ pub enum TokenSlot {
 pub struct Reusable {
     pub grant_id: String,
     pub login: String,
-    pub used_by: Vec<String>,
+    /// Shared by every runtime the grant is offered on.
+    pub used_by: Arc<[String]>,
 }
 
 /// One runtime of the user, with its token and the choices it offers.
@@ -1220,11 +1221,20 @@ impl Lifecycle {
                 (g.id.as_str(), ok)
             })
             .collect();
+        // each grant's runtimes, once: every other runtime of its app offers it
+        let used_by: std::collections::HashMap<&str, Arc<[String]>> = grants
+            .iter()
+            .map(|(g, _)| {
+                let runtimes: Arc<[String]> =
+                    g.assignments.iter().map(|a| a.runtime.clone()).collect();
+                (g.id.as_str(), runtimes)
+            })
+            .collect();
         // Only the assignments that can hold a token are read: those of
         // runtimes one of the user's grants is sealed for (a token is
         // served only when both agree), or all of them when a grant does
         // not open and could be behind any. All at once: on Redis, one
-        // pipelined round trip.
+        // pipeline.
         let candidates: Vec<&Runtime> = mine
             .iter()
             .copied()
@@ -1235,12 +1245,11 @@ impl Lifecycle {
                         .any(|(g, _)| g.assigned_to(&rt.id, &rt.incarnation))
             })
             .collect();
-        let assigned = futures_util::future::try_join_all(
-            candidates
-                .iter()
-                .map(|rt| self.grants.assignment(&rt.id, &rt.incarnation, &user.sub)),
-        )
-        .await?;
+        let keys: Vec<(&str, &str)> = candidates
+            .iter()
+            .map(|rt| (rt.id.as_str(), rt.incarnation.as_str()))
+            .collect();
+        let assigned = self.grants.user_assignments(&keys, &user.sub).await?;
         let assigned: std::collections::HashMap<&str, Option<(Assignment, u64)>> = candidates
             .iter()
             .map(|rt| rt.id.as_str())
@@ -1289,7 +1298,7 @@ impl Lifecycle {
                             reusable.push(Reusable {
                                 grant_id: g.id.clone(),
                                 login: g.provider_login.clone(),
-                                used_by: g.assignments.iter().map(|a| a.runtime.clone()).collect(),
+                                used_by: used_by.get(g.id.as_str()).cloned().unwrap_or_default(),
                             });
                         }
                     }

@@ -996,7 +996,10 @@ mod tests {
             ReuseView::new(&crate::tokens::Reusable {
                 grant_id: "g1".into(),
                 login: login.into(),
-                used_by: (1..=n).map(|i| format!("rt-{i}")).collect(),
+                used_by: (1..=n)
+                    .map(|i| format!("rt-{i}"))
+                    .collect::<Vec<_>>()
+                    .into(),
             })
         };
         let one = offer("alice", 1);
