@@ -190,15 +190,41 @@ pub struct TokenView {
     install_url: Option<String>,
 }
 
+/// Text escaped for HTML once, when made: for what the token page repeats
+/// (the CSRF token in each form, a provider's help on each row, an offer
+/// on each other row), which askama would otherwise escape again at every
+/// occurrence. Only [`Escaped::new`] makes one, so what it holds is always
+/// escaped; askama writes it as it is (`HtmlSafe`).
+#[derive(Clone)]
+pub struct Escaped(std::sync::Arc<str>);
+
+impl Escaped {
+    fn new(text: &str) -> Self {
+        let escaped = match askama::filters::escape(text, askama::filters::Html) {
+            Ok(e) => e.to_string(),
+            Err(never) => match never {},
+        };
+        Self(escaped.into())
+    }
+}
+
+impl std::fmt::Display for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl askama::filters::HtmlSafe for Escaped {}
+
 /// Shared, not copied: each grant is offered on every other runtime of its
 /// app (fifty runtimes, a few grants: hundreds of offers).
 #[derive(Clone)]
 pub struct ReuseView {
-    grant: std::sync::Arc<str>,
+    grant: Escaped,
     /// The button's text when it is the runtime's only offer.
-    label: std::sync::Arc<str>,
+    label: Escaped,
     /// The option's text among several: "as alice (used by …)".
-    choice: std::sync::Arc<str>,
+    choice: Escaped,
 }
 
 /// A grant's runtimes named in its offer: a few, then how many more. Every
@@ -226,9 +252,11 @@ impl ReuseView {
         }
         let choice = format!("{who} (used by {used_by})");
         Self {
-            grant: g.grant_id.as_str().into(),
-            label: format!("Use my existing authorization{who} (used by {used_by})").into(),
-            choice: choice.trim_start().into(),
+            grant: Escaped::new(&g.grant_id),
+            label: Escaped::new(&format!(
+                "Use my existing authorization{who} (used by {used_by})"
+            )),
+            choice: Escaped::new(choice.trim_start()),
         }
     }
 }
@@ -241,7 +269,7 @@ pub struct RuntimeView {
     token: Option<TokenView>,
     needs_username: bool,
     needs_email: bool,
-    token_help: &'static str,
+    token_help: Escaped,
     /// The one existing authorization of this runtime's OAuth app to use
     /// here: a button.
     reuse_one: Option<ReuseView>,
@@ -267,7 +295,7 @@ pub struct PatGroup {
     provider_name: &'static str,
     needs_username: bool,
     needs_email: bool,
-    token_help: &'static str,
+    token_help: Escaped,
     runtimes: Vec<PatGroupRuntime>,
 }
 
@@ -295,12 +323,15 @@ impl Flash {
     }
 }
 
+/// Whitespace around template tags minimized: the page repeats its row
+/// fifty times and more, and indentation was a fifth of it.
 #[derive(Template)]
-#[template(path = "tokens.html")]
+#[template(path = "tokens.html", whitespace = "minimize")]
 struct TokensPage {
     user_name: String,
     user_id: String,
-    csrf: String,
+    /// In every form: escaped once.
+    csrf: Escaped,
     flash: Option<Flash>,
     accounts: Vec<AccountView>,
     notifications_on: bool,
@@ -407,6 +438,7 @@ pub async fn tokens_page(
     let mut banner = Vec::new();
     let mut accounts = Vec::new();
     let mut offers: std::collections::HashMap<String, ReuseView> = std::collections::HashMap::new();
+    let mut helps = Vec::new();
     let listed = state
         .lifecycle
         .user_runtimes(&session.user)
@@ -469,8 +501,7 @@ pub async fn tokens_page(
                     },
                     needs_username: provider.is_some_and(|p| p.needs_username()),
                     needs_email: provider.is_some_and(|p| p.needs_email()),
-                    token_help: provider
-                        .map_or("", |p| p.token_help(providers::TokenPurpose::User)),
+                    token_help: help(&mut helps, provider),
                     several: several.get(r.runtime.id.as_str()).copied(),
                     reuse_one: match r.reusable.as_slice() {
                         [g] => Some(offer(&mut offers, g)),
@@ -493,7 +524,7 @@ pub async fn tokens_page(
     let page = TokensPage {
         user_name: session.user.name.clone(),
         user_id: session.user.sub.clone(),
-        csrf: session.csrf.clone(),
+        csrf: Escaped::new(&session.csrf),
         flash,
         accounts,
         notifications_on,
@@ -502,6 +533,20 @@ pub async fn tokens_page(
         multi_account,
     };
     Ok(render(&page)?.into_response())
+}
+
+/// A provider's help for pasting a user token, escaped once per page.
+fn help(
+    helps: &mut Vec<(&'static str, Escaped)>,
+    provider: Option<&'static dyn providers::GitProvider>,
+) -> Escaped {
+    let text = provider.map_or("", |p| p.token_help(providers::TokenPurpose::User));
+    if let Some((_, e)) = helps.iter().find(|(t, _)| *t == text) {
+        return e.clone();
+    }
+    let e = Escaped::new(text);
+    helps.push((text, e.clone()));
+    e
 }
 
 /// A grant's offer, made once per page and shared by every row offering it.
@@ -550,7 +595,7 @@ fn pat_groups(
                         provider_name: p.display_name(),
                         needs_username: p.needs_username(),
                         needs_email: p.needs_email(),
-                        token_help: p.token_help(providers::TokenPurpose::User),
+                        token_help: Escaped::new(p.token_help(providers::TokenPurpose::User)),
                         runtimes: vec![member],
                     });
                 }
@@ -1004,18 +1049,49 @@ mod tests {
         };
         let one = offer("alice", 1);
         assert_eq!(
-            &*one.label,
+            one.label.to_string(),
             "Use my existing authorization as alice (used by rt-1)"
         );
-        assert_eq!(&*one.choice, "as alice (used by rt-1)");
+        assert_eq!(one.choice.to_string(), "as alice (used by rt-1)");
         let three = offer("alice", 3);
-        assert_eq!(&*three.choice, "as alice (used by rt-1, rt-2, rt-3)");
+        assert_eq!(
+            three.choice.to_string(),
+            "as alice (used by rt-1, rt-2, rt-3)"
+        );
         let many = offer("", 10);
         assert_eq!(
-            &*many.label,
+            many.label.to_string(),
             "Use my existing authorization (used by rt-1, rt-2, rt-3 and 7 more)"
         );
-        assert_eq!(&*many.choice, "(used by rt-1, rt-2, rt-3 and 7 more)");
+        assert_eq!(
+            many.choice.to_string(),
+            "(used by rt-1, rt-2, rt-3 and 7 more)"
+        );
+        // a provider login is the provider's to choose: escaped
+        let odd = offer("<img src=x onerror=alert(1)>&\"'", 1);
+        assert_eq!(
+            odd.choice.to_string(),
+            "as &#60;img src=x onerror=alert(1)&#62;&#38;&#34;&#39; (used by rt-1)"
+        );
+    }
+
+    /// What is escaped once is written once escaped: neither raw nor twice.
+    #[test]
+    fn escaped_text_is_written_as_escaped_once() {
+        #[derive(Template)]
+        #[template(source = "<p title=\"{{ a }}\">{{ a }}|{{ b }}</p>", ext = "html")]
+        struct T {
+            a: Escaped,
+            b: String,
+        }
+        let html = T {
+            a: Escaped::new("<b>\"x\" & 'y'</b>"),
+            b: "<b>".into(),
+        }
+        .render()
+        .unwrap();
+        let once = "&#60;b&#62;&#34;x&#34; &#38; &#39;y&#39;&#60;/b&#62;";
+        assert_eq!(html, format!("<p title=\"{once}\">{once}|&#60;b&#62;</p>"));
     }
 
     #[test]
