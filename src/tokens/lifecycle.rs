@@ -214,8 +214,9 @@ pub struct UserRuntime {
     pub app: Option<AppSummary>,
     pub token: TokenSlot,
     /// The user's valid grants from this runtime's OAuth app, assigned to
-    /// other runtimes ("use my existing authorization").
-    pub reusable: Vec<Reusable>,
+    /// other runtimes ("use my existing authorization"); each made once
+    /// per listing and shared by the runtimes it is offered on.
+    pub reusable: Vec<Arc<Reusable>>,
     /// Set when one more authorization would pass GitHub's token cap.
     pub cap_warning: Option<String>,
 }
@@ -1221,13 +1222,16 @@ impl Lifecycle {
                 (g.id.as_str(), ok)
             })
             .collect();
-        // each grant's runtimes, once: every other runtime of its app offers it
-        let used_by: std::collections::HashMap<&str, Arc<[String]>> = grants
+        // each grant's offer, once: every other runtime of its app offers it
+        let offers: std::collections::HashMap<&str, Arc<Reusable>> = grants
             .iter()
             .map(|(g, _)| {
-                let runtimes: Arc<[String]> =
-                    g.assignments.iter().map(|a| a.runtime.clone()).collect();
-                (g.id.as_str(), runtimes)
+                let offer = Reusable {
+                    grant_id: g.id.clone(),
+                    login: g.provider_login.clone(),
+                    used_by: g.assignments.iter().map(|a| a.runtime.clone()).collect(),
+                };
+                (g.id.as_str(), Arc::new(offer))
             })
             .collect();
         // Only the assignments that can hold a token are read: those of
@@ -1294,12 +1298,9 @@ impl Lifecycle {
                         if servable.get(g.id.as_str()).copied().unwrap_or(false)
                             && g.api == endpoints.api.as_str()
                             && Some(&g.id) != current_grant.as_ref()
+                            && let Some(offer) = offers.get(g.id.as_str())
                         {
-                            reusable.push(Reusable {
-                                grant_id: g.id.clone(),
-                                login: g.provider_login.clone(),
-                                used_by: used_by.get(g.id.as_str()).cloned().unwrap_or_default(),
-                            });
+                            reusable.push(offer.clone());
                         }
                     }
                     // grants list in id order, which is random: offered by

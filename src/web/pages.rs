@@ -554,10 +554,12 @@ fn offer(
     offers: &mut std::collections::HashMap<String, ReuseView>,
     g: &crate::tokens::Reusable,
 ) -> ReuseView {
-    offers
-        .entry(g.grant_id.clone())
-        .or_insert_with(|| ReuseView::new(g))
-        .clone()
+    if let Some(made) = offers.get(&g.grant_id) {
+        return made.clone();
+    }
+    let made = ReuseView::new(g);
+    offers.insert(g.grant_id.clone(), made.clone());
+    made
 }
 
 /// The shared "several runtimes" forms: the user's runtimes grouped by
