@@ -26,7 +26,8 @@
 # BENCH_BINARIES (gitbroker binaries to compare, `label=path` pairs; default
 # this tree's release build as `this`), BENCH_FLOW_USERS (32),
 # BENCH_PAGE_GRANTS (authorizations behind the page user's 50 tokens; 5),
-# BENCH_PARTS ("fetch page flow peer").
+# BENCH_PARTS ("fetch page flow peer"), BENCH_PORT_BASE (18000: ports
+# 18080 broker, 18081 mock, 18082 peer, 18090 bare axum, 18379 Redis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -63,11 +64,13 @@ if [[ $PARTS == *peer* ]] && ! cmp -s benches/peer/package.json "$OUT/peer/packa
 fi
 cp benches/peer/server.js "$OUT/peer/" 2>/dev/null || true
 
-REDIS_PORT=18379
-MOCK_PORT=18081
-BROKER_PORT=18080
-BARE_PORT=18090
-PEER_PORT=18082
+# BENCH_PORT_BASE (18000) moves every port, for two runs on one machine
+PORT_BASE=${BENCH_PORT_BASE:-18000}
+REDIS_PORT=$((PORT_BASE + 379))
+MOCK_PORT=$((PORT_BASE + 81))
+BROKER_PORT=$((PORT_BASE + 80))
+BARE_PORT=$((PORT_BASE + 90))
+PEER_PORT=$((PORT_BASE + 82))
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 MOCK="http://127.0.0.1:$MOCK_PORT"
 BROKER="http://127.0.0.1:$BROKER_PORT"

@@ -580,3 +580,88 @@ async fn registry_changes_reach_other_replicas_within_a_second() {
     };
     assert!(seen < std::time::Duration::from_secs(1), "took {seen:?}");
 }
+
+/// The token page lists runtimes and apps from its replica's copy of the
+/// registry: a runtime an admin adds or deletes through another replica
+/// appears and disappears there within a second; and the page's forms do
+/// not trust that copy — a runtime deleted elsewhere is refused at once,
+/// even while a stale page could still show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_page_on_other_replicas_follows_admin_changes_within_a_second() {
+    let h = Harness::start(Backend::Redis).await;
+    let (_, other) = h.serve_replica(|t| t).await;
+    let alice = h.signed_in("alice").await;
+    let row = "id=\"runtime-page-rt\"";
+    let page = alice.get(&format!("{other}/tokens")).await;
+    assert_eq!(
+        page.status, 200,
+        "the session is the store's: {}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(row),
+        "the other replica has the runtimes cached"
+    );
+    // polls the other replica's page until `shows` holds; returns how long
+    let until = |shows: bool| {
+        let alice = &alice;
+        let other = &other;
+        async move {
+            let changed = std::time::Instant::now();
+            loop {
+                let page = alice.get(&format!("{other}/tokens")).await;
+                assert_eq!(page.status, 200);
+                if page.body.contains(row) == shows {
+                    break changed.elapsed();
+                }
+                assert!(
+                    changed.elapsed() < std::time::Duration::from_secs(3),
+                    "never reached the other replica"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+
+    let r = h
+        .admin_request(Method::POST, "/runtimes")
+        .json(&json!({"id": "page-rt", "account": "acme", "git_host": "github.com", "oauth_app": "github-app",
+            "git_token": {"token": h.github_pat("alice", &["repo", "admin:repo_hook"])}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // the replica that made the change shows it at once
+    assert!(alice.get("/tokens").await.body.contains(row));
+    let seen = until(true).await;
+    assert!(seen < std::time::Duration::from_secs(1), "took {seen:?}");
+    assert!(
+        alice
+            .get(&format!("{other}/tokens"))
+            .await
+            .body
+            .contains("name=\"runtimes\" value=\"page-rt\""),
+        "and in github.com's shared form"
+    );
+
+    let csrf = alice.get(&format!("{other}/tokens")).await.csrf();
+    let r = h
+        .admin_request(Method::DELETE, "/runtimes/page-rt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // the other replica's forms read the store: refused before its page catches up
+    let pasted = alice
+        .post(
+            &format!("{other}/tokens/page-rt/pat"),
+            &[
+                ("csrf".into(), csrf),
+                ("token".into(), h.github_pat("alice", &["repo"])),
+            ],
+        )
+        .await;
+    assert_eq!(pasted.status, 404, "{}", pasted.body);
+    let seen = until(false).await;
+    assert!(seen < std::time::Duration::from_secs(1), "took {seen:?}");
+}

@@ -428,7 +428,8 @@ async fn paste_personal_access_tokens_in_a_real_browser() {
             let mock_url = h.mock.base_url.trim_end_matches('/').to_owned();
             sign_in_as_alice(&c, &h.url, &mock_url).await;
 
-            // GitHub: a classic token with `repo`, also for acme-staging
+            // GitHub: a classic token with `repo` for acme-prod and
+            // acme-staging at once, through github.com's shared form
             let pat = h.github_pat("alice", &["repo"]);
             let row = "tr#runtime-acme-prod";
             c.find(Locator::Css(&format!("{row} details.advanced summary")))
@@ -441,15 +442,38 @@ async fn paste_personal_access_tokens_in_a_real_browser() {
                 c.find(Locator::Css(&format!("{row} input[name=username]"))).await.is_err(),
                 "GitHub asks for no username"
             );
-            let field = wait_for(&c, "the token field", Locator::Css(&format!("{row} input.pat-token"))).await;
-            field.send_keys(&pat).await.unwrap();
-            c.find(Locator::Css(&format!("{row} input[name=also][value=acme-staging]")))
+            assert!(
+                c.find(Locator::Css(&format!("{row} input[type=checkbox]"))).await.is_err(),
+                "the row's form is for its own runtime only"
+            );
+            // the row leads to its host's shared form
+            c.find(Locator::Css(&format!("{row} a.to-several")))
                 .await
                 .unwrap()
                 .click()
                 .await
                 .unwrap();
-            c.find(Locator::Css(&format!("{row} button.add-token")))
+            let shared = "section.pat-several[data-host='github.com']";
+            let boxes = c
+                .find_all(Locator::Css(&format!("{shared} input[name=runtimes]")))
+                .await
+                .unwrap();
+            let mut offered = Vec::new();
+            for b in &boxes {
+                offered.push(b.attr("value").await.unwrap().unwrap());
+            }
+            assert_eq!(offered, ["acme-prod", "acme-staging"], "each runtime once");
+            let field = wait_for(&c, "the shared token field", Locator::Css(&format!("{shared} input.pat-token"))).await;
+            field.send_keys(&pat).await.unwrap();
+            for rt in ["acme-prod", "acme-staging"] {
+                c.find(Locator::Css(&format!("{shared} input[name=runtimes][value={rt}]")))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+            }
+            c.find(Locator::Css(&format!("{shared} button.add-token-several")))
                 .await
                 .unwrap()
                 .click()
@@ -467,6 +491,37 @@ async fn paste_personal_access_tokens_in_a_real_browser() {
                 let v: serde_json::Value = h.runtime_get(rt, rt, ALICE).await.json().await.unwrap();
                 assert_eq!(v["token"], pat.as_str());
             }
+
+            // one runtime through its row's own form
+            let own = h.github_pat("alice", &["repo"]);
+            let row = "tr#runtime-acme-staging";
+            c.find(Locator::Css(&format!("{row} details.advanced summary")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for(&c, "acme-staging's token field", Locator::Css(&format!("{row} input.pat-token")))
+                .await
+                .send_keys(&own)
+                .await
+                .unwrap();
+            c.find(Locator::Css(&format!("{row} button.add-token")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for(
+                &c,
+                "the flash of acme-staging's own token",
+                Locator::XPath("//div[@id='flash' and contains(., 'added to runtime acme-staging.')]"),
+            )
+            .await;
+            let v: serde_json::Value = h.runtime_get("acme-staging", "acme-staging", ALICE).await.json().await.unwrap();
+            assert_eq!(v["token"], own.as_str());
+            let v: serde_json::Value = h.runtime_get("acme-prod", "acme-prod", ALICE).await.json().await.unwrap();
+            assert_eq!(v["token"], pat.as_str(), "acme-prod keeps the shared token");
 
             // Bitbucket Cloud: username and email fields, an API token
             let token = h.mock.provider.create_pat(gitbroker::mock::PatSpec {

@@ -1090,9 +1090,206 @@ async fn the_page_warns_before_githubs_token_cap() {
         "{}",
         page.body
     );
+    // nine other authorizations on each row: one choice among them, each
+    // named by a few of its runtimes
     assert!(
+        page.body.contains("<option value=\"")
+            && page.body.contains(">as alice (used by cap-rt-0)</option>"),
+        "{}",
         page.body
-            .contains("Use my existing authorization as alice (used by cap-rt-0)")
+    );
+    assert_eq!(
+        page.body
+            .matches("action=\"/tokens/cap-rt-0/reuse\"")
+            .count(),
+        1
+    );
+}
+
+/// The values of the `<option>`s of the first `<select name="grant">` in
+/// the form posting to `action`, with their texts.
+fn reuse_choices(body: &str, action: &str) -> Vec<(String, String)> {
+    let start = body
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form to {action}:\n{body}"));
+    let form = &body[start..start + body[start..].find("</form>").unwrap()];
+    form.split("<option value=\"")
+        .skip(1)
+        .map(|o| {
+            let (value, rest) = o.split_once("\">").unwrap();
+            let text = &rest[..rest.find("</option>").unwrap()];
+            (value.to_owned(), text.to_owned())
+        })
+        .collect()
+}
+
+/// Two authorizations of one OAuth app: a runtime with neither offers both
+/// in one form (a choice), the runtimes holding one offer the other as a
+/// button; choosing one serves that authorization's token, and a choice
+/// that is not the user's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_authorizations_are_one_choice_per_row() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    let a = h
+        .mock
+        .provider
+        .issue_token("alice", "test-client-id", &["repo"]);
+    let b = h
+        .mock
+        .provider
+        .issue_token("alice", "test-client-id", &["repo"]);
+    h.assign_oauth_as(ALICE, "acme-prod", &a).await;
+    h.assign_oauth_as(ALICE, "acme-staging", &b).await;
+    let (_, third) = h
+        .state
+        .registry
+        .create_runtime(gitbroker::registry::RuntimeInput {
+            id: "third-rt".into(),
+            account: "acme".into(),
+            git_host: "github.com".into(),
+            oauth_app: Some("github-app".into()),
+            provider: None,
+            base_url: None,
+            github_app: None,
+            repositories: Vec::new(),
+            rotate_runtime_token: false,
+        })
+        .await
+        .unwrap();
+    let page = alice.get("/tokens").await;
+    assert_eq!(
+        page.body
+            .matches("action=\"/tokens/third-rt/reuse\"")
+            .count(),
+        1,
+        "one form for both offers"
+    );
+    let choices = reuse_choices(&page.body, "/tokens/third-rt/reuse");
+    let texts: Vec<&str> = choices.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "as alice (used by acme-prod)",
+            "as alice (used by acme-staging)"
+        ],
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(
+        "<button type=\"submit\" class=\"reuse-grant\">Use my existing authorization as alice (used by acme-staging)</button>"
+    ));
+    let staging_grant = &choices[1].0;
+
+    // the second choice: acme-staging's authorization now serves third-rt
+    let minted = h.mock.provider.stats().token_requests;
+    let done = alice
+        .follow(
+            alice
+                .post(
+                    "/tokens/third-rt/reuse",
+                    &[
+                        ("csrf".into(), page.csrf()),
+                        ("grant".into(), staging_grant.clone()),
+                    ],
+                )
+                .await,
+        )
+        .await;
+    assert!(
+        done.flash()
+            .contains("is now also used for runtime third-rt"),
+        "{}",
+        done.flash()
+    );
+    let v: Value = h
+        .runtime_get_with(third.expose_secret(), "third-rt", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["token"], b.as_str());
+    assert_eq!(
+        h.mock.provider.stats().token_requests,
+        minted,
+        "no token minted"
+    );
+
+    // a grant that is not one of the offers: refused, nothing changed
+    let bob = h.signed_in("bob").await;
+    let refused = bob
+        .follow(
+            bob.post(
+                "/tokens/acme-prod/reuse",
+                &[
+                    ("csrf".into(), bob.get("/tokens").await.csrf()),
+                    ("grant".into(), staging_grant.clone()),
+                ],
+            )
+            .await,
+        )
+        .await;
+    assert!(
+        refused.flash().contains("does not exist"),
+        "another user's grant id is not found among bob's: {}",
+        refused.flash()
+    );
+    let r = h.runtime_get("acme-prod", "acme-prod", "u-1002").await;
+    assert_eq!(r.status(), 404, "bob still has no token on acme-prod");
+}
+
+/// The page grows with the user's runtimes, not with their square: every
+/// runtime on one host used to list all the others (the "also use for"
+/// checkboxes) and every other authorization as a form of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_page_grows_linearly_with_runtimes() {
+    let h = Harness::start(Backend::Embedded).await;
+    let alice = h.signed_in("alice").await;
+    for rt in ["acme-prod", "acme-staging"] {
+        let t = h
+            .mock
+            .provider
+            .issue_token("alice", "test-client-id", &["repo"]);
+        h.assign_oauth_as(ALICE, rt, &t).await;
+    }
+    let mut sizes = Vec::new();
+    let mut made = 0;
+    for n in [10, 20, 40] {
+        while made < n {
+            h.state
+                .registry
+                .create_runtime(gitbroker::registry::RuntimeInput {
+                    // same length of id for every runtime
+                    id: format!("grow-{made:03}"),
+                    account: "acme".into(),
+                    git_host: "github.com".into(),
+                    oauth_app: Some("github-app".into()),
+                    provider: None,
+                    base_url: None,
+                    github_app: None,
+                    repositories: Vec::new(),
+                    rotate_runtime_token: false,
+                })
+                .await
+                .unwrap();
+            made += 1;
+        }
+        let page = alice.get("/tokens").await;
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.body.matches("name=\"runtimes\" value=\"grow-").count(),
+            n,
+            "each runtime once in github.com's shared form"
+        );
+        sizes.push(page.body.len() as f64);
+    }
+    // bytes per added runtime, 10 → 20 and 20 → 40: the same when linear
+    // (twice as many when each runtime lists the others)
+    let first = (sizes[1] - sizes[0]) / 10.0;
+    let second = (sizes[2] - sizes[1]) / 20.0;
+    assert!(
+        (second / first - 1.0).abs() < 0.05,
+        "bytes per runtime {first:.0} then {second:.0}: {sizes:?}"
     );
 }
 

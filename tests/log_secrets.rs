@@ -169,6 +169,42 @@ async fn no_secret_reaches_the_logs() {
         "{}",
         page.body
     );
+    // the shared "several runtimes" form: one token for two runtimes, and
+    // one refused before the provider is asked (nothing checked)
+    let shared = h.github_pat("alice", &["repo"]);
+    secrets.push(shared.clone());
+    let csrf = alice.get("/tokens").await.csrf();
+    let page = alice
+        .follow(
+            alice
+                .post(
+                    "/tokens/pat",
+                    &[
+                        ("csrf".into(), csrf.clone()),
+                        ("token".into(), shared),
+                        ("runtimes".into(), "acme-prod".into()),
+                        ("runtimes".into(), "acme-staging".into()),
+                    ],
+                )
+                .await,
+        )
+        .await;
+    assert!(
+        page.flash()
+            .contains("added to runtime acme-prod, acme-staging"),
+        "{}",
+        page.flash()
+    );
+    let unchecked = h.github_pat("alice", &["repo"]);
+    secrets.push(unchecked.clone());
+    let refused = alice
+        .post(
+            "/tokens/pat",
+            &[("csrf".into(), csrf), ("token".into(), unchecked.clone())],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(!refused.body.contains(&unchecked), "{}", refused.body);
     let created: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/admin/runtimes", h.url))
         .bearer_auth(ADMIN_TOKEN)

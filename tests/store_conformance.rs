@@ -167,6 +167,7 @@ conformance!(
     remove_if_eq_needs_the_matching_value,
     ephemeral_namespaces_are_independent,
     record_versions_count_writes,
+    record_get_many_reads_each_in_order,
     record_put_absent_twice_conflicts,
     record_put_with_wrong_version_conflicts_and_keeps_the_value,
     concurrent_cas_writers_lose_no_update,
@@ -440,6 +441,36 @@ async fn record_versions_count_writes(store: Arc<dyn Store>) {
         store.record_put(&c, "s", b"x", Expect::Any).await.unwrap(),
         1
     );
+}
+
+/// Records of several collections at once, in the order asked, missing
+/// ones as `None`, each with its version; as many reads as keys, repeats
+/// included.
+async fn record_get_many_reads_each_in_order(store: Arc<dyn Store>) {
+    let (a, b) = (coll("rt-a"), coll("rt-b"));
+    store.record_put(&a, "u", b"a1", Expect::Any).await.unwrap();
+    store.record_put(&a, "u", b"a2", Expect::Any).await.unwrap();
+    store.record_put(&b, "u", b"b1", Expect::Any).await.unwrap();
+    let keys = [
+        (b.clone(), "u".to_owned()),
+        (a.clone(), "nobody".to_owned()),
+        (coll("rt-none"), "u".to_owned()),
+        (a.clone(), "u".to_owned()),
+        (b.clone(), "u".to_owned()),
+    ];
+    let got = store.record_get_many(&keys).await.unwrap();
+    let b1 = Some(Versioned {
+        version: 1,
+        value: b"b1".to_vec(),
+    });
+    let a2 = Some(Versioned {
+        version: 2,
+        value: b"a2".to_vec(),
+    });
+    assert_eq!(got, [b1.clone(), None, None, a2, b1]);
+    assert_eq!(store.record_get_many(&[]).await.unwrap(), []);
+    let one = store.record_get_many(&keys[..1]).await.unwrap();
+    assert_eq!(one, [store.record_get(&b, "u").await.unwrap()]);
 }
 
 async fn record_put_absent_twice_conflicts(store: Arc<dyn Store>) {

@@ -18,15 +18,31 @@ use support::*;
 
 const ALICE: &str = "u-1001";
 
+/// Pastes `token` for `runtime` with the row's form, or with the host's
+/// shared form ("several runtimes", `POST /tokens/pat`) when `also` names
+/// others.
 async fn paste(b: &Browser, runtime: &str, token: &str, also: &[&str]) -> Page {
     let tokens = b.get("/tokens").await;
     let mut form = vec![
         ("csrf".to_owned(), tokens.csrf()),
         ("token".to_owned(), token.to_owned()),
     ];
-    form.extend(also.iter().map(|a| ("also".to_owned(), (*a).to_owned())));
-    b.follow(b.post(&format!("/tokens/{runtime}/pat"), &form).await)
-        .await
+    if also.is_empty() {
+        return b
+            .follow(b.post(&format!("/tokens/{runtime}/pat"), &form).await)
+            .await;
+    }
+    form.extend(
+        std::iter::once(&runtime)
+            .chain(also)
+            .map(|r| ("runtimes".to_owned(), (*r).to_owned())),
+    );
+    b.follow(b.post("/tokens/pat", &form).await).await
+}
+
+/// How often `needle` occurs in `haystack`.
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
 }
 
 async fn pat_cases(backend: Backend) {
@@ -34,10 +50,36 @@ async fn pat_cases(backend: Backend) {
     let alice = h.signed_in("alice").await;
     let tokens = alice.get("/tokens").await;
     assert!(tokens.body.contains("Advanced authorization options"));
+    // one shared form per host, each runtime in it once; the rows' forms
+    // take their own runtime only (the page grows with runtimes, not with
+    // runtimes squared)
+    assert_eq!(
+        count(
+            &tokens.body,
+            "Add one personal access token to several runtimes on github.com"
+        ),
+        1,
+        "{}",
+        tokens.body
+    );
+    assert_eq!(
+        count(&tokens.body, "action=\"/tokens/pat\""),
+        count(&tokens.body, "class=\"card pat-several\"")
+    );
+    assert_eq!(
+        count(&tokens.body, "name=\"runtimes\" value=\"acme-prod\""),
+        1
+    );
+    assert_eq!(
+        count(&tokens.body, "name=\"runtimes\" value=\"acme-staging\""),
+        1
+    );
+    assert_eq!(count(&tokens.body, "name=\"also\""), 0);
     assert!(
-        tokens
+        !tokens
             .body
-            .contains("Also use this token for my other runtimes on github.com")
+            .contains("name=\"runtimes\" value=\"globex-prod\""),
+        "a runtime of another account is not offered"
     );
 
     // valid classic token, also assigned to another runtime on the same host
@@ -172,6 +214,64 @@ async fn pat_cases(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, 404);
+
+    // the shared form refuses, as a whole and before GitHub is asked:
+    // nothing checked, a runtime not the user's, runtimes of two hosts
+    let csrf = alice.get("/tokens").await.csrf();
+    let several = |runtimes: &[&str]| {
+        let mut form = vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("token".to_owned(), h.github_pat("alice", &["repo"])),
+        ];
+        form.extend(
+            runtimes
+                .iter()
+                .map(|r| ("runtimes".to_owned(), (*r).to_owned())),
+        );
+        form
+    };
+    let asked = h.mock.provider.stats().user_requests;
+    let r = alice.post("/tokens/pat", &several(&[])).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("Check at least one runtime"), "{}", r.body);
+    let r = alice
+        .post("/tokens/pat", &several(&["acme-prod", "globex-prod"]))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("not in one of your accounts"), "{}", r.body);
+    let r = alice
+        .post("/tokens/pat", &several(&["acme-prod", "gitlab-rt"]))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body
+            .contains("runtime `gitlab-rt` is on another Git provider host"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        h.mock.provider.stats().user_requests,
+        asked,
+        "GitHub was not asked"
+    );
+    let v: Value = h
+        .runtime_get("acme-prod", "acme-prod", ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["token"], expiring.as_str(), "no token changed");
+    let r = alice
+        .post(
+            "/tokens/pat",
+            &[
+                ("csrf".into(), "x".into()),
+                ("token".into(), pat.clone()),
+                ("runtimes".into(), "acme-prod".into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
     // CSRF
     let r = alice
         .post(

@@ -322,15 +322,25 @@ const GENERATION: &str = "registry_generation";
 pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A replica's copy of every runtime and the apps' requirements, for the
-/// runtime API's hot path. Checks that decide whether a token may be
-/// *written* never use it: they read the store.
+/// runtime API's hot path and what the token page shows. Checks that decide
+/// whether a token may be *written* never use it: they read the store.
 struct Snapshot {
     generation: u64,
     runtimes: std::collections::HashMap<String, Runtime>,
     /// credential SHA-256 (hex) → runtime id
     by_credential: std::collections::HashMap<String, String>,
     apps: std::collections::HashMap<String, AppRequirements>,
+    listing: Arc<Listing>,
     checked: std::sync::Mutex<std::time::Instant>,
+}
+
+/// Every runtime and every app (without its client secret), in the store's
+/// order, as a replica's snapshot holds them: what the token page lists.
+/// Shared, not copied, between the renders of one snapshot's lifetime.
+#[derive(Debug)]
+pub struct Listing {
+    pub runtimes: Vec<Runtime>,
+    pub apps: Vec<AppSummary>,
 }
 
 pub(crate) fn all(kind: &'static str) -> Collection {
@@ -1020,33 +1030,30 @@ impl Registry {
                 .record_get(&all(GENERATION), "generation")
                 .await?,
         );
-        let runtimes: std::collections::HashMap<String, Runtime> = self
-            .runtimes()
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
+        let listing = Listing {
+            runtimes: self.runtimes().await?,
+            apps: self.app_summaries().await?,
+        };
+        let runtimes: std::collections::HashMap<String, Runtime> = listing
+            .runtimes
+            .iter()
+            .map(|r| (r.id.clone(), r.clone()))
             .collect();
         let by_credential = runtimes
             .values()
             .map(|r| (r.credential_sha256.clone(), r.id.clone()))
             .collect();
-        let mut apps = std::collections::HashMap::new();
-        for (id, v) in self.store.record_list(&all(APPS)).await? {
-            let a: StoredApp = serde_json::from_slice(&v.value).map_err(corrupt)?;
-            apps.insert(
-                id,
-                AppRequirements {
-                    provider: a.provider,
-                    kind: a.kind,
-                    scopes: a.scopes,
-                },
-            );
-        }
+        let apps = listing
+            .apps
+            .iter()
+            .map(|a| (a.id.clone(), AppRequirements::from(a)))
+            .collect();
         let snap = Arc::new(Snapshot {
             generation: gen_now,
             runtimes,
             by_credential,
             apps,
+            listing: Arc::new(listing),
             checked: std::sync::Mutex::new(std::time::Instant::now()),
         });
         *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
@@ -1078,6 +1085,13 @@ impl Registry {
         id: &str,
     ) -> Result<Option<AppRequirements>, RegistryError> {
         Ok(self.snapshot().await?.apps.get(id).cloned())
+    }
+
+    /// Every runtime and app from this replica's copy (at most
+    /// [`CACHE_TTL`] behind the store): what the token page shows on each
+    /// render, for display only — the forms it leads to read the store.
+    pub async fn listing_cached(&self) -> Result<Arc<Listing>, RegistryError> {
+        Ok(self.snapshot().await?.listing.clone())
     }
 
     /// The runtime a credential belongs to, if any.

@@ -81,6 +81,13 @@ impl Store for InstrumentedStore {
         self.timed("record_get", self.inner.record_get(coll, id))
             .await
     }
+    async fn record_get_many(
+        &self,
+        keys: &[(Collection, String)],
+    ) -> Result<Vec<Option<Versioned>>, StoreError> {
+        self.timed("record_get_many", self.inner.record_get_many(keys))
+            .await
+    }
     async fn record_put(
         &self,
         coll: &Collection,

@@ -189,6 +189,20 @@ pub trait Store: Send + Sync + 'static {
         coll: &Collection,
         id: &str,
     ) -> Result<Option<Versioned>, StoreError>;
+    /// Several records, possibly of different collections, in the order
+    /// asked (`None` where there is none). Not a snapshot: each record is
+    /// read as `record_get` would. On Redis one pipelined round trip (the
+    /// token page reads one assignment per runtime).
+    async fn record_get_many(
+        &self,
+        keys: &[(Collection, String)],
+    ) -> Result<Vec<Option<Versioned>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (coll, id) in keys {
+            out.push(self.record_get(coll, id).await?);
+        }
+        Ok(out)
+    }
     /// Writes a record if `expect` holds (else `StoreError::Conflict`); returns the new version.
     async fn record_put(
         &self,

@@ -1010,6 +1010,37 @@ impl Store for RedisStore {
         stored.map(unframe).transpose()
     }
 
+    async fn record_get_many(
+        &self,
+        keys: &[(Collection, String)],
+    ) -> Result<Vec<Option<Versioned>>, StoreError> {
+        // a cluster pipeline must stay on one slot: there, one read per
+        // record, all in flight at once
+        if matches!(self.conn, Conn::Cluster(_)) || keys.len() < 2 {
+            return futures_util::future::try_join_all(
+                keys.iter().map(|(coll, id)| self.record_get(coll, id)),
+            )
+            .await;
+        }
+        let mut pipe = redis::pipe();
+        for (coll, id) in keys {
+            pipe.cmd("HGET").arg(self.collection_key(coll)).arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let stored: Vec<Option<Vec<u8>>> = self.run(pipe.query_async(&mut conn)).await?;
+        if stored.len() != keys.len() {
+            return Err(StoreError::Corrupt(format!(
+                "redis: {} answers to {} reads",
+                stored.len(),
+                keys.len()
+            )));
+        }
+        stored
+            .into_iter()
+            .map(|s| s.map(unframe).transpose())
+            .collect()
+    }
+
     async fn record_put(
         &self,
         coll: &Collection,

@@ -422,8 +422,14 @@ impl Lifecycle {
     /// The page's re-check: `user`'s grants in `not_installed` are asked
     /// again now, since the user comes back to the page after installing
     /// the App. A check that reaches no verdict keeps the stored one.
-    pub(super) async fn recheck_not_installed(&self, user: &str) -> Result<(), TokenError> {
-        let (grants, _) = self.grants.list_user(user).await?;
+    /// `grants` are the user's, as just listed (the page lists them once);
+    /// returns whether a verdict was recorded, so that the caller lists
+    /// them again only then.
+    pub(super) async fn recheck_not_installed(
+        &self,
+        grants: &[(Grant, u64)],
+    ) -> Result<bool, TokenError> {
+        let mut recorded = false;
         for (g, _) in grants
             .iter()
             .filter(|(g, _)| g.status.state == State::NotInstalled)
@@ -438,9 +444,10 @@ impl Lifecycle {
             let verdict = self.user_reach_verdict(g, Some(&app)).await;
             if !matches!(verdict, Verdict::Unknown(_)) {
                 self.record_verdict(g, verdict, now).await?;
+                recorded = true;
             }
         }
-        Ok(())
+        Ok(recorded)
     }
 
     /// The endpoints a pasted token was validated against: those of a

@@ -202,7 +202,8 @@ pub enum TokenSlot {
 pub struct Reusable {
     pub grant_id: String,
     pub login: String,
-    pub used_by: Vec<String>,
+    /// Shared by every runtime the grant is offered on.
+    pub used_by: Arc<[String]>,
 }
 
 /// One runtime of the user, with its token and the choices it offers.
@@ -213,10 +214,9 @@ pub struct UserRuntime {
     pub app: Option<AppSummary>,
     pub token: TokenSlot,
     /// The user's valid grants from this runtime's OAuth app, assigned to
-    /// other runtimes ("use my existing authorization").
-    pub reusable: Vec<Reusable>,
-    /// The user's other runtimes on the same provider host.
-    pub same_host: Vec<String>,
+    /// other runtimes ("use my existing authorization"); each made once
+    /// per listing and shared by the runtimes it is offered on.
+    pub reusable: Vec<Arc<Reusable>>,
     /// Set when one more authorization would pass GitHub's token cap.
     pub cap_warning: Option<String>,
 }
@@ -1155,23 +1155,30 @@ impl Lifecycle {
     }
 
     /// The user's accounts and their runtimes, each with its token and what
-    /// the user can do (reuse an authorization, paste for other runtimes).
+    /// the user can do (reuse an authorization; runtimes whose `provider`
+    /// is the same kind and API URL can share one pasted token).
     pub async fn user_runtimes(
         &self,
         user: &SessionUser,
     ) -> Result<Vec<(AccountSettings, Vec<UserRuntime>)>, AssignError> {
-        self.recheck_not_installed(&user.sub).await?;
+        let (mut grants, mut unreadable) = self.grants.list_user(&user.sub).await?;
+        if self.recheck_not_installed(&grants).await? {
+            (grants, unreadable) = self.grants.list_user(&user.sub).await?;
+        }
         let now = self.clock.now();
-        let runtimes = self.registry.runtimes().await?;
+        // Display only, from this replica's snapshot (at most CACHE_TTL
+        // behind an admin change elsewhere): every action the page offers
+        // reads the runtime from the store again before it writes.
+        let listing = self.registry.listing_cached().await?;
+        let runtimes = &listing.runtimes;
         // the page never needs a client secret: none is opened
-        let apps = self.registry.app_summaries().await?;
+        let apps = &listing.apps;
         let accounts: Vec<AccountSettings> = self
             .registry
             .accounts_for_groups(&user.groups)
             .into_iter()
             .cloned()
             .collect();
-        let (grants, unreadable) = self.grants.list_user(&user.sub).await?;
         let mine: Vec<&Runtime> = runtimes
             .iter()
             .filter(|r| accounts.iter().any(|a| a.id == r.account))
@@ -1186,7 +1193,7 @@ impl Lifecycle {
             let found = match parsed.iter().find(|(k, _)| *k == key) {
                 Some((_, p)) => p.clone(),
                 None => {
-                    let p = self.registry.provider_of_with(rt, &apps).ok();
+                    let p = self.registry.provider_of_with(rt, apps).ok();
                     parsed.push((key, p.clone()));
                     p
                 }
@@ -1215,11 +1222,23 @@ impl Lifecycle {
                 (g.id.as_str(), ok)
             })
             .collect();
+        // each grant's offer, once: every other runtime of its app offers it
+        let offers: std::collections::HashMap<&str, Arc<Reusable>> = grants
+            .iter()
+            .map(|(g, _)| {
+                let offer = Reusable {
+                    grant_id: g.id.clone(),
+                    login: g.provider_login.clone(),
+                    used_by: g.assignments.iter().map(|a| a.runtime.clone()).collect(),
+                };
+                (g.id.as_str(), Arc::new(offer))
+            })
+            .collect();
         // Only the assignments that can hold a token are read: those of
         // runtimes one of the user's grants is sealed for (a token is
         // served only when both agree), or all of them when a grant does
         // not open and could be behind any. All at once: on Redis, one
-        // pipelined round trip.
+        // pipeline.
         let candidates: Vec<&Runtime> = mine
             .iter()
             .copied()
@@ -1230,12 +1249,11 @@ impl Lifecycle {
                         .any(|(g, _)| g.assigned_to(&rt.id, &rt.incarnation))
             })
             .collect();
-        let assigned = futures_util::future::try_join_all(
-            candidates
-                .iter()
-                .map(|rt| self.grants.assignment(&rt.id, &rt.incarnation, &user.sub)),
-        )
-        .await?;
+        let keys: Vec<(&str, &str)> = candidates
+            .iter()
+            .map(|rt| (rt.id.as_str(), rt.incarnation.as_str()))
+            .collect();
+        let assigned = self.grants.user_assignments(&keys, &user.sub).await?;
         let assigned: std::collections::HashMap<&str, Option<(Assignment, u64)>> = candidates
             .iter()
             .map(|rt| rt.id.as_str())
@@ -1280,14 +1298,14 @@ impl Lifecycle {
                         if servable.get(g.id.as_str()).copied().unwrap_or(false)
                             && g.api == endpoints.api.as_str()
                             && Some(&g.id) != current_grant.as_ref()
+                            && let Some(offer) = offers.get(g.id.as_str())
                         {
-                            reusable.push(Reusable {
-                                grant_id: g.id.clone(),
-                                login: g.provider_login.clone(),
-                                used_by: g.assignments.iter().map(|a| a.runtime.clone()).collect(),
-                            });
+                            reusable.push(offer.clone());
                         }
                     }
+                    // grants list in id order, which is random: offered by
+                    // the runtimes they serve instead, the same on each render
+                    reusable.sort_by(|a, b| a.used_by.cmp(&b.used_by));
                     if matches!(
                         app.provider,
                         ProviderKind::Github | ProviderKind::GithubEnterprise
@@ -1308,26 +1326,12 @@ impl Lifecycle {
                         }
                     }
                 }
-                let same_host = match &here {
-                    Some((kind, endpoints)) => mine
-                        .iter()
-                        .filter(|o| o.id != rt.id)
-                        .filter(|o| {
-                            resolved
-                                .get(o.id.as_str())
-                                .is_some_and(|(k, e)| k == kind && e.api == endpoints.api)
-                        })
-                        .map(|o| o.id.clone())
-                        .collect(),
-                    None => Vec::new(),
-                };
                 views.push(UserRuntime {
                     runtime: (*rt).clone(),
                     provider: here,
                     app: app.cloned(),
                     token,
                     reusable,
-                    same_host,
                     cap_warning,
                 });
             }

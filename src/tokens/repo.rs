@@ -315,6 +315,32 @@ impl GrantRepo {
         Ok(Some((a, rec.version)))
     }
 
+    /// `user`'s assignment on each of `runtimes` (id, incarnation), in
+    /// order: one store round trip on Redis.
+    pub async fn user_assignments(
+        &self,
+        runtimes: &[(&str, &str)],
+        user: &str,
+    ) -> Result<Vec<Option<(Assignment, u64)>>, TokenError> {
+        let keys: Vec<_> = runtimes
+            .iter()
+            .map(|(rt, inc)| (assignment_collection(rt, inc), user.to_owned()))
+            .collect();
+        self.store
+            .record_get_many(&keys)
+            .await?
+            .into_iter()
+            .map(|rec| {
+                rec.map(|rec| {
+                    let a: Assignment = serde_json::from_slice(&rec.value)
+                        .map_err(|e| StoreError::corrupt("assignment", &e))?;
+                    Ok((a, rec.version))
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
     pub async fn put_assignment(
         &self,
         runtime: &str,

@@ -315,7 +315,7 @@ pub(super) async fn list(
                     .map(|g| ReusableAuthorization {
                         grant: g.grant_id.clone(),
                         provider_login: g.login.clone(),
-                        used_by: g.used_by.clone(),
+                        used_by: g.used_by.to_vec(),
                     })
                     .collect(),
                 token_cap_warning: r.cap_warning.clone(),

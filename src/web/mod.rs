@@ -120,6 +120,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tokens/{runtime}/delete", post(pages::delete_token))
         .route(
+            "/tokens/pat",
+            post(pages::add_pat_several).route_layer(per_ip(Limit::TokenCheck)),
+        )
+        .route(
             "/tokens/{runtime}/pat",
             post(pages::add_pat).route_layer(per_ip(Limit::TokenCheck)),
         )

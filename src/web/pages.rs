@@ -190,12 +190,75 @@ pub struct TokenView {
     install_url: Option<String>,
 }
 
+/// Text escaped for HTML once, when made: for what the token page repeats
+/// (the CSRF token in each form, a provider's help on each row, an offer
+/// on each other row), which askama would otherwise escape again at every
+/// occurrence. Only [`Escaped::new`] makes one, so what it holds is always
+/// escaped; askama writes it as it is (`HtmlSafe`).
+#[derive(Clone)]
+pub struct Escaped(std::sync::Arc<str>);
+
+impl Escaped {
+    fn new(text: &str) -> Self {
+        let escaped = match askama::filters::escape(text, askama::filters::Html) {
+            Ok(e) => e.to_string(),
+            Err(never) => match never {},
+        };
+        Self(escaped.into())
+    }
+}
+
+impl std::fmt::Display for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl askama::filters::HtmlSafe for Escaped {}
+
 /// Shared, not copied: each grant is offered on every other runtime of its
 /// app (fifty runtimes, a few grants: hundreds of offers).
 #[derive(Clone)]
 pub struct ReuseView {
-    grant: std::sync::Arc<str>,
-    label: std::sync::Arc<str>,
+    grant: Escaped,
+    /// The button's text when it is the runtime's only offer.
+    label: Escaped,
+    /// The option's text among several: "as alice (used by …)".
+    choice: Escaped,
+}
+
+/// A grant's runtimes named in its offer: a few, then how many more. Every
+/// offer appears on each other runtime of its app, so a full list would make
+/// the page grow with runtimes × runtimes; each row says who shares its own
+/// token ("Also used by") in full.
+const OFFER_NAMES: usize = 3;
+
+impl ReuseView {
+    fn new(g: &crate::tokens::Reusable) -> Self {
+        let who = if g.login.is_empty() {
+            String::new()
+        } else {
+            format!(" as {}", g.login)
+        };
+        let mut used_by = g
+            .used_by
+            .iter()
+            .take(OFFER_NAMES)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if g.used_by.len() > OFFER_NAMES {
+            used_by.push_str(&format!(" and {} more", g.used_by.len() - OFFER_NAMES));
+        }
+        let choice = format!("{who} (used by {used_by})");
+        Self {
+            grant: Escaped::new(&g.grant_id),
+            label: Escaped::new(&format!(
+                "Use my existing authorization{who} (used by {used_by})"
+            )),
+            choice: Escaped::new(choice.trim_start()),
+        }
+    }
 }
 
 pub struct RuntimeView {
@@ -206,16 +269,39 @@ pub struct RuntimeView {
     token: Option<TokenView>,
     needs_username: bool,
     needs_email: bool,
-    token_help: &'static str,
-    /// The user's other runtimes on the same provider host.
-    same_host: Vec<String>,
-    /// Existing authorizations of the same OAuth app to use here.
-    reusable: Vec<ReuseView>,
+    token_help: Escaped,
+    /// The one existing authorization of this runtime's OAuth app to use
+    /// here: a button.
+    reuse_one: Option<ReuseView>,
+    /// Two or more of them: one form, a choice.
+    reuse_choices: Vec<ReuseView>,
     cap_warning: Option<String>,
     /// The token needs attention and the user is alerted (badge).
     attention: bool,
     /// The user hid this runtime's notifications.
     hidden: bool,
+    /// The shared form (`PatGroup::n`) of this runtime's provider host, when
+    /// the user has other runtimes there.
+    several: Option<usize>,
+}
+
+/// The user's runtimes on one provider host (same kind and API URL), where
+/// one pasted token can serve them all: one form for the whole group, each
+/// runtime listed once, instead of each runtime listing all the others.
+pub struct PatGroup {
+    /// Its place on the page (`#pat-several-{n}`).
+    n: usize,
+    git_host: String,
+    provider_name: &'static str,
+    needs_username: bool,
+    needs_email: bool,
+    token_help: Escaped,
+    runtimes: Vec<PatGroupRuntime>,
+}
+
+pub struct PatGroupRuntime {
+    id: String,
+    account: String,
 }
 
 pub struct BannerItem {
@@ -237,17 +323,26 @@ impl Flash {
     }
 }
 
+/// Whitespace around template tags minimized: the page repeats its row
+/// fifty times and more, and indentation was a fifth of it.
 #[derive(Template)]
-#[template(path = "tokens.html")]
+#[template(path = "tokens.html", whitespace = "minimize")]
 struct TokensPage {
     user_name: String,
     user_id: String,
-    csrf: String,
+    /// In every form: escaped once.
+    csrf: Escaped,
     flash: Option<Flash>,
     accounts: Vec<AccountView>,
     notifications_on: bool,
     /// Runtimes needing attention, hidden ones left out.
     banner: Vec<BannerItem>,
+    /// One shared "several runtimes" form per provider host with two or
+    /// more of the user's runtimes.
+    pat_groups: Vec<PatGroup>,
+    /// The user is in more than one account: the shared forms say which
+    /// runtime is whose.
+    multi_account: bool,
 }
 
 /// `2026-12-01 19:05 UTC`, written directly: chrono's `format` parses its
@@ -343,12 +438,15 @@ pub async fn tokens_page(
     let mut banner = Vec::new();
     let mut accounts = Vec::new();
     let mut offers: std::collections::HashMap<String, ReuseView> = std::collections::HashMap::new();
-    for (account, runtimes) in state
+    let mut helps = Vec::new();
+    let listed = state
         .lifecycle
         .user_runtimes(&session.user)
         .await
-        .map_err(assign_page_error)?
-    {
+        .map_err(assign_page_error)?;
+    let multi_account = listed.len() > 1;
+    let (pat_groups, several) = pat_groups(&listed);
+    for (account, runtimes) in listed {
         let views = runtimes
             .into_iter()
             .map(|r| {
@@ -403,31 +501,17 @@ pub async fn tokens_page(
                     },
                     needs_username: provider.is_some_and(|p| p.needs_username()),
                     needs_email: provider.is_some_and(|p| p.needs_email()),
-                    token_help: provider
-                        .map_or("", |p| p.token_help(providers::TokenPurpose::User)),
-                    same_host: r.same_host,
-                    reusable: r
-                        .reusable
-                        .iter()
-                        .map(|g| {
-                            offers
-                                .entry(g.grant_id.clone())
-                                .or_insert_with(|| ReuseView {
-                                    grant: g.grant_id.as_str().into(),
-                                    label: format!(
-                                        "Use my existing authorization{} (used by {})",
-                                        if g.login.is_empty() {
-                                            String::new()
-                                        } else {
-                                            format!(" as {}", g.login)
-                                        },
-                                        g.used_by.join(", ")
-                                    )
-                                    .into(),
-                                })
-                                .clone()
-                        })
-                        .collect(),
+                    token_help: help(&mut helps, provider),
+                    several: several.get(r.runtime.id.as_str()).copied(),
+                    reuse_one: match r.reusable.as_slice() {
+                        [g] => Some(offer(&mut offers, g)),
+                        _ => None,
+                    },
+                    reuse_choices: if r.reusable.len() > 1 {
+                        r.reusable.iter().map(|g| offer(&mut offers, g)).collect()
+                    } else {
+                        Vec::new()
+                    },
                     cap_warning: r.cap_warning,
                 }
             })
@@ -440,13 +524,95 @@ pub async fn tokens_page(
     let page = TokensPage {
         user_name: session.user.name.clone(),
         user_id: session.user.sub.clone(),
-        csrf: session.csrf.clone(),
+        csrf: Escaped::new(&session.csrf),
         flash,
         accounts,
         notifications_on,
         banner,
+        pat_groups,
+        multi_account,
     };
     Ok(render(&page)?.into_response())
+}
+
+/// A provider's help for pasting a user token, escaped once per page.
+fn help(
+    helps: &mut Vec<(&'static str, Escaped)>,
+    provider: Option<&'static dyn providers::GitProvider>,
+) -> Escaped {
+    let text = provider.map_or("", |p| p.token_help(providers::TokenPurpose::User));
+    if let Some((_, e)) = helps.iter().find(|(t, _)| *t == text) {
+        return e.clone();
+    }
+    let e = Escaped::new(text);
+    helps.push((text, e.clone()));
+    e
+}
+
+/// A grant's offer, made once per page and shared by every row offering it.
+fn offer(
+    offers: &mut std::collections::HashMap<String, ReuseView>,
+    g: &crate::tokens::Reusable,
+) -> ReuseView {
+    if let Some(made) = offers.get(&g.grant_id) {
+        return made.clone();
+    }
+    let made = ReuseView::new(g);
+    offers.insert(g.grant_id.clone(), made.clone());
+    made
+}
+
+/// The shared "several runtimes" forms: the user's runtimes grouped by
+/// provider kind and API URL (what a pasted token is valid for, as
+/// `Lifecycle::assign_pat` checks), groups of one left out; and each
+/// runtime's group.
+fn pat_groups(
+    listed: &[(
+        crate::config::AccountSettings,
+        Vec<crate::tokens::UserRuntime>,
+    )],
+) -> (Vec<PatGroup>, std::collections::HashMap<String, usize>) {
+    let mut keys: Vec<(providers::ProviderKind, &url::Url)> = Vec::new();
+    let mut groups: Vec<PatGroup> = Vec::new();
+    for (account, runtimes) in listed {
+        for r in runtimes {
+            let Some((kind, endpoints)) = &r.provider else {
+                continue;
+            };
+            let member = PatGroupRuntime {
+                id: r.runtime.id.clone(),
+                account: account.name.clone(),
+            };
+            match keys
+                .iter()
+                .position(|(k, api)| k == kind && *api == &endpoints.api)
+            {
+                Some(i) => groups[i].runtimes.push(member),
+                None => {
+                    let p = providers::provider(*kind);
+                    keys.push((*kind, &endpoints.api));
+                    groups.push(PatGroup {
+                        n: 0,
+                        git_host: r.runtime.git_host.clone(),
+                        provider_name: p.display_name(),
+                        needs_username: p.needs_username(),
+                        needs_email: p.needs_email(),
+                        token_help: Escaped::new(p.token_help(providers::TokenPurpose::User)),
+                        runtimes: vec![member],
+                    });
+                }
+            }
+        }
+    }
+    groups.retain(|g| g.runtimes.len() > 1);
+    let mut of = std::collections::HashMap::new();
+    for (n, g) in groups.iter_mut().enumerate() {
+        g.n = n + 1;
+        for r in &g.runtimes {
+            of.insert(r.id.clone(), g.n);
+        }
+    }
+    (groups, of)
 }
 
 fn assign_page_error(e: AssignError) -> PageError {
@@ -619,6 +785,50 @@ pub async fn add_pat(
     Ok(Redirect::to("/tokens").into_response())
 }
 
+#[derive(Deserialize)]
+pub struct SeveralPatForm {
+    csrf: String,
+    token: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    email: String,
+    /// The checked runtimes: one `runtimes=` field each.
+    #[serde(default)]
+    runtimes: Vec<String>,
+}
+
+/// The shared form of a provider host: one pasted token, validated once,
+/// for each checked runtime. Nothing checked, or a runtime that is not the
+/// user's or not on the others' host, is refused as a whole (4xx) before
+/// the provider is asked.
+pub async fn add_pat_several(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    PageForm(form): PageForm<SeveralPatForm>,
+) -> Result<Response, PageError> {
+    let Some(mut session) = form_session(&state, &jar, &form.csrf).await? else {
+        return Ok(to_login("/tokens"));
+    };
+    let Some((first, others)) = form.runtimes.split_first() else {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "No runtime checked",
+            "Check at least one runtime to add the token to.",
+        ));
+    };
+    state
+        .limits
+        .check_user(Limit::TokenCheck, &session.user.sub)?;
+    let input = PatInput::new(&form.token, Some(&form.username), Some(&form.email));
+    let (kind, text) = match pat_outcome(&state, &session, first, others, input).await? {
+        Ok(text) => (FlashKind::Success, text),
+        Err(text) => (FlashKind::Error, text),
+    };
+    state.sessions.flash(&mut session, kind, text).await?;
+    Ok(Redirect::to("/tokens").into_response())
+}
+
 /// `Ok(Ok(message))` on success, `Ok(Err(message))` for a refusal to show.
 pub(super) async fn pat_outcome(
     state: &AppState,
@@ -655,6 +865,13 @@ pub(super) async fn pat_outcome(
         }
         Err(AssignError::RuntimeNotFound(_)) => Err(PageError::from(FlowError::RuntimeNotFound)),
         Err(AssignError::Pat(e)) => Ok(Err(format!("Runtime {runtime}: {e}"))),
+        // the form offers only runtimes of one host together: a mix is a
+        // crafted or stale form, refused before the provider is asked
+        Err(e @ AssignError::DifferentHost(_)) => Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Not on one host",
+            e.to_string(),
+        )),
         Err(AssignError::Registry(e)) => Err(e.into()),
         Err(AssignError::Token(e)) => Err(e.into()),
         Err(other) => Ok(Err(other.to_string())),
@@ -819,6 +1036,65 @@ pub async fn all_notifications(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn an_offer_names_a_few_runtimes_then_counts_the_rest() {
+        let offer = |login: &str, n: usize| {
+            ReuseView::new(&crate::tokens::Reusable {
+                grant_id: "g1".into(),
+                login: login.into(),
+                used_by: (1..=n)
+                    .map(|i| format!("rt-{i}"))
+                    .collect::<Vec<_>>()
+                    .into(),
+            })
+        };
+        let one = offer("alice", 1);
+        assert_eq!(
+            one.label.to_string(),
+            "Use my existing authorization as alice (used by rt-1)"
+        );
+        assert_eq!(one.choice.to_string(), "as alice (used by rt-1)");
+        let three = offer("alice", 3);
+        assert_eq!(
+            three.choice.to_string(),
+            "as alice (used by rt-1, rt-2, rt-3)"
+        );
+        let many = offer("", 10);
+        assert_eq!(
+            many.label.to_string(),
+            "Use my existing authorization (used by rt-1, rt-2, rt-3 and 7 more)"
+        );
+        assert_eq!(
+            many.choice.to_string(),
+            "(used by rt-1, rt-2, rt-3 and 7 more)"
+        );
+        // a provider login is the provider's to choose: escaped
+        let odd = offer("<img src=x onerror=alert(1)>&\"'", 1);
+        assert_eq!(
+            odd.choice.to_string(),
+            "as &#60;img src=x onerror=alert(1)&#62;&#38;&#34;&#39; (used by rt-1)"
+        );
+    }
+
+    /// What is escaped once is written once escaped: neither raw nor twice.
+    #[test]
+    fn escaped_text_is_written_as_escaped_once() {
+        #[derive(Template)]
+        #[template(source = "<p title=\"{{ a }}\">{{ a }}|{{ b }}</p>", ext = "html")]
+        struct T {
+            a: Escaped,
+            b: String,
+        }
+        let html = T {
+            a: Escaped::new("<b>\"x\" & 'y'</b>"),
+            b: "<b>".into(),
+        }
+        .render()
+        .unwrap();
+        let once = "&#60;b&#62;&#34;x&#34; &#38; &#39;y&#39;&#60;/b&#62;";
+        assert_eq!(html, format!("<p title=\"{once}\">{once}|&#60;b&#62;</p>"));
+    }
 
     #[test]
     fn dates_read_as_chrono_formats_them() {
