@@ -5,9 +5,8 @@
 //! Written behind: [`AuditLog::record`] puts the event in a bounded
 //! channel and returns; one writer task takes what has gathered within
 //! [`GATHER`] of the first (up to [`BATCH`] events) and appends it in one
-//! store call (one Lua script on
-//! Redis, one redb transaction), so a runtime token fetch costs no store
-//! round trip of its own. When the channel is full the emitter **waits**
+//! store call (one Lua script on Redis, one redb transaction), so a
+//! runtime token fetch costs no store round trip of its own. When the channel is full the emitter **waits**
 //! (backpressure): an audit log must not lose entries, and it fills only
 //! when the store is slower than the requests (or down, when the requests
 //! fail anyway). A failed append is retried with backoff, the batch kept.
