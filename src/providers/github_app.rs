@@ -89,7 +89,7 @@ impl AppKey {
         })
         .map_err(|_| ProviderError::Protocol("could not encode the App's JWT".into()))?;
         let signing_input = format!("{header}.{}", B64.encode(claims));
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(signing_input.as_bytes());
+        let digest = crate::config::sha256(signing_input.as_bytes());
         let signature = self
             .0
             .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)

@@ -15,6 +15,7 @@
 //! - `lease`: in-process single-flight and store leases;
 //! - `migrate`: records of earlier versions, moved at start.
 
+mod bounded;
 mod check;
 pub mod grant;
 mod installation;

@@ -12,6 +12,7 @@
 //! or a changed repository list is another key, so a stale narrowed token
 //! is never served.
 
+use super::bounded::Bounded;
 use super::grant::{Grant, fingerprint};
 use super::lifecycle::Lifecycle;
 use super::serve::ServeError;
@@ -20,8 +21,7 @@ use crate::providers::github_app_user::{self, NarrowError, Narrowed, Reach};
 use crate::registry::{AppRequirements, OAuthApp, Runtime};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// How many narrowed tokens a process keeps at most; past it the expired
 /// ones go, then everything (the next fetches narrow again).
@@ -42,51 +42,48 @@ struct Entry {
 }
 
 /// The narrowed tokens of this process.
-#[derive(Default)]
 pub(crate) struct NarrowCache {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Bounded<Key, Entry>,
     /// Calls to the provider's scoped-token endpoint (tests and metrics).
     narrowed: std::sync::atomic::AtomicU64,
 }
 
+impl Default for NarrowCache {
+    fn default() -> Self {
+        Self {
+            entries: Bounded::new(CACHE_MAX),
+            narrowed: Default::default(),
+        }
+    }
+}
+
 impl NarrowCache {
     fn get(&self, key: &Key, fresh_until: DateTime<Utc>) -> Option<Narrowed> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let e = entries.get(key)?;
-        if e.expires_at.is_some_and(|at| at <= fresh_until) {
-            return None;
-        }
-        Some(Narrowed {
-            token: e.token.clone(),
-            expires_at: e.expires_at,
+        self.entries.get(key, |e| {
+            e.expires_at
+                .is_none_or(|at| at > fresh_until)
+                .then(|| Narrowed {
+                    token: e.token.clone(),
+                    expires_at: e.expires_at,
+                })
         })
     }
 
     fn put(&self, key: Key, n: &Narrowed, now: DateTime<Utc>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= CACHE_MAX {
-            entries.retain(|_, e| e.expires_at.is_some_and(|at| at > now));
-            if entries.len() >= CACHE_MAX {
-                entries.clear();
-            }
-        }
         // a grant's older narrowed tokens (before a refresh) are dead weight
-        entries.retain(|k, _| !(k.grant == key.grant && k.parent != key.parent));
-        entries.insert(
-            key,
-            Entry {
-                token: n.token.clone(),
-                expires_at: n.expires_at,
-            },
-        );
+        self.entries
+            .retain(|k, _| !(k.grant == key.grant && k.parent != key.parent));
+        let entry = Entry {
+            token: n.token.clone(),
+            expires_at: n.expires_at,
+        };
+        self.entries
+            .insert(key, entry, |e| e.expires_at.is_some_and(|at| at > now));
     }
 
     /// Forgets every narrowed token of a grant (deleted or replaced).
     pub(crate) fn forget(&self, grant: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| k.grant != grant);
+        self.entries.retain(|k, _| k.grant != grant);
     }
 
     /// How many times this process asked the provider to narrow a token.

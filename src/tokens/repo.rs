@@ -13,12 +13,14 @@
 //!   served to, inside the seal; the index only finds it.
 
 use super::TokenError;
+use super::bounded::{self, Bounded};
 use super::grant::Grant;
 use crate::crypto::{self, Keyring};
 use crate::store::{Collection, Expect, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub const GRANT: &str = "grant";
 pub const ASSIGNMENT: &str = "assignment";
@@ -45,8 +47,12 @@ pub struct Assignment {
 pub struct GrantRepo {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
-    pointers: PointerCache,
-    opened: OpenedCache,
+    /// key(runtime, incarnation, user) → the grant id its assignment
+    /// named, and when it was read
+    pointers: Bounded<String, (Arc<str>, Instant)>,
+    /// key(user, id) → the SHA-256 of the sealed bytes and the grant they
+    /// opened to
+    opened: Bounded<String, ([u8; 32], Grant)>,
 }
 
 /// Grants opened recently, keyed by (user, id) and the SHA-256 of the
@@ -55,47 +61,8 @@ pub struct GrantRepo {
 /// (a tenth of a fetch's CPU) when those bytes are exactly the ones opened
 /// before. Any write seals with a fresh random nonce, hence other bytes.
 /// The opened grant holds its tokens in memory, as serving them does
-/// anyway; at most [`OPENED_CAPACITY`] entries (about 1.2 KiB each).
+/// anyway; at most this many entries (about 1.2 KiB each).
 const OPENED_CAPACITY: usize = 2048;
-
-/// (user, id) → (SHA-256 of the sealed bytes, the grant they opened to)
-type Opened = std::collections::HashMap<(String, String), ([u8; 32], Grant)>;
-
-#[derive(Default)]
-struct OpenedCache {
-    map: std::sync::Mutex<Opened>,
-}
-
-impl OpenedCache {
-    fn get(&self, user: &str, id: &str, digest: &[u8; 32]) -> Option<Grant> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        // (String, String) keys need owned strings to look up; the two
-        // small allocations are far cheaper than what they save
-        map.get(&(user.to_owned(), id.to_owned()))
-            .filter(|(d, _)| crate::crypto::ct_eq(d, digest))
-            .map(|(_, g)| g.clone())
-    }
-
-    fn put(&self, user: &str, id: &str, digest: [u8; 32], g: &Grant) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= OPENED_CAPACITY {
-            map.clear();
-        }
-        map.insert((user.to_owned(), id.to_owned()), (digest, g.clone()));
-    }
-
-    fn forget(&self, user: &str, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(user.to_owned(), id.to_owned()));
-    }
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
 
 /// How long a replica trusts the grant id it read from an assignment
 /// before reading the assignment again. Only the *pointer* is kept: the
@@ -114,60 +81,8 @@ pub const POINTER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// nothing, all go (a burst of assignment reads, never a wrong answer).
 const POINTER_CAPACITY: usize = 16_384;
 
-/// (runtime, incarnation, user) → the grant id its assignment named.
-#[derive(Default)]
-struct PointerCache {
-    map: std::sync::Mutex<std::collections::HashMap<String, (Arc<str>, std::time::Instant)>>,
-}
-
-impl PointerCache {
-    /// Unambiguous whatever the ids contain: each part is length-prefixed.
-    fn key(runtime: &str, incarnation: &str, user: &str) -> String {
-        format!(
-            "{}:{runtime}{}:{incarnation}{}:{user}",
-            runtime.len(),
-            incarnation.len(),
-            user.len()
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<Arc<str>> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(_, at)| at.elapsed() < POINTER_TTL)
-            .map(|(id, _)| id.clone())
-    }
-
-    fn put(&self, key: String, grant: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= POINTER_CAPACITY && !map.contains_key(&key) {
-            map.retain(|_, (_, at)| at.elapsed() < POINTER_TTL);
-            if map.len() >= POINTER_CAPACITY {
-                map.clear();
-            }
-        }
-        map.insert(key, (Arc::from(grant), std::time::Instant::now()));
-    }
-
-    fn forget(&self, key: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
-
-    fn forget_runtime(&self, runtime: &str, incarnation: &str) {
-        // every key of this incarnation starts so (at worst a few others too)
-        let prefix = format!(
-            "{}:{runtime}{}:{incarnation}",
-            runtime.len(),
-            incarnation.len()
-        );
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| !k.starts_with(&prefix));
-    }
+fn pointer_alive(&(_, at): &(Arc<str>, Instant)) -> bool {
+    at.elapsed() < POINTER_TTL
 }
 
 impl GrantRepo {
@@ -175,13 +90,13 @@ impl GrantRepo {
         Self {
             store,
             keyring,
-            pointers: PointerCache::default(),
-            opened: OpenedCache::default(),
+            pointers: Bounded::new(POINTER_CAPACITY),
+            opened: Bounded::new(OPENED_CAPACITY),
         }
     }
 
     /// The grant id the runtime's assignment for `user` names, from this
-    /// replica's pointer cache (at most [`POINTER_TTL`] old) or the store.
+    /// replica's pointers (at most [`POINTER_TTL`] old) or the store.
     /// `cached` says which: a caller that finds the grant gone or no
     /// longer listing the runtime calls [`Self::forget_pointer`] and asks
     /// again, which then reads the store.
@@ -191,22 +106,38 @@ impl GrantRepo {
         incarnation: &str,
         user: &str,
     ) -> Result<Option<(Arc<str>, bool)>, TokenError> {
-        let key = PointerCache::key(runtime, incarnation, user);
-        if let Some(id) = self.pointers.get(&key) {
+        let key = bounded::key(&[runtime, incarnation, user]);
+        if let Some(id) = self.pointer(&key) {
             return Ok(Some((id, true)));
         }
         let Some((a, _)) = self.assignment(runtime, incarnation, user).await? else {
             return Ok(None);
         };
         let id: Arc<str> = Arc::from(a.grant.as_str());
-        self.pointers.put(key, &id);
+        self.remember_pointer(key, id.clone());
         Ok(Some((id, false)))
+    }
+
+    fn pointer(&self, key: &str) -> Option<Arc<str>> {
+        self.pointers
+            .get(key, |p| pointer_alive(p).then(|| p.0.clone()))
+    }
+
+    fn remember_pointer(&self, key: String, grant: Arc<str>) {
+        self.pointers
+            .insert(key, (grant, Instant::now()), pointer_alive);
     }
 
     /// Drops this replica's pointer for (runtime, incarnation, user).
     pub fn forget_pointer(&self, runtime: &str, incarnation: &str, user: &str) {
         self.pointers
-            .forget(&PointerCache::key(runtime, incarnation, user));
+            .remove(bounded::key(&[runtime, incarnation, user]).as_str());
+    }
+
+    /// Drops this replica's pointers of a runtime incarnation.
+    fn forget_pointers_of(&self, runtime: &str, incarnation: &str) {
+        let prefix = bounded::key(&[runtime, incarnation]);
+        self.pointers.retain(|k, _| !k.starts_with(&prefix));
     }
 
     pub(super) fn seal<T: Serialize>(
@@ -243,16 +174,18 @@ impl GrantRepo {
 
     /// The grant and its version.
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<(Grant, u64)>, TokenError> {
+        let key = bounded::key(&[user, id]);
         let Some(rec) = self.store.record_get(&grant_collection(user), id).await? else {
-            self.opened.forget(user, id);
+            self.opened.remove(key.as_str());
             return Ok(None);
         };
-        let d = digest(&rec.value);
-        if let Some(g) = self.opened.get(user, id, &d) {
+        let d = crate::config::sha256(&rec.value);
+        let same = |(opened, g): &([u8; 32], Grant)| crypto::ct_eq(opened, &d).then(|| g.clone());
+        if let Some(g) = self.opened.get(key.as_str(), same) {
             return Ok(Some((g, rec.version)));
         }
         let g = self.decode(user, id, &rec.value)?;
-        self.opened.put(user, id, d, &g);
+        self.opened.insert(key, (d, g.clone()), |_| false);
         Ok(Some((g, rec.version)))
     }
 
@@ -270,7 +203,7 @@ impl GrantRepo {
             .store
             .record_delete(&grant_collection(user), id, expect)
             .await;
-        self.opened.forget(user, id);
+        self.opened.remove(bounded::key(&[user, id]).as_str());
         Ok(deleted?)
     }
 
@@ -411,7 +344,7 @@ impl GrantRepo {
             .store
             .collection_delete(&assignment_collection(runtime, incarnation))
             .await;
-        self.pointers.forget_runtime(runtime, incarnation);
+        self.forget_pointers_of(runtime, incarnation);
         Ok(dropped?)
     }
 }
@@ -426,29 +359,14 @@ mod tests {
     /// masked by what was cached), a deleted grant is gone.
     #[tokio::test]
     async fn opened_grants_are_reused_only_for_the_same_bytes() {
-        use crate::config::KeySettings;
-        use secrecy::{ExposeSecret, SecretBox};
-        let dir = tempfile::tempdir().unwrap();
-        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
-        let now = clock.now();
-        let store: Arc<dyn Store> = Arc::new(
-            crate::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb"), clock).unwrap(),
-        );
-        let keyring = Arc::new(
-            Keyring::new(
-                "k",
-                &[KeySettings {
-                    id: "k".into(),
-                    key: SecretBox::new(Box::new([7u8; 32])),
-                }],
-            )
-            .unwrap(),
-        );
-        let repo = GrantRepo::new(store.clone(), keyring.clone());
+        use secrecy::ExposeSecret;
+        let (_dir, repo) = repo();
+        let (store, keyring) = (repo.store.clone(), repo.keyring.clone());
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let mut g = crate::tokens::grant::tests::grant(now);
         let v = repo.put(&g, Expect::Absent).await.unwrap();
         let (first, _) = repo.get(&g.user, &g.id).await.unwrap().unwrap();
-        assert_eq!(repo.opened.map.lock().unwrap().len(), 1);
+        assert_eq!(repo.opened.len(), 1);
         let (again, _) = repo.get(&g.user, &g.id).await.unwrap().unwrap();
         assert_eq!(
             again.access_token.expose_secret(),
@@ -476,53 +394,52 @@ mod tests {
 
         other.delete(&g.user, &g.id, Expect::Any).await.unwrap();
         assert!(repo.get(&g.user, &g.id).await.unwrap().is_none());
-        assert!(repo.opened.map.lock().unwrap().is_empty());
+        assert_eq!(repo.opened.len(), 0);
     }
 
-    #[test]
-    fn pointer_keys_cannot_be_confused_whatever_the_ids_contain() {
-        let a = PointerCache::key("rt", "inc", "1:x");
-        let b = PointerCache::key("rt", "inc1", ":x");
-        let c = PointerCache::key("rt3:inc", "", "x");
-        assert_ne!(a, b);
-        assert_ne!(a, c);
-        assert_ne!(b, c);
+    fn repo() -> (tempfile::TempDir, GrantRepo) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb"), clock).unwrap(),
+        );
+        let keyring = Keyring::new(
+            "k",
+            &[crate::config::KeySettings {
+                id: "k".into(),
+                key: secrecy::SecretBox::new(Box::new([7u8; 32])),
+            }],
+        )
+        .unwrap();
+        (dir, GrantRepo::new(store, Arc::new(keyring)))
     }
 
     #[test]
     fn pointers_are_forgotten_one_by_one_and_by_incarnation() {
-        let p = PointerCache::default();
-        p.put(PointerCache::key("rt", "i1", "alice"), "g1");
-        p.put(PointerCache::key("rt", "i1", "bob"), "g2");
-        p.put(PointerCache::key("rt", "i2", "alice"), "g3");
-        p.put(PointerCache::key("other", "i1", "alice"), "g4");
-        assert_eq!(
-            p.get(&PointerCache::key("rt", "i1", "alice")).as_deref(),
-            Some("g1")
-        );
-        p.forget(&PointerCache::key("rt", "i1", "alice"));
-        assert_eq!(p.get(&PointerCache::key("rt", "i1", "alice")), None);
-        p.forget_runtime("rt", "i1");
-        assert_eq!(p.get(&PointerCache::key("rt", "i1", "bob")), None);
-        assert_eq!(
-            p.get(&PointerCache::key("rt", "i2", "alice")).as_deref(),
-            Some("g3")
-        );
-        assert_eq!(
-            p.get(&PointerCache::key("other", "i1", "alice")).as_deref(),
-            Some("g4")
-        );
+        let (_dir, p) = repo();
+        let k = |rt: &str, inc: &str, user: &str| bounded::key(&[rt, inc, user]);
+        p.remember_pointer(k("rt", "i1", "alice"), "g1".into());
+        p.remember_pointer(k("rt", "i1", "bob"), "g2".into());
+        p.remember_pointer(k("rt", "i2", "alice"), "g3".into());
+        p.remember_pointer(k("other", "i1", "alice"), "g4".into());
+        assert_eq!(p.pointer(&k("rt", "i1", "alice")).as_deref(), Some("g1"));
+        p.forget_pointer("rt", "i1", "alice");
+        assert_eq!(p.pointer(&k("rt", "i1", "alice")), None);
+        p.forget_pointers_of("rt", "i1");
+        assert_eq!(p.pointer(&k("rt", "i1", "bob")), None);
+        assert_eq!(p.pointer(&k("rt", "i2", "alice")).as_deref(), Some("g3"));
+        assert_eq!(p.pointer(&k("other", "i1", "alice")).as_deref(), Some("g4"));
     }
 
     #[test]
     fn the_pointer_cache_stays_within_its_capacity() {
-        let p = PointerCache::default();
+        let (_dir, p) = repo();
         for i in 0..POINTER_CAPACITY * 3 {
-            p.put(PointerCache::key("rt", "i", &format!("u{i}")), "g");
-            assert!(p.map.lock().unwrap().len() <= POINTER_CAPACITY);
+            p.remember_pointer(bounded::key(&["rt", "i", &format!("u{i}")]), "g".into());
+            assert!(p.pointers.len() <= POINTER_CAPACITY);
         }
         // the newest is always kept
         let last = format!("u{}", POINTER_CAPACITY * 3 - 1);
-        assert!(p.get(&PointerCache::key("rt", "i", &last)).is_some());
+        assert!(p.pointer(&bounded::key(&["rt", "i", &last])).is_some());
     }
 }
