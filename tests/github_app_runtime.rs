@@ -16,7 +16,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use support::{ADMIN_TOKEN, Backend, Harness, Options, credential};
+use support::{ADMIN_TOKEN, Backend, Harness, LogCapture, Options, credential};
 
 const APP_ID: u64 = 4242;
 const RT: &str = "app-rt";
@@ -738,40 +738,13 @@ async fn git_clone(broker: &str, url: &str) -> (bool, String) {
     (dir.join("README.md").exists() && out.status.success(), err)
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 /// Every log line of the broker and the mock (debug level) through mint,
 /// reuse, registration and refusal: no installation token, no JWT, no line
 /// of the App's private key. The subscriber is the process's (the only
 /// test here that sets one): lines of the other tests land in it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_app_secret_reaches_the_logs() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .json()
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let capture = LogCapture::install("debug");
 
     let w = World::start(Backend::Embedded).await;
     let (_state, url) = w.replica("").await;
@@ -790,7 +763,7 @@ async fn no_app_secret_reaches_the_logs() {
     w.clock.advance(chrono::Duration::minutes(56));
     assert_eq!(fetch(&url, "").await.status(), 404);
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("installation token minted"),
         "the mints are logged"

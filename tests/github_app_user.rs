@@ -18,8 +18,7 @@ mod support;
 use gitbroker::clock::ManualClock;
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use support::*;
 
 const ALICE: &str = "u-1001";
@@ -367,38 +366,12 @@ async fn one_rotating_refresh_for_concurrent_fetches_on_two_replicas() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 /// Through authorize, narrowing and not-installed, at debug level: neither
 /// the user token, its refresh token nor the narrowed token is logged or
 /// printed by Debug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_github_app_token_in_logs_or_debug() {
-    let capture = Capture::default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("debug,cookie_store=off")
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .json()
-        .try_init();
+    let capture = LogCapture::install("debug,cookie_store=off");
     let h = Harness::start(Backend::Embedded).await;
     with_github_app(&h).await;
     let alice = h.signed_in("alice").await;
@@ -416,7 +389,7 @@ async fn no_github_app_token_in_logs_or_debug() {
     alice.authorize("acme-any").await;
     let app = h.state.registry.app("ghapp").await.unwrap().unwrap();
     let debug = format!("{grant:?} {app:?}");
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("narrowed"),
         "the narrowing was logged (by fingerprint)"

@@ -448,26 +448,6 @@ async fn two_replicas_rotate_exactly_once() {
     assert_eq!(at_gitlab(&h, &old).await.0, 401);
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 /// Every log line of a rotation (at the broker and the mock, at debug
 /// level), a lost answer and its inquiry included: neither the old nor
 /// the new token appears, the audit line names them by fingerprint.
@@ -475,13 +455,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 /// it too, which only adds lines to search.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_tokens_never_reach_the_logs() {
-    let capture = Capture::default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("debug,cookie_store=off")
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .json()
-        .try_init();
+    let capture = LogCapture::install("debug,cookie_store=off");
     let (h, clock) = start(Backend::Embedded).await;
     let old = gitlab_pat(&h, "personal", &["api", "read_repository"], 9);
     let credential = register(&h, "gl-logs", &old, true).await;
@@ -502,7 +476,7 @@ async fn rotated_tokens_never_reach_the_logs() {
             .status(),
         404
     );
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("Git Runtime token rotated automatically"),
         "the rotation was logged ({} bytes)",

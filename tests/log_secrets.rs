@@ -13,41 +13,13 @@
 mod support;
 
 use secrecy::ExposeSecret;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use support::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs() {
-    let capture = Capture::default();
-    tracing_subscriber::fmt()
-        // cookie_store is the test browser's cookie jar (not used by the
-        // broker), which logs the cookies it receives at debug level
-        .with_env_filter("debug,cookie_store=off")
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .json()
-        .init();
+    // cookie_store is the test browser's cookie jar (not used by the
+    // broker), which logs the cookies it receives at debug level
+    let capture = LogCapture::install("debug,cookie_store=off");
 
     let h = Harness::start(Backend::Embedded).await;
     let alice = h.signed_in("alice").await;
@@ -260,7 +232,7 @@ async fn no_secret_reaches_the_logs() {
 
     drop(alice);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.len() > 1000,
         "logs were captured ({} bytes)",

@@ -157,10 +157,13 @@ fn spawn_ready(port: u16, extra: &[String], dir: &std::path::Path) -> Result<Chi
 
 mod github_app;
 mod harness;
+mod logs;
 mod redis_ha;
 #[allow(unused_imports)]
 pub use github_app::*;
 #[allow(unused_imports)]
 pub use harness::*;
+#[allow(unused_imports)]
+pub use logs::*;
 #[allow(unused_imports)]
 pub use redis_ha::*;
