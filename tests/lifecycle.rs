@@ -42,6 +42,21 @@ async fn start(
     (h, clock)
 }
 
+/// A runtime on github.com through the harness's GitHub OAuth app.
+fn github_runtime(id: &str, account: &str) -> gitbroker::registry::RuntimeInput {
+    gitbroker::registry::RuntimeInput {
+        id: id.into(),
+        account: account.into(),
+        git_host: "github.com".into(),
+        oauth_app: Some("github-app".into()),
+        provider: None,
+        base_url: None,
+        github_app: None,
+        repositories: Vec::new(),
+        rotate_runtime_token: false,
+    }
+}
+
 async fn fetch(url: &str, runtime: &str, user: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!(
@@ -632,17 +647,7 @@ async fn a_runtime_replaced_during_pat_validation_gets_nothing() {
     let (_, globex_credential) = h
         .state
         .registry
-        .create_runtime(gitbroker::registry::RuntimeInput {
-            id: "tmp-rt".into(),
-            account: "globex".into(),
-            git_host: "github.com".into(),
-            oauth_app: Some("github-app".into()),
-            provider: None,
-            base_url: None,
-            github_app: None,
-            repositories: Vec::new(),
-            rotate_runtime_token: false,
-        })
+        .create_runtime(github_runtime("tmp-rt", "globex"))
         .await
         .unwrap();
     let globex_credential = globex_credential.expose_secret().to_owned();
@@ -1057,17 +1062,7 @@ async fn the_page_warns_before_githubs_token_cap() {
         let (rt, _) = h
             .state
             .registry
-            .create_runtime(gitbroker::registry::RuntimeInput {
-                id: format!("cap-rt-{i}"),
-                account: "acme".into(),
-                git_host: "github.com".into(),
-                oauth_app: Some("github-app".into()),
-                provider: None,
-                base_url: None,
-                github_app: None,
-                repositories: Vec::new(),
-                rotate_runtime_token: false,
-            })
+            .create_runtime(github_runtime(&format!("cap-rt-{i}"), "acme"))
             .await
             .unwrap();
         if i == 9 {
@@ -1144,17 +1139,7 @@ async fn several_authorizations_are_one_choice_per_row() {
     let (_, third) = h
         .state
         .registry
-        .create_runtime(gitbroker::registry::RuntimeInput {
-            id: "third-rt".into(),
-            account: "acme".into(),
-            git_host: "github.com".into(),
-            oauth_app: Some("github-app".into()),
-            provider: None,
-            base_url: None,
-            github_app: None,
-            repositories: Vec::new(),
-            rotate_runtime_token: false,
-        })
+        .create_runtime(github_runtime("third-rt", "acme"))
         .await
         .unwrap();
     let page = alice.get("/tokens").await;
@@ -1258,18 +1243,8 @@ async fn the_token_page_grows_linearly_with_runtimes() {
         while made < n {
             h.state
                 .registry
-                .create_runtime(gitbroker::registry::RuntimeInput {
-                    // same length of id for every runtime
-                    id: format!("grow-{made:03}"),
-                    account: "acme".into(),
-                    git_host: "github.com".into(),
-                    oauth_app: Some("github-app".into()),
-                    provider: None,
-                    base_url: None,
-                    github_app: None,
-                    repositories: Vec::new(),
-                    rotate_runtime_token: false,
-                })
+                // same length of id for every runtime
+                .create_runtime(github_runtime(&format!("grow-{made:03}"), "acme"))
                 .await
                 .unwrap();
             made += 1;
